@@ -1,0 +1,1543 @@
+//! A segment as one local file, `data.log` (spec §5.3), as the embedded "local" mode and the
+//! service-mode staged storage keep it.
+//!
+//! ```text
+//! data.log = [HeaderRecord][Block 0][Block 1]…[IndexRecord × n][FooterRecord]
+//! ```
+//!
+//! # Contract
+//!
+//! * [`LocalSegmentWriter::append_block`] returns only after the block is written and
+//!   `fdatasync`ed: a returned [`BlockInfo`] is durable. Entry ids must run on without gaps.
+//! * [`LocalSegmentWriter::finalize`] appends the index and the footer (v5 or v6, the writer's
+//!   format setting) and syncs; afterwards the file never changes.
+//! * Fencing is the presence of `write.fence` beside `data.log`. Once it exists no append
+//!   succeeds (the writer checks for it before every block, so a fence made by another process
+//!   is seen too); finalize is still allowed, since completing a segment follows fencing it.
+//! * [`LocalSegmentWriter::open_for_recovery`] trusts a footer only when its index describes
+//!   the file exactly. Otherwise it scans blocks from offset 25, verifying every CRC, and
+//!   **truncates the file** after the last complete valid block, so that what a crash left
+//!   half-written can never be read and later appends continue a clean file.
+//! * [`LocalSegmentReader`] may run while a writer appends: it re-reads the file's tail on
+//!   every call and only hands out blocks whose CRCs it verified. A bad block that is all there
+//!   is an [`Error::Corrupt`] naming the file and the block, never skipped; a block still being
+//!   written is "no more yet".
+//!
+//! The file is read and written with plain `std::fs` calls on the blocking pool; there is no
+//! mmap and no preallocation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use crate::codec::{
+    BLOCK_HEADER_RECORD_LEN, BlockHeaderRecord, CodecError, FOOTER_V5_RECORD_LEN,
+    FOOTER_V6_RECORD_LEN, FORMAT_V5, FORMAT_V6, FooterRecord, FrameHeader, HEADER_RECORD_LEN,
+    HeaderRecord, INDEX_RECORD_LEN, IndexRecord, RECORD_HEADER_LEN, RecordType, decode_block_data,
+    encode_block, footer_from_tail,
+};
+use crate::{Error, Result};
+
+/// Name of the segment file.
+pub const DATA_FILE: &str = "data.log";
+/// Name of the fence marker; its presence means fenced.
+pub const FENCE_FILE: &str = "write.fence";
+
+/// Where one block of `data.log` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Block number, from 0.
+    pub block_number: i32,
+    /// Byte offset of the block header record.
+    pub offset: u64,
+    /// Bytes of the block: 37 plus the data region.
+    pub size: u32,
+    /// First entry id.
+    pub first_entry_id: i64,
+    /// Last entry id.
+    pub last_entry_id: i64,
+}
+
+impl BlockInfo {
+    /// Offset just past the block.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.size)
+    }
+
+    fn from_header(offset: u64, h: &BlockHeaderRecord) -> Option<Self> {
+        let size = u32::try_from(h.block_size()).ok()?;
+        Some(Self {
+            block_number: h.block_number,
+            offset,
+            size,
+            first_entry_id: h.first_entry_id,
+            last_entry_id: h.last_entry_id,
+        })
+    }
+
+    fn index_record(&self) -> IndexRecord {
+        IndexRecord {
+            block_number: self.block_number,
+            // Offsets are bounded by the file size, far below i64::MAX.
+            start_offset: self.offset as i64,
+            block_size: self.size,
+            first_entry_id: self.first_entry_id,
+            last_entry_id: self.last_entry_id,
+        }
+    }
+}
+
+/// What [`LocalSegmentWriter::open_for_recovery`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The segment header record.
+    pub header: HeaderRecord,
+    /// The blocks kept, in order.
+    pub blocks: Vec<BlockInfo>,
+    /// Id of the last entry kept; `first_entry_id - 1` when there is none.
+    pub last_entry_id: i64,
+    /// The footer, when the file was finalized.
+    pub footer: Option<FooterRecord>,
+    /// Bytes cut off the end of the file (a torn or corrupt tail, or a torn index and footer).
+    pub truncated_bytes: u64,
+    /// Whether `write.fence` exists.
+    pub fenced: bool,
+}
+
+/// A snapshot of a writer's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterStatus {
+    /// Id the segment starts at (from the header record).
+    pub first_entry_id: i64,
+    /// Id of the last entry written; `first_entry_id - 1` when there is none.
+    pub last_entry_id: i64,
+    /// Blocks written.
+    pub block_count: usize,
+    /// Bytes of `data.log`.
+    pub size: u64,
+    /// Format version of header and footer.
+    pub format_version: u16,
+    /// The footer, once finalized.
+    pub footer: Option<FooterRecord>,
+    /// Whether this writer has seen the fence.
+    pub fenced: bool,
+}
+
+/// Appends blocks to a segment's `data.log`. Methods take `&self` and are serialized by an
+/// internal lock, so a fence from another task waits for an append in progress and the other
+/// way round.
+#[derive(Debug)]
+pub struct LocalSegmentWriter {
+    dir: PathBuf,
+    inner: Arc<Mutex<WriterInner>>,
+}
+
+#[derive(Debug)]
+struct WriterInner {
+    path: PathBuf,
+    fence_path: PathBuf,
+    file: File,
+    header: HeaderRecord,
+    blocks: Vec<BlockInfo>,
+    /// End of the last block: where the next block (or the index) goes.
+    end: u64,
+    footer: Option<FooterRecord>,
+    fenced: bool,
+    /// A failed write or sync left the file in an unknown state; only recovery may touch it.
+    broken: bool,
+}
+
+impl LocalSegmentWriter {
+    /// Creates `dir` (and its parents) and a new `data.log` holding the header record, synced.
+    /// Fails with [`Error::AlreadyExists`] when `data.log` exists. `format_version` (5 or 6)
+    /// is written in the header and later in the footer; 5 keeps the file readable by Milvus
+    /// 2.6.
+    pub async fn create(
+        dir: impl AsRef<Path>,
+        first_entry_id: i64,
+        format_version: u16,
+    ) -> Result<Self> {
+        if format_version != FORMAT_V5 && format_version != FORMAT_V6 {
+            return Err(Error::config(
+                "formatVersion",
+                format!("format version {format_version} is not one of 5 and 6"),
+            ));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        let inner = blocking({
+            let dir = dir.clone();
+            move || WriterInner::create(&dir, first_entry_id, format_version)
+        })
+        .await?;
+        Ok(Self {
+            dir,
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    /// Reopens the segment in `dir` after a crash or for fencing and completion. A valid
+    /// footer makes the writer finalized; otherwise the file is scanned, truncated after its
+    /// last complete valid block, and appends continue from there.
+    pub async fn open_for_recovery(dir: impl AsRef<Path>) -> Result<(Self, Recovery)> {
+        let dir = dir.as_ref().to_path_buf();
+        let (inner, recovery) = blocking({
+            let dir = dir.clone();
+            move || WriterInner::recover(&dir)
+        })
+        .await?;
+        Ok((
+            Self {
+                dir,
+                inner: Arc::new(Mutex::new(inner)),
+            },
+            recovery,
+        ))
+    }
+
+    /// The segment directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one block holding `entries` with ids `first_entry_id..`, and syncs it. The ids
+    /// must continue the segment exactly. Fails with [`Error::Fenced`] once `write.fence`
+    /// exists, and when the writer is finalized or broken by an earlier IO failure.
+    pub async fn append_block<E: AsRef<[u8]>>(
+        &self,
+        first_entry_id: i64,
+        entries: &[E],
+    ) -> Result<BlockInfo> {
+        let mut inner = self.inner.clone().lock_owned().await;
+        inner.check_append(first_entry_id, entries.len())?;
+        let number = i32::try_from(inner.blocks.len()).map_err(|_| Error::Unsupported {
+            what: "more than i32::MAX blocks in a segment".into(),
+        })?;
+        let mut buf = Vec::new();
+        let block_header = encode_block(None, number, first_entry_id, entries, &mut buf);
+        blocking(move || inner.write_block(&buf, &block_header)).await
+    }
+
+    /// Appends the index and the footer and syncs; idempotent: a finalized writer returns its
+    /// footer again (and ignores `lac`). `lac` defaults to the last entry id (-1 when empty).
+    /// A v5 footer cannot hold a LAC; the returned footer is what a reader will decode, so its
+    /// `lac` is -1 then.
+    pub async fn finalize(&self, lac: Option<i64>) -> Result<FooterRecord> {
+        let mut inner = self.inner.clone().lock_owned().await;
+        if let Some(footer) = inner.footer {
+            return Ok(footer);
+        }
+        blocking(move || inner.finalize(lac)).await
+    }
+
+    /// Creates `write.fence` (idempotent) and syncs it: no append succeeds afterwards, from
+    /// this writer or any other. Waits for an append in progress to finish first, so the
+    /// blocks a reader can see once the fence exists are all the segment will ever hold.
+    pub async fn fence(&self) -> Result<()> {
+        let mut inner = self.inner.clone().lock_owned().await;
+        let dir = self.dir.clone();
+        blocking(move || {
+            write_fence_file(&dir, &inner.fence_path)?;
+            inner.fenced = true;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether `write.fence` exists.
+    pub async fn is_fenced(&self) -> Result<bool> {
+        let fence_path = self.dir.join(FENCE_FILE);
+        blocking(move || exists(&fence_path)).await
+    }
+
+    /// A snapshot of the writer's state.
+    pub async fn status(&self) -> WriterStatus {
+        let inner = self.inner.lock().await;
+        WriterStatus {
+            first_entry_id: inner.header.first_entry_id,
+            last_entry_id: inner.last_entry_id(),
+            block_count: inner.blocks.len(),
+            size: inner
+                .footer
+                .map_or(inner.end, |f| f.total_size + footer_len(&f) as u64),
+            format_version: inner.header.version,
+            footer: inner.footer,
+            fenced: inner.fenced,
+        }
+    }
+}
+
+impl WriterInner {
+    fn create(dir: &Path, first_entry_id: i64, format_version: u16) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| io_error("create_dir", dir, e))?;
+        let path = dir.join(DATA_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?;
+        let header = HeaderRecord {
+            version: format_version,
+            flags: 0,
+            first_entry_id,
+        };
+        let mut buf = Vec::with_capacity(HEADER_RECORD_LEN);
+        header.encode(&mut buf);
+        file.write_all(&buf)
+            .map_err(|e| io_error("write", &path, e))?;
+        file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
+        sync_dir(dir)?;
+        Ok(Self {
+            fence_path: dir.join(FENCE_FILE),
+            path,
+            file,
+            header,
+            blocks: Vec::new(),
+            end: HEADER_RECORD_LEN as u64,
+            footer: None,
+            fenced: false,
+            broken: false,
+        })
+    }
+
+    fn recover(dir: &Path) -> Result<(Self, Recovery)> {
+        let path = dir.join(DATA_FILE);
+        let fence_path = dir.join(FENCE_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
+        let size = file_size(&file, &path)?;
+        let header = read_header(&mut file, &path, size)?.ok_or_else(|| {
+            CodecError::Truncated {
+                needed: HEADER_RECORD_LEN as u64,
+                available: size as usize,
+            }
+            .at(format!("{} header record", path.display()))
+        })?;
+
+        let (blocks, end, footer) = match read_footer(&mut file, &path, size, &header)? {
+            Some((footer, blocks)) => {
+                let end = footer.index_offset;
+                (blocks, end, Some(footer))
+            }
+            None => {
+                let (blocks, end) = scan_verified(&mut file, &path, size, &header)?;
+                (blocks, end, None)
+            }
+        };
+        let truncated_bytes = if footer.is_none() && end < size {
+            tracing::warn!(path = %path.display(), size, keep = end, "truncating torn or corrupt tail of segment file");
+            file.set_len(end)
+                .map_err(|e| io_error("truncate", &path, e))?;
+            file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
+            size - end
+        } else {
+            0
+        };
+        file.seek(SeekFrom::Start(end))
+            .map_err(|e| io_error("seek", &path, e))?;
+        let fenced = exists(&fence_path)?;
+        let inner = Self {
+            path,
+            fence_path,
+            file,
+            header,
+            blocks,
+            end,
+            footer,
+            fenced,
+            broken: false,
+        };
+        let recovery = Recovery {
+            header,
+            blocks: inner.blocks.clone(),
+            last_entry_id: inner.last_entry_id(),
+            footer,
+            truncated_bytes,
+            fenced,
+        };
+        Ok((inner, recovery))
+    }
+
+    fn last_entry_id(&self) -> i64 {
+        self.blocks
+            .last()
+            .map_or(self.header.first_entry_id.saturating_sub(1), |b| {
+                b.last_entry_id
+            })
+    }
+
+    fn check_append(&self, first_entry_id: i64, count: usize) -> Result<()> {
+        if self.fenced {
+            return Err(Error::Fenced {
+                path: self.fence_path.display().to_string(),
+            });
+        }
+        if self.footer.is_some() {
+            return Err(Error::Unsupported {
+                what: format!("append to finalized segment file {}", self.path.display()),
+            });
+        }
+        if self.broken {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "append to {} after a failed write; reopen it with recovery",
+                    self.path.display()
+                ),
+            });
+        }
+        let expected = self.last_entry_id().checked_add(1);
+        if count == 0 || expected != Some(first_entry_id) {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "block of {count} entries from id {first_entry_id} in {}: the next block must start at {} and \
+                     hold at least one entry",
+                    self.path.display(),
+                    self.last_entry_id().saturating_add(1)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self, buf: &[u8], block_header: &BlockHeaderRecord) -> Result<BlockInfo> {
+        // A fence made by another process is noticed here, before anything is written.
+        if exists(&self.fence_path)? {
+            self.fenced = true;
+            return Err(Error::Fenced {
+                path: self.fence_path.display().to_string(),
+            });
+        }
+        let info =
+            BlockInfo::from_header(self.end, block_header).ok_or_else(|| Error::Unsupported {
+                what: "a block of 4 GiB or more".into(),
+            })?;
+        self.append_synced(buf)?;
+        self.blocks.push(info);
+        Ok(info)
+    }
+
+    /// Writes `buf` at the end and syncs. A failed write is rolled back by truncating to the
+    /// old end; a failed sync (or rollback) leaves the file unknown, so the writer refuses
+    /// further work and recovery must scan it.
+    fn append_synced(&mut self, buf: &[u8]) -> Result<()> {
+        let result = self
+            .file
+            .seek(SeekFrom::Start(self.end))
+            .and_then(|_| self.file.write_all(buf));
+        if let Err(e) = result {
+            let rolled_back = self
+                .file
+                .set_len(self.end)
+                .and_then(|_| self.file.seek(SeekFrom::Start(self.end)));
+            if rolled_back.is_err() {
+                self.broken = true;
+            }
+            return Err(io_error("write", &self.path, e));
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.broken = true;
+            return Err(io_error("fsync", &self.path, e));
+        }
+        self.end += buf.len() as u64;
+        Ok(())
+    }
+
+    fn finalize(&mut self, lac: Option<i64>) -> Result<FooterRecord> {
+        if self.broken {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "finalize {} after a failed write; reopen it with recovery",
+                    self.path.display()
+                ),
+            });
+        }
+        let n = self.blocks.len();
+        let index_length = u32::try_from(n * INDEX_RECORD_LEN).map_err(|_| Error::Unsupported {
+            what: "an index of 4 GiB or more".into(),
+        })?;
+        let version = self.header.version;
+        let mut footer = FooterRecord {
+            total_blocks: n as i32,
+            total_records: n as u32,
+            total_size: self.end + u64::from(index_length),
+            index_offset: self.end,
+            index_length,
+            version,
+            flags: 0,
+            lac: lac.unwrap_or_else(|| self.blocks.last().map_or(-1, |b| b.last_entry_id)),
+        };
+        let mut buf = Vec::with_capacity(n * INDEX_RECORD_LEN + FOOTER_V6_RECORD_LEN);
+        for block in &self.blocks {
+            block.index_record().encode(&mut buf);
+        }
+        footer.encode(&mut buf);
+        self.append_synced(&buf)?;
+        if version == FORMAT_V5 {
+            footer.lac = -1;
+        }
+        self.footer = Some(footer);
+        Ok(footer)
+    }
+}
+
+/// Which entries a [`LocalBatch`] ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// The byte budget ran out; more entries are already in the file.
+    More,
+    /// The batch reaches the end of what is written; the segment is open and may grow.
+    NotYet,
+    /// The batch reaches the end of a finalized or fenced segment: nothing more will come.
+    Eof,
+}
+
+/// One entry read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEntry {
+    /// Entry id.
+    pub entry_id: i64,
+    /// Entry bytes.
+    pub data: Bytes,
+}
+
+/// The answer to [`LocalSegmentReader::read_from`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBatch {
+    /// Entries in id order, from the asked id on.
+    pub entries: Vec<LocalEntry>,
+    /// What follows the last entry.
+    pub end: BatchEnd,
+    /// Id of the last entry in the file now (`first_entry_id - 1` when none, -1 before the
+    /// header is written).
+    pub last_entry_id: i64,
+    /// Whether the segment has its footer.
+    pub finalized: bool,
+    /// Whether `write.fence` exists.
+    pub fenced: bool,
+}
+
+/// Reads entries from a segment's `data.log`, also while a writer appends to it.
+#[derive(Debug)]
+pub struct LocalSegmentReader {
+    dir: PathBuf,
+    inner: Arc<Mutex<ReaderInner>>,
+}
+
+#[derive(Debug)]
+struct ReaderInner {
+    path: PathBuf,
+    fence_path: PathBuf,
+    file: File,
+    header: Option<HeaderRecord>,
+    /// Complete blocks found so far (by their header records; data CRCs are verified when read).
+    blocks: Vec<BlockInfo>,
+    /// Where the next block would start.
+    scanned_to: u64,
+    /// File size when the footer was last probed for.
+    probed_size: u64,
+    footer: Option<FooterRecord>,
+    /// A bad record where the next block should start: `(location, detail)`. Reads stop there
+    /// with an error rather than treat it as the end.
+    corrupt_at: Option<(String, String)>,
+}
+
+impl LocalSegmentReader {
+    /// Opens `dir/data.log` for reading; [`Error::NotFound`] when it does not exist.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let inner = blocking({
+            let dir = dir.clone();
+            move || {
+                let path = dir.join(DATA_FILE);
+                let file = File::open(&path).map_err(|e| io_error("open", &path, e))?;
+                Ok(ReaderInner {
+                    path,
+                    fence_path: dir.join(FENCE_FILE),
+                    file,
+                    header: None,
+                    blocks: Vec::new(),
+                    scanned_to: HEADER_RECORD_LEN as u64,
+                    probed_size: 0,
+                    footer: None,
+                    corrupt_at: None,
+                })
+            }
+        })
+        .await?;
+        Ok(Self {
+            dir,
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    /// The segment directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The footer, once a read has found it. Readers that serve only confirmed entries cap at
+    /// its `lac`; this reader returns every entry the blocks hold.
+    pub async fn footer(&self) -> Option<FooterRecord> {
+        self.inner.lock().await.footer
+    }
+
+    /// Entries with ids from `entry_id` on, at most `max_bytes` of entry data but at least one
+    /// entry when there is one. Every block is CRC-checked before its entries are returned.
+    pub async fn read_from(&self, entry_id: i64, max_bytes: usize) -> Result<LocalBatch> {
+        let mut inner = self.inner.clone().lock_owned().await;
+        blocking(move || inner.read_from(entry_id, max_bytes)).await
+    }
+}
+
+impl ReaderInner {
+    fn read_from(&mut self, entry_id: i64, max_bytes: usize) -> Result<LocalBatch> {
+        // Looked at before the file: a fence made by the writer waits for its appends, so all
+        // the blocks there will ever be are visible below when it is seen here.
+        let fenced = exists(&self.fence_path)?;
+        self.refresh()?;
+        let finalized = self.footer.is_some();
+        let last_entry_id = match (self.blocks.last(), &self.header) {
+            (Some(b), _) => b.last_entry_id,
+            (None, Some(h)) => h.first_entry_id.saturating_sub(1),
+            (None, None) => -1,
+        };
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut end = if finalized || fenced {
+            BatchEnd::Eof
+        } else {
+            BatchEnd::NotYet
+        };
+        let start = self.blocks.partition_point(|b| b.last_entry_id < entry_id);
+        'blocks: for i in start..self.blocks.len() {
+            let info = self.blocks[i];
+            let block = self.read_block(&info)?;
+            for (offset, data) in block.into_iter().enumerate() {
+                let id = info.first_entry_id + offset as i64;
+                if id < entry_id {
+                    continue;
+                }
+                if !entries.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
+                    end = BatchEnd::More;
+                    break 'blocks;
+                }
+                bytes = bytes.saturating_add(data.len());
+                entries.push(LocalEntry { entry_id: id, data });
+            }
+        }
+        if end != BatchEnd::More
+            && let Some((location, detail)) = &self.corrupt_at
+        {
+            // The entries before the damage are good; the next read reports it.
+            if entries.is_empty() {
+                return Err(Error::corrupt(location, detail));
+            }
+            end = BatchEnd::More;
+        }
+        Ok(LocalBatch {
+            entries,
+            end,
+            last_entry_id,
+            finalized,
+            fenced,
+        })
+    }
+
+    /// Learns what was appended since the last call: the header, new complete blocks, or the
+    /// footer.
+    fn refresh(&mut self) -> Result<()> {
+        if self.footer.is_some() {
+            return Ok(());
+        }
+        let size = file_size(&self.file, &self.path)?;
+        let header = match self.header {
+            Some(h) => h,
+            None => match read_header(&mut self.file, &self.path, size)? {
+                Some(h) => *self.header.insert(h),
+                // The writer is still creating the file.
+                None => return Ok(()),
+            },
+        };
+        if size != self.probed_size {
+            self.probed_size = size;
+            if let Some((footer, blocks)) = read_footer(&mut self.file, &self.path, size, &header)?
+            {
+                // What was seen before must be what the index lists.
+                if blocks.get(..self.blocks.len()) != Some(&self.blocks[..]) {
+                    return Err(Error::corrupt(
+                        self.path.display(),
+                        "the footer's index disagrees with blocks read before it was written",
+                    ));
+                }
+                self.blocks = blocks;
+                self.scanned_to = footer.index_offset;
+                self.footer = Some(footer);
+                self.corrupt_at = None;
+                return Ok(());
+            }
+        }
+        loop {
+            let next_id = self
+                .blocks
+                .last()
+                .map_or(header.first_entry_id, |b| b.last_entry_id.saturating_add(1));
+            match next_block(&mut self.file, &self.path, self.scanned_to, size)? {
+                Next::Block(info) => {
+                    if let Some(problem) = out_of_sequence(&info, next_id) {
+                        self.corrupt_at = Some((block_location(&self.path, &info), problem));
+                        return Ok(());
+                    }
+                    self.scanned_to = info.end();
+                    self.blocks.push(info);
+                }
+                Next::Corrupt(e) => {
+                    let location = format!(
+                        "{} block {} at offset {}",
+                        self.path.display(),
+                        self.blocks.len(),
+                        self.scanned_to
+                    );
+                    self.corrupt_at = Some((location, e.to_string()));
+                    return Ok(());
+                }
+                Next::End | Next::Torn | Next::Trailer => {
+                    self.corrupt_at = None;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads and verifies one block; entries are zero-copy slices of one read buffer.
+    fn read_block(&mut self, info: &BlockInfo) -> Result<Vec<Bytes>> {
+        let buf = Bytes::from(read_at(
+            &mut self.file,
+            &self.path,
+            info.offset,
+            info.size as usize,
+        )?);
+        let located = |e: CodecError| e.at(block_location(&self.path, info));
+        let (block_header, len) = BlockHeaderRecord::decode(&buf).map_err(located)?;
+        if BlockInfo::from_header(info.offset, &block_header) != Some(*info) {
+            return Err(Error::corrupt(
+                block_location(&self.path, info),
+                format!("block header {block_header:?} disagrees with the index entry {info:?}"),
+            ));
+        }
+        decode_block_data(&block_header, &buf.slice(len..)).map_err(located)
+    }
+}
+
+/// What follows a block boundary in the file.
+enum Next {
+    /// A complete block (by size; its data CRC is not checked yet).
+    Block(BlockInfo),
+    /// The file ends here.
+    End,
+    /// The file ends inside a record or block.
+    Torn,
+    /// An index or footer record starts here.
+    Trailer,
+    /// A record that is all there is wrong.
+    Corrupt(CodecError),
+}
+
+/// Reads the record at `pos` and decides what it is, reading only the 37-byte block header
+/// record of a block.
+fn next_block(file: &mut File, path: &Path, pos: u64, size: u64) -> Result<Next> {
+    if pos >= size {
+        return Ok(Next::End);
+    }
+    let available = (size - pos).min(BLOCK_HEADER_RECORD_LEN as u64) as usize;
+    if available < RECORD_HEADER_LEN {
+        return Ok(Next::Torn);
+    }
+    let head = read_at(file, path, pos, available)?;
+    let frame = FrameHeader::parse(&head).map_err(|e| e.at(path.display()))?;
+    if frame.record_type == RecordType::Index.as_u8()
+        || frame.record_type == RecordType::Footer.as_u8()
+    {
+        return Ok(Next::Trailer);
+    }
+    let block_header = match BlockHeaderRecord::decode(&head) {
+        Ok((h, _)) => h,
+        Err(e) if e.is_truncation() => return Ok(Next::Torn),
+        Err(e) => return Ok(Next::Corrupt(e)),
+    };
+    if pos + block_header.block_size() > size {
+        return Ok(Next::Torn);
+    }
+    match BlockInfo::from_header(pos, &block_header) {
+        Some(info) => Ok(Next::Block(info)),
+        None => Ok(Next::Corrupt(CodecError::BlockLength {
+            declared: block_header.block_length,
+            actual: (size - pos) as usize,
+        })),
+    }
+}
+
+/// Why a block does not continue the segment (its first id must follow the previous block's
+/// last, and it must hold at least one entry), or `None` when it does.
+fn out_of_sequence(info: &BlockInfo, next_id: i64) -> Option<String> {
+    if info.first_entry_id != next_id {
+        Some(format!(
+            "block starts at entry {} where {next_id} was due",
+            info.first_entry_id
+        ))
+    } else if info.last_entry_id < info.first_entry_id {
+        Some(format!(
+            "block holds no entries ({}..={})",
+            info.first_entry_id, info.last_entry_id
+        ))
+    } else {
+        None
+    }
+}
+
+/// Scans blocks from offset 25 verifying every CRC; returns the valid blocks and where they end.
+fn scan_verified(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    header: &HeaderRecord,
+) -> Result<(Vec<BlockInfo>, u64)> {
+    let mut blocks: Vec<BlockInfo> = Vec::new();
+    let mut pos = HEADER_RECORD_LEN as u64;
+    loop {
+        let next_id = blocks
+            .last()
+            .map_or(header.first_entry_id, |b| b.last_entry_id.saturating_add(1));
+        let info = match next_block(file, path, pos, size)? {
+            Next::Block(info) => info,
+            Next::Corrupt(e) => {
+                tracing::warn!(path = %path.display(), offset = pos, error = %e, "recovery stops at a corrupt record");
+                break;
+            }
+            Next::End | Next::Torn | Next::Trailer => break,
+        };
+        if let Some(problem) = out_of_sequence(&info, next_id) {
+            tracing::warn!(path = %path.display(), offset = pos, %problem, "recovery stops at a block out of sequence");
+            break;
+        }
+        let buf = Bytes::from(read_at(file, path, info.offset, info.size as usize)?);
+        let verified = BlockHeaderRecord::decode(&buf)
+            .and_then(|(h, len)| decode_block_data(&h, &buf.slice(len..)).map(|_| ()));
+        if let Err(e) = verified {
+            tracing::warn!(path = %path.display(), offset = pos, error = %e, "recovery stops at a corrupt block");
+            break;
+        }
+        pos = info.end();
+        blocks.push(info);
+    }
+    Ok((blocks, pos))
+}
+
+/// Reads the header record; `None` while the file is shorter than one.
+fn read_header(file: &mut File, path: &Path, size: u64) -> Result<Option<HeaderRecord>> {
+    if size < HEADER_RECORD_LEN as u64 {
+        return Ok(None);
+    }
+    let buf = read_at(file, path, 0, HEADER_RECORD_LEN)?;
+    let (header, _) = HeaderRecord::decode(&buf)
+        .map_err(|e| e.at(format!("{} header record", path.display())))?;
+    Ok(Some(header))
+}
+
+/// Looks for a footer at the end of the file and accepts it only when its index describes the
+/// file exactly: blocks back to back from offset 25 with contiguous entry ids, the index right
+/// after them, the footer right after the index. Entry data can hold any bytes, a footer's
+/// included, so the footer's own CRC is not enough.
+fn read_footer(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    header: &HeaderRecord,
+) -> Result<Option<(FooterRecord, Vec<BlockInfo>)>> {
+    let min = (HEADER_RECORD_LEN + FOOTER_V5_RECORD_LEN) as u64;
+    if size < min {
+        return Ok(None);
+    }
+    let tail_len = (size - HEADER_RECORD_LEN as u64).min(FOOTER_V6_RECORD_LEN as u64);
+    let tail = read_at(file, path, size - tail_len, tail_len as usize)?;
+    let Ok(footer) = footer_from_tail(&tail) else {
+        return Ok(None);
+    };
+    match index_blocks(file, path, size, header, &footer)? {
+        Ok(blocks) => Ok(Some((footer, blocks))),
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), ?footer, reason, "ignoring a footer that does not fit the file");
+            Ok(None)
+        }
+    }
+}
+
+/// The blocks a footer's index lists, or why the footer does not describe this file.
+fn index_blocks(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    header: &HeaderRecord,
+    footer: &FooterRecord,
+) -> Result<std::result::Result<Vec<BlockInfo>, &'static str>> {
+    let Ok(n) = u64::try_from(footer.total_blocks) else {
+        return Ok(Err("negative block count"));
+    };
+    if u64::from(footer.index_length) != n * INDEX_RECORD_LEN as u64 {
+        return Ok(Err("index length is not 41 bytes per block"));
+    }
+    if footer.index_offset < HEADER_RECORD_LEN as u64
+        || footer
+            .index_offset
+            .checked_add(u64::from(footer.index_length))
+            != Some(footer.total_size)
+        || footer.total_size.checked_add(footer_len(footer) as u64) != Some(size)
+    {
+        return Ok(Err(
+            "index offset, index length and total size do not add up to the file size",
+        ));
+    }
+    // Bounded by the file size, checked just above.
+    let index = read_at(
+        file,
+        path,
+        footer.index_offset,
+        footer.index_length as usize,
+    )?;
+    let mut blocks = Vec::with_capacity(index.len() / INDEX_RECORD_LEN);
+    let mut pos = HEADER_RECORD_LEN as u64;
+    let mut next_id = header.first_entry_id;
+    for chunk in index.chunks_exact(INDEX_RECORD_LEN) {
+        let Ok((record, _)) = IndexRecord::decode(chunk) else {
+            return Ok(Err("an index record does not decode"));
+        };
+        let info = BlockInfo {
+            block_number: record.block_number,
+            offset: u64::try_from(record.start_offset).unwrap_or(u64::MAX),
+            size: record.block_size,
+            first_entry_id: record.first_entry_id,
+            last_entry_id: record.last_entry_id,
+        };
+        if info.offset != pos || (info.size as usize) < BLOCK_HEADER_RECORD_LEN {
+            return Ok(Err("index blocks are not back to back from offset 25"));
+        }
+        if out_of_sequence(&info, next_id).is_some() {
+            return Ok(Err("index entry ids do not run on"));
+        }
+        pos = info.end();
+        next_id = info.last_entry_id.saturating_add(1);
+        blocks.push(info);
+    }
+    if pos != footer.index_offset {
+        return Ok(Err("the index does not start where the last block ends"));
+    }
+    Ok(Ok(blocks))
+}
+
+fn footer_len(footer: &FooterRecord) -> usize {
+    footer.encoded_len()
+}
+
+fn block_location(path: &Path, info: &BlockInfo) -> String {
+    format!(
+        "{} block {} at offset {}",
+        path.display(),
+        info.block_number,
+        info.offset
+    )
+}
+
+/// Reads exactly `len` bytes at `offset`; the caller has checked them against the file size.
+fn read_at(file: &mut File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut buf))
+        .map_err(|e| io_error("read", path, e))?;
+    Ok(buf)
+}
+
+fn file_size(file: &File, path: &Path) -> Result<u64> {
+    Ok(file
+        .metadata()
+        .map_err(|e| io_error("stat", path, e))?
+        .len())
+}
+
+fn exists(path: &Path) -> Result<bool> {
+    path.try_exists().map_err(|e| io_error("stat", path, e))
+}
+
+fn write_fence_file(dir: &Path, fence_path: &Path) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fence_path)
+        .map_err(|e| io_error("create", fence_path, e))?;
+    // The body is informational only; presence is what fences.
+    let body = format!("fenced=true\npid={}\n", std::process::id());
+    file.write_all(body.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io_error("write", fence_path, e))?;
+    sync_dir(dir)
+}
+
+/// Makes a created or renamed file's directory entry durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("fsync", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn io_error(op: &'static str, path: &Path, e: io::Error) -> Error {
+    let path = path.display().to_string();
+    match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { path },
+        io::ErrorKind::AlreadyExists => Error::AlreadyExists { path },
+        _ => Error::Backend {
+            op,
+            path,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Error::Backend {
+            op: "spawn_blocking",
+            path: String::new(),
+            source: Box::new(e),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_record_list;
+
+    fn payloads(tag: &str, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("{tag}-{i}-{}", "x".repeat(i % 5)).into_bytes())
+            .collect()
+    }
+
+    /// Writes blocks of the given sizes; returns every entry written (id order) and the blocks.
+    async fn write_blocks(
+        w: &LocalSegmentWriter,
+        first: i64,
+        sizes: &[usize],
+    ) -> (Vec<Vec<u8>>, Vec<BlockInfo>) {
+        let mut all = Vec::new();
+        let mut infos = Vec::new();
+        let mut next = first;
+        for (b, &n) in sizes.iter().enumerate() {
+            let entries = payloads(&format!("b{b}"), n);
+            let info = w.append_block(next, &entries).await.unwrap();
+            assert_eq!(info.first_entry_id, next);
+            assert_eq!(info.last_entry_id, next + n as i64 - 1);
+            next += n as i64;
+            all.extend(entries);
+            infos.push(info);
+        }
+        (all, infos)
+    }
+
+    async fn read_all(r: &LocalSegmentReader, from: i64) -> LocalBatch {
+        r.read_from(from, usize::MAX).await.unwrap()
+    }
+
+    fn data(batch: &LocalBatch) -> Vec<Vec<u8>> {
+        batch.entries.iter().map(|e| e.data.to_vec()).collect()
+    }
+
+    fn file_len(dir: &Path) -> u64 {
+        fs::metadata(dir.join(DATA_FILE)).unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn write_and_read_across_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log/1/seg");
+        let w = LocalSegmentWriter::create(&dir, 0, FORMAT_V6)
+            .await
+            .unwrap();
+        let (all, infos) = write_blocks(&w, 0, &[3, 1, 4]).await;
+        assert_eq!(infos[0].offset, HEADER_RECORD_LEN as u64);
+        assert_eq!(infos[1].offset, infos[0].end());
+        assert_eq!(file_len(&dir), infos[2].end());
+        assert_eq!(
+            infos.iter().map(|b| b.block_number).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+
+        let r = LocalSegmentReader::open(&dir).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        assert_eq!(data(&batch), all);
+        assert_eq!(
+            batch.entries.iter().map(|e| e.entry_id).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        assert_eq!(batch.end, BatchEnd::NotYet);
+        assert_eq!(batch.last_entry_id, 7);
+        assert!(!batch.finalized && !batch.fenced);
+
+        // From the middle of a block.
+        let batch = read_all(&r, 5).await;
+        assert_eq!(batch.entries.first().map(|e| e.entry_id), Some(5));
+        assert_eq!(data(&batch), all[5..]);
+
+        // Byte bounds: at least one entry, never more than the budget otherwise.
+        let batch = r.read_from(0, 1).await.unwrap();
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.end, BatchEnd::More);
+        let budget = all[2].len() + all[3].len() + all[4].len();
+        let batch = r.read_from(2, budget).await.unwrap();
+        assert_eq!(
+            batch.entries.iter().map(|e| e.entry_id).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert_eq!(batch.end, BatchEnd::More);
+
+        // Past the end: nothing yet.
+        let batch = read_all(&r, 8).await;
+        assert!(batch.entries.is_empty());
+        assert_eq!(batch.end, BatchEnd::NotYet);
+
+        let status = w.status().await;
+        assert_eq!(status.last_entry_id, 7);
+        assert_eq!(status.block_count, 3);
+        assert_eq!(status.size, file_len(&dir));
+    }
+
+    #[tokio::test]
+    async fn create_refuses_existing_file_bad_version_and_gaps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = LocalSegmentWriter::create(tmp.path(), 10, FORMAT_V5)
+            .await
+            .unwrap();
+        assert!(matches!(
+            LocalSegmentWriter::create(tmp.path(), 0, FORMAT_V6).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        let other = tmp.path().join("other");
+        assert!(matches!(
+            LocalSegmentWriter::create(&other, 0, 7).await,
+            Err(Error::Config { .. })
+        ));
+        assert!(!other.exists());
+
+        assert!(
+            w.append_block(0, &[b"a"]).await.is_err(),
+            "segment starts at 10"
+        );
+        assert!(w.append_block(11, &[b"a"]).await.is_err(), "gap");
+        assert!(
+            w.append_block::<&[u8]>(10, &[]).await.is_err(),
+            "empty block"
+        );
+        w.append_block(10, &[b"a", b"b"]).await.unwrap();
+        assert!(w.append_block(11, &[b"c"]).await.is_err(), "overlap");
+        w.append_block(12, &[b"c"]).await.unwrap();
+        let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        assert_eq!(
+            batch.entries.iter().map(|e| e.entry_id).collect::<Vec<_>>(),
+            [10, 11, 12]
+        );
+
+        assert!(matches!(
+            LocalSegmentReader::open(tmp.path().join("missing")).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn finalize_v5_and_v6_then_reopen() {
+        for version in [FORMAT_V5, FORMAT_V6] {
+            for lac in [None, Some(4)] {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path();
+                let w = LocalSegmentWriter::create(dir, 0, version).await.unwrap();
+                let (all, infos) = write_blocks(&w, 0, &[2, 3, 1]).await;
+                let footer = w.finalize(lac).await.unwrap();
+                let blocks_end = infos[2].end();
+                assert_eq!(footer.version, version);
+                assert_eq!(footer.total_blocks, 3);
+                assert_eq!(footer.total_records, 3);
+                assert_eq!(footer.index_offset, blocks_end);
+                assert_eq!(footer.index_length, 3 * INDEX_RECORD_LEN as u32);
+                assert_eq!(footer.total_size, blocks_end + 3 * INDEX_RECORD_LEN as u64);
+                assert_eq!(footer.flags, 0);
+                let expected_lac = if version == FORMAT_V5 {
+                    -1
+                } else {
+                    lac.unwrap_or(5)
+                };
+                assert_eq!(footer.lac, expected_lac);
+                assert_eq!(
+                    file_len(dir),
+                    footer.total_size + footer.encoded_len() as u64
+                );
+
+                // The bytes on disk: index records then the footer, exactly.
+                let bytes = Bytes::from(fs::read(dir.join(DATA_FILE)).unwrap());
+                assert_eq!(footer_from_tail(&bytes), Ok(footer));
+                let (records, consumed) = decode_record_list(&bytes.slice(blocks_end as usize..));
+                assert_eq!(consumed as u64, file_len(dir) - blocks_end);
+                let index: Vec<IndexRecord> = infos.iter().map(BlockInfo::index_record).collect();
+                let mut expected: Vec<crate::codec::Record> = index
+                    .iter()
+                    .copied()
+                    .map(crate::codec::Record::Index)
+                    .collect();
+                expected.push(crate::codec::Record::Footer(footer));
+                assert_eq!(records, expected);
+                assert_eq!(index[1].start_offset as u64, infos[1].offset);
+                assert_eq!(index[1].block_size, infos[1].size);
+
+                // Idempotent, and closed to appends.
+                assert_eq!(w.finalize(Some(99)).await.unwrap(), footer);
+                assert!(w.append_block(6, &[b"late"]).await.is_err());
+
+                let r = LocalSegmentReader::open(dir).await.unwrap();
+                let batch = read_all(&r, 0).await;
+                assert_eq!(data(&batch), all);
+                assert_eq!(batch.end, BatchEnd::Eof);
+                assert!(batch.finalized);
+                assert_eq!(r.footer().await, Some(footer));
+                let batch = read_all(&r, 6).await;
+                assert!(batch.entries.is_empty());
+                assert_eq!(batch.end, BatchEnd::Eof);
+
+                drop(w);
+                let (w, recovery) = LocalSegmentWriter::open_for_recovery(dir).await.unwrap();
+                assert_eq!(recovery.footer, Some(footer));
+                assert_eq!(recovery.blocks, infos);
+                assert_eq!(recovery.last_entry_id, 5);
+                assert_eq!(recovery.truncated_bytes, 0);
+                assert_eq!(recovery.header.version, version);
+                assert_eq!(w.finalize(None).await.unwrap(), footer);
+                assert!(w.append_block(6, &[b"late"]).await.is_err());
+                assert_eq!(
+                    file_len(dir),
+                    footer.total_size + footer.encoded_len() as u64
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_segment_finalizes_with_lac_minus_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = LocalSegmentWriter::create(tmp.path(), 0, FORMAT_V6)
+            .await
+            .unwrap();
+        let footer = w.finalize(None).await.unwrap();
+        assert_eq!(footer.total_blocks, 0);
+        assert_eq!(footer.lac, -1);
+        assert_eq!(footer.index_offset, HEADER_RECORD_LEN as u64);
+        let (_, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert_eq!(recovery.footer, Some(footer));
+        let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        assert!(batch.entries.is_empty());
+        assert_eq!(batch.end, BatchEnd::Eof);
+        assert_eq!(batch.last_entry_id, -1);
+    }
+
+    /// Writes a segment of blocks `sizes` into a fresh directory and returns the file bytes
+    /// and block infos.
+    async fn image(sizes: &[usize], finalize: bool) -> (Vec<u8>, Vec<BlockInfo>, Vec<Vec<u8>>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = LocalSegmentWriter::create(tmp.path(), 0, FORMAT_V6)
+            .await
+            .unwrap();
+        let (all, infos) = write_blocks(&w, 0, sizes).await;
+        if finalize {
+            w.finalize(None).await.unwrap();
+        }
+        (fs::read(tmp.path().join(DATA_FILE)).unwrap(), infos, all)
+    }
+
+    #[tokio::test]
+    async fn recovery_cuts_a_torn_last_block_at_every_offset() {
+        let (bytes, infos, all) = image(&[2, 1, 3], false).await;
+        let keep = infos[1].end();
+        let kept_entries = 3;
+        for cut in keep..infos[2].end() {
+            let tmp = tempfile::tempdir().unwrap();
+            fs::write(tmp.path().join(DATA_FILE), &bytes[..cut as usize]).unwrap();
+
+            let (w, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+                .await
+                .unwrap();
+            assert_eq!(recovery.blocks, infos[..2], "cut {cut}");
+            assert_eq!(recovery.last_entry_id, 2);
+            assert_eq!(recovery.truncated_bytes, cut - keep);
+            assert_eq!(recovery.footer, None);
+            assert_eq!(
+                file_len(tmp.path()),
+                keep,
+                "file truncated after the last whole block"
+            );
+
+            // Appends continue the clean prefix.
+            let info = w.append_block(3, &[b"again"]).await.unwrap();
+            assert_eq!(info.offset, keep);
+            assert_eq!(info.block_number, 2);
+            let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+            let batch = read_all(&r, 0).await;
+            let mut expected = all[..kept_entries].to_vec();
+            expected.push(b"again".to_vec());
+            assert_eq!(data(&batch), expected, "cut {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_cuts_corrupt_tails_and_torn_finalize() {
+        // A damaged byte in the last block (a crash that kept the size but not the data).
+        let (mut bytes, infos, _) = image(&[2, 2], false).await;
+        let at = infos[1].offset as usize + BLOCK_HEADER_RECORD_LEN + 4;
+        bytes[at] ^= 0x40;
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+        let (_, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert_eq!(recovery.blocks, infos[..1]);
+        assert_eq!(file_len(tmp.path()), infos[0].end());
+
+        // Zeros after the last block.
+        let (mut bytes, infos, _) = image(&[2, 2], false).await;
+        bytes.extend_from_slice(&[0u8; 100]);
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+        let (_, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert_eq!(recovery.blocks, infos);
+        assert_eq!(recovery.truncated_bytes, 100);
+
+        // Finalize torn anywhere inside the index or footer: back to an open segment.
+        let (bytes, infos, _) = image(&[2, 2], true).await;
+        let blocks_end = infos[1].end();
+        for cut in blocks_end..bytes.len() as u64 {
+            let tmp = tempfile::tempdir().unwrap();
+            fs::write(tmp.path().join(DATA_FILE), &bytes[..cut as usize]).unwrap();
+            let (w, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+                .await
+                .unwrap();
+            assert_eq!(recovery.footer, None, "cut {cut}");
+            assert_eq!(recovery.blocks, infos);
+            assert_eq!(file_len(tmp.path()), blocks_end);
+            if cut == blocks_end + 50 {
+                let footer = w.finalize(None).await.unwrap();
+                assert_eq!(footer.lac, 3);
+                assert_eq!(fs::read(tmp.path().join(DATA_FILE)).unwrap(), bytes);
+            }
+        }
+
+        // A file without even its header cannot be recovered.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &bytes[..10]).unwrap();
+        assert!(matches!(
+            LocalSegmentWriter::open_for_recovery(tmp.path()).await,
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn corrupt_block_in_a_finalized_file_is_an_error() {
+        for finalize in [true, false] {
+            let (mut bytes, infos, all) = image(&[2, 2, 2], finalize).await;
+            bytes[infos[1].offset as usize + BLOCK_HEADER_RECORD_LEN + 12] ^= 1;
+            let tmp = tempfile::tempdir().unwrap();
+            fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+            let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+
+            // Block 0 alone is fine.
+            let batch = r.read_from(0, 1).await.unwrap();
+            assert_eq!(data(&batch), all[..1]);
+            // Reading into block 1 fails, naming the file and the block.
+            let err = r.read_from(0, usize::MAX).await.unwrap_err();
+            let Error::Corrupt { location, detail } = &err else {
+                panic!("{err:?}")
+            };
+            assert!(
+                location.contains("data.log block 1 at offset"),
+                "{location}"
+            );
+            assert!(detail.contains("crc"), "{detail}");
+            assert!(r.read_from(2, 1).await.is_err());
+            // Block 2 is still readable on its own.
+            let batch = read_all(&r, 4).await;
+            assert_eq!(data(&batch), all[4..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_block_header_in_an_open_file_stops_reads_there() {
+        let (mut bytes, infos, all) = image(&[2, 2, 2], false).await;
+        bytes[infos[1].offset as usize + 10] ^= 0x08;
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+        let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+        // What comes before the damage is served; the batch does not pretend to be the end.
+        let batch = read_all(&r, 0).await;
+        assert_eq!(data(&batch), all[..2]);
+        assert_eq!(batch.end, BatchEnd::More);
+        let err = read_all_err(&r, 2).await;
+        let Error::Corrupt { location, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            location.contains("data.log block 1 at offset"),
+            "{location}"
+        );
+        // Also once fenced: damage is never mistaken for the end of the segment.
+        fs::write(tmp.path().join(FENCE_FILE), "").unwrap();
+        assert!(matches!(read_all_err(&r, 2).await, Error::Corrupt { .. }));
+    }
+
+    async fn read_all_err(r: &LocalSegmentReader, from: i64) -> Error {
+        r.read_from(from, usize::MAX).await.unwrap_err()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reader_follows_a_concurrent_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let w = Arc::new(
+            LocalSegmentWriter::create(&dir, 0, FORMAT_V6)
+                .await
+                .unwrap(),
+        );
+        let r = LocalSegmentReader::open(&dir).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        assert!(batch.entries.is_empty());
+        assert_eq!(batch.end, BatchEnd::NotYet);
+
+        // A block that is only partly written is not there yet, and not an error.
+        let mut torn = Vec::new();
+        encode_block(None, 0, 0, &[b"partial entry"], &mut torn);
+        let mut raw = OpenOptions::new()
+            .append(true)
+            .open(dir.join(DATA_FILE))
+            .unwrap();
+        raw.write_all(&torn[..torn.len() - 3]).unwrap();
+        let batch = read_all(&r, 0).await;
+        assert!(batch.entries.is_empty());
+        assert_eq!(batch.end, BatchEnd::NotYet);
+        raw.write_all(&torn[torn.len() - 3..]).unwrap();
+        let batch = read_all(&r, 0).await;
+        assert_eq!(data(&batch), [b"partial entry".to_vec()]);
+        drop(raw);
+        drop(w);
+        let (w, _) = LocalSegmentWriter::open_for_recovery(&dir).await.unwrap();
+        let w = Arc::new(w);
+
+        let blocks = 20;
+        let writer = tokio::spawn({
+            let w = w.clone();
+            async move {
+                for b in 0..blocks {
+                    let first = 1 + 3 * b;
+                    let entries = payloads(&format!("c{b}"), 3);
+                    w.append_block(first, &entries).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                w.fence().await.unwrap();
+            }
+        });
+        let mut next = 1;
+        let mut seen = Vec::new();
+        loop {
+            let batch = r.read_from(next, 64).await.unwrap();
+            for e in &batch.entries {
+                assert_eq!(e.entry_id, next, "no gaps, no repeats");
+                next += 1;
+                seen.push(e.data.clone());
+            }
+            if batch.end == BatchEnd::Eof {
+                break;
+            }
+            if batch.entries.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(next, 1 + 3 * blocks);
+        assert_eq!(seen.len(), 3 * blocks as usize);
+        assert_eq!(&seen[3][..], b"c1-0-");
+    }
+
+    #[tokio::test]
+    async fn fence_stops_appends_but_not_finalize() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = LocalSegmentWriter::create(tmp.path(), 0, FORMAT_V6)
+            .await
+            .unwrap();
+        w.append_block(0, &[b"a"]).await.unwrap();
+        assert!(!w.is_fenced().await.unwrap());
+        w.fence().await.unwrap();
+        w.fence().await.unwrap();
+        assert!(w.is_fenced().await.unwrap());
+        assert!(tmp.path().join(FENCE_FILE).is_file());
+        assert!(matches!(
+            w.append_block(1, &[b"b"]).await,
+            Err(Error::Fenced { .. })
+        ));
+
+        let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        assert_eq!(batch.entries.len(), 1);
+        assert!(batch.fenced);
+        assert_eq!(batch.end, BatchEnd::Eof);
+
+        let footer = w.finalize(None).await.unwrap();
+        assert_eq!(footer.lac, 0);
+        let (w2, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert!(recovery.fenced);
+        assert_eq!(recovery.footer, Some(footer));
+        assert!(w2.is_fenced().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_fence_file_from_elsewhere_stops_appends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = LocalSegmentWriter::create(tmp.path(), 0, FORMAT_V5)
+            .await
+            .unwrap();
+        w.append_block(0, &[b"a"]).await.unwrap();
+        fs::write(tmp.path().join(FENCE_FILE), "fenced by another process\n").unwrap();
+        assert!(matches!(
+            w.append_block(1, &[b"b"]).await,
+            Err(Error::Fenced { .. })
+        ));
+        assert!(w.status().await.fenced);
+        let (_, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert!(recovery.fenced);
+        assert_eq!(recovery.last_entry_id, 0);
+    }
+}
