@@ -1,0 +1,8 @@
+//! The woodpecker-rs engine.
+//!
+//! * [`meta`]: log and segment metadata with the Go project's etcd keys, values and
+//!   compare-and-swap guards, on etcd or on an embedded single-node store.
+//! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
+
+pub mod clock;
+pub mod meta;
