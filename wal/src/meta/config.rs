@@ -1,0 +1,149 @@
+//! Choosing and opening the metadata store from `woodpecker.meta` and `etcd:`.
+//!
+//! `woodpecker.meta.type` is `etcd` in the Go schema (its only value there, and the default when
+//! a YAML file leaves it out); this project adds `embedded`, the single-process store that the
+//! zero-configuration `woodpecker serve` uses. `woodpecker.meta.prefix` joins `etcd.rootPath`
+//! to form the root of every key (spec section 4), for both stores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::embedded::EmbeddedKv;
+use super::error::{MetaError, MetaResult};
+use super::etcd::{EtcdConfig, EtcdKv};
+use super::kv::Kv;
+use super::provider::{KvMetadata, MetadataProvider};
+use crate::clock::ClockRef;
+
+/// `woodpecker.meta.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaType {
+    /// A real etcd, configured by the `etcd:` section.
+    #[default]
+    Etcd,
+    /// The embedded single-process store (this project's extension).
+    Embedded,
+}
+
+/// `woodpecker.meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MetaSection {
+    /// `type`: `etcd` or `embedded`.
+    #[serde(rename = "type")]
+    pub kind: MetaType,
+    /// `prefix`: joined to `etcd.rootPath` to form the key root (default `woodpecker`).
+    pub prefix: String,
+    /// `embeddedDir`: directory of the embedded store (default: `meta` under the data root).
+    pub embedded_dir: String,
+}
+
+impl Default for MetaSection {
+    fn default() -> Self {
+        MetaSection {
+            kind: MetaType::Etcd,
+            prefix: "woodpecker".into(),
+            embedded_dir: String::new(),
+        }
+    }
+}
+
+impl MetaSection {
+    /// The embedded store's directory: `embeddedDir`, or `<data_root>/meta`.
+    pub fn embedded_dir(&self, data_root: &Path) -> PathBuf {
+        if self.embedded_dir.trim().is_empty() {
+            data_root.join("meta")
+        } else {
+            PathBuf::from(self.embedded_dir.trim())
+        }
+    }
+}
+
+/// Opens the configured store, resolves the key root (keeping a legacy `woodpecker` root that
+/// already holds data) and initialises it if needed.
+///
+/// Errors name what to fix: an `etcd.*` setting, an unreachable etcd (its endpoints), or an
+/// embedded directory that another process holds.
+pub async fn open_metadata(
+    meta: &MetaSection,
+    etcd: &EtcdConfig,
+    data_root: &Path,
+    clock: ClockRef,
+) -> MetaResult<Arc<KvMetadata>> {
+    let kv: Arc<dyn Kv> = match meta.kind {
+        MetaType::Etcd => {
+            if let Err(e) = etcd.validate() {
+                return Err(MetaError::Rejected(e.to_string()));
+            }
+            Arc::new(EtcdKv::connect(etcd).await?)
+        }
+        MetaType::Embedded => {
+            Arc::new(EmbeddedKv::open(meta.embedded_dir(data_root), Arc::clone(&clock)).await?)
+        }
+    };
+    let provider = KvMetadata::open(kv, &etcd.root_path, &meta.prefix, clock).await?;
+    provider.init_if_necessary().await?;
+    Ok(Arc::new(provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn reads_the_go_section_and_the_extension() {
+        let go: MetaSection = serde_yaml_ng::from_str("type: etcd\nprefix: woodpecker\n").unwrap();
+        assert_eq!(go, MetaSection::default());
+        let ours: MetaSection =
+            serde_yaml_ng::from_str("type: embedded\nembeddedDir: /srv/wp-meta\n").unwrap();
+        assert_eq!(ours.kind, MetaType::Embedded);
+        assert_eq!(
+            ours.embedded_dir(Path::new("/data")),
+            PathBuf::from("/srv/wp-meta")
+        );
+        assert_eq!(
+            MetaSection::default().embedded_dir(Path::new("/data")),
+            PathBuf::from("/data/meta")
+        );
+        assert!(serde_yaml_ng::from_str::<MetaSection>("type: zookeeper\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn opens_and_initialises_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaSection {
+            kind: MetaType::Embedded,
+            ..MetaSection::default()
+        };
+        let clock: ClockRef = Arc::new(ManualClock::new(1_000));
+        let provider = open_metadata(&meta, &EtcdConfig::default(), dir.path(), clock.clone())
+            .await
+            .unwrap();
+        assert_eq!(provider.prefix(), "by-dev/woodpecker");
+        assert_eq!(provider.create_log("a").await.unwrap().log_id, 1);
+        assert!(dir.path().join("meta").is_dir());
+        drop(provider);
+        // Reopened: the log is still there.
+        let again = open_metadata(&meta, &EtcdConfig::default(), dir.path(), clock)
+            .await
+            .unwrap();
+        assert_eq!(again.list_logs().await.unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_etcd_section_is_refused_naming_the_setting() {
+        let etcd = EtcdConfig {
+            endpoints: vec![],
+            ..EtcdConfig::default()
+        };
+        let clock: ClockRef = Arc::new(ManualClock::new(0));
+        let err = open_metadata(&MetaSection::default(), &etcd, Path::new("."), clock)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("etcd.endpoints"), "{err}");
+    }
+}
