@@ -2,7 +2,9 @@
 //!
 //! * [`meta`]: log and segment metadata with the Go project's etcd keys, values and
 //!   compare-and-swap guards, on etcd or on an embedded single-node store.
+//! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 
 pub mod clock;
+pub mod message;
 pub mod meta;
