@@ -2,9 +2,11 @@
 //!
 //! * [`meta`]: log and segment metadata with the Go project's etcd keys, values and
 //!   compare-and-swap guards, on etcd or on an embedded single-node store.
+//! * [`config`]: `woodpecker.yaml` with the Go project's schema and defaults.
 //! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 
 pub mod clock;
+pub mod config;
 pub mod message;
 pub mod meta;
