@@ -5,8 +5,11 @@
 //! * [`config`]: `woodpecker.yaml` with the Go project's schema and defaults.
 //! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
+//! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
+//!   fence and completion) that embedded mode talks to.
 
 pub mod clock;
 pub mod config;
+pub mod logstore;
 pub mod message;
 pub mod meta;

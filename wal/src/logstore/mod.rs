@@ -1,0 +1,168 @@
+//! The LogStore write path, in process: the server side of embedded mode (a quorum of one),
+//! and the core a service-mode LogStore wraps in gRPC.
+//!
+//! A [`LogStore`] keeps one [`SegmentProcessor`] per (log, segment), created on first use
+//! over a [`Backend`]: object storage (`<root>/<logId>/<segId>/N.blk`, spec §5.2) or local
+//! files (`<storage.rootPath>/<minio.rootPath>/<logId>/<segId>/data.log`, spec §5.3). Each
+//! processor buffers out-of-order appends in a [`SequentialBuffer`] and flushes the
+//! contiguous prefix from its own task (spec §6.2); fencing and completion follow §6.5.
+//!
+//! Errors carry the Go wire codes ([`LogStoreError::code`]). Time comes from the injected
+//! [`Clock`](crate::clock::Clock) only.
+
+mod buffer;
+mod error;
+mod policy;
+mod processor;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use storage::object::ObjectStorage;
+use tokio::sync::Mutex;
+
+pub use buffer::{Admit, ReadyBatch, SequentialBuffer};
+pub use error::{LogStoreError, Result, StorageKind, code};
+pub use policy::{FormatVersion, SyncPolicy};
+pub use processor::{AppendReceipt, SegmentLocation, SegmentProcessor};
+
+use crate::clock::ClockRef;
+
+/// Where a LogStore keeps segments.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Object storage (embedded "minio" mode); keys are relative to its root.
+    Object(ObjectStorage),
+    /// Local files under this directory: segment `s` of log `l` is `<dir>/<l>/<s>/data.log`.
+    /// Build it with [`Backend::local`] from the two Go settings.
+    Local(PathBuf),
+}
+
+impl Backend {
+    /// The local layout of spec §5.3: `<storage.rootPath>/<minio.rootPath>/...` (an empty
+    /// `minio.rootPath` adds nothing).
+    pub fn local(storage_root_path: impl AsRef<Path>, minio_root_path: &str) -> Backend {
+        let sub = minio_root_path.trim_matches('/');
+        let root = storage_root_path.as_ref();
+        Backend::Local(if sub.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(sub)
+        })
+    }
+
+    /// Where segment `segment_id` of `log_id` lives.
+    pub fn segment_location(&self, log_id: i64, segment_id: i64) -> SegmentLocation {
+        match self {
+            Backend::Object(storage) => SegmentLocation::Object(storage.clone()),
+            Backend::Local(dir) => {
+                SegmentLocation::Local(dir.join(log_id.to_string()).join(segment_id.to_string()))
+            }
+        }
+    }
+}
+
+/// The processors of one LogStore.
+#[derive(Debug)]
+pub struct LogStore {
+    backend: Backend,
+    policy: SyncPolicy,
+    version: FormatVersion,
+    clock: ClockRef,
+    processors: Mutex<HashMap<(i64, i64), Arc<SegmentProcessor>>>,
+}
+
+impl LogStore {
+    /// A LogStore over `backend`. Fails when `policy` is invalid.
+    pub fn new(
+        backend: Backend,
+        policy: SyncPolicy,
+        version: FormatVersion,
+        clock: ClockRef,
+    ) -> std::result::Result<LogStore, String> {
+        policy.validate()?;
+        Ok(LogStore {
+            backend,
+            policy,
+            version,
+            clock,
+            processors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The processor of (log, segment), opened on first use (in recovery mode when the
+    /// segment already holds data).
+    pub async fn processor(&self, log_id: i64, segment_id: i64) -> Result<Arc<SegmentProcessor>> {
+        let mut map = self.processors.lock().await;
+        if let Some(p) = map.get(&(log_id, segment_id)) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(
+            SegmentProcessor::open(
+                self.backend.segment_location(log_id, segment_id),
+                log_id,
+                segment_id,
+                self.policy.clone(),
+                self.version,
+                self.clock.clone(),
+            )
+            .await?,
+        );
+        map.insert((log_id, segment_id), p.clone());
+        Ok(p)
+    }
+
+    /// [`SegmentProcessor::add_entry`] on the processor of (log, segment).
+    pub async fn add_entry(
+        &self,
+        log_id: i64,
+        segment_id: i64,
+        entry_id: i64,
+        data: Bytes,
+    ) -> Result<AppendReceipt> {
+        self.processor(log_id, segment_id)
+            .await?
+            .add_entry(entry_id, data)
+            .await
+    }
+
+    /// FenceSegment: [`SegmentProcessor::fence`].
+    pub async fn fence_segment(&self, log_id: i64, segment_id: i64) -> Result<i64> {
+        self.processor(log_id, segment_id).await?.fence().await
+    }
+
+    /// CompleteSegment: [`SegmentProcessor::complete`].
+    pub async fn complete_segment(&self, log_id: i64, segment_id: i64, lac: i64) -> Result<i64> {
+        self.processor(log_id, segment_id)
+            .await?
+            .complete(lac)
+            .await
+    }
+
+    /// Closes and forgets the processor of (log, segment), if open.
+    pub async fn close_processor(&self, log_id: i64, segment_id: i64) {
+        let p = self.processors.lock().await.remove(&(log_id, segment_id));
+        if let Some(p) = p {
+            p.close().await;
+        }
+    }
+
+    /// Closes every processor: flushes what is contiguous and stops the tasks.
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self
+            .processors
+            .lock()
+            .await
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        futures::future::join_all(all.iter().map(|p| p.close())).await;
+    }
+}

@@ -1,0 +1,713 @@
+//! One segment's write path: the out-of-order window, the flush task and the writer.
+//!
+//! A [`SegmentProcessor`] owns one background task. Appends go into the
+//! [`SequentialBuffer`] under a short lock and return an [`AppendReceipt`] at once ("Buffered");
+//! the receipt resolves when the entry is durable ("Synced") or failed. The task alone touches
+//! the writer: it flushes on the policy ticker (through the injected [`Clock`]), when the
+//! contiguous prefix reaches `max_flush_size`, when buffered bytes reach `max_bytes`, and
+//! before it fences, completes or closes.
+//!
+//! Durability: an entry is acknowledged only when its block and every earlier block are
+//! stored (object PUT succeeded, or `data.log` appended and fsynced). The first block that
+//! fails makes the writer not-writable: that block's entries and every later one fail (8104
+//! for a fence, 8103 otherwise), and later appends fail fast with the same error. Nothing
+//! acknowledged is ever taken back.
+//!
+//! What it must never do: acknowledge out of order, retry a PUT after a fence, or sleep
+//! outside the clock.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use storage::object::ObjectStorage;
+use storage::segment::local::{DATA_FILE, LocalSegmentWriter};
+use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::buffer::{Admit, ReadyBatch, SequentialBuffer};
+use super::error::{LogStoreError, Result, StorageKind};
+use super::policy::{FormatVersion, SyncPolicy};
+use crate::clock::{Clock, ClockRef};
+
+type Waiter = oneshot::Sender<Result<i64>>;
+
+/// Resolves to the entry id once the entry is durable, or to the error that made it fail.
+#[derive(Debug)]
+#[must_use = "an append is durable only when its receipt resolves"]
+pub struct AppendReceipt {
+    rx: oneshot::Receiver<Result<i64>>,
+    segment: Arc<str>,
+}
+
+impl AppendReceipt {
+    fn resolved(segment: Arc<str>, result: Result<i64>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(result);
+        AppendReceipt { rx, segment }
+    }
+}
+
+impl Future for AppendReceipt {
+    type Output = Result<i64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(LogStoreError::WriterClosed {
+                    segment: self.segment.to_string(),
+                })
+            })
+        })
+    }
+}
+
+/// What the processor accepts.
+#[derive(Debug, Clone)]
+enum Mode {
+    Writable,
+    /// Reopened on existing data: fence and complete only.
+    Recovery,
+    /// Fenced by us or found fenced.
+    Fenced,
+    Finalized,
+    /// A block failed: 8103 or 8104.
+    Failed(LogStoreError),
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    buffer: SequentialBuffer<Waiter>,
+    mode: Mode,
+    block_count: usize,
+}
+
+struct Shared {
+    segment: Arc<str>,
+    state: Mutex<State>,
+    /// Wakes the task for a flush.
+    wake: Notify,
+    /// Wakes appends waiting for buffer space or a mode change.
+    space: Notify,
+    policy: SyncPolicy,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mode_error(&self, mode: &Mode) -> Option<LogStoreError> {
+        let segment = self.segment.to_string();
+        match mode {
+            Mode::Writable => None,
+            Mode::Recovery => Some(LogStoreError::InRecoveryMode { segment }),
+            Mode::Fenced => Some(LogStoreError::SegmentFenced {
+                segment,
+                detail: "the segment was fenced".into(),
+            }),
+            Mode::Finalized => Some(LogStoreError::Finalized { segment }),
+            Mode::Failed(e) => Some(e.clone()),
+            Mode::Closed => Some(LogStoreError::WriterClosed { segment }),
+        }
+    }
+}
+
+enum Command {
+    Fence(oneshot::Sender<Result<i64>>),
+    Complete(i64, oneshot::Sender<Result<i64>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Where a processor's segment lives.
+#[derive(Debug, Clone)]
+pub enum SegmentLocation {
+    /// `<root>/<logId>/<segId>/N.blk` objects.
+    Object(ObjectStorage),
+    /// The directory holding `data.log`.
+    Local(PathBuf),
+}
+
+/// The write path of one (log, segment): see the module docs.
+pub struct SegmentProcessor {
+    log_id: i64,
+    segment_id: i64,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SegmentProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("SegmentProcessor")
+            .field("log_id", &self.log_id)
+            .field("segment_id", &self.segment_id)
+            .field("mode", &st.mode)
+            .field("durable", &st.buffer.durable_id())
+            .field("blocks", &st.block_count)
+            .finish()
+    }
+}
+
+impl SegmentProcessor {
+    /// Opens the processor of `segment_id` in `log_id` and starts its task. A segment that
+    /// already holds data (blocks, a footer, a fence, or a `data.log`) is opened in recovery
+    /// mode: appends fail with 2218 (8104 when fenced), fence and complete work.
+    pub async fn open(
+        location: SegmentLocation,
+        log_id: i64,
+        segment_id: i64,
+        policy: SyncPolicy,
+        version: FormatVersion,
+        clock: ClockRef,
+    ) -> Result<SegmentProcessor> {
+        let segment: Arc<str> = format!("log {log_id} segment {segment_id}").into();
+        let (writer, mode, durable, blocks) = match location {
+            SegmentLocation::Object(storage) => {
+                open_object(&segment, storage, log_id, segment_id, version).await?
+            }
+            SegmentLocation::Local(dir) => open_local(&segment, dir, version).await?,
+        };
+        let interval = match writer {
+            Writer::Local(_) => policy.max_interval_local,
+            _ => policy.max_interval,
+        };
+        let shared = Arc::new(Shared {
+            segment,
+            state: Mutex::new(State {
+                buffer: SequentialBuffer::new(durable + 1, policy.max_entries),
+                mode,
+                block_count: blocks,
+            }),
+            wake: Notify::new(),
+            space: Notify::new(),
+            policy,
+        });
+        let (commands, rx) = mpsc::unbounded_channel();
+        let flusher = Flusher {
+            shared: shared.clone(),
+            writer,
+            clock,
+            finalized_last: None,
+        };
+        let task = tokio::spawn(flusher.run(rx, interval));
+        Ok(SegmentProcessor {
+            log_id,
+            segment_id,
+            shared,
+            commands,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The log id.
+    pub fn log_id(&self) -> i64 {
+        self.log_id
+    }
+
+    /// The segment id.
+    pub fn segment_id(&self) -> i64 {
+        self.segment_id
+    }
+
+    /// Takes entry `entry_id` (phase one, "Buffered") and returns a receipt that resolves when
+    /// it is durable (phase two, "Synced"). Waits while buffered and in-flight bytes reach
+    /// `max_bytes`. An id already durable resolves at once; an id already buffered or in
+    /// flight resolves with it (its data is ignored).
+    ///
+    /// Errors: 2200 beyond the window (retriable), 2215 negative id, 2218 recovery mode,
+    /// 8104 fenced, 2216 finalized, 8103 after a storage failure, 2217 closed.
+    pub async fn add_entry(&self, entry_id: i64, data: Bytes) -> Result<AppendReceipt> {
+        let policy = &self.shared.policy;
+        loop {
+            let space = self.shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut st = self.shared.lock();
+                if entry_id >= 0 && entry_id <= st.buffer.durable_id() {
+                    return Ok(AppendReceipt::resolved(
+                        self.shared.segment.clone(),
+                        Ok(entry_id),
+                    ));
+                }
+                if let Some(e) = self.shared.mode_error(&st.mode) {
+                    return Err(e);
+                }
+                let b = &st.buffer;
+                let pressure = b.buffered_bytes() + b.in_flight_bytes();
+                // Wait only when a flush can free space; bytes held by non-contiguous entries
+                // alone must not block the entry that fills their gap.
+                let must_wait = pressure >= policy.max_bytes
+                    && b.ready_bytes() + b.in_flight_bytes() > 0
+                    && !b.holds(entry_id);
+                if !must_wait {
+                    let (tx, rx) = oneshot::channel();
+                    match st.buffer.push(entry_id, data.clone(), tx) {
+                        Ok(Admit::Durable(tx)) => {
+                            let _ = tx.send(Ok(entry_id));
+                        }
+                        Ok(Admit::Waiting) => {}
+                        Err((e, _)) => {
+                            if matches!(e, LogStoreError::BufferFull { .. }) {
+                                self.shared.wake.notify_one();
+                            }
+                            return Err(e);
+                        }
+                    }
+                    let b = &st.buffer;
+                    if b.ready_bytes() >= policy.max_flush_size
+                        || b.buffered_bytes() >= policy.max_bytes
+                    {
+                        self.shared.wake.notify_one();
+                    }
+                    return Ok(AppendReceipt {
+                        rx,
+                        segment: self.shared.segment.clone(),
+                    });
+                }
+                self.shared.wake.notify_one();
+            }
+            space.await;
+        }
+    }
+
+    /// Fences the segment: stops appends (8104), flushes the contiguous prefix, places the
+    /// fence (a fence object after the last block, or `write.fence`) and returns the last
+    /// entry id stored (-1 when empty). Entries left in the window fail with 8104.
+    pub async fn fence(&self) -> Result<i64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Fence(tx))?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Completes the segment: stops appends (2216), flushes and awaits everything
+    /// contiguous, writes the footer and returns the last entry id. Idempotent. `lac` is
+    /// ignored as in Go's embedded mode: the footer's LAC is the last block's last entry.
+    pub async fn complete(&self, lac: i64) -> Result<i64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Complete(lac, tx))?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Flushes what is contiguous, fails the rest (2217) and stops the task.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// The last durable entry id (-1 when none).
+    pub fn last_entry_id(&self) -> i64 {
+        self.shared.lock().buffer.durable_id()
+    }
+
+    /// Blocks stored so far.
+    pub fn block_count(&self) -> usize {
+        self.shared.lock().block_count
+    }
+
+    fn send(&self, cmd: Command) -> Result<()> {
+        self.commands.send(cmd).map_err(|_| self.closed())
+    }
+
+    fn closed(&self) -> LogStoreError {
+        LogStoreError::WriterClosed {
+            segment: self.shared.segment.to_string(),
+        }
+    }
+}
+
+type Opened = (Writer, Mode, i64, usize);
+
+async fn open_object(
+    segment: &str,
+    storage: ObjectStorage,
+    log_id: i64,
+    segment_id: i64,
+    version: FormatVersion,
+) -> Result<Opened> {
+    let objects = SegmentObjects::new(storage, log_id, segment_id);
+    let err = |e| LogStoreError::storage(segment, StorageKind::Object, e);
+    let scan = objects.scan_blocks().await.map_err(err)?;
+    let last = scan.blocks.last().map_or(-1, |b| b.last_entry_id);
+    if scan.blocks.is_empty() && scan.footer.is_none() && scan.fenced_at.is_none() {
+        let w = ObjectSegmentWriter::new(objects, 0, version.as_u16()).map_err(err)?;
+        return Ok((Writer::Object(w), Mode::Writable, -1, 0));
+    }
+    if scan.fenced_at.is_some() {
+        return Ok((
+            Writer::FencedObject(objects),
+            Mode::Fenced,
+            last,
+            scan.blocks.len(),
+        ));
+    }
+    let w = ObjectSegmentWriter::recover(objects, version.as_u16())
+        .await
+        .map_err(err)?;
+    let last = w.last_durable_entry_id();
+    let blocks = w.durable_blocks().len();
+    Ok((Writer::Object(w), Mode::Recovery, last, blocks))
+}
+
+async fn open_local(segment: &str, dir: PathBuf, version: FormatVersion) -> Result<Opened> {
+    let err = |e| LogStoreError::storage(segment, StorageKind::Local, e);
+    let exists = tokio::fs::try_exists(dir.join(DATA_FILE))
+        .await
+        .map_err(|e| {
+            err(storage::Error::Backend {
+                op: "stat",
+                path: dir.display().to_string(),
+                source: Box::new(e),
+            })
+        })?;
+    if exists {
+        let (w, recovery) = LocalSegmentWriter::open_for_recovery(&dir)
+            .await
+            .map_err(err)?;
+        let mode = if recovery.fenced {
+            Mode::Fenced
+        } else {
+            Mode::Recovery
+        };
+        return Ok((
+            Writer::Local(w),
+            mode,
+            recovery.last_entry_id,
+            recovery.blocks.len(),
+        ));
+    }
+    let w = LocalSegmentWriter::create(&dir, 0, version.as_u16())
+        .await
+        .map_err(err)?;
+    Ok((Writer::Local(w), Mode::Writable, -1, 0))
+}
+
+#[derive(Debug)]
+enum Writer {
+    Object(ObjectSegmentWriter),
+    /// Found fenced at open: no writer can continue it; fence and complete report the fence.
+    FencedObject(SegmentObjects),
+    Local(LocalSegmentWriter),
+}
+
+/// The task side: the only owner of the writer.
+struct Flusher {
+    shared: Arc<Shared>,
+    writer: Writer,
+    clock: ClockRef,
+    finalized_last: Option<i64>,
+}
+
+impl Flusher {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        interval: std::time::Duration,
+    ) {
+        loop {
+            let clock = self.clock.clone();
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Fence(reply)) => {
+                        let r = self.fence().await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Complete(lac, reply)) => {
+                        let r = self.complete(lac).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Close(reply)) => {
+                        self.close().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.close().await;
+                        return;
+                    }
+                },
+                () = self.shared.wake.notified() => self.flush().await,
+                () = clock.sleep(interval) => self.flush().await,
+            }
+        }
+    }
+
+    fn segment(&self) -> &str {
+        &self.shared.segment
+    }
+
+    /// Flushes the contiguous prefix and waits for it to be durable or failed. One batch per
+    /// call, so that a steady stream of appends cannot starve fence, complete and close;
+    /// entries arriving meanwhile go in the next flush (their size trigger is kept as a
+    /// pending wake-up).
+    async fn flush(&mut self) {
+        let batch = self.shared.lock().buffer.take_ready();
+        let Some(batch) = batch else { return };
+        match &self.writer {
+            Writer::Object(_) => self.flush_object(batch).await,
+            Writer::Local(_) => self.flush_local(batch).await,
+            Writer::FencedObject(objects) => {
+                let e = LogStoreError::SegmentFenced {
+                    segment: self.shared.segment.to_string(),
+                    detail: format!("{} was fenced before this writer opened", objects.prefix()),
+                };
+                self.fail(e);
+            }
+        }
+    }
+
+    async fn flush_local(&mut self, batch: ReadyBatch) {
+        let Writer::Local(w) = &self.writer else {
+            return;
+        };
+        match w.append_block(batch.first_id, &batch.entries).await {
+            Ok(info) => self.acknowledge(info.last_entry_id),
+            Err(e) => {
+                let e = LogStoreError::block_failed(self.segment(), &e);
+                self.fail(e);
+            }
+        }
+    }
+
+    async fn flush_object(&mut self, batch: ReadyBatch) {
+        let policy = self.shared.policy.clone();
+        let segment = self.shared.segment.clone();
+        let Writer::Object(w) = &mut self.writer else {
+            return;
+        };
+        let mut prepared = Vec::new();
+        for group in split_blocks(batch.entries, policy.max_flush_size) {
+            match w.prepare_block(&group) {
+                Ok(b) => prepared.push(b),
+                Err(e) => {
+                    let e = LogStoreError::block_failed(&segment, &e);
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        let objects = w.objects().clone();
+        let clock = self.clock.clone();
+        let uploads = prepared.into_iter().map(|block| {
+            let objects = objects.clone();
+            let clock = clock.clone();
+            let policy = policy.clone();
+            async move {
+                let r = upload(&objects, &block, clock.as_ref(), &policy).await;
+                (block, r)
+            }
+        });
+        // `buffered` runs up to max_flush_threads uploads and yields them in block order.
+        let mut results = futures::stream::iter(uploads).buffered(policy.max_flush_threads);
+        while let Some((block, r)) = results.next().await {
+            let Writer::Object(w) = &mut self.writer else {
+                return;
+            };
+            let r = r.and_then(|()| w.block_durable(&block).map(|_| ()));
+            match r {
+                Ok(()) => self.acknowledge(block.header.last_entry_id),
+                Err(e) => {
+                    let e = LogStoreError::block_failed(&segment, &e);
+                    tracing::warn!(segment = %segment, block = block.header.block_number, error = %e, "block failed; the segment is not writable");
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn acknowledge(&self, last_entry_id: i64) {
+        let woken = {
+            let mut st = self.shared.lock();
+            st.block_count += 1;
+            st.buffer.mark_durable(last_entry_id)
+        };
+        for (id, w) in woken {
+            let _ = w.send(Ok(id));
+        }
+        self.shared.space.notify_waiters();
+    }
+
+    /// The writer failed: everything not durable fails with `e`, and so do later appends.
+    fn fail(&self, e: LogStoreError) {
+        let failed = {
+            let mut st = self.shared.lock();
+            if matches!(st.mode, Mode::Writable) {
+                st.mode = Mode::Failed(e.clone());
+            }
+            st.buffer.fail_all()
+        };
+        for (_, w) in failed {
+            let _ = w.send(Err(e.clone()));
+        }
+        self.shared.space.notify_waiters();
+    }
+
+    /// Sets `mode` unless a terminal state says more, flushes, and fails what is left.
+    async fn stop_appends(&mut self, mode: Mode, leftover: LogStoreError) {
+        {
+            let mut st = self.shared.lock();
+            if matches!(st.mode, Mode::Writable | Mode::Recovery) || matches!(mode, Mode::Finalized)
+            {
+                st.mode = mode;
+            }
+        }
+        self.shared.space.notify_waiters();
+        self.flush().await;
+        let failed = self.shared.lock().buffer.fail_all();
+        for (_, w) in failed {
+            let _ = w.send(Err(leftover.clone()));
+        }
+    }
+
+    async fn fence(&mut self) -> Result<i64> {
+        let fenced = LogStoreError::SegmentFenced {
+            segment: self.shared.segment.to_string(),
+            detail: "the segment was fenced".into(),
+        };
+        if self.finalized_last.is_none() {
+            self.stop_appends(Mode::Fenced, fenced).await;
+        }
+        let segment = self.shared.segment.clone();
+        match &self.writer {
+            Writer::Object(w) => w
+                .objects()
+                .fence()
+                .await
+                .map(|o| o.last_entry_id)
+                .map_err(|e| LogStoreError::storage(&segment, StorageKind::Object, e)),
+            Writer::FencedObject(objects) => objects
+                .fence()
+                .await
+                .map(|o| o.last_entry_id)
+                .map_err(|e| LogStoreError::storage(&segment, StorageKind::Object, e)),
+            Writer::Local(w) => {
+                w.fence()
+                    .await
+                    .map_err(|e| LogStoreError::storage(&segment, StorageKind::Local, e))?;
+                Ok(w.status().await.last_entry_id)
+            }
+        }
+    }
+
+    async fn complete(&mut self, lac: i64) -> Result<i64> {
+        if let Some(last) = self.finalized_last {
+            return Ok(last);
+        }
+        let finalized = LogStoreError::Finalized {
+            segment: self.shared.segment.to_string(),
+        };
+        self.stop_appends(Mode::Finalized, finalized).await;
+        let segment = self.shared.segment.clone();
+        let last = match &mut self.writer {
+            Writer::Object(w) => w
+                .finalize()
+                .await
+                .map(|f| f.last_entry_id())
+                .map_err(|e| LogStoreError::storage(&segment, StorageKind::Object, e))?,
+            // A segment fenced before we opened ends at its fence (the Go v0.1.13 takeover
+            // shape); storage offers no footer over someone else's fenced blocks.
+            Writer::FencedObject(objects) => objects
+                .fence()
+                .await
+                .map(|o| o.last_entry_id)
+                .map_err(|e| LogStoreError::storage(&segment, StorageKind::Object, e))?,
+            Writer::Local(w) => {
+                w.finalize(None)
+                    .await
+                    .map_err(|e| LogStoreError::storage(&segment, StorageKind::Local, e))?;
+                w.status().await.last_entry_id
+            }
+        };
+        tracing::debug!(segment = %segment, lac, last, "segment completed");
+        self.finalized_last = Some(last);
+        Ok(last)
+    }
+
+    async fn close(&mut self) {
+        let closed = LogStoreError::WriterClosed {
+            segment: self.shared.segment.to_string(),
+        };
+        self.stop_appends(Mode::Closed, closed).await;
+    }
+}
+
+/// Retries one block upload on retriable errors (100 ms doubling to `retry_interval`, through
+/// the clock), never after a fence.
+async fn upload(
+    objects: &SegmentObjects,
+    block: &PreparedBlock,
+    clock: &dyn Clock,
+    policy: &SyncPolicy,
+) -> storage::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match objects.put_block(block).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_retriable() && attempt < policy.max_flush_retries => {
+                attempt += 1;
+                tracing::debug!(key = %objects.block_key(block.header.block_number), attempt, error = %e, "retrying block upload");
+                clock.sleep(policy.backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Splits entries into blocks, closing each once its payload reaches `max_flush_size` (so a
+/// block can exceed it by one entry).
+fn split_blocks(entries: Vec<Bytes>, max_flush_size: usize) -> Vec<Vec<Bytes>> {
+    let mut blocks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for e in entries {
+        size += e.len();
+        current.push(e);
+        if size >= max_flush_size {
+            blocks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+    }
+    if !current.is_empty() {
+        blocks.push(current);
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_close_once_they_reach_the_flush_size() {
+        let e = |n: usize| Bytes::from(vec![0u8; n]);
+        let sizes = |blocks: Vec<Vec<Bytes>>| -> Vec<Vec<usize>> {
+            blocks
+                .into_iter()
+                .map(|b| b.iter().map(Bytes::len).collect())
+                .collect()
+        };
+        assert_eq!(
+            sizes(split_blocks(vec![e(3), e(3), e(5), e(1), e(1)], 5)),
+            vec![vec![3, 3], vec![5], vec![1, 1]]
+        );
+        assert_eq!(sizes(split_blocks(vec![e(10)], 5)), vec![vec![10]]);
+        assert!(split_blocks(Vec::new(), 5).is_empty());
+    }
+}
