@@ -1,5 +1,7 @@
 //! The woodpecker-rs engine.
 //!
+//! * [`client`]: `Client`, `LogHandle` and `LogWriter`: the embedded-mode write path (segment
+//!   creation, dense entry ids, rolling, fencing on writer takeover).
 //! * [`meta`]: log and segment metadata with the Go project's etcd keys, values and
 //!   compare-and-swap guards, on etcd or on an embedded single-node store.
 //! * [`config`]: `woodpecker.yaml` with the Go project's schema and defaults.
@@ -8,6 +10,7 @@
 //! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
 //!   fence and completion) that embedded mode talks to.
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod logstore;

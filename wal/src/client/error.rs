@@ -1,0 +1,165 @@
+//! Client errors, with the Go project's wire codes (spec Appendix A).
+
+use crate::logstore::LogStoreError;
+use crate::message::MessageError;
+use crate::meta::MetaError;
+
+/// Result alias for the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Wire codes of the errors the client itself produces (Go `werr`).
+pub mod code {
+    /// Fencing the active segments of a log failed; no writer was opened.
+    pub const FENCE_FAILED: i32 = 1107;
+    /// The writer lost its log (fenced by a newer writer, a metadata conflict, or closed).
+    pub const WRITER_LOCK_LOST: i32 = 1405;
+    /// A message with neither payload nor properties.
+    pub const INVALID_MESSAGE: i32 = 8100;
+    /// The log does not exist.
+    pub const LOG_NOT_FOUND: i32 = 3012;
+    /// The log exists already.
+    pub const LOG_ALREADY_EXISTS: i32 = 3013;
+}
+
+/// What went wrong in the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The log does not exist (3012).
+    #[error("log `{log}` does not exist")]
+    LogNotFound {
+        /// The log name.
+        log: String,
+    },
+    /// A log with this name exists (3013).
+    #[error("log `{log}` already exists")]
+    LogAlreadyExists {
+        /// The log name.
+        log: String,
+    },
+    /// The message cannot be written (8100).
+    #[error(transparent)]
+    InvalidMessage(#[from] MessageError),
+    /// Fencing and completing an active segment failed while opening a writer (1107); no
+    /// writer was opened.
+    #[error(
+        "fence failed: segment {segment} of log `{log}` could not be fenced and completed: {source}"
+    )]
+    FenceFailed {
+        /// The log name.
+        log: String,
+        /// The segment.
+        segment: i64,
+        /// Why.
+        #[source]
+        source: Box<ClientError>,
+    },
+    /// The writer lost its log: a newer writer fenced it or won a metadata race (1405).
+    /// This write and every later one fail; everything acknowledged stays. Reopen a writer.
+    #[error("writer of log `{log}` lost its log, reopen a writer: {reason}")]
+    WriterLost {
+        /// The log name.
+        log: String,
+        /// What showed the loss.
+        reason: String,
+    },
+    /// The writer was closed (1405, as Go's invalidated writer).
+    #[error("writer of log `{log}` is closed, open a new writer")]
+    WriterClosed {
+        /// The log name.
+        log: String,
+    },
+    /// A metadata error (its own code).
+    #[error(transparent)]
+    Meta(MetaError),
+    /// A LogStore error (its own code).
+    #[error(transparent)]
+    LogStore(#[from] LogStoreError),
+}
+
+impl From<MetaError> for ClientError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::LogNotFound { log } => ClientError::LogNotFound { log },
+            MetaError::LogAlreadyExists { log } => ClientError::LogAlreadyExists { log },
+            e => ClientError::Meta(e),
+        }
+    }
+}
+
+impl ClientError {
+    /// The Go wire code.
+    pub fn code(&self) -> i32 {
+        match self {
+            ClientError::LogNotFound { .. } => code::LOG_NOT_FOUND,
+            ClientError::LogAlreadyExists { .. } => code::LOG_ALREADY_EXISTS,
+            ClientError::InvalidMessage(_) => code::INVALID_MESSAGE,
+            ClientError::FenceFailed { .. } => code::FENCE_FAILED,
+            ClientError::WriterLost { .. } | ClientError::WriterClosed { .. } => {
+                code::WRITER_LOCK_LOST
+            }
+            ClientError::Meta(e) => e.code(),
+            ClientError::LogStore(e) => e.code(),
+        }
+    }
+
+    /// Whether repeating the call may succeed (the Go `retriable` flag).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Meta(e) => e.is_retriable(),
+            ClientError::LogStore(e) => e.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the writer is gone and the application must open a new one (1405).
+    pub fn is_writer_lost(&self) -> bool {
+        self.code() == code::WRITER_LOCK_LOST
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_appendix_a() {
+        let log = || "l".to_string();
+        assert_eq!(ClientError::LogNotFound { log: log() }.code(), 3012);
+        assert_eq!(ClientError::LogAlreadyExists { log: log() }.code(), 3013);
+        assert_eq!(ClientError::from(MessageError::Empty).code(), 8100);
+        let lost = ClientError::WriterLost {
+            log: log(),
+            reason: "fenced".into(),
+        };
+        assert_eq!(lost.code(), 1405);
+        assert!(lost.is_writer_lost());
+        assert!(!lost.is_retriable());
+        assert!(lost.to_string().contains("reopen"));
+        let fence = ClientError::FenceFailed {
+            log: log(),
+            segment: 3,
+            source: Box::new(lost),
+        };
+        assert_eq!(fence.code(), 1107);
+        assert!(fence.to_string().contains("fence failed"));
+        assert_eq!(
+            ClientError::from(MetaError::LogNotFound { log: log() }).code(),
+            3012
+        );
+        let txn = ClientError::from(MetaError::CreateLogTxn { log: log() });
+        assert_eq!(txn.code(), 3006);
+        assert!(txn.is_retriable());
+        let conflict = ClientError::from(MetaError::RevisionInvalid {
+            key: "k".into(),
+            expected: 1,
+        });
+        assert_eq!(conflict.code(), 3011);
+        let fenced = ClientError::from(LogStoreError::SegmentFenced {
+            segment: "s".into(),
+            detail: String::new(),
+        });
+        assert_eq!(fenced.code(), 8104);
+        assert!(!fenced.is_retriable());
+    }
+}
