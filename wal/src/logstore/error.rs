@@ -12,6 +12,22 @@ pub type Result<T, E = LogStoreError> = std::result::Result<T, E>;
 
 /// Wire codes of the errors this module produces (Go `werr`).
 pub mod code {
+    /// Stored bytes failed a check (CRC, length, magic, sequence); not retriable.
+    pub const CORRUPT: i32 = 8007;
+    /// Nothing at the asked entry yet (retriable): what a [`ReadEnd::NotYet`] batch means on
+    /// the wire.
+    ///
+    /// [`ReadEnd::NotYet`]: crate::logstore::ReadEnd::NotYet
+    pub const ENTRY_NOT_FOUND: i32 = 8102;
+    /// The segment is not there (retriable).
+    pub const SEGMENT_NOT_FOUND: i32 = 8105;
+    /// The segment is finished and fully read: what an empty [`ReadEnd::Eof`] batch means on
+    /// the wire.
+    ///
+    /// [`ReadEnd::Eof`]: crate::logstore::ReadEnd::Eof
+    pub const EOF: i32 = 2310;
+    /// The segment is not in a state that allows the operation.
+    pub const SEGMENT_STATE_INVALID: i32 = 1202;
     /// Client closed (not-writable).
     pub const CLIENT_CLOSED: i32 = 1002;
     /// Segment closed (retriable, not-writable).
@@ -121,6 +137,37 @@ pub enum LogStoreError {
         detail: String,
     },
 
+    /// Stored data failed a check; `location` names log, segment and block (or file and
+    /// offset).
+    #[error("corrupt data in segment {segment} at {location}: {detail}")]
+    Corrupt {
+        /// `log <id> segment <id>`.
+        segment: String,
+        /// Where, as storage reported it.
+        location: String,
+        /// What check failed.
+        detail: String,
+    },
+
+    /// The segment is not there: this LogStore cleaned it, or its directory is gone.
+    #[error("segment {segment} not found: {detail}")]
+    SegmentNotFound {
+        /// `log <id> segment <id>`.
+        segment: String,
+        /// Why.
+        detail: String,
+    },
+
+    /// The segment is not in a state that allows the operation (for example compacting a
+    /// segment without a footer).
+    #[error("segment {segment} is in the wrong state: {detail}")]
+    SegmentStateInvalid {
+        /// `log <id> segment <id>`.
+        segment: String,
+        /// What is wrong.
+        detail: String,
+    },
+
     /// A storage operation failed (fence, finalize, open); it may pass on retry.
     #[error("storage error ({kind:?}): {source}")]
     Storage {
@@ -143,6 +190,9 @@ impl LogStoreError {
             LogStoreError::InRecoveryMode { .. } => code::IN_RECOVERY_MODE,
             LogStoreError::StorageNotWritable { .. } => code::STORAGE_NOT_WRITABLE,
             LogStoreError::SegmentFenced { .. } => code::SEGMENT_FENCED,
+            LogStoreError::Corrupt { .. } => code::CORRUPT,
+            LogStoreError::SegmentNotFound { .. } => code::SEGMENT_NOT_FOUND,
+            LogStoreError::SegmentStateInvalid { .. } => code::SEGMENT_STATE_INVALID,
             LogStoreError::Storage {
                 kind: StorageKind::Object,
                 ..
@@ -158,7 +208,11 @@ impl LogStoreError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self.code(),
-            code::BUFFER_FULL | code::FS_ERROR | code::OBJECT_STORAGE_ERROR | code::SEGMENT_CLOSED
+            code::BUFFER_FULL
+                | code::FS_ERROR
+                | code::OBJECT_STORAGE_ERROR
+                | code::SEGMENT_CLOSED
+                | code::SEGMENT_NOT_FOUND
         )
     }
 
@@ -178,6 +232,19 @@ impl LogStoreError {
                 kind,
                 source: Arc::new(e),
             },
+        }
+    }
+
+    /// A storage error on the read path: corruption becomes [`LogStoreError::Corrupt`] with
+    /// its location; the rest as [`LogStoreError::storage`].
+    pub(crate) fn read(segment: &str, kind: StorageKind, e: storage::Error) -> Self {
+        match e {
+            storage::Error::Corrupt { location, detail } => LogStoreError::Corrupt {
+                segment: segment.to_string(),
+                location,
+                detail,
+            },
+            e => LogStoreError::storage(segment, kind, e),
         }
     }
 
@@ -281,6 +348,34 @@ mod tests {
                 ),
                 9000,
                 true,
+                false,
+            ),
+            (
+                LogStoreError::read(
+                    &seg(),
+                    StorageKind::Object,
+                    storage::Error::corrupt("log 1 segment 2 block 3.blk", "crc"),
+                ),
+                8007,
+                false,
+                false,
+            ),
+            (
+                LogStoreError::SegmentNotFound {
+                    segment: seg(),
+                    detail: String::new(),
+                },
+                8105,
+                true,
+                false,
+            ),
+            (
+                LogStoreError::SegmentStateInvalid {
+                    segment: seg(),
+                    detail: String::new(),
+                },
+                1202,
+                false,
                 false,
             ),
         ];

@@ -7,6 +7,11 @@
 //! processor buffers out-of-order appends in a [`SequentialBuffer`] and flushes the
 //! contiguous prefix from its own task (spec §6.2); fencing and completion follow §6.5.
 //!
+//! The read path and segment maintenance (compaction, cleaning, inspection) live in
+//! [`LogStore::read_batch`] and its neighbours: reads come from storage, capped at what this
+//! LogStore's processor acknowledged, and same-process readers wait on
+//! [`LogStore::wait_for_entry`] instead of polling.
+//!
 //! Errors carry the Go wire codes ([`LogStoreError::code`]). Time comes from the injected
 //! [`Clock`](crate::clock::Clock) only.
 
@@ -14,6 +19,7 @@ mod buffer;
 mod error;
 mod policy;
 mod processor;
+mod reader;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +32,8 @@ use tokio::sync::Mutex;
 pub use buffer::{Admit, ReadyBatch, SequentialBuffer};
 pub use error::{LogStoreError, Result, StorageKind, code};
 pub use policy::{FormatVersion, SyncPolicy};
-pub use processor::{AppendReceipt, SegmentLocation, SegmentProcessor};
+pub use processor::{AppendReceipt, DurableState, SegmentLocation, SegmentProcessor, WriterPhase};
+pub use reader::{CleanScope, CompactResult, ReadEnd, ReadResult, WaitOutcome};
 
 use crate::clock::ClockRef;
 
@@ -72,6 +79,8 @@ pub struct LogStore {
     version: FormatVersion,
     clock: ClockRef,
     processors: Mutex<HashMap<(i64, i64), Arc<SegmentProcessor>>>,
+    /// Cached segment readers and cleaned segments.
+    read_state: reader::ReadStateRef,
 }
 
 impl LogStore {
@@ -89,6 +98,7 @@ impl LogStore {
             version,
             clock,
             processors: Mutex::new(HashMap::new()),
+            read_state: reader::ReadStateRef::default(),
         })
     }
 
@@ -116,6 +126,7 @@ impl LogStore {
             .await?,
         );
         map.insert((log_id, segment_id), p.clone());
+        self.forget_cleaned(log_id, segment_id);
         Ok(p)
     }
 

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use storage::object::ObjectStorage;
 use storage::segment::local::{DATA_FILE, LocalSegmentWriter};
 use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::buffer::{Admit, ReadyBatch, SequentialBuffer};
@@ -37,6 +37,29 @@ use super::policy::{FormatVersion, SyncPolicy};
 use crate::clock::{Clock, ClockRef};
 
 type Waiter = oneshot::Sender<Result<i64>>;
+
+/// Where a processor's writer stands, as readers in this process see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterPhase {
+    /// Taking appends: more entries may become durable.
+    Writable,
+    /// Reopened on existing data: it serves fence and complete, never new entries.
+    Recovery,
+    /// Fenced or completed: storage shows the end of the segment (a fence or a footer).
+    Sealed,
+    /// Closed, or a block failed: no more entries come from this processor, but storage
+    /// does not show an end.
+    Inactive,
+}
+
+/// What [`SegmentProcessor::subscribe_durable`] publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableState {
+    /// The last entry id acknowledged durable (-1 when none).
+    pub last_entry_id: i64,
+    /// The writer's phase.
+    pub phase: WriterPhase,
+}
 
 /// Resolves to the entry id once the entry is durable, or to the error that made it fail.
 #[derive(Debug)]
@@ -87,6 +110,8 @@ struct State {
     buffer: SequentialBuffer<Waiter>,
     mode: Mode,
     block_count: usize,
+    /// What readers are told (published through `Shared::durable`).
+    phase: WriterPhase,
 }
 
 struct Shared {
@@ -97,11 +122,31 @@ struct Shared {
     /// Wakes appends waiting for buffer space or a mode change.
     space: Notify,
     policy: SyncPolicy,
+    /// The last durable id and phase, for readers in this process.
+    durable: watch::Sender<DurableState>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the durable id and phase of `st` (called with the state lock held, so
+    /// publications follow the order of state changes).
+    fn publish(&self, st: &State) {
+        self.durable.send_replace(DurableState {
+            last_entry_id: st.buffer.durable_id(),
+            phase: st.phase,
+        });
+    }
+
+    /// Sets the phase readers see and publishes it. `Sealed` is final.
+    fn set_phase(&self, phase: WriterPhase) {
+        let mut st = self.lock();
+        if st.phase != WriterPhase::Sealed {
+            st.phase = phase;
+        }
+        self.publish(&st);
     }
 
     fn mode_error(&self, mode: &Mode) -> Option<LogStoreError> {
@@ -176,6 +221,16 @@ impl SegmentProcessor {
             }
             SegmentLocation::Local(dir) => open_local(&segment, dir, version).await?,
         };
+        let phase = match mode {
+            Mode::Writable => WriterPhase::Writable,
+            Mode::Recovery => WriterPhase::Recovery,
+            Mode::Fenced | Mode::Finalized => WriterPhase::Sealed,
+            Mode::Failed(_) | Mode::Closed => WriterPhase::Inactive,
+        };
+        let (durable_tx, _) = watch::channel(DurableState {
+            last_entry_id: durable,
+            phase,
+        });
         let interval = match writer {
             Writer::Local(_) => policy.max_interval_local,
             _ => policy.max_interval,
@@ -186,10 +241,12 @@ impl SegmentProcessor {
                 buffer: SequentialBuffer::new(durable + 1, policy.max_entries),
                 mode,
                 block_count: blocks,
+                phase,
             }),
             wake: Notify::new(),
             space: Notify::new(),
             policy,
+            durable: durable_tx,
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let flusher = Flusher {
@@ -320,6 +377,19 @@ impl SegmentProcessor {
         self.shared.lock().block_count
     }
 
+    /// A receiver of the last durable entry id and the writer's phase. It changes when
+    /// entries become durable (after their receipts resolve), when a fence or completion has
+    /// reached storage ([`WriterPhase::Sealed`]), and when the processor closes or fails
+    /// ([`WriterPhase::Inactive`]).
+    pub fn subscribe_durable(&self) -> watch::Receiver<DurableState> {
+        self.shared.durable.subscribe()
+    }
+
+    /// The current [`DurableState`].
+    pub fn durable_state(&self) -> DurableState {
+        *self.shared.durable.borrow()
+    }
+
     fn send(&self, cmd: Command) -> Result<()> {
         self.commands.send(cmd).map_err(|_| self.closed())
     }
@@ -426,19 +496,27 @@ impl Flusher {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Fence(reply)) => {
                         let r = self.fence().await;
+                        if r.is_ok() {
+                            self.shared.set_phase(WriterPhase::Sealed);
+                        }
                         let _ = reply.send(r);
                     }
                     Some(Command::Complete(lac, reply)) => {
                         let r = self.complete(lac).await;
+                        if r.is_ok() {
+                            self.shared.set_phase(WriterPhase::Sealed);
+                        }
                         let _ = reply.send(r);
                     }
                     Some(Command::Close(reply)) => {
                         self.close().await;
+                        self.shared.set_phase(WriterPhase::Inactive);
                         let _ = reply.send(());
                         return;
                     }
                     None => {
                         self.close().await;
+                        self.shared.set_phase(WriterPhase::Inactive);
                         return;
                     }
                 },
@@ -541,6 +619,9 @@ impl Flusher {
         for (id, w) in woken {
             let _ = w.send(Ok(id));
         }
+        // After the receipts: a reader woken by this never sees an entry before its writer
+        // could.
+        self.shared.publish(&self.shared.lock());
         self.shared.space.notify_waiters();
     }
 
@@ -556,6 +637,7 @@ impl Flusher {
         for (_, w) in failed {
             let _ = w.send(Err(e.clone()));
         }
+        self.shared.set_phase(WriterPhase::Inactive);
         self.shared.space.notify_waiters();
     }
 
