@@ -1,7 +1,7 @@
 //! Client errors, with the Go project's wire codes (spec Appendix A).
 
 use crate::logstore::LogStoreError;
-use crate::message::MessageError;
+use crate::message::{LogMessageId, MessageError};
 use crate::meta::MetaError;
 
 /// Result alias for the client.
@@ -19,6 +19,11 @@ pub mod code {
     pub const LOG_NOT_FOUND: i32 = 3012;
     /// The log exists already.
     pub const LOG_ALREADY_EXISTS: i32 = 3013;
+    /// A truncation request was refused.
+    pub const TRUNCATE_FAILED: i32 = 1105;
+    /// A reader cannot read (its start position is truncated, or the stored data
+    /// disagrees with the metadata).
+    pub const READER_READ_FAILED: i32 = 1504;
 }
 
 /// What went wrong in the client.
@@ -69,6 +74,40 @@ pub enum ClientError {
         /// The log name.
         log: String,
     },
+    /// A truncation request was refused (1105): an entry outside a finished segment, a
+    /// negative id, or too many concurrent updates of the log metadata.
+    #[error("cannot truncate log `{log}` at {id}: {reason}")]
+    TruncateFailed {
+        /// The log name.
+        log: String,
+        /// The requested truncation point.
+        id: LogMessageId,
+        /// Why.
+        reason: String,
+    },
+    /// A reader was opened at an explicit position at or before the log's truncation point
+    /// (1504, not retriable). Open at `LogMessageId::EARLIEST`, which starts right after
+    /// the truncation point, or at a later position.
+    #[error(
+        "log `{log}` is truncated up to {truncated_at} (inclusive); cannot read from {requested}"
+    )]
+    Truncated {
+        /// The log name.
+        log: String,
+        /// The position asked for.
+        requested: LogMessageId,
+        /// The truncation point (inclusive).
+        truncated_at: LogMessageId,
+    },
+    /// A reader cannot go on (1504): an invalid start position, or stored data that
+    /// disagrees with the metadata (a finished segment missing entries).
+    #[error("reader of log `{log}` failed: {reason}")]
+    ReadFailed {
+        /// The log name.
+        log: String,
+        /// Why.
+        reason: String,
+    },
     /// A metadata error (its own code).
     #[error(transparent)]
     Meta(MetaError),
@@ -97,6 +136,10 @@ impl ClientError {
             ClientError::FenceFailed { .. } => code::FENCE_FAILED,
             ClientError::WriterLost { .. } | ClientError::WriterClosed { .. } => {
                 code::WRITER_LOCK_LOST
+            }
+            ClientError::TruncateFailed { .. } => code::TRUNCATE_FAILED,
+            ClientError::Truncated { .. } | ClientError::ReadFailed { .. } => {
+                code::READER_READ_FAILED
             }
             ClientError::Meta(e) => e.code(),
             ClientError::LogStore(e) => e.code(),

@@ -8,8 +8,10 @@ use proto::meta::{SegmentMetadata, SegmentState};
 
 use super::Shared;
 use super::error::{ClientError, Result};
+use super::reader::LogReader;
 use super::writer::LogWriter;
-use crate::meta::Versioned;
+use crate::message::LogMessageId;
+use crate::meta::{MetaError, Versioned};
 
 /// A handle on one log.
 #[derive(Clone)]
@@ -47,6 +49,11 @@ impl LogHandle {
         self.log_id
     }
 
+    /// What the client's handles share (for the auditor).
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Every segment's metadata by id (a fresh read each call).
     pub async fn segments(&self) -> Result<BTreeMap<i64, SegmentMetadata>> {
         Ok(self
@@ -57,6 +64,103 @@ impl LogHandle {
             .into_iter()
             .map(|(id, v)| (id, v.value))
             .collect())
+    }
+
+    /// Opens a reader at `from` (see [`LogReader`] for [`LogMessageId::EARLIEST`],
+    /// [`LogMessageId::LATEST`] and truncated positions). Its name is
+    /// `<log>-r-<unixNano>`, or `<log>-r-<base>-<unixNano>` with a base name, and it is
+    /// registered as a `ReaderTempInfo` until [`LogReader::close`].
+    pub async fn open_reader(
+        &self,
+        from: LogMessageId,
+        reader_base_name: Option<&str>,
+    ) -> Result<LogReader> {
+        LogReader::open(
+            self.name.clone(),
+            self.log_id,
+            self.shared.clone(),
+            from,
+            reader_base_name,
+        )
+        .await
+    }
+
+    /// The truncation point (inclusive), `None` while the log was never truncated.
+    pub async fn truncation_point(&self) -> Result<Option<LogMessageId>> {
+        let meta = self.shared.meta.get_log_meta(&self.name).await?.value;
+        Ok((meta.truncated_segment_id >= 0)
+            .then(|| LogMessageId::new(meta.truncated_segment_id, meta.truncated_entry_id)))
+    }
+
+    /// Moves the truncation point to `id` (inclusive; spec §2.6). A point at or before the
+    /// current one is ignored, and so is a segment without metadata. In a Completed or
+    /// Sealed segment the entry must be within `0..=lastEntryId`, else
+    /// [`ClientError::TruncateFailed`] (1105). The log metadata is replaced by a
+    /// compare-and-swap on its revision, re-read and retried a few times on a conflict.
+    /// Data is removed later, by the writer's auditor.
+    pub async fn truncate(&self, id: LogMessageId) -> Result<()> {
+        const ATTEMPTS: usize = 5;
+        let refuse = |reason: String| ClientError::TruncateFailed {
+            log: self.name.clone(),
+            id,
+            reason,
+        };
+        if id.segment_id < 0 || id.entry_id < 0 {
+            return Err(refuse("ids are non-negative".into()));
+        }
+        for _ in 0..ATTEMPTS {
+            let current = self.shared.meta.get_log_meta(&self.name).await?;
+            let meta = &current.value;
+            if meta.truncated_segment_id >= 0
+                && id <= LogMessageId::new(meta.truncated_segment_id, meta.truncated_entry_id)
+            {
+                tracing::debug!(log = %self.name, %id, "truncation point not moved forward; ignored");
+                return Ok(());
+            }
+            let segment = match self
+                .shared
+                .meta
+                .get_segment_metadata(&self.name, id.segment_id)
+                .await
+            {
+                Ok(v) => v.value,
+                Err(MetaError::KeyNotExists { .. }) => {
+                    tracing::debug!(log = %self.name, %id, "truncation in a missing segment; ignored");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let finished = segment.state == SegmentState::Completed as i32
+                || segment.state == SegmentState::Sealed as i32;
+            if finished && id.entry_id > segment.last_entry_id {
+                return Err(refuse(format!(
+                    "segment {} ends at entry {}",
+                    id.segment_id, segment.last_entry_id
+                )));
+            }
+            let updated = proto::meta::LogMeta {
+                truncated_segment_id: id.segment_id,
+                truncated_entry_id: id.entry_id,
+                modification_timestamp: self.shared.clock.now_secs(),
+                ..*meta
+            };
+            match self
+                .shared
+                .meta
+                .update_log_meta(&self.name, &updated, current.revision)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(log = %self.name, %id, "log truncated");
+                    return Ok(());
+                }
+                Err(MetaError::RevisionInvalid { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(refuse(format!(
+            "the log metadata changed concurrently {ATTEMPTS} times"
+        )))
     }
 
     /// Opens the log's writer. First every Active segment is fenced and completed (its

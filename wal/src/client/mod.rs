@@ -1,5 +1,5 @@
-//! The client: [`Client`], [`LogHandle`] and [`LogWriter`] in embedded mode (spec §2.1–2.3,
-//! §6.1, §6.4, §6.5).
+//! The client: [`Client`], [`LogHandle`], [`LogWriter`] and [`LogReader`] in embedded mode
+//! (spec §2.1–2.4, §6.1, §6.3–6.5).
 //!
 //! Embedded mode is a quorum of one: every segment is written to the in-process
 //! [`LogStore`] and its metadata records the fixed [`embedded_quorum`]. Metadata goes through
@@ -7,21 +7,27 @@
 //! one writer per log is enforced by fencing (`open_writer` fences and completes every active
 //! segment) and by the guards (a lost race invalidates the older writer, code 1405).
 
+mod auditor;
 mod error;
 mod handle;
+mod reader;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::ClockRef;
-use crate::config::{ClientSection, SegmentRollingPolicy};
+use crate::config::{
+    ClientSection, LogstoreSection, RetentionPolicy, SegmentCompactionPolicy, SegmentRollingPolicy,
+};
 use crate::logstore::LogStore;
 use crate::meta::{MetaError, MetadataProvider};
 use proto::meta::QuorumInfo;
 
+pub use auditor::{AuditReport, Auditor, AuditorHandle};
 pub use error::{ClientError, Result, code};
 pub use handle::LogHandle;
+pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL};
 pub use writer::LogWriter;
 
 /// The address Go's embedded client records as the single replica of every segment.
@@ -52,6 +58,36 @@ pub struct ClientSettings {
     pub create_log_attempts: usize,
     /// Pause between those attempts, on the client's clock (Go: 10 ms).
     pub create_log_retry_interval: Duration,
+    /// Time between auditor passes (`client.auditor.maxInterval`, 10 s).
+    pub auditor_interval: Duration,
+    /// How long a truncated segment is kept before collection (`logstore.retentionPolicy.ttl`,
+    /// 72 h).
+    pub retention_ttl: Duration,
+    /// Target size of a merged block when the auditor compacts a segment
+    /// (`logstore.segmentCompactionPolicy.maxBytes`, 2 MB).
+    pub compaction_max_bytes: usize,
+    /// After how long without an update an IN_PROGRESS cleanup record is taken over by the
+    /// auditor (Go: 10 min).
+    pub cleanup_stale_after: Duration,
+    /// Entries a reader fetches per batch (Go `DefaultBatchEntriesLimit`: 200).
+    pub read_batch_entries: usize,
+    /// About how many payload bytes a reader fetches per batch (at least one entry);
+    /// the `logstore.segmentReadPolicy.maxBatchSize` default, 2 MB.
+    pub read_batch_bytes: usize,
+    /// How long a reader at the tail sleeps, on the client's clock, before looking at
+    /// storage and metadata again when no writer of this process wakes it (Go
+    /// `NoDataReadWaitIntervalMs`: 200 ms).
+    pub read_poll_interval: Duration,
+}
+
+impl ClientSettings {
+    /// Takes the retention TTL and the compaction block size from `woodpecker.logstore`.
+    pub fn with_logstore(mut self, logstore: &LogstoreSection) -> Self {
+        self.retention_ttl = logstore.retention_policy.ttl();
+        self.compaction_max_bytes =
+            usize::try_from(logstore.segment_compaction_policy.max_bytes).unwrap_or(usize::MAX);
+        self
+    }
 }
 
 impl Default for ClientSettings {
@@ -69,6 +105,14 @@ impl From<&ClientSection> for ClientSettings {
                 .max(1),
             create_log_attempts: 5,
             create_log_retry_interval: Duration::from_millis(10),
+            auditor_interval: Duration::from_secs(section.auditor.max_interval),
+            retention_ttl: RetentionPolicy::default().ttl(),
+            compaction_max_bytes: usize::try_from(SegmentCompactionPolicy::default().max_bytes)
+                .unwrap_or(usize::MAX),
+            cleanup_stale_after: Duration::from_secs(600),
+            read_batch_entries: 200,
+            read_batch_bytes: 2 * 1024 * 1024,
+            read_poll_interval: Duration::from_millis(200),
         }
     }
 }
