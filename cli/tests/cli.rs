@@ -1,0 +1,356 @@
+//! The `woodpecker` binary, run as a child process on a temporary data directory.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_woodpecker");
+
+fn woodpecker(dir: &Path, args: &[&str]) -> Output {
+    woodpecker_with_input(dir, args, b"")
+}
+
+fn woodpecker_with_input(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn woodpecker");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+#[track_caller]
+fn fails(o: Output) -> Output {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("woodpecker: error: "), "{}", stderr(&o));
+    o
+}
+
+fn lines(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("line-{i}\n").into_bytes())
+        .collect()
+}
+
+/// A data directory holding log `a` with `line-0` .. `line-99` in segment 0.
+fn log_with_100_entries() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    ok(woodpecker(dir.path(), &["log", "create", "a"]));
+    let out = ok(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "a"],
+        &lines(100),
+    ));
+    let ids: Vec<String> = (0..100).map(|i| format!("0:{i}")).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ids);
+    dir
+}
+
+fn data_file(dir: &Path, segment: i64) -> PathBuf {
+    // Log ids start at 1; local segments live under <data dir>/<minio.rootPath = files>.
+    dir.join("files")
+        .join("1")
+        .join(segment.to_string())
+        .join("data.log")
+}
+
+#[test]
+fn create_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(woodpecker(dir.path(), &["log", "list"]));
+    assert_eq!(stdout(&out), "");
+    ok(woodpecker(dir.path(), &["log", "create", "b"]));
+    ok(woodpecker(dir.path(), &["log", "create", "a"]));
+    let out = ok(woodpecker(dir.path(), &["log", "list"]));
+    assert_eq!(stdout(&out), "a\nb\n");
+    let out = fails(woodpecker(dir.path(), &["log", "create", "a"]));
+    assert!(stderr(&out).contains("`a`"), "{}", stderr(&out));
+}
+
+#[test]
+fn write_then_tail_everything() {
+    let dir = log_with_100_entries();
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "a"]));
+    assert_eq!(stdout(&out).into_bytes(), lines(100));
+}
+
+#[test]
+fn tail_from_an_entry_and_global_options_anywhere() {
+    let dir = log_with_100_entries();
+    // --data-dir before the subcommand this time.
+    let out = ok(Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["log", "tail", "a", "--from", "0:50"])
+        .output()
+        .unwrap());
+    let expected: Vec<u8> = (50..100)
+        .flat_map(|i| format!("line-{i}\n").into_bytes())
+        .collect();
+    assert_eq!(out.stdout, expected);
+    // --from latest without --follow: nothing new, exits at once.
+    let out = ok(woodpecker(
+        dir.path(),
+        &["log", "tail", "a", "--from", "latest"],
+    ));
+    assert_eq!(stdout(&out), "");
+    // A malformed position is refused by the parser.
+    let out = woodpecker(dir.path(), &["log", "tail", "a", "--from", "soon"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("SEG:ENTRY"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_second_write_appends_in_a_new_segment_and_empty_lines_are_skipped() {
+    let dir = log_with_100_entries();
+    let out = ok(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "a"],
+        b"x\n\ny\r\nz",
+    ));
+    assert_eq!(stdout(&out), "1:0\n1:1\n1:2\n");
+    assert!(stderr(&out).contains("line 2 is empty"), "{}", stderr(&out));
+    let out = ok(woodpecker(
+        dir.path(),
+        &["log", "tail", "a", "--from", "0:99"],
+    ));
+    assert_eq!(stdout(&out), "line-99\nx\ny\nz\n");
+}
+
+#[test]
+fn truncate_moves_the_earliest_position() {
+    let dir = log_with_100_entries();
+    ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:49"]));
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "a"]));
+    let expected: Vec<u8> = (50..100)
+        .flat_map(|i| format!("line-{i}\n").into_bytes())
+        .collect();
+    assert_eq!(out.stdout, expected);
+    let out = ok(woodpecker(dir.path(), &["log", "inspect", "a"]));
+    assert!(
+        stdout(&out).contains("truncated at 0:49"),
+        "{}",
+        stdout(&out)
+    );
+    // Past the end of a completed segment is refused.
+    let out = fails(woodpecker(dir.path(), &["log", "truncate", "a", "0:500"]));
+    assert!(stderr(&out).contains("`a`"), "{}", stderr(&out));
+}
+
+#[test]
+fn inspect_shows_segments_and_checks_them() {
+    let dir = log_with_100_entries();
+    let out = ok(woodpecker(dir.path(), &["log", "inspect", "a"]));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .unwrap_or_else(|| panic!("no row for segment 0:\n{text}"));
+    assert!(row.contains("Completed"), "{row}");
+    assert!(row.contains("0..99"), "{row}");
+    assert!(row.contains("ok"), "{row}");
+    assert!(text.contains("1 segment(s), 0 damaged"), "{text}");
+}
+
+#[test]
+fn a_damaged_block_is_reported_and_never_printed() {
+    let dir = log_with_100_entries();
+    let path = data_file(dir.path(), 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(7)
+        .position(|w| w == b"line-50")
+        .expect("payload in data.log");
+    bytes[at + 5] = b'X'; // "line-X0"
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = fails(woodpecker(dir.path(), &["log", "inspect", "a"]));
+    assert!(stdout(&out).contains("DAMAGED"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("segment 0"), "{err}");
+    assert!(err.contains("block"), "{err}");
+
+    let out = fails(woodpecker(dir.path(), &["log", "tail", "a"]));
+    assert!(!stdout(&out).contains("line-X0"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("segment"), "{}", stderr(&out));
+}
+
+#[test]
+fn delete_then_list_is_empty() {
+    let dir = log_with_100_entries();
+    ok(woodpecker(dir.path(), &["log", "delete", "a"]));
+    let out = ok(woodpecker(dir.path(), &["log", "list"]));
+    assert_eq!(stdout(&out), "");
+    assert!(!data_file(dir.path(), 0).exists());
+}
+
+#[test]
+fn an_unknown_log_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [
+        &["log", "tail", "ghost"][..],
+        &["log", "write", "ghost"],
+        &["log", "inspect", "ghost"],
+        &["log", "delete", "ghost"],
+        &["log", "truncate", "ghost", "0:0"],
+    ] {
+        let out = fails(woodpecker(dir.path(), cmd));
+        assert!(stderr(&out).contains("ghost"), "{cmd:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_config_file_is_used_and_a_bad_one_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "woodpecker:\n  meta:\n    type: embedded\n  storage:\n    type: local\n    rootPath: {}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let cfg = good.to_str().unwrap();
+    ok(run(&["log", "create", "c", "--config", cfg], b""));
+    ok(run(&["--config", cfg, "log", "write", "c"], b"hello\n"));
+    let out = ok(run(&["log", "tail", "c", "--config", cfg], b""));
+    assert_eq!(stdout(&out), "hello\n");
+    assert!(data.join("meta").is_dir());
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "woodpecker:\n  logstore:\n    segmentSyncPolicy:\n      maxEntries: lots\n",
+    )
+    .unwrap();
+    let out = fails(run(
+        &["log", "list", "--config", bad.to_str().unwrap()],
+        b"",
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("maxEntries"), "{err}");
+    assert!(err.contains("bad.yaml"), "{err}");
+
+    let service = dir.path().join("service.yaml");
+    std::fs::write(
+        &service,
+        "woodpecker:\n  meta:\n    type: embedded\n  storage:\n    type: service\n",
+    )
+    .unwrap();
+    let out = fails(run(
+        &["log", "list", "--config", service.to_str().unwrap()],
+        b"",
+    ));
+    assert!(
+        stderr(&out).contains("service mode is not available yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn environment_variables_override_the_default_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fails(
+        Command::new(BIN)
+            .args(["log", "list", "--data-dir"])
+            .arg(dir.path())
+            .env("WOODPECKER_CONFIG__WOODPECKER__STORAGE__TYPE", "service")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        stderr(&out).contains("woodpecker.storage.type"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_running_follower_holds_the_data_dir() {
+    let dir = log_with_100_entries();
+    let mut follower = Command::new(BIN)
+        .args(["log", "tail", "a", "--follow", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it printed the entries it holds the metadata store (and waits for more).
+    let mut out = BufReader::new(follower.stdout.take().unwrap());
+    for i in 0..100 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("line-{i}\n"));
+    }
+
+    let started = Instant::now();
+    let out2 = fails(woodpecker(dir.path(), &["log", "list"]));
+    let err = stderr(&out2);
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // SIGTERM stops the follower cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "follower exit: {status:?}");
+    assert_eq!(rest, "");
+    // The directory is free again.
+    ok(woodpecker(dir.path(), &["log", "list"]));
+}
