@@ -166,12 +166,13 @@ async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
         let mut line_no = 0u64;
         loop {
             line.clear();
-            if input
-                .read_until(b'\n', &mut line)
-                .await
-                .context("cannot read stdin")?
-                == 0
-            {
+            // Stop reading as soon as the printer stops (an append failed, for example because
+            // another writer took the log over): the error must not wait for more input.
+            let read = tokio::select! {
+                read = input.read_until(b'\n', &mut line) => read.context("cannot read stdin")?,
+                () = tx.closed() => return anyhow::Ok(()),
+            };
+            if read == 0 {
                 return anyhow::Ok(());
             }
             line_no += 1;

@@ -63,7 +63,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Everything that matters has finished inside `run` (writers closed, segments flushed). A
+    // blocking read of stdin may still be parked on a runtime thread; it must not keep the
+    // process alive, so the runtime is not waited for.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let text = format!("{e:#}").replace('\n', " ");
