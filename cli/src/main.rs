@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::EngineOptions;
 
 /// Woodpecker: a write-ahead log on object storage or local disk.
 #[derive(Debug, Parser)]
@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if opts.config.is_none() && opts.data_dir.is_none() {
         opts.data_dir = Some(PathBuf::from(engine::DEFAULT_DATA_DIR));
     }
-    let engine = Engine::open(&opts).await?;
+    let engine = engine::open(&opts).await?;
     let result = match cli.command {
         Command::Log(cmd) => log::run(&engine, cmd).await,
     };
@@ -126,7 +126,7 @@ mod tests {
         );
         assert_eq!(cfg.woodpecker.storage.root_path, "/tmp/wp");
         assert_eq!(cfg.woodpecker.meta.kind, wal::meta::MetaType::Embedded);
-        engine::sync_policy(&cfg.woodpecker.logstore.segment_sync_policy)
+        wal::logstore::SyncPolicy::from(&cfg.woodpecker.logstore.segment_sync_policy)
             .validate()
             .unwrap();
     }

@@ -168,7 +168,7 @@ impl Default for SessionMonitor {
 }
 
 /// `woodpecker.logstore`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LogstoreSection {
     /// `segmentSyncPolicy`.
@@ -181,6 +181,22 @@ pub struct LogstoreSection {
     pub retention_policy: RetentionPolicy,
     /// `fencePolicy`.
     pub fence_policy: FencePolicy,
+    /// `formatVersion` (this project's extension): the block format written, 6 (default) or 5
+    /// (readable by the Go Woodpecker of Milvus 2.6). Both are read either way.
+    pub format_version: u16,
+}
+
+impl Default for LogstoreSection {
+    fn default() -> Self {
+        LogstoreSection {
+            segment_sync_policy: SegmentSyncPolicy::default(),
+            segment_compaction_policy: SegmentCompactionPolicy::default(),
+            segment_read_policy: SegmentReadPolicy::default(),
+            retention_policy: RetentionPolicy::default(),
+            fence_policy: FencePolicy::default(),
+            format_version: 6,
+        }
+    }
 }
 
 /// `woodpecker.logstore.segmentSyncPolicy`.
@@ -371,6 +387,12 @@ impl Config {
                 Ok(())
             }
         };
+        if !matches!(w.logstore.format_version, 5 | 6) {
+            return Err(ConfigError::new(
+                "woodpecker.logstore.formatVersion",
+                format!("{} is not 5 or 6", w.logstore.format_version),
+            ));
+        }
         let sync = &w.logstore.segment_sync_policy;
         positive(
             sync.max_interval,
@@ -452,7 +474,7 @@ impl Config {
 }
 
 /// The Go reference file's keys and values (comments left out), plus this project's
-/// extension keys (`woodpecker.meta.embeddedDir`): the spelling that environment overrides are
+/// extension keys (`woodpecker.meta.embeddedDir`, `woodpecker.logstore.formatVersion`): the spelling that environment overrides are
 /// matched against, and a test that such a file loads.
 pub const REFERENCE_YAML: &str = r#"
 woodpecker:
@@ -510,6 +532,7 @@ woodpecker:
       ttl: 259200
     fencePolicy:
       conditionWrite: auto
+    formatVersion: 6
     grpc:
       serverMaxSendSize: 536870912
       serverMaxRecvSize: 268435456
@@ -670,6 +693,10 @@ mod tests {
             "woodpecker.client.auditor.maxInterval"
         );
         assert_eq!(setting("minio:\n  port: nine\n"), "minio.port");
+        assert_eq!(
+            setting("woodpecker:\n  logstore:\n    formatVersion: 7\n"),
+            "woodpecker.logstore.formatVersion"
+        );
         assert_eq!(setting("etcd:\n  endpoints: []\n"), "etcd.endpoints");
         assert_eq!(
             setting("woodpecker:\n  meta:\n    type: zookeeper\n"),

@@ -4,6 +4,8 @@
 //!   creation, dense entry ids, rolling, fencing on writer takeover).
 //! * [`meta`]: log and segment metadata with the Go project's etcd keys, values and
 //!   compare-and-swap guards, on etcd or on an embedded single-node store.
+//! * [`engine`]: assembling metadata, storage, the LogStore and the client from
+//!   `woodpecker.yaml`.
 //! * [`config`]: `woodpecker.yaml` with the Go project's schema and defaults.
 //! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
@@ -13,6 +15,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod logstore;
 pub mod message;
 pub mod meta;
