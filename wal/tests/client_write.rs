@@ -574,3 +574,53 @@ async fn a_storage_failure_invalidates_the_writer_and_keeps_what_was_acknowledge
     })
     .await;
 }
+
+/// `fencePolicy.conditionWrite: disable`: object storage that cannot fence, so one writer at a
+/// time is enforced by the metadata writer lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_condition_writes_the_metadata_lock_keeps_one_writer() {
+    let storage = ObjectStorage::in_memory("").unwrap();
+    storage.set_condition_write(false);
+    let env = Env::build(Kind::Memory, Some(storage)).await;
+    let client = env.client(SegmentRollingPolicy::default());
+    client.create_log("locked").await.unwrap();
+    let log = client.open_log("locked").await.unwrap();
+
+    let a = log.open_writer().await.unwrap();
+    assert_eq!(
+        a.write(WriteMessage::new(&b"a0"[..])).await.unwrap(),
+        LogMessageId::new(0, 0)
+    );
+    // A second writer is refused while the first holds the lock.
+    let err = log.open_writer().await.unwrap_err();
+    assert_eq!(err.code(), 1405, "{err}");
+    assert!(err.to_string().contains("locked"), "{err}");
+
+    // Closing releases it; the next writer starts the next segment.
+    a.close().await.unwrap();
+    let b = log.open_writer().await.unwrap();
+    assert_eq!(
+        b.write(WriteMessage::new(&b"b0"[..])).await.unwrap(),
+        LogMessageId::new(1, 0)
+    );
+
+    // A writer that dies without closing frees the lock after the session TTL (15 s).
+    drop(b);
+    assert_eq!(log.open_writer().await.unwrap_err().code(), 1405);
+    let mut reopened = None;
+    for _ in 0..40 {
+        env.clock.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Ok(w) = log.open_writer().await {
+            reopened = Some(w);
+            break;
+        }
+    }
+    let c = reopened.expect("the dead writer's lock expired");
+    // The dead writer's segment was completed on takeover; the new one comes after it.
+    assert_eq!(
+        c.write(WriteMessage::new(&b"c0"[..])).await.unwrap(),
+        LogMessageId::new(2, 0)
+    );
+    c.close().await.unwrap();
+}

@@ -10,8 +10,9 @@ use super::Shared;
 use super::error::{ClientError, Result};
 use super::reader::LogReader;
 use super::writer::LogWriter;
+use crate::logstore::Backend;
 use crate::message::LogMessageId;
-use crate::meta::{MetaError, Versioned};
+use crate::meta::{LockOptions, MetaError, Versioned};
 
 /// A handle on one log.
 #[derive(Clone)]
@@ -168,6 +169,18 @@ impl LogHandle {
     /// writer; a failure gives [`ClientError::FenceFailed`] (1107) and no writer. The writer
     /// starts segment max + 1 on its first write.
     pub async fn open_writer(&self) -> Result<LogWriter> {
+        // Object storage without conditional writes (`fencePolicy.conditionWrite: disable`)
+        // cannot fence: one writer at a time is enforced by the metadata writer lock, taken
+        // before anything else and held until the writer closes.
+        let lock = match self.shared.logstore.backend() {
+            Backend::Object(storage) if !storage.condition_write_enabled() => Some(
+                self.shared
+                    .meta
+                    .acquire_log_writer_lock(&self.name, LockOptions::default())
+                    .await?,
+            ),
+            _ => None,
+        };
         let segments = self
             .shared
             .meta
@@ -199,6 +212,7 @@ impl LogHandle {
             self.log_id,
             next_segment_id,
             self.shared.clone(),
+            lock,
         ))
     }
 

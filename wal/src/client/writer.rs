@@ -26,8 +26,8 @@ use super::error::{ClientError, Result};
 use super::{Shared, embedded_quorum};
 use crate::logstore::{AppendReceipt, LogStoreError};
 use crate::message::{LogMessageId, WriteMessage};
-use crate::meta::MetaError;
 use crate::meta::kv::Revision;
+use crate::meta::{MetaError, WriterLock};
 
 type Reply = oneshot::Sender<Result<LogMessageId>>;
 
@@ -115,6 +115,20 @@ pub struct LogWriter {
     log_id: i64,
     commands: mpsc::UnboundedSender<Command>,
     validity: Arc<Validity>,
+    /// The metadata writer lock, in lock mode (`fencePolicy.conditionWrite: disable`).
+    lock: Mutex<Option<HeldLock>>,
+}
+
+/// The writer lock and the task that invalidates the writer when the lock is lost.
+struct HeldLock {
+    lock: Arc<WriterLock>,
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 impl fmt::Debug for LogWriter {
@@ -133,6 +147,7 @@ impl LogWriter {
         log_id: i64,
         next_segment_id: i64,
         shared: Arc<Shared>,
+        lock: Option<WriterLock>,
     ) -> Self {
         let validity = Arc::new(Validity {
             log: log.clone(),
@@ -149,11 +164,24 @@ impl LogWriter {
             current: None,
         };
         tokio::spawn(task.run(rx));
+        let lock = lock.map(|lock| {
+            let lock = Arc::new(lock);
+            let watched = Arc::clone(&lock);
+            let watched_validity = Arc::clone(&validity);
+            let watcher = tokio::spawn(async move {
+                watched.lost().await;
+                watched_validity.invalidate(Lost::Taken(
+                    "the writer lock's session in metadata was lost".into(),
+                ));
+            });
+            HeldLock { lock, watcher }
+        });
         LogWriter {
             log,
             log_id,
             commands,
             validity,
+            lock: Mutex::new(lock),
         }
     }
 
@@ -210,10 +238,17 @@ impl LogWriter {
     /// (footer, metadata Completed) and invalidates the writer. Closing twice is fine.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Close { reply }).is_err() {
-            return Ok(());
+        let closed = if self.commands.send(Command::Close { reply }).is_err() {
+            Ok(())
+        } else {
+            rx.await.unwrap_or(Ok(()))
+        };
+        let held = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(held) = held {
+            held.watcher.abort();
+            held.lock.unlock().await?;
         }
-        rx.await.unwrap_or(Ok(()))
+        closed
     }
 }
 

@@ -166,6 +166,12 @@ impl WriterLock {
 
     /// Releases the lock: deletes the key and ends the session.
     pub async fn release(self) -> MetaResult<()> {
+        self.unlock().await
+    }
+
+    /// [`release`](Self::release) through a shared reference: for a lock that other tasks
+    /// still watch. The lock is invalid afterwards.
+    pub async fn unlock(&self) -> MetaResult<()> {
         self.monitor.abort();
         self.valid.store(false, Ordering::Release);
         self.kv.delete(&self.key).await?;
