@@ -144,6 +144,9 @@ pub(crate) async fn run(engine: &Engine, cmd: LogCommand) -> anyhow::Result<()> 
 async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
     let log = engine.client.open_log(name).await?;
     let writer = log.open_writer().await?;
+    // As in Go Woodpecker, the process holding a writer also runs the log's auditor
+    // (compaction, truncation marking, retention), every `client.auditor.maxInterval`.
+    let auditor = log.start_auditor();
     let (tx, mut rx) = mpsc::channel::<(u64, Ack)>(WRITE_PIPELINE);
 
     let printer = tokio::spawn(async move {
@@ -191,6 +194,7 @@ async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
     let fed = feed.await;
     drop(tx);
     let printed = printer.await.context("the output task failed")?;
+    auditor.stop().await;
     let closed = writer.close().await;
     let written = printed?;
     fed?;
