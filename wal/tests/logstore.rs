@@ -741,3 +741,35 @@ async fn local_a_fence_file_from_another_process_stops_the_writer() {
     );
     assert_eq!(read_local(dir.path(), SEG).await.0, dense(1));
 }
+
+/// Opening a segment's processor reads storage; that must not hold up appends to segments
+/// that are already open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_one_segment_does_not_stall_appends_to_another() {
+    let (faults, storage) = faulty_storage(9);
+    let policy = SyncPolicy {
+        max_flush_size: 1,
+        ..SyncPolicy::default()
+    };
+    let ls = Arc::new(store(
+        Backend::Object(storage),
+        policy,
+        SystemClock::shared(),
+    ));
+    ls.processor(LOG, SEG).await.unwrap();
+    // Every read of segment 4 hangs (far longer than the test runs).
+    faults.add_rule(
+        FaultRule::delay(&[Op::Get, Op::Head, Op::List], Duration::from_secs(3_600))
+            .under(format!("root/{LOG}/4/")),
+    );
+    let slow = {
+        let ls = ls.clone();
+        tokio::spawn(async move { ls.processor(LOG, 4).await.map(|_| ()) })
+    };
+    // Let the slow open reach storage (scheduling only; nothing is timed).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acked = within(async { ls.add_entry(LOG, SEG, 0, payload(0)).await.unwrap().await }).await;
+    assert_eq!(acked.unwrap(), 0);
+    assert!(!slow.is_finished(), "segment 4 is still opening");
+    slow.abort();
+}

@@ -71,6 +71,9 @@ impl Backend {
     }
 }
 
+/// A segment's processor, or the place it will be once opened.
+type ProcessorSlot = Arc<tokio::sync::OnceCell<Arc<SegmentProcessor>>>;
+
 /// The processors of one LogStore.
 #[derive(Debug)]
 pub struct LogStore {
@@ -78,7 +81,9 @@ pub struct LogStore {
     policy: SyncPolicy,
     version: FormatVersion,
     clock: ClockRef,
-    processors: Mutex<HashMap<(i64, i64), Arc<SegmentProcessor>>>,
+    /// One slot per segment, filled when its processor opens. Opening (storage IO) happens
+    /// outside the map lock, so opening one segment never stalls appends to the others.
+    processors: Mutex<HashMap<(i64, i64), ProcessorSlot>>,
     /// Cached segment readers and cleaned segments.
     read_state: reader::ReadStateRef,
 }
@@ -110,24 +115,35 @@ impl LogStore {
     /// The processor of (log, segment), opened on first use (in recovery mode when the
     /// segment already holds data).
     pub async fn processor(&self, log_id: i64, segment_id: i64) -> Result<Arc<SegmentProcessor>> {
-        let mut map = self.processors.lock().await;
-        if let Some(p) = map.get(&(log_id, segment_id)) {
-            return Ok(p.clone());
+        let key = (log_id, segment_id);
+        loop {
+            let slot = self.processors.lock().await.entry(key).or_default().clone();
+            if let Some(p) = slot.get() {
+                return Ok(p.clone());
+            }
+            let p = slot
+                .get_or_try_init(|| async {
+                    let p = SegmentProcessor::open(
+                        self.backend.segment_location(log_id, segment_id),
+                        log_id,
+                        segment_id,
+                        self.policy.clone(),
+                        self.version,
+                        self.clock.clone(),
+                    )
+                    .await?;
+                    self.forget_cleaned(log_id, segment_id);
+                    Ok::<_, LogStoreError>(Arc::new(p))
+                })
+                .await?
+                .clone();
+            // Closed while it was opening: the closer's decision stands for that instance.
+            let current = self.processors.lock().await.get(&key).cloned();
+            match current {
+                Some(c) if Arc::ptr_eq(&c, &slot) => return Ok(p),
+                _ => p.close().await,
+            }
         }
-        let p = Arc::new(
-            SegmentProcessor::open(
-                self.backend.segment_location(log_id, segment_id),
-                log_id,
-                segment_id,
-                self.policy.clone(),
-                self.version,
-                self.clock.clone(),
-            )
-            .await?,
-        );
-        map.insert((log_id, segment_id), p.clone());
-        self.forget_cleaned(log_id, segment_id);
-        Ok(p)
     }
 
     /// [`SegmentProcessor::add_entry`] on the processor of (log, segment).
@@ -159,8 +175,8 @@ impl LogStore {
 
     /// Closes and forgets the processor of (log, segment), if open.
     pub async fn close_processor(&self, log_id: i64, segment_id: i64) {
-        let p = self.processors.lock().await.remove(&(log_id, segment_id));
-        if let Some(p) = p {
+        let slot = self.processors.lock().await.remove(&(log_id, segment_id));
+        if let Some(p) = slot.as_ref().and_then(|s| s.get()) {
             p.close().await;
         }
     }
@@ -172,7 +188,7 @@ impl LogStore {
             .lock()
             .await
             .drain()
-            .map(|(_, p)| p)
+            .filter_map(|(_, slot)| slot.get().cloned())
             .collect();
         futures::future::join_all(all.iter().map(|p| p.close())).await;
     }

@@ -256,7 +256,7 @@ impl LogStore {
             .lock()
             .await
             .get(&(log_id, segment_id))
-            .cloned()
+            .and_then(|slot| slot.get().cloned())
     }
 
     /// The cached reader of (log, segment), created on first use; `None` for a local segment
