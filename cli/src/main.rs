@@ -13,6 +13,7 @@
 
 mod engine;
 mod log;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,10 +50,14 @@ enum Command {
     /// Create, list, write, read, truncate, delete and inspect logs.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
+    /// or Ctrl-C.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +83,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr. `RUST_LOG` sets the filter; by default `serve` logs at info level and
+/// the other commands only warnings.
+fn init_tracing(serving: bool) {
+    let default = if serving {
+        "info,wal=warn,storage=warn"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut opts = EngineOptions {
         config: cli.global.config,
@@ -89,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let engine = engine::open(&opts).await?;
     let result = match cli.command {
         Command::Log(cmd) => log::run(&engine, cmd).await,
+        Command::Serve(args) => serve::run(&engine, args).await,
     };
     engine.shutdown().await;
     result

@@ -1,0 +1,231 @@
+//! `woodpecker serve`: the engine, the Kafka listener and the metrics endpoint in one
+//! process.
+//!
+//! On start it prints `kafka listening on HOST:PORT` and `metrics listening on HOST:PORT` to
+//! stdout (with the real ports when port 0 was asked for). SIGTERM or Ctrl-C stops it
+//! cleanly: no new connections, in-flight requests finish, every partition's writer is
+//! closed (its data flushed and its segment completed), then the engine; exit status 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kafka_shim::topics::TopicDefaults;
+use kafka_shim::{Broker, BrokerConfig, Metrics, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+
+/// Options of `woodpecker serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address of the Kafka listener.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    kafka_addr: SocketAddr,
+    /// The address clients are told to connect to (Kafka's advertised.listeners)
+    /// [default: the listener's address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_kafka_addr: Option<String>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9095")]
+    metrics_addr: SocketAddr,
+    /// This broker's node id.
+    #[arg(long, default_value_t = 0)]
+    node_id: i32,
+    /// Partitions of a topic created automatically (num.partitions).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
+    kafka_partitions: i32,
+    /// Do not create unknown topics on Metadata requests (auto.create.topics.enable=false).
+    #[arg(long)]
+    no_auto_create_topics: bool,
+    /// Default retention.ms of topics (-1: keep forever).
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
+    kafka_retention_ms: i64,
+    /// Default retention.bytes per partition (-1: no limit).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    kafka_retention_bytes: i64,
+    /// Default max.message.bytes: the largest record batch accepted.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    kafka_max_message_bytes: i64,
+    /// How often retention runs, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    retention_check_secs: u64,
+    /// Maximum simultaneous Kafka connections.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+}
+
+fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("`{addr}` is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("`{addr}`: the port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("`{addr}` is not a reachable HOST:PORT");
+    }
+    Ok((host.to_string(), i32::from(port)))
+}
+
+pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--kafka-addr)", args.kafka_addr))?;
+    let kafka_addr = listener.local_addr()?;
+    let metrics_listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--metrics-addr)", args.metrics_addr))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let (host, port) = match &args.advertised_kafka_addr {
+        Some(a) => split_host_port(a)?,
+        None if kafka_addr.ip().is_unspecified() => bail!(
+            "--kafka-addr {kafka_addr} listens on every interface: give --advertised-kafka-addr HOST:PORT"
+        ),
+        None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
+    };
+    let config = BrokerConfig {
+        node_id: args.node_id,
+        advertised_host: host,
+        advertised_port: port,
+        auto_create_topics: !args.no_auto_create_topics,
+        topic_defaults: TopicDefaults {
+            partitions: args.kafka_partitions,
+            retention_ms: args.kafka_retention_ms,
+            retention_bytes: args.kafka_retention_bytes,
+            max_message_bytes: args.kafka_max_message_bytes,
+        },
+        retention_check_interval: Duration::from_secs(args.retention_check_secs),
+        ..BrokerConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let broker = Broker::open(
+        engine.client.clone(),
+        engine.meta.kv().clone(),
+        engine.meta.keys().prefix(),
+        config,
+        metrics.clone(),
+    )
+    .await
+    .context("starting the Kafka broker")?;
+    let retention = broker.spawn_retention();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server_config = ServerConfig {
+        max_connections: args.max_connections,
+        ..ServerConfig::default()
+    };
+    let server = tokio::spawn(kafka_shim::serve(
+        listener,
+        broker.clone(),
+        server_config,
+        stop_rx.clone(),
+    ));
+    let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, stop_rx));
+    println!("kafka listening on {kafka_addr}");
+    println!("metrics listening on {metrics_addr}");
+    eprintln!(
+        "woodpecker: serving Kafka on {kafka_addr} (cluster {}), metrics on http://{metrics_addr}/metrics; data in {}",
+        broker.cluster_id(),
+        engine.data_root.display()
+    );
+    wait_for_signal().await?;
+    eprintln!("woodpecker: shutting down");
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
+        Err(e) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
+    }
+    retention.abort();
+    let _ = metrics_task.await;
+    broker.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz`;
+/// every response closes its connection.
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            // Read the request head (bounded).
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let head = String::from_utf8_lossy(&buf);
+            let mut parts = head.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+                ("GET", "/metrics") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
+                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "only GET\n".to_string(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses() {
+        assert_eq!(
+            split_host_port("kafka.example:9092").unwrap(),
+            ("kafka.example".to_string(), 9092)
+        );
+        assert_eq!(
+            split_host_port("[::1]:19092").unwrap(),
+            ("::1".to_string(), 19092)
+        );
+        assert!(split_host_port("nohost").is_err());
+        assert!(split_host_port("h:0").is_err());
+        assert!(split_host_port(":9092").is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! Kafka record batches (magic 2), read without decompressing.
+//!
+//! The shim stores batches as the producer sent them. It reads the fixed 61-byte header,
+//! checks the CRC-32C (which covers everything from the attributes to the end) and patches the
+//! two fields that sit outside the CRC: the base offset (bytes 0..8) and the partition leader
+//! epoch (bytes 12..16).
+//!
+//! ```text
+//! 0  baseOffset i64        27 baseTimestamp i64      53 baseSequence i32
+//! 8  batchLength i32       35 maxTimestamp i64       57 recordCount i32
+//! 12 partitionLeaderEpoch  43 producerId i64         61 records...
+//! 16 magic i8              51 producerEpoch i16
+//! 17 crc u32               21 attributes i16   23 lastOffsetDelta i32
+//! ```
+
+use bytes::{Bytes, BytesMut};
+
+/// The size of the batch header.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `batchLength`'s count starts (baseOffset and batchLength itself).
+const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+
+/// Attributes bit: transactional batch.
+const TRANSACTIONAL: i16 = 0x10;
+/// Attributes bit: control batch.
+const CONTROL: i16 = 0x20;
+
+/// Why a batch was refused; each maps to the Kafka error a broker returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The bytes do not frame as record batches, or a header field is impossible
+    /// (`CORRUPT_MESSAGE`, as Kafka answers for a malformed record set).
+    #[error("malformed record batch: {0}")]
+    Malformed(String),
+    /// The stored CRC-32C does not match (`CORRUPT_MESSAGE`).
+    #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// The CRC in the header.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// Not magic 2 (`INVALID_RECORD`, as Kafka answers for older message formats on
+    /// Produce v3+).
+    #[error("record batch magic {0} is not supported (only magic 2)")]
+    Magic(i8),
+    /// An attribute the shim does not serve (transactions, control batches) (`INVALID_RECORD`).
+    #[error("record batch not accepted: {0}")]
+    Invalid(String),
+    /// An unknown compression codec (`UNSUPPORTED_COMPRESSION_TYPE`).
+    #[error("unknown compression codec {0}")]
+    Compression(i16),
+}
+
+/// The header of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Base offset as stored.
+    pub base_offset: i64,
+    /// Total length of the batch in bytes (header included).
+    pub size: usize,
+    /// Attributes.
+    pub attributes: i16,
+    /// Offset of the last record relative to the base.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Producer id, -1 without idempotence.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 without idempotence.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// The compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x07
+    }
+
+    /// The number of offsets the batch takes.
+    pub fn offset_count(&self) -> i64 {
+        i64::from(self.last_offset_delta) + 1
+    }
+
+    /// The sequence of the last record.
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return -1;
+        }
+        // Sequences wrap at i32::MAX back to 0.
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Reads the header of the batch at the start of `bytes` (which must hold at least the
+/// whole batch) without checking the CRC.
+pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(BatchError::Malformed(format!(
+            "{} bytes is shorter than a batch header ({HEADER_LEN})",
+            bytes.len()
+        )));
+    }
+    let magic = bytes[16] as i8;
+    if magic != 2 {
+        return Err(BatchError::Magic(magic));
+    }
+    let batch_length = i32_at(bytes, 8);
+    let size = usize::try_from(batch_length)
+        .ok()
+        .and_then(|l| l.checked_add(LOG_OVERHEAD))
+        .filter(|&s| s >= HEADER_LEN)
+        .ok_or_else(|| BatchError::Malformed(format!("batch length {batch_length}")))?;
+    if size > bytes.len() {
+        return Err(BatchError::Malformed(format!(
+            "batch of {size} bytes but only {} present",
+            bytes.len()
+        )));
+    }
+    let header = BatchHeader {
+        base_offset: i64_at(bytes, 0),
+        size,
+        attributes: i16_at(bytes, 21),
+        last_offset_delta: i32_at(bytes, 23),
+        base_timestamp: i64_at(bytes, 27),
+        max_timestamp: i64_at(bytes, 35),
+        producer_id: i64_at(bytes, 43),
+        producer_epoch: i16_at(bytes, 51),
+        base_sequence: i32_at(bytes, 53),
+        record_count: i32_at(bytes, 57),
+    };
+    if header.record_count < 1 || header.last_offset_delta < 0 {
+        return Err(BatchError::Malformed(format!(
+            "{} records with last offset delta {}",
+            header.record_count, header.last_offset_delta
+        )));
+    }
+    Ok(header)
+}
+
+/// Splits a produce request's record set into batches and checks each one completely:
+/// framing, magic, CRC-32C, compression codec and attributes.
+pub fn split_and_validate(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        let rest = &records[at..];
+        let header = read_header(rest)?;
+        let batch = &rest[..header.size];
+        let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+        let computed = crc32c::crc32c(&batch[CRC_START..]);
+        if stored != computed {
+            return Err(BatchError::Crc { stored, computed });
+        }
+        if header.compression() > 4 {
+            return Err(BatchError::Compression(header.compression()));
+        }
+        if header.attributes & CONTROL != 0 {
+            return Err(BatchError::Invalid(
+                "control batches are written by the broker only".into(),
+            ));
+        }
+        if header.attributes & TRANSACTIONAL != 0 {
+            return Err(BatchError::Invalid(
+                "transactions are not supported by this broker".into(),
+            ));
+        }
+        out.push((header, records.slice(at..at + header.size)));
+        at += header.size;
+    }
+    if out.is_empty() {
+        return Err(BatchError::Malformed("empty record set".into()));
+    }
+    Ok(out)
+}
+
+/// A copy of `batch` with its base offset and partition leader epoch set (both outside the
+/// CRC, so the batch stays valid).
+pub fn with_base_offset(batch: &Bytes, base_offset: i64, leader_epoch: i32) -> Bytes {
+    let mut b = BytesMut::from(&batch[..]);
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    b.freeze()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid uncompressed batch of `count` records with the given producer fields.
+    pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
+        let mut records = Vec::new();
+        for i in 0..count {
+            // length varint, attributes, ts delta, offset delta, key len -1, value len 1, value, headers 0
+            let body = [
+                0u8,
+                0,
+                zigzag(i),
+                1, // key length -1 (zigzag)
+                2, // value length 1
+                b'x',
+                0,
+            ];
+            records.push(zigzag(body.len() as i32));
+            records.extend_from_slice(&body);
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        let len = (HEADER_LEN - LOG_OVERHEAD + records.len()) as i32;
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+        b.push(2);
+        b.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(count - 1).to_be_bytes());
+        b.extend_from_slice(&1000i64.to_be_bytes());
+        b.extend_from_slice(&(1000i64 + i64::from(count)).to_be_bytes());
+        b.extend_from_slice(&producer_id.to_be_bytes());
+        b.extend_from_slice(&epoch.to_be_bytes());
+        b.extend_from_slice(&base_seq.to_be_bytes());
+        b.extend_from_slice(&count.to_be_bytes());
+        b.extend_from_slice(&records);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    fn zigzag(v: i32) -> u8 {
+        ((v << 1) ^ (v >> 31)) as u8
+    }
+
+    #[test]
+    fn a_valid_batch_is_read_and_patched() {
+        let b = batch(3, -1, -1, -1);
+        let batches = split_and_validate(&b).unwrap();
+        assert_eq!(batches.len(), 1);
+        let (h, bytes) = &batches[0];
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.offset_count(), 3);
+        assert_eq!(h.max_timestamp, 1003);
+        let patched = with_base_offset(bytes, 42, 0);
+        let again = split_and_validate(&patched).unwrap();
+        assert_eq!(again[0].0.base_offset, 42);
+    }
+
+    #[test]
+    fn several_batches_in_one_record_set() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(2, -1, -1, -1));
+        all.extend_from_slice(&batch(5, -1, -1, -1));
+        let batches = split_and_validate(&all.freeze()).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].0.record_count, 5);
+    }
+
+    #[test]
+    fn corruption_is_refused() {
+        let b = batch(2, -1, -1, -1);
+        let mut flipped = BytesMut::from(&b[..]);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            split_and_validate(&flipped.freeze()),
+            Err(BatchError::Crc { .. })
+        ));
+        let truncated = b.slice(..b.len() - 1);
+        assert!(matches!(
+            split_and_validate(&truncated),
+            Err(BatchError::Malformed(_))
+        ));
+        let mut magic = BytesMut::from(&b[..]);
+        magic[16] = 1;
+        assert!(matches!(
+            split_and_validate(&magic.freeze()),
+            Err(BatchError::Magic(1))
+        ));
+        assert!(split_and_validate(&Bytes::new()).is_err());
+        assert!(split_and_validate(&Bytes::from_static(&[0; 10])).is_err());
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        let h = read_header(&batch(3, 7, 0, i32::MAX - 1)).unwrap();
+        assert_eq!(h.last_sequence(), 0);
+        let h = read_header(&batch(3, 7, 0, 10)).unwrap();
+        assert_eq!(h.last_sequence(), 12);
+    }
+}

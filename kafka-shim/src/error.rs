@@ -1,0 +1,111 @@
+//! Kafka error codes the shim answers with, and the shim's own errors.
+
+/// A Kafka protocol error code (the subset this broker returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum KafkaCode {
+    /// No error.
+    None = 0,
+    /// The requested offset is outside the range of offsets held.
+    OffsetOutOfRange = 1,
+    /// A record batch failed its CRC or does not frame.
+    CorruptMessage = 2,
+    /// Unknown topic or partition.
+    UnknownTopicOrPartition = 3,
+    /// This broker does not lead the partition (also: the partition is being reopened).
+    NotLeaderOrFollower = 6,
+    /// A batch is larger than `max.message.bytes`.
+    MessageTooLarge = 10,
+    /// The coordinator is not available.
+    CoordinatorNotAvailable = 15,
+    /// An invalid topic name.
+    InvalidTopicException = 17,
+    /// A request field is invalid.
+    InvalidRequest = 42,
+    /// A replication factor this single node cannot provide.
+    InvalidReplicationFactor = 38,
+    /// An invalid number of partitions.
+    InvalidPartitions = 37,
+    /// Unknown or malformed topic configuration.
+    InvalidConfig = 40,
+    /// The topic exists.
+    TopicAlreadyExists = 36,
+    /// The API version is not supported.
+    UnsupportedVersion = 35,
+    /// Sequence gap for an idempotent producer.
+    OutOfOrderSequenceNumber = 45,
+    /// The producer epoch is older than the one in force.
+    InvalidProducerEpoch = 47,
+    /// The transactional id is not supported.
+    TransactionalIdAuthorizationFailed = 53,
+    /// Storage failed under the partition.
+    KafkaStorageError = 56,
+    /// The producer id is not known.
+    UnknownProducerId = 59,
+    /// The compression codec is not allowed for this request version.
+    UnsupportedCompressionType = 76,
+    /// A record is invalid.
+    InvalidRecord = 87,
+    /// Topic deletion is disabled or the topic is being deleted.
+    TopicDeletionDisabled = 73,
+    /// The resource is not known.
+    ResourceNotFound = 91,
+    /// An unknown server error.
+    UnknownServerError = -1,
+}
+
+impl KafkaCode {
+    /// The code on the wire.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+impl From<KafkaCode> for i16 {
+    fn from(c: KafkaCode) -> i16 {
+        c.code()
+    }
+}
+
+/// Errors of the shim outside the protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShimError {
+    /// The engine's metadata store failed.
+    #[error("metadata: {0}")]
+    Kv(#[from] wal::meta::kv::KvError),
+    /// The engine failed.
+    #[error("engine: {0}")]
+    Client(#[from] wal::client::ClientError),
+    /// Stored shim metadata does not decode.
+    #[error("stored {what} does not decode: {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// A listener or socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The group coordinator failed.
+    #[error("groups: {0}")]
+    Groups(String),
+    /// A request body that does not decode, or an API this broker does not serve.
+    #[error("malformed {api} request: {detail}")]
+    Malformed {
+        /// The API and version.
+        api: String,
+        /// Why.
+        detail: String,
+    },
+    /// A response that does not encode (a bug).
+    #[error("cannot encode a response: {0}")]
+    Encode(String),
+}

@@ -1,0 +1,32 @@
+//! The Kafka wire protocol over the woodpecker-rs engine.
+//!
+//! Each topic-partition is one log of the engine (`kafka:<topic>:<partition>`); each Kafka
+//! record batch is one log entry, stored as the producer sent it with its base offset
+//! assigned. Topics, committed group offsets and the producer-id allocator live in the
+//! engine's metadata store under `<prefix>/kafka/`. See the README's Kafka section for the
+//! served API versions and the mapping.
+//!
+//! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
+//! * [`broker`]: topics, partitions and the request handlers.
+//! * [`partition`]: one topic-partition over one log.
+//! * [`groups`]: the consumer-group coordinator and committed offsets.
+
+pub mod batch;
+pub mod broker;
+pub mod error;
+pub mod groups;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod topics;
+
+pub use broker::{Broker, BrokerConfig};
+pub use error::{KafkaCode, ShimError};
+pub use metrics::Metrics;
+pub use server::{ServerConfig, serve};
+
+/// What the group coordinator needs to know about topics.
+pub trait TopicCatalog: Send + Sync {
+    /// The number of partitions of `topic`, or `None` when it does not exist.
+    fn partition_count(&self, topic: &str) -> Option<i32>;
+}

@@ -1,0 +1,178 @@
+//! Counters of the Kafka listener, rendered in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use kafka_protocol::messages::ApiKey;
+
+/// The largest API key counted per key.
+const MAX_KEY: usize = 80;
+
+/// The shim's counters. Everything is monotonic except the gauges (`connections`,
+/// `partitions_open`, `topics`).
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    /// Bytes of record batches accepted by Produce.
+    pub produced_bytes: AtomicU64,
+    /// Records accepted by Produce.
+    pub produced_records: AtomicU64,
+    /// Partitions of Produce requests that got an error.
+    pub produce_errors: AtomicU64,
+    /// Bytes of record batches returned by Fetch.
+    pub fetched_bytes: AtomicU64,
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: AtomicU64,
+    /// Connections closed because of a protocol error.
+    pub protocol_errors: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicI64,
+    /// Open partitions.
+    pub partitions_open: AtomicI64,
+    /// Topics.
+    pub topics: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..=MAX_KEY).map(|_| AtomicU64::new(0)).collect(),
+            produced_bytes: AtomicU64::new(0),
+            produced_records: AtomicU64::new(0),
+            produce_errors: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            connections: AtomicI64::new(0),
+            partitions_open: AtomicI64::new(0),
+            topics: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, key: ApiKey) {
+        if let Some(c) = self.requests.get(key as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts accepted produce data.
+    pub fn produced(&self, bytes: u64, records: i64) {
+        self.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.produced_records
+            .fetch_add(records.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Counts fetched data.
+    pub fn fetched(&self, bytes: u64) {
+        self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP woodpecker_kafka_requests_total Kafka requests handled, by API.\n# TYPE woodpecker_kafka_requests_total counter"
+        );
+        for (i, c) in self.requests.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let Ok(key) = ApiKey::try_from(i as i16) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "woodpecker_kafka_requests_total{{api=\"{key:?}\"}} {n}"
+            );
+        }
+        let counters = [
+            (
+                "woodpecker_kafka_produced_bytes_total",
+                "Record-batch bytes accepted by Produce.",
+                &self.produced_bytes,
+            ),
+            (
+                "woodpecker_kafka_produced_records_total",
+                "Records accepted by Produce.",
+                &self.produced_records,
+            ),
+            (
+                "woodpecker_kafka_produce_errors_total",
+                "Produce partitions answered with an error.",
+                &self.produce_errors,
+            ),
+            (
+                "woodpecker_kafka_fetched_bytes_total",
+                "Record-batch bytes returned by Fetch.",
+                &self.fetched_bytes,
+            ),
+            (
+                "woodpecker_kafka_connections_accepted_total",
+                "Connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "woodpecker_kafka_connections_refused_total",
+                "Connections refused at the connection limit.",
+                &self.connections_refused,
+            ),
+            (
+                "woodpecker_kafka_protocol_errors_total",
+                "Connections closed on a protocol error.",
+                &self.protocol_errors,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "woodpecker_kafka_connections",
+                "Open Kafka connections.",
+                &self.connections,
+            ),
+            (
+                "woodpecker_kafka_partitions_open",
+                "Open topic-partitions.",
+                &self.partitions_open,
+            ),
+            ("woodpecker_kafka_topics", "Topics.", &self.topics),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.request(ApiKey::Produce);
+        m.produced(100, 3);
+        let text = m.render();
+        assert!(text.contains("woodpecker_kafka_requests_total{api=\"Produce\"} 1"));
+        assert!(text.contains("woodpecker_kafka_produced_bytes_total 100"));
+        assert!(text.contains("# TYPE woodpecker_kafka_connections gauge"));
+    }
+}

@@ -1,0 +1,790 @@
+//! One topic-partition: a log of the engine holding one Kafka record batch per entry.
+//!
+//! # Offsets
+//!
+//! Offsets are dense per partition. Each stored batch carries its base offset in its own
+//! header (patched in before the write), so the log itself is the source of truth: opening a
+//! partition scans its log once and rebuilds the in-memory index (entry id, base and last
+//! offset, timestamps, size per batch), the high watermark and the idempotent producers'
+//! sequence state. Offsets therefore survive restarts without any other bookkeeping.
+//! Retention never removes the newest batch, so the next offset survives too.
+//!
+//! # Writes
+//!
+//! Offsets are assigned and writes issued under one lock, in arrival order; the writer
+//! resolves them in that order. A batch becomes visible (the high watermark passes it) only
+//! after its write and every write before it are durable, so nothing is readable before it
+//! is acknowledged. A failed write poisons the partition: the broker reopens it from the log
+//! on the next request, which fences the old writer and finds exactly what was made durable.
+//!
+//! # Reads
+//!
+//! Recent batches stay in memory (up to the tail-cache budget); older ones are read back
+//! through a small pool of log readers kept at the position the last fetch ended.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use wal::client::{Client, ClientError, LogHandle, LogReader, LogWriter};
+use wal::message::{LogMessageId, WriteMessage};
+
+use crate::batch::{self, BatchHeader};
+use crate::error::KafkaCode;
+
+/// How many batch sequence ranges are kept per producer for duplicate detection (Kafka: 5).
+const PRODUCER_BATCHES: usize = 5;
+/// Readers kept per partition for catch-up reads.
+const READER_POOL: usize = 2;
+
+/// One stored batch.
+#[derive(Debug, Clone)]
+struct Entry {
+    base: i64,
+    /// Last offset (inclusive).
+    last: i64,
+    first_ts: i64,
+    max_ts: i64,
+    size: usize,
+    /// `None` while the write is in flight.
+    id: Option<LogMessageId>,
+    /// Cached bytes; dropped from old entries beyond the tail-cache budget.
+    data: Option<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// Acknowledged batches, oldest first.
+    committed: VecDeque<Entry>,
+    /// Issued batches waiting for their acknowledgement, in offset order.
+    pending: VecDeque<Entry>,
+    log_start: i64,
+    high_watermark: i64,
+    /// Bytes of `committed` still cached.
+    cached: usize,
+    /// Bytes of `committed`.
+    stored: u64,
+}
+
+impl Index {
+    fn evict(&mut self, budget: usize) {
+        // Keep at least the newest batch cached; drop the oldest cached ones first.
+        let len = self.committed.len();
+        for e in self.committed.iter_mut().take(len.saturating_sub(1)) {
+            if self.cached <= budget {
+                break;
+            }
+            if let Some(d) = e.data.take() {
+                self.cached -= d.len();
+            }
+        }
+    }
+
+    fn position(&self, offset: i64) -> Option<usize> {
+        let i = self.committed.partition_point(|e| e.last < offset);
+        (i < self.committed.len()).then_some(i)
+    }
+}
+
+/// Sequence state of one idempotent producer on this partition.
+#[derive(Debug, Clone, Default)]
+struct ProducerState {
+    epoch: i16,
+    /// (first sequence, last sequence, base offset, last offset), oldest first.
+    batches: VecDeque<(i32, i32, i64, i64)>,
+}
+
+impl ProducerState {
+    fn record(&mut self, h: &BatchHeader, base: i64) {
+        if h.producer_epoch != self.epoch {
+            self.epoch = h.producer_epoch;
+            self.batches.clear();
+        }
+        self.batches.push_back((
+            h.base_sequence,
+            h.last_sequence(),
+            base,
+            base + h.offset_count() - 1,
+        ));
+        while self.batches.len() > PRODUCER_BATCHES {
+            self.batches.pop_front();
+        }
+    }
+}
+
+/// What the sequence check decided for one batch.
+enum SequenceCheck {
+    /// Write it.
+    New,
+    /// Already written at these offsets: answer with them, write nothing.
+    Duplicate { base: i64, last: i64 },
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX { 0 } else { last + 1 }
+}
+
+fn check_sequence(
+    producers: &HashMap<i64, ProducerState>,
+    h: &BatchHeader,
+) -> Result<SequenceCheck, KafkaCode> {
+    if h.producer_id < 0 {
+        return Ok(SequenceCheck::New);
+    }
+    if h.base_sequence < 0 {
+        return Err(KafkaCode::InvalidRecord);
+    }
+    let Some(state) = producers.get(&h.producer_id) else {
+        // A producer we hold no state for may only start at sequence 0; otherwise its
+        // history was removed (retention) or never existed, and it must reset.
+        return if h.base_sequence == 0 {
+            Ok(SequenceCheck::New)
+        } else {
+            Err(KafkaCode::UnknownProducerId)
+        };
+    };
+    if h.producer_epoch < state.epoch {
+        return Err(KafkaCode::InvalidProducerEpoch);
+    }
+    if h.producer_epoch > state.epoch {
+        return if h.base_sequence == 0 {
+            Ok(SequenceCheck::New)
+        } else {
+            Err(KafkaCode::OutOfOrderSequenceNumber)
+        };
+    }
+    let last_seq = h.last_sequence();
+    if let Some(&(_, _, base, last)) = state
+        .batches
+        .iter()
+        .find(|(first, l, _, _)| *first == h.base_sequence && *l == last_seq)
+    {
+        return Ok(SequenceCheck::Duplicate { base, last });
+    }
+    match state.batches.back() {
+        Some(&(_, l, _, _)) if h.base_sequence == next_sequence(l) => Ok(SequenceCheck::New),
+        None if h.base_sequence == 0 => Ok(SequenceCheck::New),
+        _ => Err(KafkaCode::OutOfOrderSequenceNumber),
+    }
+}
+
+struct WriteSide {
+    writer: LogWriter,
+    next_offset: i64,
+    producers: HashMap<i64, ProducerState>,
+}
+
+/// Settings of a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionSettings {
+    /// Bytes of recent batches kept in memory for fetches at the tail.
+    pub tail_cache_bytes: usize,
+    /// The leader epoch written into batches and reported in Metadata.
+    pub leader_epoch: i32,
+}
+
+/// Where a produce request's batches landed.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    /// The base offset of the first batch.
+    pub base_offset: i64,
+    /// The last offset of the last batch.
+    pub last_offset: i64,
+}
+
+/// One open topic-partition.
+pub struct Partition {
+    topic: String,
+    index_no: i32,
+    handle: LogHandle,
+    settings: PartitionSettings,
+    write: tokio::sync::Mutex<Option<WriteSide>>,
+    index: Mutex<Index>,
+    hwm: watch::Sender<i64>,
+    failed: AtomicBool,
+    readers: tokio::sync::Mutex<Vec<LogReader>>,
+    auditor: Mutex<Option<wal::client::AuditorHandle>>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("partition", &self.index_no)
+            .field("log", &self.handle.name())
+            .finish()
+    }
+}
+
+/// A failure of the engine under a partition.
+#[derive(Debug, thiserror::Error)]
+#[error("partition {topic}-{partition}: {source}")]
+pub struct PartitionError {
+    topic: String,
+    partition: i32,
+    #[source]
+    source: ClientError,
+}
+
+impl Partition {
+    /// Opens the partition stored in `log_name`: takes over its writer (fencing any older
+    /// one) and rebuilds the index from the log.
+    pub async fn open(
+        client: &Client,
+        topic: &str,
+        partition: i32,
+        log_name: &str,
+        settings: PartitionSettings,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let err = |source| PartitionError {
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        let handle = match client.open_log(log_name).await {
+            Ok(h) => h,
+            Err(ClientError::LogNotFound { .. }) => {
+                match client.create_log(log_name).await {
+                    Ok(()) | Err(ClientError::LogAlreadyExists { .. }) => {}
+                    Err(e) => return Err(err(e)),
+                }
+                client.open_log(log_name).await.map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let writer = handle.open_writer().await.map_err(err)?;
+        let segments = handle.segments().await.map_err(err)?;
+        let target = segments
+            .iter()
+            .filter(|(_, m)| m.last_entry_id >= 0)
+            .map(|(id, m)| LogMessageId::new(*id, m.last_entry_id))
+            .max();
+        let truncated = handle.truncation_point().await.map_err(err)?;
+        let mut index = Index::default();
+        let mut producers: HashMap<i64, ProducerState> = HashMap::new();
+        if let Some(target) = target
+            && truncated.is_none_or(|t| t < target)
+        {
+            let mut reader = handle
+                .open_reader(LogMessageId::EARLIEST, Some("kafka-open"))
+                .await
+                .map_err(err)?;
+            let scanned = async {
+                loop {
+                    let msg = reader.read_next().await?;
+                    let h =
+                        batch::read_header(&msg.payload).map_err(|e| ClientError::ReadFailed {
+                            log: log_name.to_string(),
+                            reason: format!("entry {} is not a Kafka batch: {e}", msg.id),
+                        })?;
+                    let entry = Entry {
+                        base: h.base_offset,
+                        last: h.base_offset + h.offset_count() - 1,
+                        first_ts: h.base_timestamp,
+                        max_ts: h.max_timestamp,
+                        size: msg.payload.len(),
+                        id: Some(msg.id),
+                        data: Some(msg.payload.clone()),
+                    };
+                    if h.producer_id >= 0 {
+                        producers
+                            .entry(h.producer_id)
+                            .or_default()
+                            .record(&h, h.base_offset);
+                    }
+                    index.cached += entry.size;
+                    index.stored += entry.size as u64;
+                    index.committed.push_back(entry);
+                    index.evict(settings.tail_cache_bytes);
+                    if msg.id >= target {
+                        return Ok::<_, ClientError>(());
+                    }
+                }
+            }
+            .await;
+            let closed = reader.close().await;
+            scanned.map_err(err)?;
+            closed.map_err(err)?;
+        }
+        index.log_start = index.committed.front().map_or(0, |e| e.base);
+        index.high_watermark = index.committed.back().map_or(0, |e| e.last + 1);
+        let next_offset = index.high_watermark;
+        let (hwm, _) = watch::channel(next_offset);
+        tracing::info!(
+            topic,
+            partition,
+            log = log_name,
+            log_start = index.log_start,
+            high_watermark = next_offset,
+            batches = index.committed.len(),
+            "partition opened"
+        );
+        let auditor = handle.start_auditor();
+        Ok(Arc::new(Partition {
+            topic: topic.to_string(),
+            index_no: partition,
+            handle,
+            settings,
+            write: tokio::sync::Mutex::new(Some(WriteSide {
+                writer,
+                next_offset,
+                producers,
+            })),
+            index: Mutex::new(index),
+            hwm,
+            failed: AtomicBool::new(false),
+            readers: tokio::sync::Mutex::new(Vec::new()),
+            auditor: Mutex::new(Some(auditor)),
+        }))
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a write failed; the partition must be reopened.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn fail(&self, why: &ClientError) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::warn!(topic = %self.topic, partition = self.index_no, error = %why, "write failed; the partition will be reopened from its log");
+        }
+        // Wake everyone waiting on the high watermark.
+        self.hwm.send_modify(|_| {});
+    }
+
+    /// (log start offset, high watermark).
+    pub fn offsets(&self) -> (i64, i64) {
+        let ix = self.lock_index();
+        (ix.log_start, ix.high_watermark)
+    }
+
+    /// Bytes stored (acknowledged batches still retained).
+    pub fn stored_bytes(&self) -> u64 {
+        self.lock_index().stored
+    }
+
+    /// A receiver of high-watermark changes.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.hwm.subscribe()
+    }
+
+    /// Appends validated batches: checks producer sequences, assigns offsets and issues the
+    /// writes in this order, then waits until every batch is durable and visible.
+    /// Duplicates of recent idempotent batches are answered with their original offsets.
+    pub async fn append(
+        self: &Arc<Self>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<Appended, KafkaCode> {
+        let (first, last) = self.issue(batches).await?;
+        self.wait_visible(last).await?;
+        Ok(Appended {
+            base_offset: first,
+            last_offset: last,
+        })
+    }
+
+    /// The ordered part of [`append`](Self::append): returns the first base offset and the
+    /// last offset to wait for with [`wait_visible`](Self::wait_visible).
+    pub async fn issue(
+        self: &Arc<Self>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<(i64, i64), KafkaCode> {
+        if self.is_failed() {
+            return Err(KafkaCode::NotLeaderOrFollower);
+        }
+        let mut guard = self.write.lock().await;
+        let Some(side) = guard.as_mut() else {
+            return Err(KafkaCode::NotLeaderOrFollower);
+        };
+        // Decide every batch first, so a refused batch leaves nothing written.
+        let mut plan = Vec::with_capacity(batches.len());
+        let mut producers = side.producers.clone_for(&batches);
+        for (h, data) in batches {
+            let check = check_sequence(&producers, &h)?;
+            if let SequenceCheck::New = check
+                && h.producer_id >= 0
+            {
+                // Later batches of the same request are checked against this one.
+                let base = side.next_offset + plan_offsets(&plan);
+                producers.entry(h.producer_id).or_default().record(&h, base);
+            }
+            plan.push((h, data, check));
+        }
+        let mut first = None;
+        let mut last = -1;
+        for (h, data, check) in plan {
+            match check {
+                SequenceCheck::Duplicate { base, last: l } => {
+                    first.get_or_insert(base);
+                    last = last.max(l);
+                }
+                SequenceCheck::New => {
+                    let base = side.next_offset;
+                    let end = base + h.offset_count() - 1;
+                    let bytes = batch::with_base_offset(&data, base, self.settings.leader_epoch);
+                    let write = side.writer.write_async(WriteMessage::new(bytes.clone()));
+                    side.next_offset = end + 1;
+                    if h.producer_id >= 0 {
+                        side.producers
+                            .entry(h.producer_id)
+                            .or_default()
+                            .record(&h, base);
+                    }
+                    self.lock_index().pending.push_back(Entry {
+                        base,
+                        last: end,
+                        first_ts: h.base_timestamp,
+                        max_ts: h.max_timestamp,
+                        size: bytes.len(),
+                        id: None,
+                        data: Some(bytes),
+                    });
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        match write.await {
+                            Ok(id) => me.acknowledged(base, id),
+                            Err(e) => me.fail(&e),
+                        }
+                    });
+                    first.get_or_insert(base);
+                    last = last.max(end);
+                }
+            }
+        }
+        Ok((first.unwrap_or(last), last))
+    }
+
+    fn acknowledged(&self, base: i64, id: LogMessageId) {
+        let hwm = {
+            let mut ix = self.lock_index();
+            if let Some(e) = ix.pending.iter_mut().find(|e| e.base == base) {
+                e.id = Some(id);
+            }
+            let mut moved = false;
+            while ix.pending.front().is_some_and(|e| e.id.is_some()) {
+                let Some(e) = ix.pending.pop_front() else {
+                    break;
+                };
+                ix.high_watermark = e.last + 1;
+                ix.cached += e.size;
+                ix.stored += e.size as u64;
+                ix.committed.push_back(e);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+            ix.evict(self.settings.tail_cache_bytes);
+            ix.high_watermark
+        };
+        self.hwm.send_replace(hwm);
+    }
+
+    /// Waits until `last` is below the high watermark (durable and visible).
+    pub async fn wait_visible(&self, last: i64) -> Result<(), KafkaCode> {
+        let mut rx = self.hwm.subscribe();
+        loop {
+            if *rx.borrow_and_update() > last {
+                return Ok(());
+            }
+            if self.is_failed() {
+                return Err(KafkaCode::NotLeaderOrFollower);
+            }
+            if rx.changed().await.is_err() {
+                return Err(KafkaCode::NotLeaderOrFollower);
+            }
+        }
+    }
+
+    /// Batches from the one holding `offset`, at least one and then up to `max_bytes`.
+    /// `Ok(None)` when `offset` is out of range; an empty list at the high watermark.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Bytes>>, KafkaCode> {
+        let wanted: Vec<(LogMessageId, Option<Bytes>)> = {
+            let ix = self.lock_index();
+            if offset < ix.log_start || offset > ix.high_watermark {
+                return Ok(None);
+            }
+            if offset == ix.high_watermark {
+                return Ok(Some(Vec::new()));
+            }
+            let Some(start) = ix.position(offset) else {
+                return Ok(Some(Vec::new()));
+            };
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for e in ix.committed.iter().skip(start) {
+                if !out.is_empty() && bytes + e.size > max_bytes {
+                    break;
+                }
+                bytes += e.size;
+                // Committed entries always carry their id.
+                let Some(id) = e.id else { break };
+                out.push((id, e.data.clone()));
+            }
+            out
+        };
+        let mut result = Vec::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            if let Some(d) = &wanted[i].1 {
+                result.push(d.clone());
+                i += 1;
+                continue;
+            }
+            // A run of uncached entries: read them with one reader.
+            let run_end = wanted[i..]
+                .iter()
+                .position(|(_, d)| d.is_some())
+                .map_or(wanted.len(), |p| i + p);
+            let ids: Vec<LogMessageId> = wanted[i..run_end].iter().map(|(id, _)| *id).collect();
+            match self.read_stored(&ids).await {
+                Ok(mut data) => result.append(&mut data),
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading stored batches failed");
+                    if result.is_empty() {
+                        return Err(KafkaCode::KafkaStorageError);
+                    }
+                    return Ok(Some(result));
+                }
+            }
+            i = run_end;
+        }
+        Ok(Some(result))
+    }
+
+    async fn read_stored(&self, ids: &[LogMessageId]) -> Result<Vec<Bytes>, ClientError> {
+        let Some(&first) = ids.first() else {
+            return Ok(Vec::new());
+        };
+        let pooled = {
+            let mut pool = self.readers.lock().await;
+            pool.iter()
+                .position(|r| r.position() == first)
+                .map(|i| pool.swap_remove(i))
+        };
+        let mut reader = match pooled {
+            Some(r) => r,
+            None => self.handle.open_reader(first, Some("kafka-fetch")).await?,
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        let mut outcome = Ok(());
+        for &id in ids {
+            match reader.read_next().await {
+                Ok(msg) if msg.id == id => out.push(msg.payload),
+                Ok(msg) => {
+                    outcome = Err(ClientError::ReadFailed {
+                        log: self.handle.name().to_string(),
+                        reason: format!("expected entry {id}, read {}", msg.id),
+                    });
+                    break;
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            let evicted = {
+                let mut pool = self.readers.lock().await;
+                pool.push(reader);
+                if pool.len() > READER_POOL {
+                    Some(pool.remove(0))
+                } else {
+                    None
+                }
+            };
+            if let Some(old) = evicted {
+                let _ = old.close().await;
+            }
+        } else {
+            let _ = reader.close().await;
+        }
+        outcome.map(|()| out)
+    }
+
+    /// The first batch whose max timestamp is at least `ts`: (offset, timestamp). The offset
+    /// is the batch's base offset, exact when the batch's first record is at or after `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
+        let ix = self.lock_index();
+        ix.committed.iter().find(|e| e.max_ts >= ts).map(|e| {
+            (
+                e.base,
+                if e.first_ts >= ts {
+                    e.first_ts
+                } else {
+                    e.max_ts
+                },
+            )
+        })
+    }
+
+    /// The batch with the largest timestamp: (its last offset, that timestamp).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let ix = self.lock_index();
+        ix.committed
+            .iter()
+            .max_by_key(|e| e.max_ts)
+            .map(|e| (e.last, e.max_ts))
+    }
+
+    /// Applies retention: removes the oldest batches older than `retention_ms` (by their
+    /// max timestamp) or beyond `retention_bytes`, always keeping the newest batch.
+    /// Negative limits are off. Returns the number of batches removed.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> Result<usize, ClientError> {
+        let (count, cut) = {
+            let ix = self.lock_index();
+            let mut stored = ix.stored;
+            let mut count = 0;
+            let keep_from = ix.committed.len().saturating_sub(1);
+            for e in ix.committed.iter().take(keep_from) {
+                let too_old = retention_ms >= 0 && e.max_ts < now_ms.saturating_sub(retention_ms);
+                let too_big = retention_bytes >= 0 && stored > retention_bytes as u64;
+                if !(too_old || too_big) {
+                    break;
+                }
+                stored -= e.size as u64;
+                count += 1;
+            }
+            if count == 0 {
+                return Ok(0);
+            }
+            (count, ix.committed[count - 1].id)
+        };
+        let Some(cut) = cut else { return Ok(0) };
+        self.handle.truncate(cut).await?;
+        let mut ix = self.lock_index();
+        for _ in 0..count {
+            if let Some(e) = ix.committed.pop_front() {
+                ix.stored -= e.size as u64;
+                if let Some(d) = e.data {
+                    ix.cached -= d.len();
+                }
+            }
+        }
+        ix.log_start = ix.committed.front().map_or(ix.high_watermark, |e| e.base);
+        tracing::info!(topic = %self.topic, partition = self.index_no, removed = count, log_start = ix.log_start, "retention applied");
+        Ok(count)
+    }
+
+    /// Closes the writer (flushing what is in flight), the readers and the auditor.
+    pub async fn close(&self) {
+        let side = self.write.lock().await.take();
+        if let Some(side) = side
+            && let Err(e) = side.writer.close().await
+        {
+            tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "closing the writer failed");
+        }
+        let readers: Vec<LogReader> = std::mem::take(&mut *self.readers.lock().await);
+        for r in readers {
+            let _ = r.close().await;
+        }
+        let auditor = self
+            .auditor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(a) = auditor {
+            a.stop().await;
+        }
+        self.failed.store(true, Ordering::Release);
+        self.hwm.send_modify(|_| {});
+    }
+}
+
+fn plan_offsets(plan: &[(BatchHeader, Bytes, SequenceCheck)]) -> i64 {
+    plan.iter()
+        .filter(|(_, _, c)| matches!(c, SequenceCheck::New))
+        .map(|(h, _, _)| h.offset_count())
+        .sum()
+}
+
+trait CloneFor {
+    fn clone_for(&self, batches: &[(BatchHeader, Bytes)]) -> HashMap<i64, ProducerState>;
+}
+
+impl CloneFor for HashMap<i64, ProducerState> {
+    /// The states of the producers in `batches` only.
+    fn clone_for(&self, batches: &[(BatchHeader, Bytes)]) -> HashMap<i64, ProducerState> {
+        batches
+            .iter()
+            .filter(|(h, _)| h.producer_id >= 0)
+            .filter_map(|(h, _)| self.get(&h.producer_id).map(|s| (h.producer_id, s.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchHeader {
+        batch::read_header(&batch::tests::batch(count, pid, epoch, seq)).unwrap()
+    }
+
+    #[test]
+    fn sequence_rules() {
+        let mut producers = HashMap::new();
+        let first = header(7, 0, 0, 3);
+        assert!(matches!(
+            check_sequence(&producers, &first),
+            Ok(SequenceCheck::New)
+        ));
+        assert_eq!(
+            check_sequence(&producers, &header(7, 0, 5, 1)).err(),
+            Some(KafkaCode::UnknownProducerId)
+        );
+        producers
+            .entry(7)
+            .or_insert_with(ProducerState::default)
+            .record(&first, 0);
+        // The next batch continues at 3.
+        assert!(matches!(
+            check_sequence(&producers, &header(7, 0, 3, 2)),
+            Ok(SequenceCheck::New)
+        ));
+        // A retry of the first one is a duplicate with its original offsets.
+        assert!(matches!(
+            check_sequence(&producers, &first),
+            Ok(SequenceCheck::Duplicate { base: 0, last: 2 })
+        ));
+        // A gap.
+        assert_eq!(
+            check_sequence(&producers, &header(7, 0, 9, 1)).err(),
+            Some(KafkaCode::OutOfOrderSequenceNumber)
+        );
+        // A fenced epoch and a new epoch.
+        producers.get_mut(&7).unwrap().epoch = 2;
+        assert_eq!(
+            check_sequence(&producers, &header(7, 1, 3, 1)).err(),
+            Some(KafkaCode::InvalidProducerEpoch)
+        );
+        assert!(matches!(
+            check_sequence(&producers, &header(7, 3, 0, 1)),
+            Ok(SequenceCheck::New)
+        ));
+        assert_eq!(
+            check_sequence(&producers, &header(7, 3, 1, 1)).err(),
+            Some(KafkaCode::OutOfOrderSequenceNumber)
+        );
+        // Non-idempotent batches are never checked.
+        assert!(matches!(
+            check_sequence(&producers, &header(-1, -1, -1, 1)),
+            Ok(SequenceCheck::New)
+        ));
+    }
+}

@@ -1,0 +1,419 @@
+//! Topics: their names, ids, partition counts and configurations, kept in the engine's
+//! metadata store under `<prefix>/kafka/topics/<name>`, and the log naming.
+//!
+//! Partition `p` of topic `t` is the log **`kafka:t:p`** (`:` cannot occur in a Kafka topic
+//! name, so the mapping is one-to-one). A deleted topic's logs are deleted; a topic created
+//! again under the same name starts at offset 0 with a new topic id, as in Kafka.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wal::meta::kv::{Compare, CompareOp, Kv, Txn, TxnOp};
+
+use crate::error::{KafkaCode, ShimError};
+
+/// The log holding partition `partition` of `topic`.
+pub fn log_name(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}:{partition}")
+}
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Broker-wide defaults for topic configurations.
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    /// Partitions of an auto-created topic (`num.partitions`).
+    pub partitions: i32,
+    /// `retention.ms` (-1: forever).
+    pub retention_ms: i64,
+    /// `retention.bytes` per partition (-1: no limit).
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: i64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 4,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            // Milvus sends records of up to 10 MiB.
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A topic configuration key the broker knows: (name, read-only, documentation).
+pub const TOPIC_CONFIG_KEYS: &[(&str, bool)] = &[
+    ("cleanup.policy", true),
+    ("compression.type", true),
+    ("max.message.bytes", false),
+    ("message.timestamp.type", true),
+    ("min.insync.replicas", true),
+    ("retention.bytes", false),
+    ("retention.ms", false),
+    ("segment.bytes", true),
+];
+
+/// One topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Topic {
+    /// The name.
+    pub name: String,
+    /// The topic id (a UUID, stable for the topic's life).
+    pub id: uuid::Uuid,
+    /// The number of partitions.
+    pub partitions: i32,
+    /// Configuration set on the topic (overrides of the defaults).
+    pub configs: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+impl Topic {
+    /// The value of a configuration key, with the source: `true` when set on the topic.
+    pub fn config(&self, key: &str, defaults: &TopicDefaults) -> Option<(String, bool)> {
+        if let Some(v) = self.configs.get(key) {
+            return Some((v.clone(), true));
+        }
+        let v = match key {
+            "cleanup.policy" => "delete".to_string(),
+            "compression.type" => "producer".to_string(),
+            "max.message.bytes" => defaults.max_message_bytes.to_string(),
+            "message.timestamp.type" => "CreateTime".to_string(),
+            "min.insync.replicas" => "1".to_string(),
+            "retention.bytes" => defaults.retention_bytes.to_string(),
+            "retention.ms" => defaults.retention_ms.to_string(),
+            "segment.bytes" => "1073741824".to_string(),
+            _ => return None,
+        };
+        Some((v, false))
+    }
+
+    fn number(&self, key: &str, default: i64) -> i64 {
+        self.configs
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// `retention.ms` in force.
+    pub fn retention_ms(&self, d: &TopicDefaults) -> i64 {
+        self.number("retention.ms", d.retention_ms)
+    }
+
+    /// `retention.bytes` in force.
+    pub fn retention_bytes(&self, d: &TopicDefaults) -> i64 {
+        self.number("retention.bytes", d.retention_bytes)
+    }
+
+    /// `max.message.bytes` in force.
+    pub fn max_message_bytes(&self, d: &TopicDefaults) -> i64 {
+        self.number("max.message.bytes", d.max_message_bytes)
+    }
+}
+
+/// Checks topic configurations given at creation; the error names the offending key.
+pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in configs {
+        let number = |min: i64| -> Result<(), String> {
+            match v.parse::<i64>() {
+                Ok(n) if n >= min => Ok(()),
+                _ => Err(format!("{k}={v}: expected an integer of at least {min}")),
+            }
+        };
+        match k.as_str() {
+            "retention.ms" | "retention.bytes" => number(-1)?,
+            "max.message.bytes" => number(0)?,
+            "segment.bytes" => number(14)?,
+            "min.insync.replicas" => number(1)?,
+            "cleanup.policy" if v == "delete" => {}
+            "cleanup.policy" => {
+                return Err(format!(
+                    "cleanup.policy={v}: only `delete` is supported (no log compaction)"
+                ));
+            }
+            "compression.type" if v == "producer" => {}
+            "compression.type" => {
+                return Err(format!(
+                    "compression.type={v}: only `producer` is supported (batches are stored as sent)"
+                ));
+            }
+            "message.timestamp.type" if v == "CreateTime" => {}
+            "message.timestamp.type" => {
+                return Err(format!(
+                    "message.timestamp.type={v}: only `CreateTime` is supported"
+                ));
+            }
+            _ => return Err(format!("unknown topic configuration `{k}`")),
+        }
+    }
+    Ok(())
+}
+
+/// The topic registry: an in-memory copy of the stored topics.
+#[derive(Debug)]
+pub struct Topics {
+    kv: Arc<dyn Kv>,
+    prefix: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+}
+
+impl Topics {
+    /// Loads every topic stored under `prefix`.
+    pub async fn load(kv: Arc<dyn Kv>, prefix: &str) -> Result<Topics, ShimError> {
+        let prefix = format!("{prefix}/topics/");
+        let (kvs, _) = kv.get_prefix(&prefix).await?;
+        let mut topics = BTreeMap::new();
+        for item in kvs {
+            let topic: Topic =
+                serde_json::from_slice(&item.value).map_err(|e| ShimError::Corrupt {
+                    what: item.key.clone(),
+                    detail: e.to_string(),
+                })?;
+            topics.insert(topic.name.clone(), Arc::new(topic));
+        }
+        Ok(Topics {
+            kv,
+            prefix,
+            topics: RwLock::new(topics),
+        })
+    }
+
+    /// A topic by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every topic.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stores a new topic. `Ok(Err(TopicAlreadyExists))` when another one won.
+    pub async fn create(&self, topic: Topic) -> Result<Result<Arc<Topic>, KafkaCode>, ShimError> {
+        let key = format!("{}{}", self.prefix, topic.name);
+        let value = serde_json::to_vec(&topic).map_err(|e| ShimError::Corrupt {
+            what: key.clone(),
+            detail: e.to_string(),
+        })?;
+        let txn = Txn {
+            compares: vec![Compare::create_revision(&key, CompareOp::Equal, 0)],
+            success: vec![TxnOp::put(&key, Bytes::from(value))],
+            failure: vec![],
+        };
+        if !self.kv.txn(txn).await?.succeeded {
+            // Someone else created it: refresh our copy.
+            if let Some(item) = self.kv.get(&key).await?
+                && let Ok(t) = serde_json::from_slice::<Topic>(&item.value)
+            {
+                self.topics
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(t.name.clone(), Arc::new(t));
+            }
+            return Ok(Err(KafkaCode::TopicAlreadyExists));
+        }
+        let topic = Arc::new(topic);
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.name.clone(), topic.clone());
+        Ok(Ok(topic))
+    }
+
+    /// Removes a topic's record (its logs are deleted by the caller first).
+    pub async fn remove(&self, name: &str) -> Result<(), ShimError> {
+        let key = format!("{}{}", self.prefix, name);
+        self.kv.delete(&key).await?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+}
+
+/// Allocates durable, unique producer ids in blocks, from `<prefix>/producer-id-block`.
+#[derive(Debug)]
+pub struct ProducerIds {
+    kv: Arc<dyn Kv>,
+    key: String,
+    block: tokio::sync::Mutex<(i64, i64)>,
+}
+
+/// Producer ids reserved per metadata write.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl ProducerIds {
+    /// An allocator over `kv`.
+    pub fn new(kv: Arc<dyn Kv>, prefix: &str) -> ProducerIds {
+        ProducerIds {
+            kv,
+            key: format!("{prefix}/producer-id-block"),
+            block: tokio::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// A producer id never handed out before, by this process or an earlier one.
+    pub async fn next(&self) -> Result<i64, ShimError> {
+        let mut block = self.block.lock().await;
+        if block.0 >= block.1 {
+            *block = self.reserve().await?;
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+
+    /// Whether `id` was ever handed out (by the persisted high mark).
+    pub async fn was_issued(&self, id: i64) -> Result<bool, ShimError> {
+        let high = match self.kv.get(&self.key).await? {
+            Some(item) => parse_i64(&item.value, &self.key)?,
+            None => 0,
+        };
+        Ok(id >= 0 && id < high)
+    }
+
+    async fn reserve(&self) -> Result<(i64, i64), ShimError> {
+        for _ in 0..16 {
+            let current = self.kv.get(&self.key).await?;
+            let (start, compare) = match &current {
+                Some(item) => (
+                    parse_i64(&item.value, &self.key)?,
+                    Compare::mod_revision(&self.key, CompareOp::Equal, item.mod_revision),
+                ),
+                None => (0, Compare::create_revision(&self.key, CompareOp::Equal, 0)),
+            };
+            let end = start + PRODUCER_ID_BLOCK;
+            let txn = Txn {
+                compares: vec![compare],
+                success: vec![TxnOp::put(&self.key, Bytes::from(end.to_string()))],
+                failure: vec![],
+            };
+            if self.kv.txn(txn).await?.succeeded {
+                return Ok((start, end));
+            }
+        }
+        Err(ShimError::Corrupt {
+            what: self.key.clone(),
+            detail: "the producer id block kept changing concurrently".into(),
+        })
+    }
+}
+
+fn parse_i64(bytes: &[u8], key: &str) -> Result<i64, ShimError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| ShimError::Corrupt {
+            what: key.to_string(),
+            detail: "not an integer".into(),
+        })
+}
+
+/// The cluster id: generated once and stored under `<prefix>/cluster-id`.
+pub async fn cluster_id(kv: &Arc<dyn Kv>, prefix: &str) -> Result<String, ShimError> {
+    let key = format!("{prefix}/cluster-id");
+    if let Some(item) = kv.get(&key).await? {
+        return Ok(String::from_utf8_lossy(&item.value).into_owned());
+    }
+    // Kafka's form: 22 characters of URL-safe base64 of a UUID.
+    let id = base64_uuid(uuid::Uuid::new_v4());
+    let txn = Txn {
+        compares: vec![Compare::create_revision(&key, CompareOp::Equal, 0)],
+        success: vec![TxnOp::put(&key, Bytes::from(id.clone()))],
+        failure: vec![TxnOp::Get { key: key.clone() }],
+    };
+    let result = kv.txn(txn).await?;
+    if result.succeeded {
+        return Ok(id);
+    }
+    match kv.get(&key).await? {
+        Some(item) => Ok(String::from_utf8_lossy(&item.value).into_owned()),
+        None => Ok(id),
+    }
+}
+
+fn base64_uuid(id: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = id.as_bytes();
+    let mut out = String::with_capacity(22);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_logs() {
+        assert!(valid_topic_name("by-dev-rootcoord-dml_7"));
+        assert!(valid_topic_name("a.b_c-D9"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("."));
+        assert!(!valid_topic_name(".."));
+        assert!(!valid_topic_name("a/b"));
+        assert!(!valid_topic_name("a:b"));
+        assert!(!valid_topic_name(&"x".repeat(250)));
+        assert_eq!(log_name("t", 3), "kafka:t:3");
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let ok: BTreeMap<String, String> = [("retention.ms", "1000"), ("cleanup.policy", "delete")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(validate_configs(&ok).is_ok());
+        for (k, v) in [
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "soon"),
+            ("no.such.key", "1"),
+            ("compression.type", "gzip"),
+        ] {
+            let bad = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(validate_configs(&bad).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafka_ones() {
+        let id = base64_uuid(uuid::Uuid::new_v4());
+        assert_eq!(id.len(), 22);
+    }
+}
