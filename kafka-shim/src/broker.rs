@@ -883,7 +883,9 @@ impl Broker {
     ) -> Vec<(String, String, bool, bool)> {
         TOPIC_CONFIG_KEYS
             .iter()
-            .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
+            .filter(|(k, _)| {
+                keys.is_none_or(|ks| ks.is_empty() || ks.iter().any(|x| x.as_str() == *k))
+            })
             .filter_map(|(k, read_only)| {
                 topic
                     .config(k, &self.config.topic_defaults)
@@ -1141,7 +1143,9 @@ impl Broker {
             ),
         ];
         all.into_iter()
-            .filter(|(k, _, _)| keys.is_none_or(|ks| ks.iter().any(|x| x.as_str() == *k)))
+            .filter(|(k, _, _)| {
+                keys.is_none_or(|ks| ks.is_empty() || ks.iter().any(|x| x.as_str() == *k))
+            })
             .map(|(k, v, set)| (k.to_string(), v, true, set))
             .collect()
     }

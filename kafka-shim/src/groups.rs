@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,9 @@ const EMPTY_GROUP_LINGER: Duration = Duration::from_secs(600);
 
 /// Longest pause between two offset-retention checks.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Shortest pause between two offset-retention checks.
+const MIN_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Coordinator settings (Kafka's `group.*` and `offsets.*` broker settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,6 +389,8 @@ impl Group {
                 m.assignment = Bytes::new();
                 if let Some(w) = m.sync.take() {
                     let _ = w.tx.send(sync_error(ResponseError::RebalanceInProgress));
+                    // It waited; its session starts over from the answer.
+                    m.deadline = now + m.session_timeout;
                 }
             }
         }
@@ -460,6 +466,7 @@ impl Group {
         {
             self.leader = self.members.first().map(|m| m.id.clone());
         }
+        self.protocol_type = self.members.first().map(|m| m.protocol_type.clone());
         self.protocol_name = self.select_protocol();
         self.state = GroupState::CompletingRebalance;
         for i in 0..self.members.len() {
@@ -536,8 +543,10 @@ impl Group {
             tracing::debug!(member = %id, "group member session expired");
             self.remove_member(id, ResponseError::UnknownMemberId);
         }
-        if !expired.is_empty() || self.pending.len() != pending_before {
+        if !expired.is_empty() {
             self.after_departure(now, settings);
+        } else if self.pending.len() != pending_before {
+            self.try_complete_join(now);
         }
         if self.state == GroupState::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| d <= now)
@@ -592,6 +601,8 @@ struct Shared {
     /// Serializes writes of offsets (commits, deletions, expiry) with their cache updates.
     persist: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// Set by [`GroupCoordinator::shutdown`]: nothing may park any more.
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -650,7 +661,10 @@ impl Shared {
             let check = state.next_retention_check.unwrap_or(now);
             if check <= now {
                 retention_due = true;
-                state.next_retention_check = Some(now + retention.min(RETENTION_CHECK_INTERVAL));
+                let pause = retention
+                    .min(RETENTION_CHECK_INTERVAL)
+                    .max(MIN_RETENTION_CHECK_INTERVAL);
+                state.next_retention_check = Some(now + pause);
             }
             next = min_opt(next, state.next_retention_check);
         }
@@ -742,6 +756,7 @@ impl GroupCoordinator {
             }),
             persist: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
+            closed: AtomicBool::new(false),
         });
         let root = shared.groups_key();
         let (kvs, _) = shared.kv.get_prefix(&root).await?;
@@ -785,14 +800,15 @@ impl GroupCoordinator {
         }))
     }
 
-    /// Stops the timers and answers every parked JoinGroup/SyncGroup with
-    /// COORDINATOR_NOT_AVAILABLE. Idempotent.
+    /// Stops the timers and answers every parked JoinGroup/SyncGroup, and every later one,
+    /// with COORDINATOR_NOT_AVAILABLE. Idempotent.
     pub fn shutdown(&self) {
         let handle = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             handle.abort();
         }
         let mut state = self.shared.lock();
+        self.shared.closed.store(true, Ordering::Release);
         for group in state.groups.values_mut() {
             for m in &mut group.members {
                 m.fail_waiters(ResponseError::CoordinatorNotAvailable);
@@ -870,6 +886,9 @@ impl GroupCoordinator {
         let protocol_type = req.protocol_type.to_string();
 
         let mut state = self.shared.lock();
+        if self.shared.closed.load(Ordering::Acquire) {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
         let groups = &mut state.groups;
         if member_id.is_empty() {
             let created = !groups.contains_key(group_id);
@@ -985,6 +1004,9 @@ impl GroupCoordinator {
             None
         };
         let mut state = self.shared.lock();
+        if self.shared.closed.load(Ordering::Acquire) {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
         let Some(group) = state.groups.get_mut(req.group_id.as_str()) else {
             return fail(ResponseError::UnknownMemberId);
         };
@@ -1027,18 +1049,22 @@ impl GroupCoordinator {
                 }
                 member.sync = Some(SyncWaiter { tx, version });
                 if is_leader {
+                    // The last assignment of a member wins; members left out get nothing.
+                    let assignments: HashMap<&str, &Bytes> = req
+                        .assignments
+                        .iter()
+                        .map(|a| (a.member_id.as_str(), &a.assignment))
+                        .collect();
                     for m in &mut group.members {
-                        m.assignment = req
-                            .assignments
-                            .iter()
-                            .rev()
-                            .find(|a| a.member_id.as_str() == m.id)
-                            .map(|a| a.assignment.clone())
+                        m.assignment = assignments
+                            .get(m.id.as_str())
+                            .map(|a| (*a).clone())
                             .unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
                     for i in 0..group.members.len() {
                         if let Some(w) = group.members[i].sync.take() {
+                            group.members[i].deadline = now + group.members[i].session_timeout;
                             let response =
                                 group.sync_response(w.version, group.members[i].assignment.clone());
                             let _ = w.tx.send(response);
@@ -1056,7 +1082,7 @@ impl GroupCoordinator {
             Ok(()) => 0,
             Err(e) => e.code(),
         };
-        self.shared.wake.notify_one();
+        // A heartbeat only pushes a deadline later: the reaper need not look again.
         HeartbeatResponse::default().with_error_code(code)
     }
 
@@ -1149,6 +1175,7 @@ impl GroupCoordinator {
             );
         };
         let mut departed = false;
+        let mut pending_left = false;
         let mut codes = Vec::with_capacity(leaving.len());
         for (member_id, instance_id) in leaving {
             let code = match instance_id {
@@ -1163,9 +1190,10 @@ impl GroupCoordinator {
                     None => ResponseError::UnknownMemberId.code(),
                 },
                 None => {
-                    if group.pending.remove(member_id).is_some()
-                        || group.remove_member(member_id, ResponseError::UnknownMemberId)
-                    {
+                    if group.pending.remove(member_id).is_some() {
+                        pending_left = true;
+                        0
+                    } else if group.remove_member(member_id, ResponseError::UnknownMemberId) {
                         departed = true;
                         0
                     } else {
@@ -1177,6 +1205,8 @@ impl GroupCoordinator {
         }
         if departed {
             group.after_departure(now, &self.shared.settings);
+        } else if pending_left {
+            group.try_complete_join(now);
         }
         (0, codes)
     }
@@ -1717,6 +1747,7 @@ impl GroupCoordinator {
             };
             self.shared.kv.txn(txn).await?;
         }
+        self.shared.wake.notify_one();
         Ok(())
     }
 }
@@ -1906,6 +1937,9 @@ pub fn decode_name(encoded: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = encoded.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -2098,6 +2132,8 @@ mod tests {
         }
         assert_ne!(encode_name("a/b"), encode_name("a%2Fb"));
         assert_eq!(decode_name("%zz"), None);
+        assert_eq!(decode_name("%+1"), None);
+        assert_eq!(decode_name("%4"), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -2289,6 +2325,16 @@ mod tests {
         let r = c.join_group(join_req("g", &id, &["range"]), 9).await;
         assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
         encodes(&r, 9);
+
+        // A member id handed out to a Stable group and never used disturbs nobody.
+        let (a, generation) = stable_single(&c, "s").await;
+        let _unused = member_id(&c, "s", 9).await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let hb = c.heartbeat(heartbeat_req("s", &a, generation), 4).await;
+            assert_eq!(hb.error_code, 0);
+        }
+        assert_eq!(c.group_state("s"), GroupState::Stable);
         c.shutdown();
     }
 
@@ -2782,10 +2828,63 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn offsets_of_empty_groups_expire_after_the_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let settings = GroupSettings {
+            offsets_retention: Some(Duration::ZERO),
+            ..GroupSettings::default()
+        };
+        let c = GroupCoordinator::open(kv.clone(), "kafka", settings)
+            .await
+            .expect("open");
+        let cat = catalog();
+        let (a, generation) = stable_single(&c, "busy").await;
+        let r = c
+            .offset_commit(
+                commit_req("busy", &a, generation, &[("orders", 0, 3)]),
+                8,
+                &cat,
+            )
+            .await;
+        assert_eq!(codes(&r)[0].2, 0);
+        let r = c
+            .offset_commit(commit_req("idle", "", -1, &[("orders", 0, 3)]), 8, &cat)
+            .await;
+        assert_eq!(codes(&r)[0].2, 0);
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let hb = c.heartbeat(heartbeat_req("busy", &a, generation), 4).await;
+            assert_eq!(hb.error_code, 0);
+        }
+        let (left, _) = kv.get_prefix("kafka/groups/").await.expect("scan");
+        let keys: Vec<&str> = left.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, vec!["kafka/groups/busy/offsets/orders/0"]);
+        let r = c
+            .offset_fetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(gid("idle"))
+                    .with_topics(None),
+                6,
+                &cat,
+            )
+            .await;
+        assert!(r.topics.is_empty());
+        c.shutdown();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_releases_parked_joins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let kv = kv(dir.path()).await;
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let tasks_before = metrics.num_alive_tasks();
         let c = coordinator(&kv).await;
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            tasks_before + 1,
+            "the timer task"
+        );
         let id = member_id(&c, "g", 4).await;
         let join = tokio::spawn({
             let c = c.clone();
@@ -2796,6 +2895,16 @@ mod tests {
         c.shutdown();
         let r = join.await.expect("join");
         assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+        let r = c.join_group(join_req("g", &id, &["range"]), 4).await;
+        assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            tasks_before,
+            "no timer left behind"
+        );
     }
 
     /// Every handler's answer encodes at every version the server advertises.
@@ -2836,7 +2945,6 @@ mod tests {
                 .await;
             assert_eq!(s.error_code, 0);
             encodes(&s, sync_version);
-            // A follower-style rejoin of the Stable leader rebalances; the answer encodes.
             let hb_version = version.min(4);
             let hb = c
                 .heartbeat(heartbeat_req(&group, &member, r.generation_id), hb_version)
