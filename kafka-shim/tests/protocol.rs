@@ -154,7 +154,7 @@ impl Conn {
                 header.correlation_id
             );
         }
-        Ok(R::Response::decode(&mut frame, version)?)
+        R::Response::decode(&mut frame, version)
     }
 
     async fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
