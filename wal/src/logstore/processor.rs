@@ -122,6 +122,11 @@ struct Shared {
     /// Wakes appends waiting for buffer space or a mode change.
     space: Notify,
     policy: SyncPolicy,
+    /// Flush as soon as the task is idle (group commit) instead of waiting for the ticker:
+    /// on local disk a flush is one write and one fsync, so an idle flusher should not make
+    /// an append wait up to `maxIntervalForLocalStorage`. Appends arriving during a flush go
+    /// together into the next one. Object storage keeps the ticker (each flush is a PUT).
+    eager: bool,
     /// The last durable id and phase, for readers in this process.
     durable: watch::Sender<DurableState>,
 }
@@ -235,6 +240,7 @@ impl SegmentProcessor {
             Writer::Local(_) => policy.max_interval_local,
             _ => policy.max_interval,
         };
+        let eager = matches!(writer, Writer::Local(_));
         let shared = Arc::new(Shared {
             segment,
             state: Mutex::new(State {
@@ -246,6 +252,7 @@ impl SegmentProcessor {
             wake: Notify::new(),
             space: Notify::new(),
             policy,
+            eager,
             durable: durable_tx,
         });
         let (commands, rx) = mpsc::unbounded_channel();
@@ -321,7 +328,8 @@ impl SegmentProcessor {
                         }
                     }
                     let b = &st.buffer;
-                    if b.ready_bytes() >= policy.max_flush_size
+                    if self.shared.eager
+                        || b.ready_bytes() >= policy.max_flush_size
                         || b.buffered_bytes() >= policy.max_bytes
                     {
                         self.shared.wake.notify_one();
