@@ -13,6 +13,8 @@
 //! 17 crc u32               21 attributes i16   23 lastOffsetDelta i32
 //! ```
 
+use std::io::Read as _;
+
 use bytes::{Bytes, BytesMut};
 
 /// The size of the batch header.
@@ -203,6 +205,160 @@ pub fn with_base_offset(batch: &Bytes, base_offset: i64, leader_epoch: i32) -> B
     b.freeze()
 }
 
+/// The largest record a timestamp scan reads past (bigger ones are malformed here).
+const MAX_RECORD_BYTES: u64 = 1 << 30;
+
+/// The records of a batch, decompressed as a stream: the scan never holds more than one
+/// block of the batch in memory, so a batch that decompresses to something huge costs time,
+/// not memory.
+fn records_reader<'a>(
+    header: &BatchHeader,
+    batch: &'a [u8],
+) -> Result<Box<dyn std::io::Read + 'a>, BatchError> {
+    let body = &batch[HEADER_LEN..header.size];
+    Ok(match header.compression() {
+        0 => Box::new(body),
+        1 => Box::new(flate2::read::GzDecoder::new(body)),
+        2 => Box::new(SnappyReader::new(body)),
+        3 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
+        4 => Box::new(
+            zstd::stream::read::Decoder::with_buffer(body)
+                .map_err(|e| BatchError::Malformed(format!("zstd: {e}")))?,
+        ),
+        other => return Err(BatchError::Compression(other)),
+    })
+}
+
+/// Snappy as Kafka producers write it: Java's xerial framing (a magic header, then
+/// length-prefixed raw blocks), or one raw block (librdkafka without framing).
+struct SnappyReader<'a> {
+    rest: &'a [u8],
+    raw: bool,
+    started: bool,
+    block: Vec<u8>,
+    at: usize,
+}
+
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+/// The largest decompressed snappy block accepted.
+const MAX_SNAPPY_BLOCK: usize = 64 << 20;
+
+impl<'a> SnappyReader<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        SnappyReader {
+            rest: body,
+            raw: !body.starts_with(XERIAL_MAGIC),
+            started: false,
+            block: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn next_block(&mut self) -> std::io::Result<bool> {
+        let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        let compressed: &[u8] = if self.raw {
+            if self.started {
+                return Ok(false);
+            }
+            std::mem::take(&mut self.rest)
+        } else {
+            if !self.started {
+                // magic (8), version (4), compatible version (4)
+                if self.rest.len() < 16 {
+                    return Err(bad("short xerial snappy header".into()));
+                }
+                self.rest = &self.rest[16..];
+            }
+            if self.rest.is_empty() {
+                return Ok(false);
+            }
+            if self.rest.len() < 4 {
+                return Err(bad("short xerial block length".into()));
+            }
+            let len = u32::from_be_bytes([self.rest[0], self.rest[1], self.rest[2], self.rest[3]])
+                as usize;
+            if self.rest.len() < 4 + len {
+                return Err(bad("xerial block runs past the batch".into()));
+            }
+            let block = &self.rest[4..4 + len];
+            self.rest = &self.rest[4 + len..];
+            block
+        };
+        self.started = true;
+        let size = snap::raw::decompress_len(compressed).map_err(|e| bad(e.to_string()))?;
+        if size > MAX_SNAPPY_BLOCK {
+            return Err(bad(format!("snappy block of {size} bytes")));
+        }
+        self.block.resize(size, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut self.block)
+            .map_err(|e| bad(e.to_string()))?;
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl std::io::Read for SnappyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.block.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+fn read_varlong(r: &mut dyn std::io::Read) -> std::io::Result<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let mut byte = [0u8; 1];
+        r.read_exact(&mut byte)?;
+        value |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            // zigzag
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "varint longer than 10 bytes",
+    ))
+}
+
+/// Walks the records of a stored batch in order, calling `visit(offset, timestamp)` for
+/// each until it returns `true`; returns that record. Compressed batches are decompressed
+/// as a stream. Used for timestamp lookups (ListOffsets), which Kafka answers per record.
+pub fn find_record(
+    batch: &[u8],
+    mut visit: impl FnMut(i64, i64) -> bool,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let header = read_header(batch)?;
+    let mut reader = records_reader(&header, batch)?;
+    let malformed = |e: std::io::Error| BatchError::Malformed(format!("records: {e}"));
+    for _ in 0..header.record_count {
+        let len = read_varlong(&mut reader).map_err(malformed)?;
+        if !(0..=MAX_RECORD_BYTES as i64).contains(&len) {
+            return Err(BatchError::Malformed(format!("record length {len}")));
+        }
+        let mut counting = (&mut reader).take(len as u64);
+        let mut attributes = [0u8; 1];
+        std::io::Read::read_exact(&mut counting, &mut attributes).map_err(malformed)?;
+        let ts_delta = read_varlong(&mut counting).map_err(malformed)?;
+        let offset_delta = read_varlong(&mut counting).map_err(malformed)?;
+        std::io::copy(&mut counting, &mut std::io::sink()).map_err(malformed)?;
+        let offset = header.base_offset + offset_delta;
+        let ts = header.base_timestamp + ts_delta;
+        if visit(offset, ts) {
+            return Ok(Some((offset, ts)));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -296,6 +452,22 @@ pub(crate) mod tests {
         ));
         assert!(split_and_validate(&Bytes::new()).is_err());
         assert!(split_and_validate(&Bytes::from_static(&[0; 10])).is_err());
+    }
+
+    #[test]
+    fn records_are_found_by_timestamp() {
+        let b = batch(4, -1, -1, -1);
+        // The helper's records all carry the batch's base timestamp (1000).
+        let mut seen = Vec::new();
+        let none = find_record(&b, |o, t| {
+            seen.push((o, t));
+            false
+        })
+        .unwrap();
+        assert_eq!(none, None);
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[2].0, 2);
+        assert_eq!(find_record(&b, |o, _| o == 3).unwrap(), Some((3, 1000)));
     }
 
     #[test]

@@ -671,18 +671,22 @@ impl Broker {
                         match p.timestamp {
                             -1 => r.offset = hwm,
                             -2 => r.offset = start,
-                            -3 if version >= 7 => {
-                                if let Some((offset, ts)) = part.max_timestamp() {
+                            -3 if version >= 7 => match part.max_timestamp().await {
+                                Ok(Some((offset, ts))) => {
                                     r.offset = offset;
                                     r.timestamp = ts;
                                 }
-                            }
-                            ts if ts >= 0 => {
-                                if let Some((offset, found)) = part.offset_for_timestamp(ts) {
+                                Ok(None) => {}
+                                Err(code) => r.error_code = code.code(),
+                            },
+                            ts if ts >= 0 => match part.offset_for_timestamp(ts).await {
+                                Ok(Some((offset, found))) => {
                                     r.offset = offset;
                                     r.timestamp = found;
                                 }
-                            }
+                                Ok(None) => {}
+                                Err(code) => r.error_code = code.code(),
+                            },
                             _ => r.error_code = KafkaCode::InvalidRequest.code(),
                         }
                     }

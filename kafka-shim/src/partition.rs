@@ -612,29 +612,78 @@ impl Partition {
         outcome.map(|()| out)
     }
 
-    /// The first batch whose max timestamp is at least `ts`: (offset, timestamp). The offset
-    /// is the batch's base offset, exact when the batch's first record is at or after `ts`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
-        let ix = self.lock_index();
-        ix.committed.iter().find(|e| e.max_ts >= ts).map(|e| {
-            (
-                e.base,
-                if e.first_ts >= ts {
-                    e.first_ts
-                } else {
-                    e.max_ts
-                },
-            )
-        })
+    /// The bytes of one committed batch (cached, or read back from the log).
+    async fn batch_bytes(
+        &self,
+        id: LogMessageId,
+        cached: Option<Bytes>,
+    ) -> Result<Bytes, KafkaCode> {
+        if let Some(b) = cached {
+            return Ok(b);
+        }
+        let mut read = self.read_stored(&[id]).await.map_err(|e| {
+            tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading a stored batch failed");
+            KafkaCode::KafkaStorageError
+        })?;
+        read.pop().ok_or(KafkaCode::KafkaStorageError)
     }
 
-    /// The batch with the largest timestamp: (its last offset, that timestamp).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let ix = self.lock_index();
-        ix.committed
-            .iter()
-            .max_by_key(|e| e.max_ts)
-            .map(|e| (e.last, e.max_ts))
+    /// The first record whose timestamp is at least `ts`: (offset, timestamp), as Kafka's
+    /// ListOffsets answers. The batch index narrows it to one batch (the first whose max
+    /// timestamp reaches `ts`); that batch's records are then read.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, KafkaCode> {
+        let found = {
+            let ix = self.lock_index();
+            ix.committed
+                .iter()
+                .find(|e| e.max_ts >= ts)
+                .map(|e| (e.base, e.first_ts, e.max_ts, e.id, e.data.clone()))
+        };
+        let Some((base, first_ts, max_ts, id, data)) = found else {
+            return Ok(None);
+        };
+        if first_ts >= ts {
+            return Ok(Some((base, first_ts)));
+        }
+        let Some(id) = id else { return Ok(None) };
+        let bytes = self.batch_bytes(id, data).await?;
+        match batch::find_record(&bytes, |_, t| t >= ts) {
+            Ok(Some(found)) => Ok(Some(found)),
+            // The header promised a record at or after `ts`; fall back to the batch level.
+            Ok(None) => Ok(Some((base, max_ts))),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "a stored batch does not decode");
+                Err(KafkaCode::CorruptMessage)
+            }
+        }
+    }
+
+    /// The record with the largest timestamp (the first of them): (offset, timestamp).
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, KafkaCode> {
+        let found = {
+            let ix = self.lock_index();
+            // The first batch holding the maximum.
+            let max = ix.committed.iter().map(|e| e.max_ts).max();
+            max.and_then(|m| {
+                ix.committed
+                    .iter()
+                    .find(|e| e.max_ts == m)
+                    .map(|e| (e.last, e.max_ts, e.id, e.data.clone()))
+            })
+        };
+        let Some((last, max_ts, id, data)) = found else {
+            return Ok(None);
+        };
+        let Some(id) = id else { return Ok(None) };
+        let bytes = self.batch_bytes(id, data).await?;
+        match batch::find_record(&bytes, |_, t| t == max_ts) {
+            Ok(Some(found)) => Ok(Some(found)),
+            Ok(None) => Ok(Some((last, max_ts))),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "a stored batch does not decode");
+                Err(KafkaCode::CorruptMessage)
+            }
+        }
     }
 
     /// Applies retention: removes the oldest batches older than `retention_ms` (by their

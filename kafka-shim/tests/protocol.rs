@@ -616,6 +616,10 @@ async fn fetch_returns_whole_batches_and_long_polls() -> Result<()> {
     assert_eq!(records, vec![(5, "5".to_string())]);
     // Timestamps: the record at or after a time.
     assert_eq!(offsets(&mut c, "f", 1_700_000_000_000).await?, (0, 0));
+    // Inside a batch: the record, not the batch.
+    assert_eq!(offsets(&mut c, "f", 1_700_000_000_003).await?, (0, 3));
+    // The latest timestamp (-3): the record that carries it.
+    assert_eq!(offsets(&mut c, "f", -3).await?, (0, 4));
     assert_eq!(offsets(&mut c, "f", 1_800_000_000_000).await?.1, -1);
     h.stop().await
 }

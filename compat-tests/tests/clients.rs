@@ -1,0 +1,535 @@
+//! General Kafka clients against `woodpecker serve`: confluent-kafka (librdkafka), kafka-python,
+//! the Apache Kafka Java client and kcat, each run as a subprocess on a server of its own.
+//!
+//! The clients are installed by `scripts/compat-tools install` and found through the variables
+//! `scripts/compat-tools env` prints (`scripts/test` does both):
+//! `WOODPECKER_COMPAT_PYTHON`, `WOODPECKER_COMPAT_JAVA`, `WOODPECKER_COMPAT_JAVA_CP` and
+//! `WOODPECKER_COMPAT_KCAT`. A missing variable fails the test; nothing is skipped.
+//!
+//! The client programs live in `compat-tests/clients/`. Each prints one line
+//! `RESULT <json>` with what it observed and the failures it found, and exits 0 only when it
+//! found none; the tests here check the exit status, that list, and the key figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use compat_tests::Server;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// A failure guard for one client run, not a performance bound.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+const INSTALL_HINT: &str = "run `scripts/compat-tools install && eval \"$(scripts/compat-tools env)\"` \
+     before `cargo test` (scripts/test does this)";
+
+fn required_env(name: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => bail!("{name} is not set: {INSTALL_HINT}"),
+    }
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// What a client run printed.
+#[derive(Debug)]
+struct ClientRun {
+    what: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl ClientRun {
+    fn stderr_tail(&self) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The `RESULT` summary; an error naming the failures unless the run succeeded with none.
+    fn summary(&self) -> Result<Value> {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} ({}) printed no RESULT line\nstdout:\n{}\nstderr (tail):\n{}",
+                    self.what,
+                    self.status,
+                    self.stdout,
+                    self.stderr_tail()
+                )
+            })?;
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: parsing its RESULT line {line}", self.what))?;
+        let failures = v["failures"].as_array().cloned().unwrap_or_default();
+        if !self.status.success() || !failures.is_empty() {
+            let list: Vec<String> = failures
+                .iter()
+                .map(|f| format!("  - {}", f.as_str().unwrap_or_default()))
+                .collect();
+            bail!(
+                "{} failed ({}):\n{}\nsummary: {}\nstderr (tail):\n{}",
+                self.what,
+                self.status,
+                list.join("\n"),
+                line,
+                self.stderr_tail()
+            );
+        }
+        Ok(v)
+    }
+
+    /// Exit status 0, else an error with the output.
+    fn ok(&self) -> Result<&Self> {
+        ensure!(
+            self.status.success(),
+            "{} failed ({})\nstdout:\n{}\nstderr (tail):\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr_tail()
+        );
+        Ok(self)
+    }
+}
+
+/// Runs `cmd` to its end (killed after [`CLIENT_TIMEOUT`]), feeding it `stdin`.
+async fn run(what: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Result<ClientRun> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("no stdin pipe")?;
+        pipe.write_all(input).await?;
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("{what} did not finish within {CLIENT_TIMEOUT:?}; killed"))??;
+    let run = ClientRun {
+        what: what.to_string(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    // Shown by the test harness when the test fails.
+    eprintln!(
+        "--- {what}: {}\n{}\n{}",
+        run.status,
+        run.stdout.trim_end(),
+        run.stderr.trim_end()
+    );
+    Ok(run)
+}
+
+/// A Python client script from `clients/python`, run by the compat venv's interpreter.
+fn python(script: &str) -> Result<Command> {
+    let interpreter = required_env("WOODPECKER_COMPAT_PYTHON")?;
+    let dir = clients_dir().join("python");
+    let mut cmd = Command::new(interpreter);
+    cmd.arg(dir.join(script))
+        .current_dir(&dir)
+        // No __pycache__ in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+    Ok(cmd)
+}
+
+/// The Java client program, after checking that its compiled classes match the source.
+fn java() -> Result<Command> {
+    let launcher = required_env("WOODPECKER_COMPAT_JAVA")?;
+    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
+    let main = "woodpecker/compat/KafkaClients.java";
+    let source = clients_dir().join("java/src/main/java").join(main);
+    let source_text =
+        std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+    // scripts/compat-tools puts a copy of the source it compiled beside the classes.
+    let compiled = classpath
+        .split(':')
+        .map(|entry| Path::new(entry).join(main))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!("WOODPECKER_COMPAT_JAVA_CP has no compiled KafkaClients ({classpath}): {INSTALL_HINT}")
+        })?;
+    ensure!(
+        std::fs::read(&compiled)? == source_text,
+        "the compiled Java clients ({}) were not built from the current {}: {INSTALL_HINT}",
+        compiled.display(),
+        source.display()
+    );
+    let mut cmd = Command::new(launcher);
+    cmd.arg("-cp")
+        .arg(classpath)
+        .arg("woodpecker.compat.KafkaClients");
+    Ok(cmd)
+}
+
+fn kcat() -> Result<Command> {
+    Ok(Command::new(required_env("WOODPECKER_COMPAT_KCAT")?))
+}
+
+fn as_i64(v: &Value, what: &str) -> Result<i64> {
+    v.as_i64()
+        .ok_or_else(|| anyhow!("{what}: expected a number, got {v}"))
+}
+
+/// confluent-kafka: idempotent zstd producer with keys and headers, to a topic created by the
+/// AdminClient and to an auto-created one; a group consumer reads everything back and commits;
+/// a second consumer of the group reads only what was produced after the commit; AdminClient
+/// list_topics, describe_cluster, describe_configs, list/describe groups, group offsets and
+/// list_offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_idempotent_zstd_roundtrip_and_group() -> Result<()> {
+    let mut server = Server::start().await?;
+    let n = 500;
+    let mut cmd = python("confluent_clients.py")?;
+    cmd.args([
+        "roundtrip",
+        &server.bootstrap(),
+        "ck-created",
+        "ck-auto",
+        "ck-group",
+    ])
+    .arg(n.to_string());
+    let v = run("confluent-kafka roundtrip", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(
+        as_i64(&v["delivered"], "delivered")? == n + n / 10,
+        "delivered: {}",
+        v["delivered"]
+    );
+    ensure!(
+        v["partitions_created"] == 3,
+        "partitions of ck-created: {v}"
+    );
+    ensure!(
+        v["roundtrip_mismatches"] == 0 && v["after_commit_mismatches"] == 0,
+        "{v}"
+    );
+    // The second consumer saw the sentinels only: one per partition, at the old end offsets.
+    let seen = v["consumer2_seen"].as_object().context("consumer2_seen")?;
+    for (tp, records) in seen {
+        let records = records.as_array().context("consumer2_seen entry")?;
+        ensure!(records.len() == 1, "consumer 2 read {records:?} from {tp}");
+        let (topic, partition) = tp.rsplit_once('/').context("topic/partition")?;
+        let end = &v["watermarks"][topic][partition][1];
+        ensure!(
+            records[0][0] == *end,
+            "consumer 2 started {tp} at {}, the committed offset was {end}",
+            records[0][0]
+        );
+    }
+    server.stop().await
+}
+
+/// confluent-kafka, one topic per codec (none, gzip, snappy, lz4, zstd): records in large
+/// batches read back with fetch limits far below one batch, and from the middle of a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_codecs_fetch_limits_and_mid_batch_offsets() -> Result<()> {
+    let mut server = Server::start().await?;
+    let n = 300;
+    let mut cmd = python("confluent_clients.py")?;
+    cmd.args(["codecs", &server.bootstrap(), "codec"])
+        .arg(n.to_string());
+    let v = run("confluent-kafka codecs", cmd, None).await?.summary()?;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        ensure!(
+            v[format!("{codec}_watermarks")] == serde_json::json!([0, n]),
+            "{codec}: {v}"
+        );
+        ensure!(v[format!("{codec}_mismatches")] == 0, "{codec}: {v}");
+    }
+    server.stop().await
+}
+
+/// kafka-python: gzip producer with explicit timestamps, group consumer with commit, then
+/// committed(), end_offsets(), beginning_offsets() and offsets_for_times().
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_gzip_group_and_offset_queries() -> Result<()> {
+    let mut server = Server::start().await?;
+    let n = 200;
+    let mut cmd = python("kafka_python_clients.py")?;
+    cmd.args(["roundtrip", &server.bootstrap(), "kp-topic", "kp-group"])
+        .arg(n.to_string());
+    let v = run("kafka-python roundtrip", cmd, None).await?.summary()?;
+    for p in ["0", "1"] {
+        ensure!(v["end_offsets"][p] == n / 2, "end_offsets: {v}");
+        ensure!(v["beginning_offsets"][p] == 0, "beginning_offsets: {v}");
+        ensure!(v["committed"][p] == n / 2, "committed: {v}");
+        ensure!(
+            v["offsets_for_times"]["zero"][p][0] == 0,
+            "offsets_for_times: {v}"
+        );
+        ensure!(
+            v["offsets_for_times"]["past_end"][p].is_null(),
+            "offsets_for_times: {v}"
+        );
+    }
+    server.stop().await
+}
+
+/// The Java client: AdminClient describeCluster and createTopics (4 partitions); two classic
+/// group members split the partitions; one leaves and the other takes them all over and keeps
+/// consuming; committed offsets equal the end offsets. Eager rebalances (range assignor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_group_rebalance() -> Result<()> {
+    java_group("range").await
+}
+
+/// The same with incremental rebalances (cooperative-sticky assignor), as Kafka Streams and
+/// most current Java applications use them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_group_cooperative_rebalance() -> Result<()> {
+    java_group("cooperative-sticky").await
+}
+
+async fn java_group(assignor: &str) -> Result<()> {
+    let mut server = Server::start().await?;
+    let per_phase = 200;
+    let mut cmd = java()?;
+    cmd.args(["group", &server.bootstrap(), "java-topic", "java-group"])
+        .arg(per_phase.to_string())
+        .arg(assignor);
+    let v = run(&format!("java group ({assignor})"), cmd, None)
+        .await?
+        .summary()?;
+    let c1 = v["split_c1"].as_array().context("split_c1")?;
+    let c2 = v["split_c2"].as_array().context("split_c2")?;
+    ensure!(
+        !c1.is_empty() && !c2.is_empty() && c1.len() + c2.len() == 4,
+        "split: {c1:?} / {c2:?}"
+    );
+    ensure!(
+        v["after_leave_c1"] == serde_json::json!([0, 1, 2, 3]),
+        "after c2 left, c1 owned {}",
+        v["after_leave_c1"]
+    );
+    ensure!(v["phase2_by_c1"] == per_phase, "phase 2: {v}");
+    ensure!(
+        v["consumed_total"] == 2 * per_phase,
+        "consumed {} of {}",
+        v["consumed_total"],
+        2 * per_phase
+    );
+    server.stop().await
+}
+
+/// kcat: metadata listing (-L, JSON), produce (-P, keyed) and consume to the end (-C -e).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_metadata_and_roundtrip() -> Result<()> {
+    let mut server = Server::start().await?;
+    let bootstrap = server.bootstrap();
+
+    // Metadata of an empty server: the broker, advertised at the address we dialled.
+    let mut cmd = kcat()?;
+    cmd.args(["-L", "-J", "-b", &bootstrap]);
+    let listing = run("kcat -L", cmd, None).await?;
+    let md: Value = serde_json::from_str(listing.ok()?.stdout.trim())
+        .with_context(|| format!("kcat -L -J output: {}", listing.stdout))?;
+    let brokers = md["brokers"].as_array().context("brokers")?;
+    ensure!(
+        brokers.len() == 1 && brokers[0]["name"] == bootstrap.as_str(),
+        "kcat -L brokers: {brokers:?}, expected one at {bootstrap}"
+    );
+
+    // Produce three keyed messages to partition 0 of an auto-created topic.
+    let mut cmd = kcat()?;
+    cmd.args([
+        "-P",
+        "-b",
+        &bootstrap,
+        "-t",
+        "kcat-topic",
+        "-p",
+        "0",
+        "-K",
+        ":",
+    ]);
+    run(
+        "kcat -P",
+        cmd,
+        Some(b"k1:v1\nk2:v2\nk3:hello world\n".as_slice()),
+    )
+    .await?
+    .ok()?;
+
+    let mut cmd = kcat()?;
+    cmd.args([
+        "-C",
+        "-b",
+        &bootstrap,
+        "-t",
+        "kcat-topic",
+        "-o",
+        "beginning",
+    ])
+    .args(["-e", "-q", "-f", "%p/%o %k=%s\\n"]);
+    let consumed = run("kcat -C", cmd, None).await?;
+    ensure!(
+        consumed.ok()?.stdout == "0/0 k1=v1\n0/1 k2=v2\n0/2 k3=hello world\n",
+        "kcat -C read {:?}",
+        consumed.stdout
+    );
+
+    let mut cmd = kcat()?;
+    cmd.args(["-L", "-J", "-b", &bootstrap, "-t", "kcat-topic"]);
+    let listing = run("kcat -L -t", cmd, None).await?;
+    let md: Value = serde_json::from_str(listing.ok()?.stdout.trim())
+        .with_context(|| format!("kcat -L -J output: {}", listing.stdout))?;
+    let topic = md["topics"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["topic"] == "kcat-topic"))
+        .with_context(|| format!("kcat-topic missing from {md}"))?;
+    let partitions = topic["partitions"].as_array().context("partitions")?;
+    ensure!(
+        !partitions.is_empty() && topic.get("error").is_none(),
+        "kcat-topic: {topic}"
+    );
+    for p in partitions {
+        ensure!(
+            p["leader"] == brokers[0]["id"],
+            "partition without the broker as leader: {p}"
+        );
+    }
+    server.stop().await
+}
+
+/// Restart survival: topic, watermarks and group offsets outlive a SIGTERM restart, and a fresh
+/// idempotent producer continues at the old end offsets, which is where the group resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_topics_offsets_and_group_commits() -> Result<()> {
+    let mut server = Server::start().await?;
+    let n = 100;
+    let mut cmd = python("confluent_clients.py")?;
+    cmd.args([
+        "restart-before",
+        &server.bootstrap(),
+        "restart-topic",
+        "restart-group",
+    ])
+    .arg(n.to_string());
+    let before = run("confluent-kafka before restart", cmd, None)
+        .await?
+        .summary()?;
+    for p in ["0", "1"] {
+        ensure!(
+            before["watermarks"][p] == serde_json::json!([0, n / 2]),
+            "before: {before}"
+        );
+        ensure!(before["committed"][p] == n / 2, "before: {before}");
+    }
+
+    let bootstrap = server.bootstrap();
+    server.restart().await?;
+    ensure!(
+        server.bootstrap() == bootstrap,
+        "the restart moved the listener"
+    );
+
+    let mut cmd = python("confluent_clients.py")?;
+    cmd.args([
+        "restart-after",
+        &server.bootstrap(),
+        "restart-topic",
+        "restart-group",
+    ])
+    .arg(n.to_string())
+    .arg(before.to_string());
+    let after = run("confluent-kafka after restart", cmd, None)
+        .await?
+        .summary()?;
+    for p in ["0", "1"] {
+        ensure!(after["committed_final"][p] == n, "after: {after}");
+    }
+    server.stop().await
+}
+
+/// An idempotent producer that lives across a restart: the records it sends after the server
+/// came back continue its sequence and land once, right after the ones it sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_under_a_live_idempotent_producer() -> Result<()> {
+    let mut server = Server::start().await?;
+    let n = 100;
+    let what = "confluent-kafka live producer";
+    let mut cmd = python("confluent_clients.py")?;
+    cmd.args(["live-producer", &server.bootstrap(), "live-topic"])
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    let mut stderr = child.stderr.take().context("no stderr pipe")?;
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).await.map(|_| text)
+    });
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout pipe")?).lines();
+    let mut stdout = String::new();
+    // Until the producer has sent its first records and waits.
+    let paused = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if line == "PAUSED" {
+                return Ok::<_, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .map_err(|_| anyhow!("{what} did not pause within {CLIENT_TIMEOUT:?}"))??;
+    if paused {
+        server.restart().await?;
+        // The producer may have ended already, on an error it reports below.
+        let _ = stdin.write_all(b"go\n").await;
+    }
+    drop(stdin);
+    let finished = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        child.wait().await
+    })
+    .await
+    .map_err(|_| anyhow!("{what} did not finish within {CLIENT_TIMEOUT:?}; killed"))??;
+    let run = ClientRun {
+        what: what.to_string(),
+        status: finished,
+        stdout,
+        stderr: stderr.await??,
+    };
+    eprintln!(
+        "--- {what}: {}\n{}\n{}",
+        run.status,
+        run.stdout.trim_end(),
+        run.stderr.trim_end()
+    );
+    ensure!(
+        paused,
+        "{what} never paused:\n{}\n{}",
+        run.stdout,
+        run.stderr_tail()
+    );
+    let v = run.summary()?;
+    ensure!(v["watermarks"] == serde_json::json!([0, 2 * n]), "{v}");
+    server.stop().await
+}
