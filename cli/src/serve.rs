@@ -54,6 +54,10 @@ pub(crate) struct ServeArgs {
     /// How often retention runs, in seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     retention_check_secs: u64,
+    /// MiB of recent record batches kept in memory per partition, so that consumers at the
+    /// tail are served without reading the log back.
+    #[arg(long, default_value_t = 16)]
+    kafka_tail_cache_mib: usize,
     /// Maximum simultaneous Kafka connections.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -101,6 +105,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
             max_message_bytes: args.kafka_max_message_bytes,
         },
         retention_check_interval: Duration::from_secs(args.retention_check_secs),
+        tail_cache_bytes: args.kafka_tail_cache_mib.saturating_mul(1024 * 1024),
         ..BrokerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());

@@ -63,7 +63,7 @@ impl Default for BrokerConfig {
             advertised_port: 9092,
             auto_create_topics: true,
             topic_defaults: TopicDefaults::default(),
-            tail_cache_bytes: 32 * 1024 * 1024,
+            tail_cache_bytes: 16 * 1024 * 1024,
             retention_check_interval: Duration::from_secs(300),
             groups: GroupSettings::default(),
         }

@@ -148,9 +148,16 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = connection(stream, peer, broker.clone(), &config, shutdown).await {
-                        broker.metrics().protocol_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(%peer, error = %e, "connection closed");
+                    match connection(stream, peer, broker.clone(), &config, shutdown).await {
+                        Ok(()) => {}
+                        // The client went away (reset, broken pipe): nothing to report.
+                        Err(ShimError::Io { source, .. }) => {
+                            tracing::debug!(%peer, error = %source, "connection lost");
+                        }
+                        Err(e) => {
+                            broker.metrics().protocol_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(%peer, error = %e, "connection closed");
+                        }
                     }
                     broker.metrics().connections.fetch_sub(1, Ordering::Relaxed);
                 });
