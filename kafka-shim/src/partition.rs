@@ -64,21 +64,37 @@ struct Index {
     high_watermark: i64,
     /// Bytes of `committed` still cached.
     cached: usize,
+    /// Entries of `committed` before this index hold no data; from it on they all do (new
+    /// entries arrive cached at the back, eviction drops from the front of the cached run).
+    first_cached: usize,
     /// Bytes of `committed`.
     stored: u64,
 }
 
 impl Index {
+    /// Drops cached data from the oldest cached entries until `budget` holds, always keeping
+    /// the newest batch. Amortised O(1) per entry.
     fn evict(&mut self, budget: usize) {
-        // Keep at least the newest batch cached; drop the oldest cached ones first.
-        let len = self.committed.len();
-        for e in self.committed.iter_mut().take(len.saturating_sub(1)) {
-            if self.cached <= budget {
-                break;
-            }
-            if let Some(d) = e.data.take() {
+        let keep = self.committed.len().saturating_sub(1);
+        while self.cached > budget && self.first_cached < keep {
+            if let Some(d) = self.committed[self.first_cached].data.take() {
                 self.cached -= d.len();
             }
+            self.first_cached += 1;
+        }
+    }
+
+    /// Removes the `count` oldest entries.
+    fn pop_oldest(&mut self, count: usize) {
+        for _ in 0..count {
+            let Some(e) = self.committed.pop_front() else {
+                break;
+            };
+            self.stored -= e.size as u64;
+            if let Some(d) = e.data {
+                self.cached -= d.len();
+            }
+            self.first_cached = self.first_cached.saturating_sub(1);
         }
     }
 
@@ -717,14 +733,7 @@ impl Partition {
         let Some(cut) = cut else { return Ok(0) };
         self.handle.truncate(cut).await?;
         let mut ix = self.lock_index();
-        for _ in 0..count {
-            if let Some(e) = ix.committed.pop_front() {
-                ix.stored -= e.size as u64;
-                if let Some(d) = e.data {
-                    ix.cached -= d.len();
-                }
-            }
-        }
+        ix.pop_oldest(count);
         ix.log_start = ix.committed.front().map_or(ix.high_watermark, |e| e.base);
         tracing::info!(topic = %self.topic, partition = self.index_no, removed = count, log_start = ix.log_start, "retention applied");
         Ok(count)
@@ -783,6 +792,49 @@ mod tests {
 
     fn header(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchHeader {
         batch::read_header(&batch::tests::batch(count, pid, epoch, seq)).unwrap()
+    }
+
+    fn entry(base: i64, size: usize) -> Entry {
+        Entry {
+            base,
+            last: base,
+            first_ts: 0,
+            max_ts: 0,
+            size,
+            id: Some(LogMessageId::new(0, base)),
+            data: Some(Bytes::from(vec![0u8; size])),
+        }
+    }
+
+    #[test]
+    fn the_tail_cache_keeps_the_newest_batches_within_budget() {
+        let mut ix = Index::default();
+        for i in 0..100 {
+            let e = entry(i, 10);
+            ix.cached += e.size;
+            ix.stored += e.size as u64;
+            ix.committed.push_back(e);
+            ix.evict(35);
+            assert!(ix.cached <= 35 || ix.committed.len() == 1);
+        }
+        // The cached entries are exactly the newest ones.
+        let cached: Vec<i64> = ix
+            .committed
+            .iter()
+            .filter(|e| e.data.is_some())
+            .map(|e| e.base)
+            .collect();
+        assert_eq!(cached, vec![97, 98, 99]);
+        assert_eq!(ix.first_cached, 97);
+        ix.pop_oldest(98);
+        assert_eq!(ix.first_cached, 0);
+        assert_eq!(ix.committed.len(), 2);
+        assert_eq!(ix.cached, 20);
+        assert_eq!(ix.stored, 20);
+        // A budget smaller than one batch still keeps the newest.
+        ix.evict(0);
+        assert!(ix.committed.back().is_some_and(|e| e.data.is_some()));
+        assert_eq!(ix.cached, 10);
     }
 
     #[test]
