@@ -13,14 +13,26 @@
 //!   each). Writes are pipelined with [`wal::client::LogWriter::write_async`]; latency is per
 //!   write, from issue to acknowledgement (durable). Then the log is read back from the
 //!   earliest entry with a [`wal::client::LogReader`].
-//! * **Shim**: the `woodpecker` binary, `serve` with `--kafka-partitions 1` on port 0; the
-//!   topic is created by auto-create on the producer's first Metadata request. Kafka's
+//! * **Shim via librdkafka** (the headline shim figure): the `woodpecker` binary, `serve`
+//!   with `--kafka-partitions 1` on port 0 and a fresh data directory; the topic is created
+//!   by auto-create on the producer's first Metadata request. librdkafka 1.9.2's own
+//!   benchmark tool `rdkafka_performance` (built by `scripts/rdkafka-perf`) produces the
+//!   records to partition 0 (`acks=all`, 1 KiB records, `linger.ms=5`, librdkafka's other
+//!   defaults: `batch.size` 1 MB, up to 1,000,000 requests in flight per connection,
+//!   unthrottled), then reads them back with its simple consumer (`-C -p 0 -o beginning`).
+//!   Its latency mode (`-l`) stamps every payload and copies it, which costs a sizeable
+//!   share of the unthrottled throughput, so latency comes from a second, short run at a
+//!   fixed rate (`-r`) into another topic, the per-message latencies (`-A FILE`, from
+//!   `produce()` to the delivery report) summarised here.
+//! * **Shim via Kafka's Java tools**: the same on another fresh server with Kafka's
 //!   `ProducerPerformance` (`acks=all`, 1 KiB records, unthrottled) and then
-//!   `ConsumerPerformance` run against it; their summaries are parsed. The server is stopped
-//!   with SIGTERM.
+//!   `ConsumerPerformance`; their summaries are parsed. On a small machine the JVM producer
+//!   takes more CPU than the shim, so these rows measure the client as much as the server.
 //!
-//! Kafka's tools count MB as MiB (2^20 bytes); so does this report. Their latency is also
-//! from `send()` to acknowledgement, including time queued in the producer's buffer.
+//! Each server is stopped with SIGTERM. Kafka's Java tools count MB as MiB (2^20 bytes); so
+//! does this report. `rdkafka_performance` counts MB as 10^6 bytes; its figures are converted.
+//! ProducerPerformance's latency is from `send()` to acknowledgement, including time queued
+//! in the producer's buffer.
 //!
 //! The binary `kafka_shim` (`benches/src/bin/kafka_shim.rs`) drives [`run`] and prints
 //! [`Report::to_markdown`].
@@ -60,6 +72,12 @@ pub const CONSUMER_PERFORMANCE: &str = "org.apache.kafka.tools.ConsumerPerforman
 /// and `linger.ms` 0 each request carries one batch, so at most this many batches are in
 /// flight through the shim.
 pub const PRODUCER_IN_FLIGHT_REQUESTS: usize = 5;
+/// `linger.ms` given to `rdkafka_performance` (librdkafka 1.9's default too).
+pub const RDKAFKA_LINGER_MS: u32 = 5;
+/// `batch.size` of librdkafka 1.9 (its default, not set): bytes per partition batch.
+pub const RDKAFKA_BATCH_SIZE: usize = 1_000_000;
+/// The issue's target for the headline ratio (shim produce ÷ native one-record entries).
+pub const HEADLINE_TARGET: f64 = 0.85;
 
 // --- configuration -----------------------------------------------------------------------------
 
@@ -80,8 +98,18 @@ pub struct Config {
     pub dir: PathBuf,
     /// Skip the native part.
     pub no_native: bool,
-    /// Skip the shim part.
+    /// Skip both shim parts.
     pub no_shim: bool,
+    /// Skip the shim part with `rdkafka_performance`.
+    pub no_rdkafka: bool,
+    /// Skip the shim part with Kafka's Java tools.
+    pub no_java: bool,
+    /// The `rdkafka_performance` binary; `None` asks `scripts/rdkafka-perf path`.
+    pub rdkafka_perf: Option<PathBuf>,
+    /// Message rate of the `rdkafka_performance` latency run (messages per second).
+    pub rdkafka_latency_rate: usize,
+    /// Messages of the `rdkafka_performance` latency run.
+    pub rdkafka_latency_records: usize,
     /// The `woodpecker` binary.
     pub woodpecker: PathBuf,
     /// The Java launcher.
@@ -227,7 +255,91 @@ pub struct ConsumerSummary {
     pub fetch_records_per_s: f64,
 }
 
-/// The shim part.
+/// `rdkafka_performance`'s final producer line (`% N messages produced (B bytes), D
+/// delivered (offset O, F failed) in T ms: R msgs/s and X MB/s, E produce failures, Q in
+/// queue, ... compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RdkafkaProducerSummary {
+    /// Messages produced.
+    pub messages: u64,
+    /// Bytes produced.
+    pub bytes: u64,
+    /// Messages acknowledged without error.
+    pub delivered: u64,
+    /// Offset of the last delivered message.
+    pub last_offset: i64,
+    /// Messages whose delivery failed.
+    pub failed: u64,
+    /// From the first `produce()` to the last delivery report.
+    pub elapsed_ms: u64,
+    /// Delivered messages per second.
+    pub msgs_per_s: f64,
+    /// Delivered bytes per second in 10^6 bytes (the tool's "MB/s").
+    pub mb_per_s: f64,
+    /// The same in MiB (2^20 bytes) per second.
+    pub mib_per_s: f64,
+    /// `produce()` calls refused with a full queue (backpressure, retried).
+    pub queue_full: u64,
+}
+
+/// `rdkafka_performance`'s final consumer line (`% N messages (B bytes) consumed in T ms: R
+/// msgs/s (X MB/s)`); its clock starts at the first message received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RdkafkaConsumerSummary {
+    /// Messages consumed.
+    pub messages: u64,
+    /// Bytes consumed.
+    pub bytes: u64,
+    /// From the first message received to the last.
+    pub elapsed_ms: u64,
+    /// Messages per second.
+    pub msgs_per_s: f64,
+    /// 10^6 bytes per second (the tool's "MB/s").
+    pub mb_per_s: f64,
+    /// The same in MiB per second.
+    pub mib_per_s: f64,
+}
+
+/// The shim part with `rdkafka_performance`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RdkafkaSection {
+    /// The `woodpecker` binary used.
+    pub woodpecker: String,
+    /// The `rdkafka_performance` binary used.
+    pub rdkafka_perf: String,
+    /// `librdkafka version ...` from its usage text.
+    pub librdkafka_version: Option<String>,
+    /// The producer command's arguments (without the binary and broker address).
+    pub producer_args: String,
+    /// The unthrottled producer run.
+    pub producer: RdkafkaProducerSummary,
+    /// Wall time of the producer process.
+    pub producer_process_seconds: f64,
+    /// Produce requests the server counted during the producer run, when readable.
+    pub produce_requests: Option<u64>,
+    /// CPU time of the server process during the producer run (user + system), Linux only.
+    pub server_cpu_produce_seconds: Option<f64>,
+    /// The consumer command's arguments.
+    pub consumer_args: String,
+    /// The consumer run.
+    pub consumer: RdkafkaConsumerSummary,
+    /// Wall time of the consumer process (connection and first fetch included).
+    pub consumer_process_seconds: f64,
+    /// CPU time of the server process during the consumer run.
+    pub server_cpu_consume_seconds: Option<f64>,
+    /// The latency run's arguments.
+    pub latency_args: String,
+    /// Offered rate of the latency run (`-r`), messages per second.
+    pub latency_rate: usize,
+    /// The latency run (fixed rate, `-l`).
+    pub latency_producer: RdkafkaProducerSummary,
+    /// Its per-message latency, `produce()` to delivery report.
+    pub latency: Latency,
+    /// Latency samples read.
+    pub latency_samples: usize,
+}
+
+/// The shim part with Kafka's Java tools.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShimSection {
     /// The `woodpecker` binary used.
@@ -274,7 +386,9 @@ pub struct Report {
     /// Native variants: one record per entry; `batch_size` bytes per entry; the same with
     /// only a Kafka producer's pipeline depth in flight (5 requests of one batch each).
     pub native: Vec<NativeRow>,
-    /// Through the shim with Kafka's tools.
+    /// Through the shim with `rdkafka_performance` (the headline shim figures).
+    pub rdkafka: Option<RdkafkaSection>,
+    /// Through the shim with Kafka's Java tools.
     pub shim: Option<ShimSection>,
 }
 
@@ -715,17 +829,29 @@ pub fn parse_consumer(stdout: &str) -> anyhow::Result<ConsumerSummary> {
     })
 }
 
-/// The classpath `scripts/kafka-tools classpath` prints (fetching the jars if needed).
-pub fn kafka_tools_classpath() -> anyhow::Result<String> {
-    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-tools");
-    let script = if in_tree.exists() {
+/// `bash scripts/<script> <arg>`, the script found beside this crate's sources, else
+/// relative to the current directory.
+fn script_command(script: &str, arg: &str) -> Command {
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let path = if in_tree.exists() {
         in_tree
     } else {
-        PathBuf::from("scripts/kafka-tools")
+        Path::new("scripts").join(script)
     };
     let mut cmd = Command::new("bash");
-    cmd.arg(&script).arg("classpath");
-    let out = run_captured(cmd, "scripts/kafka-tools classpath", TOOL_TIMEOUT)?;
+    cmd.arg(path).arg(arg);
+    cmd
+}
+
+/// The classpath `scripts/kafka-tools classpath` prints (fetching the jars if needed).
+pub fn kafka_tools_classpath() -> anyhow::Result<String> {
+    let out = run_captured(
+        script_command("kafka-tools", "classpath"),
+        "scripts/kafka-tools classpath",
+        TOOL_TIMEOUT,
+    )?;
     eprint!("{}", out.stderr);
     let cp = out.stdout.trim().to_owned();
     if cp.is_empty() {
@@ -843,6 +969,334 @@ fn shim_run(cfg: &Config, classpath: &str) -> anyhow::Result<ShimSection> {
     })
 }
 
+// --- rdkafka_performance ---------------------------------------------------------------------
+
+/// The trimmed text between the first `start` in `line` and the next `end` after it.
+fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &line[line.find(start)? + start.len()..];
+    Some(rest[..rest.find(end)?].trim())
+}
+
+/// 10^6 bytes (`rdkafka_performance`'s MB) per second to MiB per second.
+fn mb_to_mib(mb: f64) -> f64 {
+    mb * 1e6 / MIB_F
+}
+
+/// Parses the last producer summary line `rdkafka_performance -P` printed (without `-u`);
+/// see [`RdkafkaProducerSummary`].
+pub fn parse_rdkafka_producer(stdout: &str) -> anyhow::Result<RdkafkaProducerSummary> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("% ") && l.contains(" messages produced ("))
+        .with_context(|| {
+            format!(
+                "no summary line in rdkafka_performance's output:\n{}",
+                tail(stdout, 10)
+            )
+        })?;
+    let bad = || anyhow!("unexpected rdkafka_performance producer line: {line:?}");
+    let num = |start: &str, end: &str| -> anyhow::Result<f64> {
+        between(line, start, end)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (offset, failed) = between(line, " delivered (offset ", " failed)")
+        .and_then(|v| v.split_once(", "))
+        .ok_or_else(bad)?;
+    let mb_per_s = num(" msgs/s and ", " MB/s")?;
+    Ok(RdkafkaProducerSummary {
+        messages: num("% ", " messages produced")? as u64,
+        bytes: num(" messages produced (", " bytes)")? as u64,
+        delivered: num(" bytes), ", " delivered")? as u64,
+        last_offset: offset.trim().parse().map_err(|_| bad())?,
+        failed: failed.trim().parse().map_err(|_| bad())?,
+        elapsed_ms: num(" failed) in ", "ms: ")? as u64,
+        msgs_per_s: num("ms: ", " msgs/s")?,
+        mb_per_s,
+        mib_per_s: mb_to_mib(mb_per_s),
+        queue_full: num(" MB/s, ", " produce failures")? as u64,
+    })
+}
+
+/// Parses the last consumer summary line `rdkafka_performance -C` printed (without `-u`);
+/// see [`RdkafkaConsumerSummary`].
+pub fn parse_rdkafka_consumer(stdout: &str) -> anyhow::Result<RdkafkaConsumerSummary> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("% ") && l.contains(" consumed in "))
+        .with_context(|| {
+            format!(
+                "no summary line in rdkafka_performance's output:\n{}",
+                tail(stdout, 10)
+            )
+        })?;
+    let bad = || anyhow!("unexpected rdkafka_performance consumer line: {line:?}");
+    let num = |start: &str, end: &str| -> anyhow::Result<f64> {
+        between(line, start, end)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)
+    };
+    let mb_per_s = num(" msgs/s (", " MB/s)")?;
+    Ok(RdkafkaConsumerSummary {
+        messages: num("% ", " messages (")? as u64,
+        bytes: num(" messages (", " bytes)")? as u64,
+        elapsed_ms: num(" consumed in ", "ms: ")? as u64,
+        msgs_per_s: num("ms: ", " msgs/s")?,
+        mb_per_s,
+        mib_per_s: mb_to_mib(mb_per_s),
+    })
+}
+
+/// Parses the per-message latency file `rdkafka_performance -l -A FILE` writes (one
+/// latency in microseconds a line).
+pub fn parse_rdkafka_latencies(text: &str) -> anyhow::Result<Vec<Duration>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse::<u64>()
+                .map(Duration::from_micros)
+                .with_context(|| format!("bad latency sample {l:?}"))
+        })
+        .collect()
+}
+
+/// The path `scripts/rdkafka-perf path` prints (building the tool if needed).
+pub fn rdkafka_perf_path() -> anyhow::Result<PathBuf> {
+    let out = run_captured(
+        script_command("rdkafka-perf", "path"),
+        "scripts/rdkafka-perf path",
+        TOOL_TIMEOUT,
+    )?;
+    eprint!("{}", out.stderr);
+    let path = out.stdout.trim();
+    if path.is_empty() {
+        bail!("scripts/rdkafka-perf path printed nothing");
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `librdkafka version 1.9.2 (0x010902ff)` from the tool's usage text.
+fn librdkafka_version(tool: &Path) -> Option<String> {
+    let out = Command::new(tool).stdin(Stdio::null()).output().ok()?;
+    [out.stdout, out.stderr]
+        .iter()
+        .flat_map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|l| l.starts_with("librdkafka version"))
+        .map(|l| l.trim().to_owned())
+}
+
+/// Forwards the tool's stderr, less librdkafka's warnings about the consumer properties
+/// the tool sets on its producer too.
+fn forward_rdkafka_stderr(stderr: &str) {
+    let lines = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("|CONFWARN|"));
+    for line in lines {
+        progress(format_args!("rdkafka_performance: {line}"));
+    }
+}
+
+fn rdkafka_run(cfg: &Config, tool: &Path) -> anyhow::Result<RdkafkaSection> {
+    let dir = tempfile::Builder::new()
+        .prefix("woodpecker-kafka-rdkafka-")
+        .tempdir_in(&cfg.dir)
+        .with_context(|| format!("creating a temporary directory in {}", cfg.dir.display()))?;
+    let server = Server::start(
+        &cfg.woodpecker,
+        &dir.path().join("data"),
+        dir.path().join("serve.log"),
+    )?;
+    progress(format_args!(
+        "rdkafka: {} serve listening on {}",
+        cfg.woodpecker.display(),
+        server.kafka_addr
+    ));
+    let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let linger = format!("linger.ms={RDKAFKA_LINGER_MS}");
+    let with_server = |e: anyhow::Error| anyhow!("{e:#}\nserver log:\n{}", server.log_tail());
+    let command = |args: &[String]| {
+        let mut cmd = Command::new(tool);
+        cmd.args(args).arg("-b").arg(&server.kafka_addr);
+        cmd
+    };
+
+    // Unthrottled throughput.
+    let producer_args: Vec<String> = [
+        "-P",
+        "-t",
+        &topic,
+        "-p",
+        "0",
+        "-s",
+        &cfg.record_size.to_string(),
+        "-c",
+        &cfg.records.to_string(),
+        "-X",
+        "acks=all",
+        "-X",
+        &linger,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    progress(format_args!(
+        "rdkafka: producer, {} records of {} B, acks=all, {linger}",
+        cfg.records, cfg.record_size
+    ));
+    let cpu0 = server.cpu_seconds();
+    let out = run_captured(
+        command(&producer_args),
+        "rdkafka_performance -P",
+        TOOL_TIMEOUT,
+    )
+    .map_err(with_server)?;
+    let cpu1 = server.cpu_seconds();
+    forward_rdkafka_stderr(&out.stderr);
+    let producer = parse_rdkafka_producer(&out.stdout)?;
+    let producer_process_seconds = out.seconds;
+    let produce_requests = server
+        .metric("woodpecker_kafka_requests_total{api=\"Produce\"}")
+        .map(|v| v as u64);
+    progress(format_args!(
+        "rdkafka: produced {:.1} MiB/s ({:.2} MB/s), {:.0} msgs/s",
+        producer.mib_per_s, producer.mb_per_s, producer.msgs_per_s
+    ));
+    if producer.delivered != cfg.records as u64 || producer.failed != 0 {
+        bail!(
+            "rdkafka_performance delivered {} of {} records ({} failed)",
+            producer.delivered,
+            cfg.records,
+            producer.failed
+        );
+    }
+
+    // Read-back.
+    let consumer_args: Vec<String> = [
+        "-C",
+        "-t",
+        &topic,
+        "-p",
+        "0",
+        "-o",
+        "beginning",
+        "-c",
+        &cfg.records.to_string(),
+        "-e",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    progress(format_args!("rdkafka: consumer, {} records", cfg.records));
+    let out = run_captured(
+        command(&consumer_args),
+        "rdkafka_performance -C",
+        TOOL_TIMEOUT,
+    )
+    .map_err(with_server)?;
+    let cpu2 = server.cpu_seconds();
+    forward_rdkafka_stderr(&out.stderr);
+    let consumer = parse_rdkafka_consumer(&out.stdout)?;
+    let consumer_process_seconds = out.seconds;
+    progress(format_args!(
+        "rdkafka: consumed {:.1} MiB/s ({:.2} MB/s), {} records",
+        consumer.mib_per_s, consumer.mb_per_s, consumer.messages
+    ));
+    if consumer.messages != cfg.records as u64 {
+        bail!(
+            "rdkafka_performance consumed {} of {} records",
+            consumer.messages,
+            cfg.records
+        );
+    }
+
+    // Latency at a fixed rate, into another topic.
+    let latency_file = dir.path().join("latency.txt");
+    let latency_records = cfg.rdkafka_latency_records.min(cfg.records);
+    let mut latency_args: Vec<String> = [
+        "-P",
+        "-t",
+        &format!("{topic}-latency"),
+        "-p",
+        "0",
+        "-s",
+        &cfg.record_size.to_string(),
+        "-c",
+        &latency_records.to_string(),
+        "-r",
+        &cfg.rdkafka_latency_rate.to_string(),
+        "-X",
+        "acks=all",
+        "-X",
+        &linger,
+        "-l",
+        "-A",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let shown_latency_args = format!("{} FILE", latency_args.join(" "));
+    latency_args.push(latency_file.to_string_lossy().into_owned());
+    progress(format_args!(
+        "rdkafka: latency run, {latency_records} records at {} msgs/s",
+        cfg.rdkafka_latency_rate
+    ));
+    let out = run_captured(
+        command(&latency_args),
+        "rdkafka_performance -P -l",
+        TOOL_TIMEOUT,
+    )
+    .map_err(with_server)?;
+    forward_rdkafka_stderr(&out.stderr);
+    let latency_producer = parse_rdkafka_producer(&out.stdout)?;
+    let text = std::fs::read_to_string(&latency_file)
+        .with_context(|| format!("reading {}", latency_file.display()))?;
+    let mut samples = parse_rdkafka_latencies(&text)?;
+    let latency_samples = samples.len();
+    let latency = Latency::from_samples(&mut samples);
+    progress(format_args!(
+        "rdkafka: latency at {:.0} msgs/s: p50 {} ms, p99 {} ms, max {} ms",
+        latency_producer.msgs_per_s,
+        fmt_ms(latency.p50_ms),
+        fmt_ms(latency.p99_ms),
+        fmt_ms(latency.max_ms)
+    ));
+    if latency_producer.delivered != latency_records as u64 || latency_samples == 0 {
+        bail!(
+            "rdkafka_performance's latency run delivered {} of {latency_records} records \
+             ({latency_samples} latency samples)",
+            latency_producer.delivered
+        );
+    }
+    server.stop()?;
+    Ok(RdkafkaSection {
+        woodpecker: cfg.woodpecker.display().to_string(),
+        rdkafka_perf: tool.display().to_string(),
+        librdkafka_version: librdkafka_version(tool),
+        producer_args: producer_args.join(" "),
+        producer,
+        producer_process_seconds,
+        produce_requests,
+        server_cpu_produce_seconds: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        consumer_args: consumer_args.join(" "),
+        consumer,
+        consumer_process_seconds,
+        server_cpu_consume_seconds: cpu1.zip(cpu2).map(|(a, b)| b - a),
+        latency_args: shown_latency_args,
+        latency_rate: cfg.rdkafka_latency_rate,
+        latency_producer,
+        latency,
+        latency_samples,
+    })
+}
+
 // --- the run ---------------------------------------------------------------------------------
 
 fn native_variant(
@@ -885,7 +1339,7 @@ fn native_variant(
 pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let date_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     let load_before = LoadAvg::read();
-    let classpath = if cfg.no_shim {
+    let classpath = if cfg.no_shim || cfg.no_java {
         None
     } else {
         match &cfg.classpath {
@@ -893,7 +1347,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
             None => Some(kafka_tools_classpath()?),
         }
     };
-    if !cfg.no_shim && !cfg.woodpecker.exists() {
+    let rdkafka_perf = if cfg.no_shim || cfg.no_rdkafka {
+        None
+    } else {
+        match &cfg.rdkafka_perf {
+            Some(p) => Some(p.clone()),
+            None => Some(rdkafka_perf_path()?),
+        }
+    };
+    if (classpath.is_some() || rdkafka_perf.is_some()) && !cfg.woodpecker.exists() {
         bail!(
             "{} does not exist: build it with `cargo build --release -p woodpecker`, or give \
              --woodpecker PATH",
@@ -913,6 +1375,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
             )?,
         ]
     };
+    let rdkafka = match &rdkafka_perf {
+        Some(tool) => Some(rdkafka_run(cfg, tool)?),
+        None => None,
+    };
     let shim = match &classpath {
         Some(cp) => Some(shim_run(cfg, cp)?),
         None => None,
@@ -927,6 +1393,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         record_size: cfg.record_size,
         in_flight_bytes: cfg.in_flight_bytes,
         native,
+        rdkafka,
         shim,
     })
 }
@@ -953,6 +1420,20 @@ impl Report {
         s
     }
 
+    /// The native row with one record per entry (the headline's denominator).
+    fn native_per_record(&self) -> Option<&NativeRow> {
+        self.native
+            .iter()
+            .find(|r| r.entry_size == self.record_size)
+    }
+
+    /// Shim (rdkafka_performance) produce MiB/s ÷ native one-record-entry write MiB/s.
+    pub fn headline_ratio(&self) -> Option<f64> {
+        let rd = self.rdkafka.as_ref()?;
+        let native = self.native_per_record()?;
+        (native.write_mib_per_s > 0.0).then(|| rd.producer.mib_per_s / native.write_mib_per_s)
+    }
+
     fn write_markdown(&self, s: &mut String) -> std::fmt::Result {
         let h = &self.host;
         writeln!(
@@ -964,6 +1445,28 @@ impl Report {
                 ""
             }
         )?;
+        if let (Some(rd), Some(native), Some(r)) = (
+            &self.rdkafka,
+            self.native_per_record(),
+            self.headline_ratio(),
+        ) {
+            writeln!(
+                s,
+                "**Headline:** shim produce via rdkafka_performance {:.1} MiB/s ÷ native {} \
+                 entries {:.1} MiB/s = **{:.0}%** (target ≥ {:.0}%: {}).\n",
+                rd.producer.mib_per_s,
+                fmt_size(native.entry_size),
+                native.write_mib_per_s,
+                100.0 * r,
+                100.0 * HEADLINE_TARGET,
+                if r >= HEADLINE_TARGET {
+                    "met"
+                } else {
+                    "not met"
+                }
+            )?;
+        }
+        let cpu = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} s"));
         writeln!(s, "| | |\n|---|---|")?;
         writeln!(s, "| date | {} |", self.date_utc)?;
         writeln!(
@@ -989,14 +1492,39 @@ impl Report {
             self.record_size,
             (self.records * self.record_size) as f64 / MIB_F
         )?;
-        if let Some(shim) = &self.shim {
-            writeln!(s, "| woodpecker | `{}` |", shim.woodpecker)?;
-            writeln!(s, "| java | {} |", shim.java.as_deref().unwrap_or("?"))?;
-            let cpu = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} s"));
+        let woodpecker = self
+            .rdkafka
+            .as_ref()
+            .map(|r| &r.woodpecker)
+            .or(self.shim.as_ref().map(|s| &s.woodpecker));
+        if let Some(w) = woodpecker {
+            writeln!(s, "| woodpecker | `{w}` |")?;
+        }
+        if let Some(rd) = &self.rdkafka {
             writeln!(
                 s,
-                "| server CPU (user + sys) | {} while producing ({:.1} s producer process), \
-                 {} while consuming ({:.1} s consumer process) |",
+                "| rdkafka_performance | {}; producer `{}`; consumer `{}`; latency run `{}` |",
+                rd.librdkafka_version.as_deref().unwrap_or("?"),
+                rd.producer_args,
+                rd.consumer_args,
+                rd.latency_args
+            )?;
+            writeln!(
+                s,
+                "| server CPU (user + sys), rdkafka_performance | {} while producing ({:.1} s \
+                 producer process), {} while consuming ({:.1} s consumer process) |",
+                cpu(rd.server_cpu_produce_seconds),
+                rd.producer_process_seconds,
+                cpu(rd.server_cpu_consume_seconds),
+                rd.consumer_process_seconds
+            )?;
+        }
+        if let Some(shim) = &self.shim {
+            writeln!(s, "| java | {} |", shim.java.as_deref().unwrap_or("?"))?;
+            writeln!(
+                s,
+                "| server CPU (user + sys), Java tools | {} while producing ({:.1} s producer \
+                 process), {} while consuming ({:.1} s consumer process) |",
                 cpu(shim.server_cpu_produce_seconds),
                 shim.producer_process_seconds,
                 cpu(shim.server_cpu_consume_seconds),
@@ -1025,13 +1553,37 @@ impl Report {
                 fmt_ms(r.latency.max_ms)
             )?;
         }
+        let requests =
+            |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| format!("{n} requests"));
+        if let Some(rd) = &self.rdkafka {
+            let p = &rd.producer;
+            writeln!(
+                s,
+                "| **shim via rdkafka_performance** | 1 MB batches, linger {RDKAFKA_LINGER_MS} ms | {} | **{:.1}** | {:.0} | – | – | – | – |",
+                requests(rd.produce_requests),
+                p.mib_per_s,
+                p.msgs_per_s
+            )?;
+            let l = &rd.latency;
+            writeln!(
+                s,
+                "| shim via rdkafka_performance -l, {} msgs/s offered | 1 MB batches, linger {RDKAFKA_LINGER_MS} ms | {} records | {:.1} | {:.0} | {} | {} | {} | {} |",
+                rd.latency_rate,
+                rd.latency_samples,
+                rd.latency_producer.mib_per_s,
+                rd.latency_producer.msgs_per_s,
+                fmt_ms(l.p50_ms),
+                fmt_ms(l.p99_ms),
+                fmt_ms(l.p999_ms),
+                fmt_ms(l.max_ms)
+            )?;
+        }
         if let Some(shim) = &self.shim {
             let p = &shim.producer;
             writeln!(
                 s,
                 "| shim via ProducerPerformance | {PRODUCER_IN_FLIGHT_REQUESTS} requests | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
-                shim.produce_requests
-                    .map_or_else(|| "?".to_owned(), |n| format!("{n} requests")),
+                requests(shim.produce_requests),
                 p.mib_per_s,
                 p.records_per_s,
                 fmt_ms(p.p50_ms),
@@ -1053,6 +1605,14 @@ impl Report {
                 r.read_records_per_s
             )?;
         }
+        if let Some(rd) = &self.rdkafka {
+            let c = &rd.consumer;
+            writeln!(
+                s,
+                "| **shim via rdkafka_performance** | **{:.1}** | {:.0} | -C, partition 0 from the beginning; clock starts at the first message |",
+                c.mib_per_s, c.msgs_per_s
+            )?;
+        }
         if let Some(shim) = &self.shim {
             let c = &shim.consumer;
             writeln!(
@@ -1067,23 +1627,40 @@ impl Report {
             )?;
         }
 
-        if let Some(shim) = &self.shim
-            && !self.native.is_empty()
-        {
+        if (self.rdkafka.is_some() || self.shim.is_some()) && !self.native.is_empty() {
             writeln!(s, "\n### Ratios: shim / native, same run\n")?;
             writeln!(
                 s,
-                "| against | produce | consume (whole run) | consume (fetch only) |"
+                "| against | rdkafka_performance produce | rdkafka_performance consume | \
+                 ProducerPerformance | ConsumerPerformance (whole run) | ConsumerPerformance \
+                 (fetch only) |"
             )?;
-            writeln!(s, "|---|---:|---:|---:|")?;
+            writeln!(s, "|---|---:|---:|---:|---:|---:|")?;
+            let dash = || "–".to_owned();
             for r in &self.native {
+                let (rp, rc) = self.rdkafka.as_ref().map_or_else(
+                    || (dash(), dash()),
+                    |rd| {
+                        (
+                            ratio(rd.producer.mib_per_s, r.write_mib_per_s),
+                            ratio(rd.consumer.mib_per_s, r.read_mib_per_s),
+                        )
+                    },
+                );
+                let (jp, jc, jf) = self.shim.as_ref().map_or_else(
+                    || (dash(), dash(), dash()),
+                    |shim| {
+                        (
+                            ratio(shim.producer.mib_per_s, r.write_mib_per_s),
+                            ratio(shim.consumer.mib_per_s, r.read_mib_per_s),
+                            ratio(shim.consumer.fetch_mib_per_s, r.read_mib_per_s),
+                        )
+                    },
+                );
                 writeln!(
                     s,
-                    "| {} | {} | {} | {} |",
-                    r.label_in_flight(),
-                    ratio(shim.producer.mib_per_s, r.write_mib_per_s),
-                    ratio(shim.consumer.mib_per_s, r.read_mib_per_s),
-                    ratio(shim.consumer.fetch_mib_per_s, r.read_mib_per_s)
+                    "| {} | {rp} | {rc} | {jp} | {jc} | {jf} |",
+                    r.label_in_flight()
                 )?;
             }
         }
@@ -1096,11 +1673,19 @@ impl Report {
             s,
             "\nNative: the engine in process with the default local configuration; writes \
              pipelined with at most the given bytes outstanding, latency from issue to durable \
-             acknowledgement. Shim: `woodpecker serve` (1 partition) with Kafka's {} and {} \
+             acknowledgement. Each shim part runs its own `woodpecker serve` (1 partition, \
+             fresh data directory). rdkafka_performance (librdkafka 1.9.2): acks=all, \
+             linger.ms {RDKAFKA_LINGER_MS}, otherwise librdkafka's defaults (batch.size {} B, \
+             up to 1,000,000 requests in flight, 100,000 messages / 1 GiB queued), unthrottled; \
+             its MB (10^6 B) converted to MiB. Its latency (produce() to delivery report) \
+             comes from a separate run at a fixed offered rate, since its latency mode copies \
+             and stamps every message and costs unthrottled throughput. Kafka's {} and {} \
              (default producer settings: batch.size 16 KiB, linger.ms 0, at most \
-             {PRODUCER_IN_FLIGHT_REQUESTS} requests of one batch in flight); producer latency \
-             is from send() to acknowledgement, time in the producer's 32 MiB buffer included. \
-             MiB throughout (Kafka's tools print MiB as \"MB\").",
+             {PRODUCER_IN_FLIGHT_REQUESTS} requests of one batch in flight); their producer \
+             latency is from send() to acknowledgement, time in the producer's 32 MiB buffer \
+             included; on a small host the JVM takes more CPU than the shim. MiB throughout \
+             (Kafka's Java tools print MiB as \"MB\").",
+            RDKAFKA_BATCH_SIZE,
             PRODUCER_PERFORMANCE.rsplit('.').next().unwrap_or_default(),
             CONSUMER_PERFORMANCE.rsplit('.').next().unwrap_or_default(),
         )?;
@@ -1112,8 +1697,9 @@ impl Report {
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-kafka_shim: produce/consume throughput and latency through `woodpecker serve` with Kafka's
-perf tools (ProducerPerformance, ConsumerPerformance), against the native engine, same run
+kafka_shim: produce/consume throughput and latency through `woodpecker serve` with Kafka
+perf tools (librdkafka's rdkafka_performance; Kafka's Java ProducerPerformance and
+ConsumerPerformance), against the native engine, same run
 
 USAGE: kafka_shim [OPTIONS]
 
@@ -1125,11 +1711,18 @@ USAGE: kafka_shim [OPTIONS]
                             classpath of Kafka's tools (default: `scripts/kafka-tools
                             classpath`, which fetches them from Maven Central once)
   --java PATH               the java launcher (default: java)
+  --rdkafka-perf PATH       librdkafka's rdkafka_performance (default: `scripts/rdkafka-perf
+                            path`, which builds it once from the vendored librdkafka 1.9.2)
+  --rdkafka-latency-rate N  messages/s of the rdkafka_performance latency run (default 1000)
+  --rdkafka-latency-records N
+                            messages of the latency run (default 5000, at most --records)
   --in-flight-bytes N       native writes outstanding, bytes (default 33554432, a Kafka
                             producer's buffer.memory)
   --dir DIR                 where the temporary data directories go (default: temp dir)
   --no-native               skip the native part
-  --no-shim                 skip the shim part
+  --no-shim                 skip both shim parts
+  --no-rdkafka              skip the shim part with rdkafka_performance
+  --no-java                 skip the shim part with Kafka's Java tools
   --json FILE               also write the figures as JSON to FILE
   -h, --help                this text
 
@@ -1157,6 +1750,16 @@ pub struct Args {
     pub no_native: bool,
     /// `--no-shim`.
     pub no_shim: bool,
+    /// `--no-rdkafka`.
+    pub no_rdkafka: bool,
+    /// `--no-java`.
+    pub no_java: bool,
+    /// `--rdkafka-perf`.
+    pub rdkafka_perf: Option<PathBuf>,
+    /// `--rdkafka-latency-rate`.
+    pub rdkafka_latency_rate: Option<usize>,
+    /// `--rdkafka-latency-records`.
+    pub rdkafka_latency_records: Option<usize>,
     /// `--json`.
     pub json: Option<PathBuf>,
     /// `--help`.
@@ -1200,6 +1803,17 @@ impl Args {
                 "--quick" => out.quick = true,
                 "--no-native" => out.no_native = true,
                 "--no-shim" => out.no_shim = true,
+                "--no-rdkafka" => out.no_rdkafka = true,
+                "--no-java" => out.no_java = true,
+                "--rdkafka-perf" => out.rdkafka_perf = Some(value()?.into()),
+                "--rdkafka-latency-rate" => {
+                    out.rdkafka_latency_rate =
+                        Some(parse_positive("--rdkafka-latency-rate", &value()?)?);
+                }
+                "--rdkafka-latency-records" => {
+                    out.rdkafka_latency_records =
+                        Some(parse_positive("--rdkafka-latency-records", &value()?)?);
+                }
                 "-h" | "--help" => out.help = true,
                 "--records" => out.records = Some(parse_positive("--records", &value()?)?),
                 "--in-flight-bytes" => {
@@ -1215,14 +1829,21 @@ impl Args {
             if inline.is_some()
                 && matches!(
                     flag.as_str(),
-                    "--quick" | "--no-native" | "--no-shim" | "--help"
+                    "--quick"
+                        | "--no-native"
+                        | "--no-shim"
+                        | "--no-rdkafka"
+                        | "--no-java"
+                        | "--help"
                 )
             {
                 bail!("{flag} takes no value");
             }
         }
-        if out.no_native && out.no_shim {
-            bail!("--no-native and --no-shim leave nothing to run");
+        if out.no_native && (out.no_shim || (out.no_rdkafka && out.no_java)) {
+            bail!(
+                "--no-native with --no-shim (or --no-rdkafka and --no-java) leaves nothing to run"
+            );
         }
         Ok(out)
     }
@@ -1241,6 +1862,11 @@ impl Args {
             dir: self.dir.clone().unwrap_or_else(std::env::temp_dir),
             no_native: self.no_native,
             no_shim: self.no_shim,
+            no_rdkafka: self.no_rdkafka,
+            no_java: self.no_java,
+            rdkafka_perf: self.rdkafka_perf.clone(),
+            rdkafka_latency_rate: self.rdkafka_latency_rate.unwrap_or(1_000),
+            rdkafka_latency_records: self.rdkafka_latency_records.unwrap_or(5_000),
             woodpecker: self.woodpecker.clone().unwrap_or_else(default_woodpecker),
             java: self.java.clone().unwrap_or_else(|| PathBuf::from("java")),
             classpath: self.classpath.clone(),
@@ -1290,6 +1916,83 @@ start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.s
     }
 
     #[test]
+    fn parses_the_rdkafka_producer_summary() {
+        // Captured from `rdkafka_performance -P -t T -p 0 -b ADDR -s 1024 -c 200000 -X
+        // acks=all -X linger.ms=5` (librdkafka 1.9.2) against `woodpecker serve`.
+        let out = "\
+% Sending 200000 messages of size 1024 bytes
+% 200000 messages produced (204800000 bytes), 152784 delivered (offset 152783, 0 failed) in 1000ms: 152654 msgs/s and 156.32 MB/s, 62 produce failures, 47216 in queue, no compression
+% 62 backpressures for 200000 produce calls: 0.031% backpressure rate
+% 200000 messages produced (204800000 bytes), 200000 delivered (offset 199999, 0 failed) in 1122ms: 178241 msgs/s and 182.52 MB/s, 62 produce failures, 0 in queue, no compression
+";
+        let p = parse_rdkafka_producer(out).unwrap();
+        assert_eq!(
+            p,
+            RdkafkaProducerSummary {
+                messages: 200_000,
+                bytes: 204_800_000,
+                delivered: 200_000,
+                last_offset: 199_999,
+                failed: 0,
+                elapsed_ms: 1122,
+                msgs_per_s: 178_241.0,
+                mb_per_s: 182.52,
+                mib_per_s: 182.52e6 / MIB_F,
+                queue_full: 62,
+            }
+        );
+        assert!((p.mib_per_s - 174.06).abs() < 0.01);
+        assert!(parse_rdkafka_producer("% Sending 200000 messages of size 1024 bytes").is_err());
+        assert!(
+            parse_rdkafka_producer(
+                "% 2 messages produced (2048 bytes), x delivered (offset 1, 0 failed) in 1ms: 2 msgs/s and 2.05 MB/s, 0 produce failures, 0 in queue, no compression"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn parses_the_rdkafka_consumer_summary() {
+        // Captured from `rdkafka_performance -C -t T -p 0 -b ADDR -o beginning -c 200000 -e`.
+        let out = "\
+% 0 messages (0 bytes) consumed in 0ms: 0 msgs/s (0.00 MB/s)
+% 76393 messages (78226432 bytes) consumed in 1015ms: 75215 msgs/s (77.02 MB/s)
+% Consumer reached end of bench [0] message queue at offset 200000
+% 200000 messages (204800000 bytes) consumed in 2847ms: 70247 msgs/s (71.93 MB/s)
+% Average application fetch latency: 16us
+";
+        let c = parse_rdkafka_consumer(out).unwrap();
+        assert_eq!(
+            c,
+            RdkafkaConsumerSummary {
+                messages: 200_000,
+                bytes: 204_800_000,
+                elapsed_ms: 2847,
+                msgs_per_s: 70_247.0,
+                mb_per_s: 71.93,
+                mib_per_s: 71.93e6 / MIB_F,
+            }
+        );
+        // The latency suffix of `-l` runs is ignored.
+        let l = parse_rdkafka_consumer(
+            "% 10 messages (10240 bytes) consumed in 5ms: 2000 msgs/s (2.05 MB/s), latency curr/avg/lo/hi 1.00/2.00/0.50/3.00ms",
+        )
+        .unwrap();
+        assert_eq!((l.messages, l.mb_per_s), (10, 2.05));
+        assert!(parse_rdkafka_consumer("% Average application fetch latency: 16us").is_err());
+    }
+
+    #[test]
+    fn parses_rdkafka_latency_samples() {
+        let mut v = parse_rdkafka_latencies("439031\n8944\n\n155027\n").unwrap();
+        assert_eq!(v.len(), 3);
+        let l = Latency::from_samples(&mut v);
+        assert_eq!(l.p50_ms, 155.027);
+        assert_eq!(l.max_ms, 439.031);
+        assert!(parse_rdkafka_latencies("12\nabc\n").is_err());
+    }
+
+    #[test]
     fn percentiles_use_nearest_rank() {
         let mut v: Vec<Duration> = (1..=1000).rev().map(Duration::from_millis).collect();
         let l = Latency::from_samples(&mut v);
@@ -1328,5 +2031,35 @@ start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.s
         assert!(Args::parse(["--records".to_owned(), "0".to_owned()]).is_err());
         assert!(Args::parse(["--quick=1".to_owned()]).is_err());
         assert!(Args::parse(["--bogus".to_owned()]).is_err());
+        let a = Args::parse(
+            [
+                "--no-java",
+                "--rdkafka-perf=tools/rdkafka_performance",
+                "--rdkafka-latency-rate",
+                "500",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        )
+        .unwrap();
+        let cfg = a.config();
+        assert!(cfg.no_java && !cfg.no_rdkafka);
+        assert_eq!(
+            cfg.rdkafka_perf,
+            Some(PathBuf::from("tools/rdkafka_performance"))
+        );
+        assert_eq!(
+            (cfg.rdkafka_latency_rate, cfg.rdkafka_latency_records),
+            (500, 5_000)
+        );
+        assert!(
+            Args::parse(
+                ["--no-native", "--no-java", "--no-rdkafka"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+            )
+            .is_err()
+        );
+        assert!(Args::parse(["--no-java=1".to_owned()]).is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! `kafka_shim`: produce and consume throughput and latency through `woodpecker serve` with
-//! Kafka's own perf tools, against the engine's native path in the same run; prints a
-//! Markdown table.
+//! standard Kafka perf tools (librdkafka's `rdkafka_performance`, Kafka's Java
+//! `ProducerPerformance`/`ConsumerPerformance`), against the engine's native path in the same
+//! run; prints a Markdown table.
 //!
 //! ```text
 //! cargo build --release -p woodpecker -p woodpecker-benches
-//! target/release/kafka_shim [--quick] [--records N] [--woodpecker PATH] [--json FILE] ...
+//! target/release/kafka_shim [--quick] [--records N] [--no-java] [--rdkafka-perf PATH] [--json FILE] ...
 //! ```
 //!
 //! See `--help`, and `woodpecker_benches::kafka_shim` for what is measured.
