@@ -4,8 +4,11 @@
 //!   object-store figures of this machine, the baseline every other figure is reported against.
 //! * [`kafka_shim`]: the Kafka shim benchmark (binary `kafka_shim`): Kafka's perf tools
 //!   through `woodpecker serve` against the engine's native path, in the same run.
+//! * [`compare`]: the side-by-side comparison (binary `compare`): this engine natively and
+//!   through the Kafka shim against Apache Kafka, Apache Pulsar, Go Woodpecker and Tansu.
 //! * [`s3util`]: the probe's S3 settings and a raw client built by the storage layer.
 
 pub mod ceilings;
+pub mod compare;
 pub mod kafka_shim;
 pub mod s3util;

@@ -1,0 +1,1676 @@
+//! Side-by-side comparison: this engine (natively and through the Kafka shim) against Apache
+//! Kafka, Apache Pulsar, Go Woodpecker and Tansu, one machine, one run.
+//!
+//! Every system runs as a local process on 127.0.0.1 from its published packages (the
+//! `scripts/peers/*` launchers; `woodpecker serve` for the shim), or in process (this engine's
+//! native path). Each system is started once, runs every workload it supports `runs` times
+//! (the report keeps the median of each figure), and is stopped. A system that fails to start
+//! or to run a workload is reported as failed with the reason; nothing is left out silently.
+//!
+//! Workloads:
+//!
+//! * **1 MiB entries**: the Go project's published scenario: one client, one log, async writes
+//!   of 1 MiB entries (16 in flight). Kafka-protocol systems: `ProducerPerformance` with 1 MiB
+//!   records, acks=all; Pulsar: `pulsar-perf produce` with 1 MiB messages.
+//! * **1 KiB latency**: one 1 KiB entry at a time (the next is written when the previous is
+//!   acknowledged): the latency of small entries. Kafka-protocol systems and Pulsar: a low fixed
+//!   rate, so that records do not queue behind each other.
+//! * **1 KiB records, 1 / 16 partitions**: Kafka-style, acks=all, unthrottled, with Kafka's own
+//!   `ProducerPerformance` (the same tool, unchanged, for the shim, Kafka and Tansu); Pulsar with
+//!   `pulsar-perf` on a topic with 1 / 16 partitions; this engine natively and Go Woodpecker
+//!   write 1 KiB entries to one log (16 logs for 16 partitions is not measured natively).
+//!
+//! Throughput is MiB/s of payload; latency is per write or record, issue to acknowledgement,
+//! in milliseconds. Backend ceilings (local disk with fdatasync, PUTs to the S3-compatible
+//! server) are measured in the same run by the `ceilings` probe.
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use wal::clock::SystemClock;
+use wal::config::Config as WalConfig;
+use wal::engine::Engine;
+use wal::message::WriteMessage;
+
+use crate::ceilings::{self, HostInfo, KIB, LoadAvg, MIB, random_bytes};
+use crate::kafka_shim::{default_wal_config, parse_producer};
+
+const MIB_F: f64 = MIB as f64;
+
+/// The repository root (for `scripts/`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn progress(args: std::fmt::Arguments<'_>) {
+    eprintln!("[compare] {args}");
+}
+
+// --- model -----------------------------------------------------------------------------------
+
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Workload {
+    /// Async writes of 1 MiB entries, 16 in flight.
+    Big,
+    /// One 1 KiB entry at a time.
+    Small,
+    /// 1 KiB records, acks=all, one partition (one log), unthrottled.
+    Records1,
+    /// The same on 16 partitions.
+    Records16,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 4] = [
+        Workload::Big,
+        Workload::Small,
+        Workload::Records1,
+        Workload::Records16,
+    ];
+
+    /// A short label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Big => "1 MiB entries, 16 in flight",
+            Workload::Small => "1 KiB, one at a time (latency)",
+            Workload::Records1 => "1 KiB records, 1 partition",
+            Workload::Records16 => "1 KiB records, 16 partitions",
+        }
+    }
+}
+
+/// Sizes of the workloads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// The smoke configuration.
+    pub quick: bool,
+    /// Repetitions of each measurement (the report keeps medians).
+    pub runs: usize,
+    /// 1 MiB entries per run.
+    pub big_entries: usize,
+    /// Of which in flight.
+    pub big_in_flight: usize,
+    /// 1 KiB entries per latency run.
+    pub small_entries: usize,
+    /// Offered rate of the latency runs of the Kafka-protocol systems and Pulsar (records/s).
+    pub small_rate: usize,
+    /// 1 KiB records per Kafka-style run.
+    pub records: usize,
+    /// Systems to run (names as in [`SystemId::name`]); empty = all.
+    pub only: Vec<String>,
+    /// Where the report goes.
+    pub out: PathBuf,
+}
+
+impl Settings {
+    /// The full comparison.
+    pub fn full(out: PathBuf) -> Settings {
+        Settings {
+            quick: false,
+            runs: 3,
+            big_entries: 256,
+            big_in_flight: 16,
+            small_entries: 500,
+            small_rate: 100,
+            records: 200_000,
+            only: Vec::new(),
+            out,
+        }
+    }
+
+    /// The smoke run: tiny workloads, one run each.
+    pub fn quick(out: PathBuf) -> Settings {
+        Settings {
+            quick: true,
+            runs: 1,
+            big_entries: 4,
+            big_in_flight: 4,
+            small_entries: 10,
+            small_rate: 50,
+            records: 2_000,
+            only: vec!["woodpecker-rs".into(), "kafka".into()],
+            out,
+        }
+    }
+}
+
+/// A storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Backend {
+    /// Local disk.
+    Local,
+    /// The S3-compatible server (MinIO).
+    Minio,
+    /// In memory (Tansu's only local engine in its prebuilt binary).
+    Memory,
+    /// The peer's own disk layout (Kafka log segments, BookKeeper journal).
+    Disk,
+}
+
+impl Backend {
+    fn label(self) -> &'static str {
+        match self {
+            Backend::Local => "local disk",
+            Backend::Minio => "MinIO",
+            Backend::Memory => "memory",
+            Backend::Disk => "local disk",
+        }
+    }
+}
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SystemId {
+    /// This engine in process.
+    Native(Backend),
+    /// This engine through `woodpecker serve` and Kafka's tools.
+    Shim(Backend),
+    /// Go Woodpecker through `wp-bench`.
+    Go(Backend),
+    /// Apache Kafka, KRaft.
+    Kafka,
+    /// Apache Pulsar standalone.
+    Pulsar,
+    /// Tansu.
+    Tansu,
+}
+
+impl SystemId {
+    /// Every system, in report order.
+    pub const ALL: [SystemId; 9] = [
+        SystemId::Native(Backend::Local),
+        SystemId::Native(Backend::Minio),
+        SystemId::Shim(Backend::Local),
+        SystemId::Go(Backend::Local),
+        SystemId::Go(Backend::Minio),
+        SystemId::Kafka,
+        SystemId::Pulsar,
+        SystemId::Tansu,
+        SystemId::Shim(Backend::Minio),
+    ];
+
+    /// The name used by `--only`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemId::Native(_) | SystemId::Shim(_) => "woodpecker-rs",
+            SystemId::Go(_) => "go-woodpecker",
+            SystemId::Kafka => "kafka",
+            SystemId::Pulsar => "pulsar",
+            SystemId::Tansu => "tansu",
+        }
+    }
+
+    /// The label in the report.
+    pub fn label(self) -> String {
+        match self {
+            SystemId::Native(_) => "woodpecker-rs (native)".into(),
+            SystemId::Shim(_) => "woodpecker-rs (Kafka shim)".into(),
+            SystemId::Go(_) => "Go Woodpecker".into(),
+            SystemId::Kafka => "Apache Kafka".into(),
+            SystemId::Pulsar => "Apache Pulsar".into(),
+            SystemId::Tansu => "Tansu".into(),
+        }
+    }
+
+    /// The storage backend.
+    pub fn backend(self) -> Backend {
+        match self {
+            SystemId::Native(b) | SystemId::Shim(b) | SystemId::Go(b) => b,
+            SystemId::Kafka | SystemId::Pulsar => Backend::Disk,
+            SystemId::Tansu => Backend::Memory,
+        }
+    }
+
+    fn needs_s3(self) -> bool {
+        self.backend() == Backend::Minio
+    }
+
+    /// Whether it runs `w`.
+    pub fn supports(self, w: Workload) -> bool {
+        match self {
+            // One log per client: 16 partitions are Kafka and Pulsar territory.
+            SystemId::Native(_) | SystemId::Go(_) => w != Workload::Records16,
+            _ => true,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Figure {
+    /// Payload MiB per second.
+    pub mib_s: f64,
+    /// Writes (records, entries, messages) per second.
+    pub ops_s: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Figure {
+    /// The median of each figure over runs.
+    pub fn median_of(runs: &[Figure]) -> Figure {
+        let pick = |f: fn(&Figure) -> f64| median(runs.iter().map(f).collect());
+        Figure {
+            mib_s: pick(|f| f.mib_s),
+            ops_s: pick(|f| f.ops_s),
+            p50_ms: pick(|f| f.p50_ms),
+            p99_ms: pick(|f| f.p99_ms),
+            p999_ms: pick(|f| f.p999_ms),
+        }
+    }
+}
+
+/// What happened to one (system, workload).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// The system.
+    pub system: SystemId,
+    /// The workload.
+    pub workload: Workload,
+    /// Every run's figures.
+    pub runs: Vec<Figure>,
+    /// Their medians, when at least one run succeeded.
+    pub median: Option<Figure>,
+    /// Why it failed (start or run), when it did.
+    pub failed: Option<String>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it started, UTC.
+    pub date_utc: String,
+    /// The machine.
+    pub host: HostInfo,
+    /// Load before and after.
+    pub load: (Option<LoadAvg>, Option<LoadAvg>),
+    /// Sizes.
+    pub settings: Settings,
+    /// Versions of every system that ran.
+    pub versions: Vec<(String, String)>,
+    /// Backend ceilings measured in the same run.
+    pub ceilings: Option<ceilings::Report>,
+    /// Why the ceilings are missing, when they are.
+    pub ceilings_error: Option<String>,
+    /// Every cell.
+    pub cells: Vec<Cell>,
+}
+
+// --- processes -------------------------------------------------------------------------------
+
+struct Output {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion with a time limit; fails with the output's tail when it fails.
+fn run_cmd(mut cmd: Command, what: &str, limit: Duration) -> anyhow::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not finish within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    if !status.success() {
+        bail!(
+            "{what} failed ({status}):\n{}\n{}",
+            tail(&stdout, 15),
+            tail(&stderr, 15)
+        );
+    }
+    Ok(Output { stdout, stderr })
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn script(name: &str) -> Command {
+    Command::new(repo_root().join("scripts").join(name))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // Two consecutive free ports (peers use PORT+1, PORT+2).
+    for _ in 0..50 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if port > 60_000 {
+            continue;
+        }
+        let free = (1..=2).all(|d| std::net::TcpListener::bind(("127.0.0.1", port + d)).is_ok());
+        if free {
+            return Ok(port);
+        }
+    }
+    bail!("no free port range found")
+}
+
+/// A peer started by a `scripts/peers/<name>` launcher; stopped on drop.
+struct Peer {
+    name: &'static str,
+    dir: PathBuf,
+    exports: Vec<(String, String)>,
+}
+
+impl Peer {
+    fn start(name: &'static str, dir: &Path) -> anyhow::Result<Peer> {
+        let port = free_port()?;
+        let mut cmd = script(&format!("peers/{name}"));
+        cmd.arg("start").arg(dir).arg(port.to_string());
+        let out = run_cmd(
+            cmd,
+            &format!("scripts/peers/{name} start"),
+            Duration::from_secs(300),
+        )?;
+        let exports = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.trim_matches('\'').trim_matches('"').to_owned(),
+                )
+            })
+            .collect();
+        Ok(Peer {
+            name,
+            dir: dir.to_path_buf(),
+            exports,
+        })
+    }
+
+    fn var(&self, key: &str) -> anyhow::Result<String> {
+        self.exports
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("scripts/peers/{} start did not export {key}", self.name))
+    }
+
+    fn stop(&self) -> anyhow::Result<()> {
+        let mut cmd = script(&format!("peers/{}", self.name));
+        cmd.arg("stop").arg(&self.dir);
+        run_cmd(cmd, "peer stop", Duration::from_secs(90)).map(|_| ())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn peer_version(name: &str) -> String {
+    let mut cmd = script(&format!("peers/{name}"));
+    cmd.arg("version");
+    run_cmd(cmd, "peer version", Duration::from_secs(600))
+        .map(|o| o.stdout.trim().to_owned())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// `woodpecker serve` on a fresh data directory; stopped (SIGTERM) on drop.
+struct Serve {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Serve {
+    fn start(bin: &Path, dir: &Path, config: Option<&Path>) -> anyhow::Result<Serve> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args([
+                "--kafka-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--kafka-partitions", "1"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let log = std::fs::File::create(dir.join("serve.log"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(a) = line.strip_prefix("kafka listening on ") {
+                    let _ = tx.send(a.trim().to_owned());
+                }
+            }
+        });
+        let bootstrap = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| {
+            let _ = child.kill();
+            anyhow!(
+                "woodpecker serve did not become ready; its log:\n{}",
+                tail(
+                    &std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default(),
+                    20
+                )
+            )
+        })?;
+        Ok(Serve { child, bootstrap })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// --- drivers ---------------------------------------------------------------------------------
+
+/// Drives Kafka-protocol brokers with Kafka's own tools.
+struct KafkaTools {
+    classpath: String,
+}
+
+impl KafkaTools {
+    fn java(&self, class: &str) -> Command {
+        let mut cmd = Command::new("java");
+        cmd.arg("-Xmx1g")
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-Duser.language=en")
+            .arg("-Duser.country=US")
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg(class);
+        cmd
+    }
+
+    fn create_topic(&self, bootstrap: &str, topic: &str, partitions: usize) -> anyhow::Result<()> {
+        let mut cmd = self.java("org.apache.kafka.tools.TopicCommand");
+        cmd.args([
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+        ])
+        .args(["--partitions", &partitions.to_string()])
+        .args(["--replication-factor", "1"]);
+        run_cmd(cmd, "TopicCommand --create", Duration::from_secs(120)).map(|_| ())
+    }
+
+    fn produce(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        records: usize,
+        size: usize,
+        throughput: Option<usize>,
+        in_flight: Option<usize>,
+    ) -> anyhow::Result<Figure> {
+        let mut cmd = self.java("org.apache.kafka.tools.ProducerPerformance");
+        cmd.args(["--topic", topic])
+            .args(["--num-records", &records.to_string()])
+            .args(["--record-size", &size.to_string()])
+            .args([
+                "--throughput",
+                &throughput.map_or_else(|| "-1".to_owned(), |t| t.to_string()),
+            ])
+            .arg("--producer-props")
+            .arg(format!("bootstrap.servers={bootstrap}"))
+            .arg("acks=all");
+        if size > 512 * KIB {
+            cmd.arg(format!("max.request.size={}", 4 * size))
+                .arg(format!("buffer.memory={}", 64 * size.max(MIB)));
+        }
+        if let Some(n) = in_flight {
+            cmd.arg(format!("max.in.flight.requests.per.connection={n}"));
+        }
+        let out = run_cmd(cmd, "ProducerPerformance", Duration::from_secs(1800))?;
+        let s = parse_producer(&out.stdout)?;
+        Ok(Figure {
+            mib_s: s.records_per_s * size as f64 / MIB_F,
+            ops_s: s.records_per_s,
+            p50_ms: s.p50_ms,
+            p99_ms: s.p99_ms,
+            p999_ms: s.p999_ms,
+        })
+    }
+
+    /// One measurement of `w` against a Kafka-protocol broker.
+    fn workload(
+        &self,
+        s: &Settings,
+        bootstrap: &str,
+        w: Workload,
+        tag: &str,
+    ) -> anyhow::Result<Figure> {
+        let topic = format!("cmp-{tag}");
+        match w {
+            Workload::Big => {
+                self.create_topic(bootstrap, &topic, 1)?;
+                self.produce(
+                    bootstrap,
+                    &topic,
+                    s.big_entries,
+                    MIB,
+                    None,
+                    Some(s.big_in_flight.min(5)),
+                )
+            }
+            Workload::Small => {
+                self.create_topic(bootstrap, &topic, 1)?;
+                self.produce(
+                    bootstrap,
+                    &topic,
+                    s.small_entries,
+                    KIB,
+                    Some(s.small_rate),
+                    Some(1),
+                )
+            }
+            Workload::Records1 | Workload::Records16 => {
+                let p = if w == Workload::Records1 { 1 } else { 16 };
+                self.create_topic(bootstrap, &topic, p)?;
+                self.produce(bootstrap, &topic, s.records, KIB, None, None)
+            }
+        }
+    }
+}
+
+/// Parses pulsar-perf's aggregated latency line and its DONE timing.
+fn parse_pulsar(text: &str, messages: usize, size: usize) -> anyhow::Result<Figure> {
+    // `... Aggregated latency stats --- Latency: mean: 52.4 ms - med: 39.9 - 95pct: 164.7 -
+    // 99pct: 207.0 - 99.9pct: 213.0 - 99.99pct: ... - Max: 352.2`
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("Aggregated latency stats"))
+        .context("no `Aggregated latency stats` line in pulsar-perf's output")?;
+    let num_after = |key: &str| -> anyhow::Result<f64> {
+        let rest = line
+            .split(key)
+            .nth(1)
+            .with_context(|| format!("no `{key}` in `{line}`"))?;
+        let token: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        token
+            .parse::<f64>()
+            .with_context(|| format!("`{key}` in `{line}`"))
+    };
+    let p50 = num_after("med:")?;
+    let p99 = num_after("- 99pct:")?;
+    let p999 = num_after("- 99.9pct:")?;
+    // Rate: from "Created N producers" to "DONE" (the aggregated rate counts tool start-up).
+    let stamp = |needle: &str| -> Option<f64> {
+        let l = text.lines().find(|l| l.contains(needle))?;
+        time_of_day(l)
+    };
+    let (Some(t0), Some(t1)) = (stamp("Created"), stamp("DONE")) else {
+        bail!(
+            "pulsar-perf's output has no `Created` / `DONE` timestamps:\n{}",
+            tail(text, 10)
+        );
+    };
+    let secs = if t1 >= t0 {
+        t1 - t0
+    } else {
+        t1 + 86_400.0 - t0
+    };
+    let ops = messages as f64 / secs.max(1e-3);
+    Ok(Figure {
+        mib_s: ops * size as f64 / MIB_F,
+        ops_s: ops,
+        p50_ms: p50,
+        p99_ms: p99,
+        p999_ms: p999,
+    })
+}
+
+/// The first `HH:MM:SS.fff` (or `,fff`) time of day in a log line, in seconds.
+fn time_of_day(line: &str) -> Option<f64> {
+    let b = line.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    for i in 0..b.len() {
+        let shape = digit(i)
+            && digit(i + 1)
+            && b.get(i + 2) == Some(&b':')
+            && digit(i + 3)
+            && digit(i + 4)
+            && b.get(i + 5) == Some(&b':')
+            && digit(i + 6)
+            && digit(i + 7);
+        // Not the tail of a longer number.
+        if !shape || (i > 0 && digit(i - 1)) {
+            continue;
+        }
+        let num = |a: usize| f64::from((b[a] - b'0') * 10 + (b[a + 1] - b'0'));
+        let mut secs = num(i) * 3600.0 + num(i + 3) * 60.0 + num(i + 6);
+        if matches!(b.get(i + 8), Some(b'.' | b',')) {
+            let frac: String = line[i + 9..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !frac.is_empty() {
+                secs += format!("0.{frac}").parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        return Some(secs);
+    }
+    None
+}
+
+fn pulsar_workload(s: &Settings, peer: &Peer, w: Workload, tag: &str) -> anyhow::Result<Figure> {
+    let url = peer.var("PEER_SERVICE_URL")?;
+    let http = peer.var("PEER_HTTP_URL")?;
+    let topic = format!("persistent://public/default/cmp-{tag}");
+    let (messages, size, rate, outstanding) = match w {
+        Workload::Big => (s.big_entries, MIB, 10_000_000, s.big_in_flight),
+        Workload::Small => (s.small_entries, KIB, s.small_rate, 1),
+        Workload::Records1 | Workload::Records16 => (s.records, KIB, 10_000_000, 1000),
+    };
+    if w == Workload::Records16 {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "16",
+        ])
+        .arg(format!(
+            "{http}/admin/v2/persistent/public/default/cmp-{tag}/partitions"
+        ));
+        run_cmd(cmd, "creating a partitioned topic", Duration::from_secs(60))?;
+    }
+    let mut cmd = script("peers/pulsar");
+    cmd.args(["perf", "produce", "--service-url", &url])
+        .args(["-s", &size.to_string(), "-m", &messages.to_string()])
+        .args(["-r", &rate.to_string(), "-o", &outstanding.to_string()])
+        // Latency from the first message on; the default skips the first second.
+        .args(["--warmup-time", "0", "-i", "1"]);
+    if w == Workload::Small {
+        cmd.arg("-db");
+    }
+    cmd.arg(&topic);
+    let out = run_cmd(cmd, "pulsar-perf produce", Duration::from_secs(1800))?;
+    parse_pulsar(&format!("{}\n{}", out.stdout, out.stderr), messages, size)
+}
+
+#[derive(serde::Deserialize)]
+struct GoJson {
+    write_mib_s: f64,
+    write_entries_s: f64,
+    lat_ms: GoLatency,
+}
+
+#[derive(serde::Deserialize)]
+struct GoLatency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+fn go_workload(
+    s: &Settings,
+    bin: &Path,
+    backend: Backend,
+    dir: &Path,
+    w: Workload,
+) -> anyhow::Result<Figure> {
+    let (size, entries, in_flight) = match w {
+        Workload::Big => (MIB, s.big_entries, s.big_in_flight),
+        Workload::Small => (KIB, s.small_entries, 1),
+        _ => (KIB, s.records, 1000),
+    };
+    let etcd = std::env::var("WOODPECKER_TEST_ETCD_ENDPOINT")
+        .context("WOODPECKER_TEST_ETCD_ENDPOINT is not set (Go Woodpecker needs etcd)")?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["-data"])
+        .arg(dir)
+        .args(["-etcd", &etcd])
+        .args(["-entry-size", &size.to_string()])
+        .args(["-entries", &entries.to_string()])
+        .args(["-in-flight", &in_flight.to_string()]);
+    match backend {
+        Backend::Minio => {
+            let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
+            let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
+            cmd.args(["-mode", "minio"])
+                .args(["-s3-endpoint", endpoint.trim_start_matches("http://")])
+                .args(["-s3-access-key", &env("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?])
+                .args([
+                    "-s3-secret-key",
+                    &env("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?,
+                ])
+                .args(["-s3-bucket", "compare-go", "-s3-root-path", "go"]);
+        }
+        _ => {
+            cmd.args(["-mode", "local"]);
+        }
+    }
+    let out = run_cmd(cmd, "wp-bench", Duration::from_secs(1800))?;
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("wp-bench printed no JSON")?;
+    let j: GoJson = serde_json::from_str(line).context("wp-bench's JSON")?;
+    Ok(Figure {
+        mib_s: j.write_mib_s,
+        ops_s: j.write_entries_s,
+        p50_ms: j.lat_ms.p50,
+        p99_ms: j.lat_ms.p99,
+        p999_ms: j.lat_ms.p999,
+    })
+}
+
+/// This engine in process: the configuration for `backend` on `dir`.
+fn native_config(backend: Backend, dir: &Path) -> anyhow::Result<WalConfig> {
+    match backend {
+        Backend::Minio => {
+            let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
+            let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
+            let (host, port) = endpoint
+                .trim_start_matches("http://")
+                .rsplit_once(':')
+                .context("WOODPECKER_TEST_S3_ENDPOINT is not http://host:port")?;
+            let yaml = format!(
+                "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: minio\n    rootPath: {root}\n\
+etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-{uniq}\n\
+minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-rs\n  rootPath: rs-{uniq}\n  createBucket: true\n",
+                root = dir.display(),
+                etcd = env("WOODPECKER_TEST_ETCD_ENDPOINT")?,
+                uniq = uuid::Uuid::new_v4().simple(),
+                ak = env("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?,
+                sk = env("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?,
+            );
+            WalConfig::from_yaml_str(&yaml).map_err(|e| anyhow!("{e}"))
+        }
+        _ => default_wal_config(dir),
+    }
+}
+
+async fn native_writes(
+    cfg: WalConfig,
+    size: usize,
+    entries: usize,
+    in_flight: usize,
+) -> anyhow::Result<Figure> {
+    let engine = Engine::open(cfg, SystemClock::shared()).await?;
+    let result = async {
+        let name = format!("compare-{}", uuid::Uuid::new_v4().simple());
+        engine.client.create_log(&name).await?;
+        let log = engine.client.open_log(&name).await?;
+        let writer = Arc::new(log.open_writer().await?);
+        let payload = Bytes::from(random_bytes(size, 7));
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let collector = tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(entries);
+            while let Some((issued, fut, permit)) = rx.recv().await {
+                let fut: std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                                Output = wal::client::Result<wal::message::LogMessageId>,
+                            > + Send,
+                    >,
+                > = fut;
+                fut.await?;
+                lat.push(Instant::now().duration_since(issued));
+                drop(permit);
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+        for _ in 0..entries {
+            let permit = permits.clone().acquire_owned().await?;
+            let issued = Instant::now();
+            let fut = writer.write_async(WriteMessage::new(payload.clone()));
+            tx.send((issued, Box::pin(fut) as std::pin::Pin<Box<_>>, permit))
+                .map_err(|_| anyhow!("collector stopped"))?;
+        }
+        drop(tx);
+        let mut lat = collector.await??;
+        let secs = t0.elapsed().as_secs_f64();
+        writer.close().await?;
+        lat.sort();
+        let pick = |p: f64| ceilings::percentile(&lat, p).as_secs_f64() * 1000.0;
+        let ops = entries as f64 / secs;
+        Ok::<_, anyhow::Error>(Figure {
+            mib_s: ops * size as f64 / MIB_F,
+            ops_s: ops,
+            p50_ms: pick(50.0),
+            p99_ms: pick(99.0),
+            p999_ms: pick(99.9),
+        })
+    }
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+fn native_workload(
+    s: &Settings,
+    rt: &tokio::runtime::Runtime,
+    backend: Backend,
+    dir: &Path,
+    w: Workload,
+) -> anyhow::Result<Figure> {
+    let cfg = native_config(backend, dir)?;
+    let (size, entries, in_flight) = match w {
+        Workload::Big => (MIB, s.big_entries, s.big_in_flight),
+        Workload::Small => (KIB, s.small_entries, 1),
+        _ => (KIB, s.records, 1000),
+    };
+    rt.block_on(native_writes(cfg, size, entries, in_flight))
+}
+
+// --- the run ---------------------------------------------------------------------------------
+
+/// Where the tools are.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// The `woodpecker` binary (release build for figures).
+    pub woodpecker: PathBuf,
+}
+
+struct Started {
+    serve: Option<Serve>,
+    peer: Option<Peer>,
+    go_bin: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
+    let dir = tempfile::Builder::new().prefix("compare-").tempdir()?;
+    let mut started = Started {
+        serve: None,
+        peer: None,
+        go_bin: None,
+        _dir: tempfile::tempdir()?,
+    };
+    match sys {
+        SystemId::Native(_) => {}
+        SystemId::Shim(backend) => {
+            let config = if backend == Backend::Minio {
+                let cfg_path = dir.path().join("woodpecker.yaml");
+                let text = minio_yaml(dir.path())?;
+                std::fs::write(&cfg_path, text)?;
+                Some(cfg_path)
+            } else {
+                None
+            };
+            started.serve = Some(Serve::start(
+                &tools.woodpecker,
+                dir.path(),
+                config.as_deref(),
+            )?);
+        }
+        SystemId::Go(_) => {
+            let mut cmd = script("peers/go-woodpecker");
+            cmd.arg("path");
+            let out = run_cmd(
+                cmd,
+                "scripts/peers/go-woodpecker path",
+                Duration::from_secs(1200),
+            )?;
+            started.go_bin = Some(PathBuf::from(out.stdout.trim()));
+        }
+        SystemId::Kafka => started.peer = Some(Peer::start("kafka", &dir.path().join("kafka"))?),
+        SystemId::Pulsar => started.peer = Some(Peer::start("pulsar", &dir.path().join("pulsar"))?),
+        SystemId::Tansu => started.peer = Some(Peer::start("tansu", &dir.path().join("tansu"))?),
+    }
+    started._dir = dir;
+    Ok(started)
+}
+
+fn minio_yaml(dir: &Path) -> anyhow::Result<String> {
+    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
+    let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
+    let (host, port) = endpoint
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .context("WOODPECKER_TEST_S3_ENDPOINT is not http://host:port")?;
+    Ok(format!(
+        "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: minio\n    rootPath: {root}\n\
+etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-shim-{uniq}\n\
+minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-shim\n  rootPath: shim-{uniq}\n  createBucket: true\n",
+        root = dir.join("data").display(),
+        etcd = env("WOODPECKER_TEST_ETCD_ENDPOINT")?,
+        uniq = uuid::Uuid::new_v4().simple(),
+        ak = env("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?,
+        sk = env("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?,
+    ))
+}
+
+/// Runs the comparison.
+pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
+    let date_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let load_before = LoadAvg::read();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let have_s3 = std::env::var("WOODPECKER_TEST_S3_ENDPOINT").is_ok();
+
+    progress(format_args!("backend ceilings (storage probe)"));
+    let probe_cfg = if s.quick {
+        ceilings::Config::quick()
+    } else {
+        ceilings::Config::full()
+    };
+    let s3 = match crate::s3util::S3Settings::from_env("compare-ceilings") {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err("WOODPECKER_TEST_S3_ENDPOINT is not set".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (ceilings, ceilings_error) = match ceilings::run(&probe_cfg, s3) {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+
+    let systems: Vec<SystemId> = SystemId::ALL
+        .into_iter()
+        .filter(|sys| s.only.is_empty() || s.only.iter().any(|o| o == sys.name()))
+        .filter(|sys| !(s.quick && *sys == SystemId::Shim(Backend::Minio)))
+        .collect();
+    let total: usize = systems
+        .iter()
+        .map(|sys| Workload::ALL.iter().filter(|w| sys.supports(**w)).count())
+        .sum();
+    let mut done = 0;
+    let mut cells = Vec::new();
+    let mut versions = vec![(
+        "woodpecker-rs".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    )];
+    let classpath = crate::kafka_shim::kafka_tools_classpath();
+    let t_start = Instant::now();
+    for sys in systems {
+        let workloads: Vec<Workload> = Workload::ALL
+            .into_iter()
+            .filter(|w| sys.supports(*w))
+            .collect();
+        let fail_all = |why: String, cells: &mut Vec<Cell>| {
+            for w in &workloads {
+                cells.push(Cell {
+                    system: sys,
+                    workload: *w,
+                    runs: Vec::new(),
+                    median: None,
+                    failed: Some(why.clone()),
+                });
+            }
+        };
+        if sys.needs_s3() && !have_s3 {
+            done += workloads.len();
+            fail_all(
+                "no S3-compatible server (WOODPECKER_TEST_S3_ENDPOINT)".into(),
+                &mut cells,
+            );
+            continue;
+        }
+        match sys {
+            SystemId::Go(_) => {
+                versions.push(("Go Woodpecker".into(), peer_version("go-woodpecker")))
+            }
+            SystemId::Kafka => versions.push(("Apache Kafka".into(), peer_version("kafka"))),
+            SystemId::Pulsar => versions.push(("Apache Pulsar".into(), peer_version("pulsar"))),
+            SystemId::Tansu => versions.push(("Tansu".into(), peer_version("tansu"))),
+            _ => {}
+        }
+        progress(format_args!(
+            "[{done}/{total} {:>4}s] {} on {}: starting",
+            t_start.elapsed().as_secs(),
+            sys.label(),
+            sys.backend().label()
+        ));
+        let started = match start_system(sys, tools) {
+            Ok(x) => x,
+            Err(e) => {
+                progress(format_args!("{} failed to start: {e:#}", sys.label()));
+                done += workloads.len();
+                fail_all(
+                    format!("failed to start: {}", first_line(&format!("{e:#}"))),
+                    &mut cells,
+                );
+                continue;
+            }
+        };
+        for w in workloads {
+            let mut runs = Vec::new();
+            let mut failed = None;
+            for r in 0..s.runs {
+                progress(format_args!(
+                    "[{done}/{total} {:>4}s] {} on {}: {} (run {}/{})",
+                    t_start.elapsed().as_secs(),
+                    sys.label(),
+                    sys.backend().label(),
+                    w.label(),
+                    r + 1,
+                    s.runs
+                ));
+                let tag = format!("{:?}-{r}-{}", w, uuid::Uuid::new_v4().simple()).to_lowercase();
+                let result = match sys {
+                    SystemId::Native(b) => {
+                        let d = tempfile::tempdir()?;
+                        native_workload(s, &rt, b, d.path(), w)
+                    }
+                    SystemId::Go(b) => {
+                        let d = tempfile::tempdir()?;
+                        match &started.go_bin {
+                            Some(bin) => go_workload(s, bin, b, d.path(), w),
+                            None => Err(anyhow!("no wp-bench binary")),
+                        }
+                    }
+                    SystemId::Shim(_) | SystemId::Kafka | SystemId::Tansu => {
+                        let bootstrap = match (&started.serve, &started.peer) {
+                            (Some(serve), _) => Ok(serve.bootstrap.clone()),
+                            (None, Some(peer)) => peer.var("PEER_BOOTSTRAP"),
+                            _ => Err(anyhow!("not started")),
+                        };
+                        match (&classpath, bootstrap) {
+                            (Ok(cp), Ok(b)) => KafkaTools {
+                                classpath: cp.clone(),
+                            }
+                            .workload(s, &b, w, &tag),
+                            (Err(e), _) => Err(anyhow!("the Kafka tools: {e:#}")),
+                            (_, Err(e)) => Err(e),
+                        }
+                    }
+                    SystemId::Pulsar => match &started.peer {
+                        Some(peer) => pulsar_workload(s, peer, w, &tag),
+                        None => Err(anyhow!("not started")),
+                    },
+                };
+                match result {
+                    Ok(f) => {
+                        progress(format_args!(
+                            "    {:.1} MiB/s, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
+                            f.mib_s, f.ops_s, f.p50_ms, f.p99_ms
+                        ));
+                        runs.push(f);
+                    }
+                    Err(e) => {
+                        progress(format_args!("    failed: {e:#}"));
+                        failed = Some(first_line(&format!("{e:#}")));
+                        break;
+                    }
+                }
+            }
+            done += 1;
+            let median = (!runs.is_empty() && failed.is_none()).then(|| Figure::median_of(&runs));
+            cells.push(Cell {
+                system: sys,
+                workload: w,
+                runs,
+                median,
+                failed,
+            });
+        }
+        drop(started);
+    }
+    Ok(Report {
+        date_utc,
+        host: HostInfo::detect(),
+        load: (load_before, LoadAvg::read()),
+        settings: s.clone(),
+        versions,
+        ceilings,
+        ceilings_error,
+        cells,
+    })
+}
+
+fn first_line(s: &str) -> String {
+    let l = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if l.len() > 200 {
+        format!("{}…", &l[..l.floor_char_boundary(200)])
+    } else {
+        l.to_owned()
+    }
+}
+
+// --- report ----------------------------------------------------------------------------------
+
+impl Report {
+    fn cell(&self, sys: SystemId, w: Workload) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.system == sys && c.workload == w)
+    }
+
+    fn fig(&self, sys: SystemId, w: Workload) -> Option<Figure> {
+        self.cell(sys, w).and_then(|c| c.median)
+    }
+
+    /// The target checks of the issue, as ratios.
+    pub fn targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let shim = SystemId::Shim(Backend::Local);
+        for w in [Workload::Records1, Workload::Records16] {
+            if let (Some(a), Some(b)) = (self.fig(shim, w), self.fig(SystemId::Kafka, w)) {
+                out.push(format!(
+                    "Kafka shim vs Apache Kafka, {}: throughput {:.2}× ({}), p99 {:.2}× ({})",
+                    w.label(),
+                    a.mib_s / b.mib_s,
+                    verdict(a.mib_s >= b.mib_s, "at least matches", "below"),
+                    a.p99_ms / b.p99_ms,
+                    verdict(a.p99_ms < b.p99_ms, "lower", "not lower"),
+                ));
+            }
+        }
+        for backend in [Backend::Local, Backend::Minio] {
+            for w in [Workload::Big, Workload::Small] {
+                if let (Some(a), Some(b)) = (
+                    self.fig(SystemId::Native(backend), w),
+                    self.fig(SystemId::Go(backend), w),
+                ) {
+                    out.push(format!(
+                        "native vs Go Woodpecker on {}, {}: throughput {:.2}× ({}), p50 latency {:.2}× ({})",
+                        backend.label(),
+                        w.label(),
+                        a.mib_s / b.mib_s,
+                        verdict(a.mib_s > b.mib_s, "beats", "does not beat"),
+                        a.p50_ms / b.p50_ms,
+                        verdict(a.p50_ms < b.p50_ms, "beats", "does not beat"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Side-by-side WAL benchmark\n");
+        let _ = writeln!(
+            md,
+            "Run {} on {} ({} CPUs, kernel {}), load average {} before, {} after.{}\n",
+            self.date_utc,
+            self.host.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            self.host.cpus,
+            self.host.kernel.as_deref().unwrap_or("?"),
+            self.load.0.map_or("?".into(), |l| format!("{:.1}", l.one)),
+            self.load.1.map_or("?".into(), |l| format!("{:.1}", l.one)),
+            if self.settings.quick {
+                " **Smoke run (`--quick`): tiny workloads, figures mean nothing.**"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            md,
+            "Each figure is the median of {} runs. Throughput is MiB/s of payload; latency is per write, issue to acknowledgement, in ms. Sizes: {} × 1 MiB entries ({} in flight); {} × 1 KiB one at a time ({} records/s offered to the Kafka-protocol systems and Pulsar); {} × 1 KiB records, acks=all.\n",
+            self.settings.runs,
+            self.settings.big_entries,
+            self.settings.big_in_flight,
+            self.settings.small_entries,
+            self.settings.small_rate,
+            self.settings.records
+        );
+        let _ = writeln!(
+            md,
+            "| system | backend | workload | MiB/s | ops/s | p50 ms | p99 ms | p99.9 ms |"
+        );
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|");
+        for c in &self.cells {
+            match (&c.median, &c.failed) {
+                (Some(f), _) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                        c.system.label(),
+                        c.system.backend().label(),
+                        c.workload.label(),
+                        f.mib_s,
+                        f.ops_s,
+                        f.p50_ms,
+                        f.p99_ms,
+                        f.p999_ms
+                    );
+                }
+                (None, why) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | **failed**: {} | | | | |",
+                        c.system.label(),
+                        c.system.backend().label(),
+                        c.workload.label(),
+                        why.as_deref().unwrap_or("no result").replace('|', "/")
+                    );
+                }
+            }
+        }
+        let targets = self.targets();
+        if !targets.is_empty() {
+            let _ = writeln!(md, "\nTargets (ratios in this run):\n");
+            for t in targets {
+                let _ = writeln!(md, "* {t}");
+            }
+        }
+        let _ = writeln!(md, "\nBackend ceilings measured in the same run:\n");
+        match (&self.ceilings, &self.ceilings_error) {
+            (Some(c), _) => {
+                for r in &c.disk.results {
+                    let _ = writeln!(
+                        md,
+                        "* local disk, {} of {} B: {:.1} MiB/s, p99 {:.2} ms",
+                        r.workload, r.write_size, r.mib_per_s, r.latency.p99_ms
+                    );
+                }
+                for r in &c.object_store.results {
+                    let _ = writeln!(
+                        md,
+                        "* PUT of {} MiB to {}, {} in flight: {:.1} MiB/s, p99 {:.1} ms",
+                        r.object_size / MIB,
+                        c.object_store.server.as_deref().unwrap_or("S3"),
+                        r.concurrency,
+                        r.mib_per_s,
+                        r.latency.p99_ms
+                    );
+                }
+                if let Some(why) = &c.object_store.not_measured {
+                    let _ = writeln!(md, "* object store not measured: {why}");
+                }
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(md, "* not measured: {}", first_line(e));
+            }
+            (None, None) => {}
+        }
+        let _ = writeln!(md, "\nVersions and settings:\n");
+        for (name, v) in &self.versions {
+            let _ = writeln!(md, "* {name}: {v}");
+        }
+        let _ = writeln!(
+            md,
+            "* Kafka-protocol systems are driven by Apache Kafka 3.9.1's `ProducerPerformance` (default producer: idempotent, batch.size 16 KiB, linger.ms 0, 5 requests in flight; 1 MiB records with max.request.size raised; latency runs with 1 request in flight). Topics are created with `TopicCommand`. Apache Kafka runs with its defaults (it acknowledges before fsync); Pulsar's bookie syncs its journal before acknowledging (`journalSyncData=true`); Tansu's prebuilt binary only has in-memory and S3 storage, so it runs in memory; this engine and Go Woodpecker acknowledge after fsync (local) or a completed PUT (MinIO)."
+        );
+        let _ = writeln!(
+            md,
+            "\n![throughput](throughput.svg)\n\n![latency](latency.svg)"
+        );
+        md
+    }
+
+    /// Bar charts (SVG) of throughput and p50/p99 latency.
+    pub fn plots(&self) -> (String, String) {
+        let bars = |value: fn(&Figure) -> f64| -> Vec<(String, f64)> {
+            self.cells
+                .iter()
+                .filter_map(|c| {
+                    c.median.map(|f| {
+                        (
+                            format!(
+                                "{} · {} · {}",
+                                c.system.label(),
+                                c.system.backend().label(),
+                                c.workload.label()
+                            ),
+                            value(&f),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let throughput = svg_bars(
+            "Throughput (MiB/s, higher is better)",
+            &[("MiB/s", bars(|f| f.mib_s))],
+        );
+        let latency = svg_bars(
+            "Latency (ms, lower is better; log scale)",
+            &[("p50", bars(|f| f.p50_ms)), ("p99", bars(|f| f.p99_ms))],
+        );
+        (throughput, latency)
+    }
+}
+
+fn verdict(ok: bool, yes: &str, no: &str) -> String {
+    if ok { yes.to_owned() } else { no.to_owned() }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A horizontal bar chart; several series are drawn side by side per label. More than one
+/// series uses a log scale (latencies span orders of magnitude).
+fn svg_bars(title: &str, series: &[(&str, Vec<(String, f64)>)]) -> String {
+    const COLORS: [&str; 3] = ["#4e79a7", "#e15759", "#59a14f"];
+    let labels: Vec<&String> = series
+        .first()
+        .map(|(_, v)| v.iter().map(|(l, _)| l).collect())
+        .unwrap_or_default();
+    let log = series.len() > 1;
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|(_, x)| *x))
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let min_log = 0.01f64;
+    let scale = |x: f64| -> f64 {
+        if log {
+            let lo = min_log.log10();
+            let hi = max.max(min_log * 10.0).log10();
+            ((x.max(min_log).log10() - lo) / (hi - lo)).clamp(0.0, 1.0)
+        } else {
+            (x / max).clamp(0.0, 1.0)
+        }
+    };
+    let (left, width, bar_h, gap) = (430.0, 520.0, 12.0, 8.0);
+    let group_h = bar_h * series.len() as f64 + gap;
+    let height = 60.0 + group_h * labels.len() as f64 + 20.0;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="11">"#,
+        w = left + width + 120.0
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14">{}</text>"#,
+        escape(title)
+    );
+    for (k, (name, _)) in series.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x}" y="30" width="10" height="10" fill="{c}"/><text x="{tx}" y="39">{n}</text>"#,
+            x = left + k as f64 * 80.0,
+            c = COLORS[k % COLORS.len()],
+            tx = left + k as f64 * 80.0 + 14.0,
+            n = escape(name)
+        );
+    }
+    for (i, label) in labels.iter().enumerate() {
+        let y0 = 55.0 + i as f64 * group_h;
+        let _ = writeln!(
+            svg,
+            r#"<text x="{x}" y="{y}" text-anchor="end">{t}</text>"#,
+            x = left - 6.0,
+            y = y0 + bar_h * series.len() as f64 / 2.0 + 4.0,
+            t = escape(label)
+        );
+        for (k, (_, values)) in series.iter().enumerate() {
+            let v = values.get(i).map_or(0.0, |(_, v)| *v);
+            let w = scale(v) * width;
+            let y = y0 + k as f64 * bar_h;
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{h}" fill="{c}"/><text x="{tx:.1}" y="{ty}">{v}</text>"#,
+                h = bar_h - 2.0,
+                c = COLORS[k % COLORS.len()],
+                tx = left + w + 4.0,
+                ty = y + bar_h - 3.0,
+                v = if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            );
+        }
+    }
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
+
+// --- command line ----------------------------------------------------------------------------
+
+/// Usage of the `compare` binary.
+pub const USAGE: &str = "\
+compare: this engine (natively and through the Kafka shim) against Apache Kafka, Apache Pulsar,
+Go Woodpecker and Tansu, each started locally, the same workloads, one report.
+
+USAGE:
+    scripts/bench-compare [--quick] [OPTIONS]      (starts MinIO and etcd, then runs this)
+    compare [--quick] [OPTIONS]
+
+OPTIONS:
+    --quick              smoke run: tiny workloads, this engine and Apache Kafka only, one run
+    --runs N             repetitions per figure (median reported) [default: 3]
+    --only a,b           systems: woodpecker-rs, go-woodpecker, kafka, pulsar, tansu
+    --records N          1 KiB records per Kafka-style run [default: 200000]
+    --out DIR            where report.md, report.json and the SVG plots go [default: bench-report]
+    --woodpecker PATH    the woodpecker binary [default: next to this binary]
+    -h, --help           this text
+";
+
+/// Parsed arguments.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// `--help`.
+    pub help: bool,
+    /// The settings.
+    pub settings: Settings,
+    /// The tools.
+    pub tools: Tools,
+}
+
+impl Args {
+    /// Parses the command line (without the program name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
+        let args: Vec<String> = args.into_iter().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut out = PathBuf::from("bench-report");
+        let mut settings = if quick {
+            Settings::quick(out.clone())
+        } else {
+            Settings::full(out.clone())
+        };
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let mut woodpecker = exe_dir.join("woodpecker");
+        let mut help = false;
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            let mut value = |flag: &str| it.next().with_context(|| format!("{flag} needs a value"));
+            match a.as_str() {
+                "--quick" => {}
+                "-h" | "--help" => help = true,
+                "--runs" => settings.runs = value("--runs")?.parse().context("--runs")?,
+                "--records" => {
+                    settings.records = value("--records")?.parse().context("--records")?
+                }
+                "--only" => {
+                    settings.only = value("--only")?
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
+                "--out" => out = PathBuf::from(value("--out")?),
+                "--woodpecker" => woodpecker = PathBuf::from(value("--woodpecker")?),
+                other => bail!("unknown argument `{other}` (see --help)"),
+            }
+        }
+        if settings.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        settings.out = out;
+        Ok(Args {
+            help,
+            settings,
+            tools: Tools { woodpecker },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        let runs = [
+            Figure {
+                mib_s: 3.0,
+                p99_ms: 9.0,
+                ..Figure::default()
+            },
+            Figure {
+                mib_s: 1.0,
+                p99_ms: 1.0,
+                ..Figure::default()
+            },
+            Figure {
+                mib_s: 2.0,
+                p99_ms: 4.0,
+                ..Figure::default()
+            },
+        ];
+        let m = Figure::median_of(&runs);
+        assert_eq!((m.mib_s, m.p99_ms), (2.0, 4.0));
+        assert_eq!(median(vec![1.0, 3.0]), 2.0);
+    }
+
+    #[test]
+    fn pulsar_output_parses() {
+        let text = "\
+2026-11-22T14:01:02,100+0000 [main] INFO  org.apache.pulsar.testclient.PerformanceProducer - Created 1 producers
+2026-11-22T14:01:05,600+0000 [main] INFO  org.apache.pulsar.testclient.PerformanceProducer - DONE (reached the maximum number: 50000 of production)
+2026-11-22T14:01:05,700+0000 [main] INFO  org.apache.pulsar.testclient.PerformanceProducer - Aggregated latency stats --- Latency: mean:  52.400 ms - med:  39.900 - 95pct: 164.700 - 99pct: 207.000 - 99.9pct: 213.000 - 99.99pct: 352.000 - Max: 352.200
+";
+        let f = parse_pulsar(text, 50_000, 1024).unwrap();
+        assert_eq!((f.p50_ms, f.p99_ms, f.p999_ms), (39.9, 207.0, 213.0));
+        assert!((f.ops_s - 50_000.0 / 3.5).abs() < 1.0, "{}", f.ops_s);
+    }
+
+    #[test]
+    fn times_of_day() {
+        assert_eq!(
+            time_of_day("2026-11-22T14:01:02,100+0000 [main] x"),
+            Some(50462.1)
+        );
+        assert_eq!(time_of_day("14:01:02.250 [main] INFO"), Some(50462.25));
+        assert_eq!(time_of_day("no time here 1:2:3"), None);
+    }
+
+    #[test]
+    fn arguments() {
+        let a = Args::parse([
+            "--quick".to_owned(),
+            "--only".into(),
+            "kafka,woodpecker-rs".into(),
+        ])
+        .unwrap();
+        assert!(a.settings.quick);
+        assert_eq!(a.settings.only, ["kafka", "woodpecker-rs"]);
+        assert!(Args::parse(["--runs".to_owned(), "0".into()]).is_err());
+        assert!(Args::parse(["--bogus".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn charts_are_svg() {
+        let (t, l) = Report {
+            date_utc: String::new(),
+            host: HostInfo::detect(),
+            load: (None, None),
+            settings: Settings::quick(PathBuf::new()),
+            versions: Vec::new(),
+            ceilings: None,
+            ceilings_error: None,
+            cells: vec![Cell {
+                system: SystemId::Kafka,
+                workload: Workload::Records1,
+                runs: Vec::new(),
+                median: Some(Figure {
+                    mib_s: 10.0,
+                    ops_s: 10.0,
+                    p50_ms: 1.0,
+                    p99_ms: 5.0,
+                    p999_ms: 7.0,
+                }),
+                failed: None,
+            }],
+        }
+        .plots();
+        assert!(t.starts_with("<svg") && t.contains("Apache Kafka"));
+        assert!(l.contains("p99"));
+    }
+}
