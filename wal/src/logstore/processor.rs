@@ -497,8 +497,17 @@ impl Flusher {
         mut commands: mpsc::UnboundedReceiver<Command>,
         interval: std::time::Duration,
     ) {
+        // The ticker has a fixed period, like Go's: the next tick is one interval after the
+        // previous tick, not after the previous flush, so an entry waits at most one interval
+        // however long flushes take (ticks a slow flush overran are skipped).
+        let period = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut next_tick = self.clock.now_millis().saturating_add(period);
         loop {
             let clock = self.clock.clone();
+            let wait =
+                std::time::Duration::from_millis(next_tick.saturating_sub(clock.now_millis()));
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -529,7 +538,15 @@ impl Flusher {
                     }
                 },
                 () = self.shared.wake.notified() => self.flush().await,
-                () = clock.sleep(interval) => self.flush().await,
+                () = clock.sleep(wait) => {
+                    self.flush().await;
+                    let now = self.clock.now_millis();
+                    next_tick = next_tick.saturating_add(period);
+                    if next_tick <= now {
+                        let behind = now - next_tick;
+                        next_tick = next_tick.saturating_add((behind / period + 1) * period);
+                    }
+                }
             }
         }
     }
