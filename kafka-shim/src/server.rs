@@ -265,6 +265,10 @@ async fn connection(
                     detail: "this API is not served".into(),
                 });
             };
+            if key == ApiKey::ApiVersions {
+                // Answered here, not by the broker: counted here.
+                broker.metrics().request(key);
+            }
             if key == ApiKey::ApiVersions && !(min..=max).contains(&version) {
                 // KIP-511: answer in v0 with the ranges we serve.
                 let body = encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?;
