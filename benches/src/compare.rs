@@ -1122,8 +1122,8 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
             continue;
         }
         match sys {
-            SystemId::Go(_) => {
-                versions.push(("Go Woodpecker".into(), peer_version("go-woodpecker")))
+            SystemId::Go(_) if !versions.iter().any(|(n, _)| n == "Go Woodpecker") => {
+                versions.push(("Go Woodpecker".into(), peer_version("go-woodpecker")));
             }
             SystemId::Kafka => versions.push(("Apache Kafka".into(), peer_version("kafka"))),
             SystemId::KafkaFsync => {}
