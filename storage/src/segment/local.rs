@@ -546,6 +546,9 @@ struct ReaderInner {
     /// A bad record where the next block should start: `(location, detail)`. Reads stop there
     /// with an error rather than treat it as the end.
     corrupt_at: Option<(String, String)>,
+    /// The last block read and verified: a reader going forward with a byte limit smaller
+    /// than a block asks for the same block several times in a row, and blocks never change.
+    last_block: Option<(BlockInfo, Vec<Bytes>)>,
 }
 
 impl LocalSegmentReader {
@@ -567,6 +570,7 @@ impl LocalSegmentReader {
                     probed_size: 0,
                     footer: None,
                     corrupt_at: None,
+                    last_block: None,
                 })
             }
         })
@@ -618,7 +622,14 @@ impl ReaderInner {
         let start = self.blocks.partition_point(|b| b.last_entry_id < entry_id);
         'blocks: for i in start..self.blocks.len() {
             let info = self.blocks[i];
-            let block = self.read_block(&info)?;
+            let block = match &self.last_block {
+                Some((cached, entries)) if *cached == info => entries.clone(),
+                _ => {
+                    let entries = self.read_block(&info)?;
+                    self.last_block = Some((info, entries.clone()));
+                    entries
+                }
+            };
             for (offset, data) in block.into_iter().enumerate() {
                 let id = info.first_entry_id + offset as i64;
                 if id < entry_id {
