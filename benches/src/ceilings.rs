@@ -127,6 +127,8 @@ pub struct Latency {
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
     /// Maximum.
     pub max_ms: f64,
     /// Arithmetic mean.
@@ -157,6 +159,7 @@ impl Latency {
         Self {
             p50_ms: ms(percentile(samples, 0.50)),
             p99_ms: ms(percentile(samples, 0.99)),
+            p999_ms: ms(percentile(samples, 0.999)),
             max_ms: ms(samples[samples.len() - 1]),
             mean_ms: ms(total) / samples.len() as f64,
         }

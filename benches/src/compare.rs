@@ -866,23 +866,7 @@ fn go_workload(
 fn native_config(backend: Backend, dir: &Path) -> anyhow::Result<WalConfig> {
     match backend {
         Backend::Minio => {
-            let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
-            let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
-            let (host, port) = endpoint
-                .trim_start_matches("http://")
-                .rsplit_once(':')
-                .context("WOODPECKER_TEST_S3_ENDPOINT is not http://host:port")?;
-            let yaml = format!(
-                "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: minio\n    rootPath: {root}\n\
-etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-{uniq}\n\
-minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-rs\n  rootPath: rs-{uniq}\n  createBucket: true\n",
-                root = dir.display(),
-                etcd = env("WOODPECKER_TEST_ETCD_ENDPOINT")?,
-                uniq = uuid::Uuid::new_v4().simple(),
-                ak = env("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?,
-                sk = env("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?,
-            );
-            WalConfig::from_yaml_str(&yaml).map_err(|e| anyhow!("{e}"))
+            WalConfig::from_yaml_str(&minio_yaml(dir, "rs")?).map_err(|e| anyhow!("{e}"))
         }
         _ => default_wal_config(dir),
     }
@@ -931,16 +915,14 @@ async fn native_writes(
         let mut lat = collector.await??;
         let secs = t0.elapsed().as_secs_f64();
         writer.close().await?;
-        lat.sort();
-        // `percentile` takes a fraction.
-        let pick = |p: f64| ceilings::percentile(&lat, p).as_secs_f64() * 1000.0;
+        let latency = ceilings::Latency::from_samples(&mut lat);
         let ops = entries as f64 / secs;
         Ok::<_, anyhow::Error>(Figure {
             mib_s: ops * size as f64 / MIB_F,
             ops_s: ops,
-            p50_ms: pick(0.50),
-            p99_ms: pick(0.99),
-            p999_ms: pick(0.999),
+            p50_ms: latency.p50_ms,
+            p99_ms: latency.p99_ms,
+            p999_ms: latency.p999_ms,
         })
     }
     .await;
@@ -993,7 +975,7 @@ fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
         SystemId::Shim(backend) => {
             let config = if backend == Backend::Minio {
                 let cfg_path = dir.path().join("woodpecker.yaml");
-                let text = minio_yaml(dir.path())?;
+                let text = minio_yaml(&dir.path().join("data"), "shim")?;
                 std::fs::write(&cfg_path, text)?;
                 Some(cfg_path)
             } else {
@@ -1036,7 +1018,9 @@ fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
     Ok(started)
 }
 
-fn minio_yaml(dir: &Path) -> anyhow::Result<String> {
+/// A `woodpecker.yaml` for MinIO segments and etcd metadata (the test services' variables),
+/// with segments under `root` and a fresh etcd prefix and bucket path tagged `tag`.
+fn minio_yaml(root: &Path, tag: &str) -> anyhow::Result<String> {
     let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
     let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
     let (host, port) = endpoint
@@ -1045,9 +1029,9 @@ fn minio_yaml(dir: &Path) -> anyhow::Result<String> {
         .context("WOODPECKER_TEST_S3_ENDPOINT is not http://host:port")?;
     Ok(format!(
         "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: minio\n    rootPath: {root}\n\
-etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-shim-{uniq}\n\
-minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-shim\n  rootPath: shim-{uniq}\n  createBucket: true\n",
-        root = dir.join("data").display(),
+etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-{tag}-{uniq}\n\
+minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-{tag}\n  rootPath: {tag}-{uniq}\n  createBucket: true\n",
+        root = root.display(),
         etcd = env("WOODPECKER_TEST_ETCD_ENDPOINT")?,
         uniq = uuid::Uuid::new_v4().simple(),
         ak = env("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?,

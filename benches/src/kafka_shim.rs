@@ -53,7 +53,7 @@ use wal::config::Config as WalConfig;
 use wal::engine::Engine;
 use wal::message::{LogMessageId, WriteMessage};
 
-use crate::ceilings::{HostInfo, KIB, LoadAvg, MIB, fmt_ms, fmt_size, random_bytes};
+use crate::ceilings::{HostInfo, KIB, Latency, LoadAvg, MIB, fmt_ms, fmt_size, random_bytes};
 
 const MIB_F: f64 = MIB as f64;
 
@@ -119,52 +119,6 @@ pub struct Config {
 }
 
 // --- figures ---------------------------------------------------------------------------------
-
-/// Latency summary in milliseconds (nearest-rank percentiles).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p999_ms: f64,
-    /// Maximum.
-    pub max_ms: f64,
-    /// Arithmetic mean.
-    pub mean_ms: f64,
-}
-
-/// Nearest-rank percentile `p` (0 < p <= 1) of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-impl Latency {
-    /// Summarises the samples (sorts them in place).
-    pub fn from_samples(samples: &mut [Duration]) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_unstable();
-        let total: Duration = samples.iter().sum();
-        Self {
-            p50_ms: ms(percentile(samples, 0.50)),
-            p99_ms: ms(percentile(samples, 0.99)),
-            p999_ms: ms(percentile(samples, 0.999)),
-            max_ms: ms(samples[samples.len() - 1]),
-            mean_ms: ms(total) / samples.len() as f64,
-        }
-    }
-}
 
 /// One native variant: writes of one entry size, then the read-back.
 #[derive(Debug, Clone, Serialize)]
