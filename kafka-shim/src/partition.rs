@@ -417,60 +417,59 @@ impl Partition {
         let Some(side) = guard.as_mut() else {
             return Err(KafkaCode::NotLeaderOrFollower);
         };
-        // Decide every batch first, so a refused batch leaves nothing written.
+        // Decide every batch first, on a scratch copy of the producers involved, so that a
+        // refused batch leaves nothing written and later batches of the request are checked
+        // against earlier ones.
+        let mut producers: HashMap<i64, ProducerState> = batches
+            .iter()
+            .filter_map(|(h, _)| {
+                let state = side.producers.get(&h.producer_id)?;
+                Some((h.producer_id, state.clone()))
+            })
+            .collect();
+        let mut next = side.next_offset;
         let mut plan = Vec::with_capacity(batches.len());
-        let mut producers = side.producers.clone_for(&batches);
         for (h, data) in batches {
-            let check = check_sequence(&producers, &h)?;
-            if let SequenceCheck::New = check
-                && h.producer_id >= 0
-            {
-                // Later batches of the same request are checked against this one.
-                let base = side.next_offset + plan_offsets(&plan);
-                producers.entry(h.producer_id).or_default().record(&h, base);
+            match check_sequence(&producers, &h)? {
+                SequenceCheck::Duplicate { base, last } => plan.push((h, data, base, last, false)),
+                SequenceCheck::New => {
+                    if h.producer_id >= 0 {
+                        producers.entry(h.producer_id).or_default().record(&h, next);
+                    }
+                    let last = next + h.offset_count() - 1;
+                    plan.push((h, data, next, last, true));
+                    next = last + 1;
+                }
             }
-            plan.push((h, data, check));
         }
+        side.producers.extend(producers);
+        side.next_offset = next;
         let mut first = None;
         let mut last = -1;
-        for (h, data, check) in plan {
-            match check {
-                SequenceCheck::Duplicate { base, last: l } => {
-                    first.get_or_insert(base);
-                    last = last.max(l);
-                }
-                SequenceCheck::New => {
-                    let base = side.next_offset;
-                    let end = base + h.offset_count() - 1;
-                    let bytes = batch::with_base_offset(&data, base, self.settings.leader_epoch);
-                    let write = side.writer.write_async(WriteMessage::new(bytes.clone()));
-                    side.next_offset = end + 1;
-                    if h.producer_id >= 0 {
-                        side.producers
-                            .entry(h.producer_id)
-                            .or_default()
-                            .record(&h, base);
-                    }
-                    self.lock_index().pending.push_back(Entry {
-                        base,
-                        last: end,
-                        first_ts: h.base_timestamp,
-                        max_ts: h.max_timestamp,
-                        size: bytes.len(),
-                        id: None,
-                        data: Some(bytes),
-                    });
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        match write.await {
-                            Ok(id) => me.acknowledged(base, id),
-                            Err(e) => me.fail(&e),
-                        }
-                    });
-                    first.get_or_insert(base);
-                    last = last.max(end);
-                }
+        for (h, data, base, end, new) in plan {
+            first.get_or_insert(base);
+            last = last.max(end);
+            if !new {
+                continue;
             }
+            let bytes = batch::with_base_offset(&data, base, self.settings.leader_epoch);
+            let write = side.writer.write_async(WriteMessage::new(bytes.clone()));
+            self.lock_index().pending.push_back(Entry {
+                base,
+                last: end,
+                first_ts: h.base_timestamp,
+                max_ts: h.max_timestamp,
+                size: bytes.len(),
+                id: None,
+                data: Some(bytes),
+            });
+            let me = self.clone();
+            tokio::spawn(async move {
+                match write.await {
+                    Ok(id) => me.acknowledged(base, id),
+                    Err(e) => me.fail(&e),
+                }
+            });
         }
         Ok((first.unwrap_or(last), last))
     }
@@ -761,28 +760,6 @@ impl Partition {
         }
         self.failed.store(true, Ordering::Release);
         self.hwm.send_modify(|_| {});
-    }
-}
-
-fn plan_offsets(plan: &[(BatchHeader, Bytes, SequenceCheck)]) -> i64 {
-    plan.iter()
-        .filter(|(_, _, c)| matches!(c, SequenceCheck::New))
-        .map(|(h, _, _)| h.offset_count())
-        .sum()
-}
-
-trait CloneFor {
-    fn clone_for(&self, batches: &[(BatchHeader, Bytes)]) -> HashMap<i64, ProducerState>;
-}
-
-impl CloneFor for HashMap<i64, ProducerState> {
-    /// The states of the producers in `batches` only.
-    fn clone_for(&self, batches: &[(BatchHeader, Bytes)]) -> HashMap<i64, ProducerState> {
-        batches
-            .iter()
-            .filter(|(h, _)| h.producer_id >= 0)
-            .filter_map(|(h, _)| self.get(&h.producer_id).map(|s| (h.producer_id, s.clone())))
-            .collect()
     }
 }
 
