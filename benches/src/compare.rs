@@ -25,7 +25,6 @@
 //! server) are measured in the same run by the `ceilings` probe.
 
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,7 +40,7 @@ use wal::engine::Engine;
 use wal::message::WriteMessage;
 
 use crate::ceilings::{self, HostInfo, KIB, LoadAvg, MIB, random_bytes};
-use crate::kafka_shim::{default_wal_config, parse_producer};
+use crate::kafka_shim::{default_wal_config, parse_producer, run_captured as run_cmd, tail};
 
 const MIB_F: f64 = MIB as f64;
 
@@ -337,58 +336,6 @@ pub struct Report {
 }
 
 // --- processes -------------------------------------------------------------------------------
-
-struct Output {
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to completion with a time limit; fails with the output's tail when it fails.
-fn run_cmd(mut cmd: Command, what: &str, limit: Duration) -> anyhow::Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    let mut out = child.stdout.take().context("stdout")?;
-    let mut err = child.stderr.take().context("stderr")?;
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} did not finish within {} s", limit.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    if !status.success() {
-        bail!(
-            "{what} failed ({status}):\n{}\n{}",
-            tail(&stdout, 15),
-            tail(&stderr, 15)
-        );
-    }
-    Ok(Output { stdout, stderr })
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 fn script(name: &str) -> Command {
     Command::new(repo_root().join("scripts").join(name))

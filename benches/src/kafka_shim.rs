@@ -475,16 +475,24 @@ async fn native_on(
 // --- processes -------------------------------------------------------------------------------
 
 /// What a finished child process printed.
+/// A finished process: its output and wall time.
 #[derive(Debug)]
-struct Finished {
-    stdout: String,
-    stderr: String,
-    seconds: f64,
+pub(crate) struct Finished {
+    /// Standard output.
+    pub(crate) stdout: String,
+    /// Standard error.
+    pub(crate) stderr: String,
+    /// Wall time.
+    pub(crate) seconds: f64,
 }
 
 /// Runs `cmd` to completion (killing it after `timeout`), capturing its output; an error
 /// (with the end of its stderr) when it fails.
-fn run_captured(mut cmd: Command, what: &str, timeout: Duration) -> anyhow::Result<Finished> {
+pub(crate) fn run_captured(
+    mut cmd: Command,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<Finished> {
     let t0 = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -533,7 +541,8 @@ fn run_captured(mut cmd: Command, what: &str, timeout: Duration) -> anyhow::Resu
     })
 }
 
-fn tail(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
