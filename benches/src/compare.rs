@@ -910,19 +910,20 @@ struct Started {
 }
 
 fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
-    let dir = tempfile::Builder::new().prefix("compare-").tempdir()?;
+    let tmp = tempfile::Builder::new().prefix("compare-").tempdir()?;
+    let dir = tmp.path().to_path_buf();
     let mut started = Started {
         serve: None,
         peer: None,
         go_bin: None,
-        _dir: tempfile::tempdir()?,
+        _dir: tmp,
     };
     match sys {
         SystemId::Native(_) => {}
         SystemId::Shim(backend) => {
             let config = if backend == Backend::Minio {
-                let cfg_path = dir.path().join("woodpecker.yaml");
-                let text = minio_yaml(&dir.path().join("data"), "shim")?;
+                let cfg_path = dir.as_path().join("woodpecker.yaml");
+                let text = minio_yaml(&dir.as_path().join("data"), "shim")?;
                 std::fs::write(&cfg_path, text)?;
                 Some(cfg_path)
             } else {
@@ -930,7 +931,7 @@ fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
             };
             started.serve = Some(Serve::start(
                 &tools.woodpecker,
-                dir.path(),
+                dir.as_path(),
                 config.as_deref(),
             )?);
         }
@@ -945,23 +946,22 @@ fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
             started.go_bin = Some(PathBuf::from(out.stdout.trim()));
         }
         SystemId::Kafka => {
-            started.peer = Some(Peer::start("kafka", &dir.path().join("kafka"), &[])?);
+            started.peer = Some(Peer::start("kafka", &dir.as_path().join("kafka"), &[])?);
         }
         SystemId::KafkaFsync => {
             started.peer = Some(Peer::start(
                 "kafka",
-                &dir.path().join("kafka"),
+                &dir.as_path().join("kafka"),
                 &[("KAFKA_EXTRA_PROPS", "log.flush.interval.messages=1")],
             )?);
         }
         SystemId::Pulsar => {
-            started.peer = Some(Peer::start("pulsar", &dir.path().join("pulsar"), &[])?);
+            started.peer = Some(Peer::start("pulsar", &dir.as_path().join("pulsar"), &[])?);
         }
         SystemId::Tansu => {
-            started.peer = Some(Peer::start("tansu", &dir.path().join("tansu"), &[])?);
+            started.peer = Some(Peer::start("tansu", &dir.as_path().join("tansu"), &[])?);
         }
     }
-    started._dir = dir;
     Ok(started)
 }
 
