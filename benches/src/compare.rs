@@ -88,6 +88,16 @@ impl Workload {
             Workload::Records16 => "1 KiB records, 16 partitions",
         }
     }
+
+    /// The name used by `--workloads`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Workload::Big => "big",
+            Workload::Small => "small",
+            Workload::Records1 => "records1",
+            Workload::Records16 => "records16",
+        }
+    }
 }
 
 /// Sizes of the workloads.
@@ -113,13 +123,20 @@ pub struct Settings {
     /// requests of 16 KiB in flight, each waiting for the 200 ms flush ticker) moves about
     /// 0.4 MB/s.
     pub records_object: usize,
-    /// Systems to run (names as in [`SystemId::name`]); empty = all.
+    /// Systems to run (names as in [`SystemId::name`] or [`SystemId::key`]); empty = all.
     pub only: Vec<String>,
+    /// Workloads to run (names as in [`Workload::key`]); empty = all.
+    pub workloads: Vec<String>,
     /// Where the report goes.
     pub out: PathBuf,
 }
 
 impl Settings {
+    /// Whether `--workloads` selects `w`.
+    pub fn wants(&self, w: Workload) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|k| k == w.key())
+    }
+
     /// The full comparison.
     pub fn full(out: PathBuf) -> Settings {
         Settings {
@@ -133,6 +150,7 @@ impl Settings {
             records: 200_000,
             records_object: 10_000,
             only: Vec::new(),
+            workloads: Vec::new(),
             out,
         }
     }
@@ -150,6 +168,7 @@ impl Settings {
             records: 2_000,
             records_object: 500,
             only: vec!["woodpecker-rs".into(), "kafka".into()],
+            workloads: Vec::new(),
             out,
         }
     }
@@ -220,6 +239,22 @@ impl SystemId {
             SystemId::Native(_) | SystemId::Shim(_) => "woodpecker-rs",
             SystemId::Go(_) => "go-woodpecker",
             SystemId::Kafka | SystemId::KafkaFsync => "kafka",
+            SystemId::Pulsar => "pulsar",
+            SystemId::Tansu => "tansu",
+        }
+    }
+
+    /// The name of this one system and backend, also accepted by `--only`.
+    pub fn key(self) -> &'static str {
+        match self {
+            SystemId::Native(Backend::Minio) => "native-minio",
+            SystemId::Native(_) => "native-local",
+            SystemId::Shim(Backend::Minio) => "shim-minio",
+            SystemId::Shim(_) => "shim-local",
+            SystemId::Go(Backend::Minio) => "go-minio",
+            SystemId::Go(_) => "go-local",
+            SystemId::Kafka => "kafka-default",
+            SystemId::KafkaFsync => "kafka-fsync",
             SystemId::Pulsar => "pulsar",
             SystemId::Tansu => "tansu",
         }
@@ -1013,12 +1048,17 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
 
     let systems: Vec<SystemId> = SystemId::ALL
         .into_iter()
-        .filter(|sys| s.only.is_empty() || s.only.iter().any(|o| o == sys.name()))
+        .filter(|sys| s.only.is_empty() || s.only.iter().any(|o| o == sys.name() || o == sys.key()))
         .filter(|sys| !(s.quick && *sys == SystemId::Shim(Backend::Minio)))
         .collect();
     let total: usize = systems
         .iter()
-        .map(|sys| Workload::ALL.iter().filter(|w| sys.supports(**w)).count())
+        .map(|sys| {
+            Workload::ALL
+                .iter()
+                .filter(|w| sys.supports(**w) && s.wants(**w))
+                .count()
+        })
         .sum();
     let mut done = 0;
     let mut cells = Vec::new();
@@ -1031,7 +1071,7 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
     for sys in systems {
         let workloads: Vec<Workload> = Workload::ALL
             .into_iter()
-            .filter(|w| sys.supports(*w))
+            .filter(|w| sys.supports(*w) && s.wants(*w))
             .collect();
         let fail_all = |why: String, cells: &mut Vec<Cell>| {
             for w in &workloads {
@@ -1490,7 +1530,11 @@ USAGE:
 OPTIONS:
     --quick              smoke run: tiny workloads, this engine and Apache Kafka only, one run
     --runs N             repetitions per figure (median reported) [default: 3]
-    --only a,b           systems: woodpecker-rs, go-woodpecker, kafka, pulsar, tansu
+    --only a,b           systems: woodpecker-rs, go-woodpecker, kafka, pulsar, tansu, or one
+                         system on one backend: native-local, native-minio, shim-local,
+                         shim-minio, go-local, go-minio, kafka-default, kafka-fsync
+    --workloads a,b      workloads: big (1 MiB entries), small (1 KiB latency), records1,
+                         records16 (Kafka-style) [default: all]
     --records N          1 KiB records per Kafka-style run [default: 200000]
     --out DIR            where report.md, report.json and the SVG plots go [default: bench-report]
     --woodpecker PATH    the woodpecker binary [default: next to this binary]
@@ -1541,6 +1585,27 @@ impl Args {
                         .map(|s| s.trim().to_owned())
                         .filter(|s| !s.is_empty())
                         .collect();
+                    if let Some(bad) = settings.only.iter().find(|o| {
+                        !SystemId::ALL
+                            .iter()
+                            .any(|sys| sys.name() == o.as_str() || sys.key() == o.as_str())
+                    }) {
+                        bail!("unknown system `{bad}` (see --help)");
+                    }
+                }
+                "--workloads" => {
+                    settings.workloads = value("--workloads")?
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if let Some(bad) = settings
+                        .workloads
+                        .iter()
+                        .find(|k| !Workload::ALL.iter().any(|w| w.key() == k.as_str()))
+                    {
+                        bail!("unknown workload `{bad}` (big, small, records1, records16)");
+                    }
                 }
                 "--out" => out = PathBuf::from(value("--out")?),
                 "--woodpecker" => woodpecker = PathBuf::from(value("--woodpecker")?),
@@ -1621,6 +1686,17 @@ mod tests {
         assert_eq!(a.settings.only, ["kafka", "woodpecker-rs"]);
         assert!(Args::parse(["--runs".to_owned(), "0".into()]).is_err());
         assert!(Args::parse(["--bogus".to_owned()]).is_err());
+        let a = Args::parse([
+            "--only".to_owned(),
+            "native-minio,go-minio".into(),
+            "--workloads".into(),
+            "big".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.settings.only, ["native-minio", "go-minio"]);
+        assert!(a.settings.wants(Workload::Big) && !a.settings.wants(Workload::Small));
+        assert!(Args::parse(["--only".to_owned(), "kafak".into()]).is_err());
+        assert!(Args::parse(["--workloads".to_owned(), "huge".into()]).is_err());
     }
 
     #[test]

@@ -655,6 +655,76 @@ async fn parallel_blocks_are_acknowledged_in_block_order() {
     assert_eq!(read_object(&storage, SEG).await.0, dense(6));
 }
 
+/// Appends `ids` one by one (each fills a block at `max_flush_size` 11, so each starts a
+/// flush of its own) and returns their receipts.
+async fn one_flush_each(ls: &LogStore, ids: std::ops::Range<i64>) -> Vec<AppendReceipt> {
+    let mut receipts = Vec::new();
+    for id in ids {
+        receipts.push(ls.add_entry(LOG, SEG, id, payload(id)).await.unwrap());
+        tokio::task::yield_now().await;
+    }
+    receipts
+}
+
+#[tokio::test]
+async fn consecutive_flushes_overlap_and_are_acknowledged_in_order() {
+    let (faults, storage) = faulty_storage(8);
+    faults.add_rule(
+        FaultRule::delay(&[Op::Put], Duration::from_millis(1500)).under("root/7/3/0.blk"),
+    );
+    let (_clock, clock_ref) = manual();
+    let policy = SyncPolicy {
+        max_flush_size: 11,
+        ..SyncPolicy::default()
+    };
+    let ls = store(Backend::Object(storage.clone()), policy, clock_ref);
+    let mut receipts = one_flush_each(&ls, 0..3).await;
+    let objects = SegmentObjects::new(storage.clone(), LOG, SEG);
+    // The later flushes upload while the first is still in flight, and wait for it.
+    within(async {
+        while storage.stat(&objects.block_key(2)).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(storage.stat(&objects.block_key(0)).await.unwrap().is_none());
+    for r in &mut receipts {
+        assert!(r.now_or_never().is_none(), "acknowledged before block 0");
+    }
+    let acks = within(all(receipts)).await;
+    assert_eq!(
+        acks.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(read_object(&storage, SEG).await.0, dense(3));
+}
+
+#[tokio::test]
+async fn flushes_beyond_max_flush_threads_wait_for_an_upload_to_finish() {
+    let (faults, storage) = faulty_storage(9);
+    faults
+        .add_rule(FaultRule::delay(&[Op::Put], Duration::from_millis(300)).under("root/7/3/0.blk"));
+    let (_clock, clock_ref) = manual();
+    let policy = SyncPolicy {
+        max_flush_size: 11,
+        max_flush_threads: 1,
+        ..SyncPolicy::default()
+    };
+    let ls = store(Backend::Object(storage.clone()), policy, clock_ref);
+    let receipts = one_flush_each(&ls, 0..4).await;
+    let objects = SegmentObjects::new(storage.clone(), LOG, SEG);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(storage.stat(&objects.block_key(0)).await.unwrap().is_none());
+    assert!(
+        storage.stat(&objects.block_key(1)).await.unwrap().is_none(),
+        "one upload at a time"
+    );
+    // The deferred flush starts when block 0 lands, without the clock moving.
+    let acks = within(all(receipts)).await;
+    assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+    assert_eq!(read_object(&storage, SEG).await.0, dense(4));
+}
+
 #[tokio::test]
 async fn the_first_failed_block_fails_every_later_block_even_if_stored() {
     let (faults, storage) = faulty_storage(6);

@@ -5,7 +5,10 @@
 //! the receipt resolves when the entry is durable ("Synced") or failed. The task alone touches
 //! the writer: it flushes on the policy ticker (through the injected [`Clock`]), when the
 //! contiguous prefix reaches `max_flush_size`, when buffered bytes reach `max_bytes`, and
-//! before it fences, completes or closes.
+//! before it fences, completes or closes. On object storage a flush starts its block uploads
+//! and returns, so consecutive flushes overlap (up to `max_flush_threads` blocks in flight);
+//! on local disk a flush is one write and fsync, and appends arriving meanwhile wait for the
+//! next one.
 //!
 //! Durability: an entry is acknowledged only when its block and every earlier block are
 //! stored (object PUT succeeded, or `data.log` appended and fsynced). The first block that
@@ -25,6 +28,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use storage::object::ObjectStorage;
 use storage::segment::local::{DATA_FILE, LocalSegmentWriter};
 use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
@@ -261,6 +265,8 @@ impl SegmentProcessor {
             writer,
             clock,
             finalized_last: None,
+            uploads: FuturesOrdered::new(),
+            deferred: false,
         };
         let task = tokio::spawn(flusher.run(rx, interval));
         Ok(SegmentProcessor {
@@ -483,12 +489,22 @@ enum Writer {
     Local(LocalSegmentWriter),
 }
 
+/// One block upload in flight: resolves to the block and the PUT's outcome.
+type Upload = Pin<Box<dyn Future<Output = (PreparedBlock, storage::Result<()>)> + Send>>;
+
 /// The task side: the only owner of the writer.
 struct Flusher {
     shared: Arc<Shared>,
     writer: Writer,
     clock: ClockRef,
     finalized_last: Option<i64>,
+    /// Block uploads in flight, oldest first. Consecutive flushes of an object segment
+    /// overlap (up to `max_flush_threads` blocks), but blocks are acknowledged strictly in
+    /// order: an entry is durable only once its block and every earlier one are stored.
+    uploads: FuturesOrdered<Upload>,
+    /// A flush was asked for (size trigger or tick) while the uploads were at their limit;
+    /// it starts when one completes.
+    deferred: bool,
 }
 
 impl Flusher {
@@ -537,6 +553,12 @@ impl Flusher {
                         return;
                     }
                 },
+                Some((block, r)) = self.uploads.next(), if !self.uploads.is_empty() => {
+                    self.uploaded(block, r);
+                    if self.deferred {
+                        self.flush().await;
+                    }
+                }
                 () = self.shared.wake.notified() => self.flush().await,
                 () = clock.sleep(wait) => {
                     self.flush().await;
@@ -555,15 +577,24 @@ impl Flusher {
         &self.shared.segment
     }
 
-    /// Flushes the contiguous prefix and waits for it to be durable or failed. One batch per
-    /// call, so that a steady stream of appends cannot starve fence, complete and close;
-    /// entries arriving meanwhile go in the next flush (their size trigger is kept as a
-    /// pending wake-up).
+    /// Starts a flush of the contiguous prefix. On local disk it waits for the write and
+    /// fsync (one batch per call, so that a steady stream of appends cannot starve fence,
+    /// complete and close; entries arriving meanwhile go in the next flush). On object
+    /// storage it starts the block uploads and returns: the task acknowledges them as they
+    /// complete, and a flush asked for while `max_flush_threads` uploads are in flight waits
+    /// for one of them.
     async fn flush(&mut self) {
+        if matches!(self.writer, Writer::Object(_))
+            && self.uploads.len() >= self.shared.policy.max_flush_threads
+        {
+            self.deferred = true;
+            return;
+        }
+        self.deferred = false;
         let batch = self.shared.lock().buffer.take_ready();
         let Some(batch) = batch else { return };
         match &self.writer {
-            Writer::Object(_) => self.flush_object(batch).await,
+            Writer::Object(_) => self.start_uploads(batch),
             Writer::Local(_) => self.flush_local(batch).await,
             Writer::FencedObject(objects) => {
                 let e = LogStoreError::SegmentFenced {
@@ -572,6 +603,23 @@ impl Flusher {
                 };
                 self.fail(e);
             }
+        }
+    }
+
+    /// Flushes everything contiguous and waits until every upload in flight is durable or
+    /// failed (before a fence, a footer or a close).
+    async fn flush_all(&mut self) {
+        if !matches!(self.writer, Writer::Object(_)) {
+            self.flush().await;
+            return;
+        }
+        self.deferred = false;
+        let batch = self.shared.lock().buffer.take_ready();
+        if let Some(batch) = batch {
+            self.start_uploads(batch);
+        }
+        while let Some((block, r)) = self.uploads.next().await {
+            self.uploaded(block, r);
         }
     }
 
@@ -588,7 +636,9 @@ impl Flusher {
         }
     }
 
-    async fn flush_object(&mut self, batch: ReadyBatch) {
+    /// Prepares `batch` as blocks and queues their uploads (with retries) behind the ones in
+    /// flight.
+    fn start_uploads(&mut self, batch: ReadyBatch) {
         let policy = self.shared.policy.clone();
         let segment = self.shared.segment.clone();
         let Writer::Object(w) = &mut self.writer else {
@@ -606,31 +656,32 @@ impl Flusher {
             }
         }
         let objects = w.objects().clone();
-        let clock = self.clock.clone();
-        let uploads = prepared.into_iter().map(|block| {
+        for block in prepared {
             let objects = objects.clone();
-            let clock = clock.clone();
+            let clock = self.clock.clone();
             let policy = policy.clone();
-            async move {
+            self.uploads.push_back(Box::pin(async move {
                 let r = upload(&objects, &block, clock.as_ref(), &policy).await;
                 (block, r)
-            }
-        });
-        // `buffered` runs up to max_flush_threads uploads and yields them in block order.
-        let mut results = futures::stream::iter(uploads).buffered(policy.max_flush_threads);
-        while let Some((block, r)) = results.next().await {
-            let Writer::Object(w) = &mut self.writer else {
-                return;
-            };
-            let r = r.and_then(|()| w.block_durable(&block).map(|_| ()));
-            match r {
-                Ok(()) => self.acknowledge(block.header.last_entry_id),
-                Err(e) => {
-                    let e = LogStoreError::block_failed(&segment, &e);
-                    tracing::warn!(segment = %segment, block = block.header.block_number, error = %e, "block failed; the segment is not writable");
-                    self.fail(e);
-                    return;
-                }
+            }));
+        }
+    }
+
+    /// The oldest upload in flight finished: acknowledge its entries, or fail the writer
+    /// (and drop the later uploads: their entries fail with it).
+    fn uploaded(&mut self, block: PreparedBlock, r: storage::Result<()>) {
+        let Writer::Object(w) = &mut self.writer else {
+            return;
+        };
+        let r = r.and_then(|()| w.block_durable(&block).map(|_| ()));
+        match r {
+            Ok(()) => self.acknowledge(block.header.last_entry_id),
+            Err(e) => {
+                let segment = self.shared.segment.clone();
+                let e = LogStoreError::block_failed(&segment, &e);
+                tracing::warn!(segment = %segment, block = block.header.block_number, error = %e, "block failed; the segment is not writable");
+                self.uploads = FuturesOrdered::new();
+                self.fail(e);
             }
         }
     }
@@ -676,7 +727,7 @@ impl Flusher {
             }
         }
         self.shared.space.notify_waiters();
-        self.flush().await;
+        self.flush_all().await;
         let failed = self.shared.lock().buffer.fail_all();
         for (_, w) in failed {
             let _ = w.send(Err(leftover.clone()));
