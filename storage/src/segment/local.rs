@@ -7,8 +7,10 @@
 //!
 //! # Contract
 //!
-//! * [`LocalSegmentWriter::append_block`] returns only after the block is written and
-//!   `fdatasync`ed: a returned [`BlockInfo`] is durable. Entry ids must run on without gaps.
+//! * [`LocalSegmentWriter::append_block`] returns only after the block is durable: written
+//!   and `fdatasync`ed, or (a block under [`MAX_JOURNALED_BLOCK`] of a writer given a
+//!   [`Journal`]) written and committed in the journal, whose group commit syncs many
+//!   segments' blocks at once. Entry ids must run on without gaps.
 //! * [`LocalSegmentWriter::finalize`] appends the index and the footer (v5 or v6, the writer's
 //!   format setting) and syncs; afterwards the file never changes.
 //! * Fencing is the presence of `write.fence` beside `data.log`. Once it exists no append
@@ -24,7 +26,8 @@
 //!   written is "no more yet".
 //!
 //! The file is read and written with plain `std::fs` calls on the blocking pool; there is no
-//! mmap and no preallocation.
+//! mmap and no preallocation. The journal never changes the file's layout: replay writes
+//! journaled blocks back at their offsets before any segment is opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -40,6 +43,7 @@ use crate::codec::{
     HeaderRecord, INDEX_RECORD_LEN, IndexRecord, RECORD_HEADER_LEN, RecordType, decode_block_data,
     encode_block, footer_from_tail,
 };
+use crate::segment::journal::{Journal, MAX_JOURNALED_BLOCK};
 use crate::{Error, Result};
 
 /// Name of the segment file.
@@ -134,13 +138,16 @@ pub struct WriterStatus {
 pub struct LocalSegmentWriter {
     dir: PathBuf,
     inner: Arc<Mutex<WriterInner>>,
+    /// The journal small blocks are committed through, with this segment's path in it.
+    journal: Option<(Arc<Journal>, String)>,
 }
 
 #[derive(Debug)]
 struct WriterInner {
     path: PathBuf,
     fence_path: PathBuf,
-    file: File,
+    /// Shared with the journal, which syncs it at checkpoints.
+    file: Arc<File>,
     header: HeaderRecord,
     blocks: Vec<BlockInfo>,
     /// End of the last block: where the next block (or the index) goes.
@@ -176,6 +183,7 @@ impl LocalSegmentWriter {
         Ok(Self {
             dir,
             inner: Arc::new(Mutex::new(inner)),
+            journal: None,
         })
     }
 
@@ -193,6 +201,7 @@ impl LocalSegmentWriter {
             Self {
                 dir,
                 inner: Arc::new(Mutex::new(inner)),
+                journal: None,
             },
             recovery,
         ))
@@ -218,7 +227,35 @@ impl LocalSegmentWriter {
         })?;
         let mut buf = Vec::new();
         let block_header = encode_block(None, number, first_entry_id, entries, &mut buf);
-        blocking(move || inner.write_block(&buf, &block_header)).await
+        match &self.journal {
+            Some((journal, rel)) if buf.len() < MAX_JOURNALED_BLOCK => {
+                // Written without a sync, made durable by the journal's group commit.
+                let buf = Bytes::from(buf);
+                let (mut inner, info, buf) = blocking(move || {
+                    let info = inner.write_block(&buf, &block_header, false)?;
+                    Ok((inner, info, buf))
+                })
+                .await?;
+                let file = inner.file.clone();
+                let synced = journal
+                    .commit(rel.clone(), info.offset, buf, file)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Unsupported {
+                            what: "the journal stopped".into(),
+                        })
+                    });
+                inner.committed(info, synced)
+            }
+            _ => blocking(move || inner.write_block(&buf, &block_header, true)).await,
+        }
+    }
+
+    /// Makes blocks smaller than [`MAX_JOURNALED_BLOCK`] durable through `journal` (which must
+    /// cover this segment's directory) instead of an `fdatasync` of `data.log` each.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = journal.relative(&self.dir).map(|rel| (journal, rel));
+        self
     }
 
     /// Appends the index and the footer and syncs; idempotent: a finalized writer returns its
@@ -294,7 +331,7 @@ impl WriterInner {
         Ok(Self {
             fence_path: dir.join(FENCE_FILE),
             path,
-            file,
+            file: Arc::new(file),
             header,
             blocks: Vec::new(),
             end: HEADER_RECORD_LEN as u64,
@@ -346,7 +383,7 @@ impl WriterInner {
         let inner = Self {
             path,
             fence_path,
-            file,
+            file: Arc::new(file),
             header,
             blocks,
             end,
@@ -406,7 +443,14 @@ impl WriterInner {
         Ok(())
     }
 
-    fn write_block(&mut self, buf: &[u8], block_header: &BlockHeaderRecord) -> Result<BlockInfo> {
+    /// Writes a block at the end; with `sync`, syncs it and records it. Without, the caller
+    /// records it (through [`Self::committed`]) once the journal holding it is synced.
+    fn write_block(
+        &mut self,
+        buf: &[u8],
+        block_header: &BlockHeaderRecord,
+        sync: bool,
+    ) -> Result<BlockInfo> {
         // A fence made by another process is noticed here, before anything is written.
         if exists(&self.fence_path)? {
             self.fenced = true;
@@ -418,30 +462,50 @@ impl WriterInner {
             BlockInfo::from_header(self.end, block_header).ok_or_else(|| Error::Unsupported {
                 what: "a block of 4 GiB or more".into(),
             })?;
-        self.append_synced(buf)?;
-        self.blocks.push(info);
+        self.append(buf, sync)?;
+        if sync {
+            self.blocks.push(info);
+        }
         Ok(info)
+    }
+
+    /// A block written without a sync is durable (its journal is synced), or not (`Err`: the
+    /// file holds a block nobody will acknowledge, so the writer stops).
+    fn committed(&mut self, info: BlockInfo, journal: Result<()>) -> Result<BlockInfo> {
+        match journal {
+            Ok(()) => {
+                self.blocks.push(info);
+                Ok(info)
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
     }
 
     /// Writes `buf` at the end and syncs. A failed write is rolled back by truncating to the
     /// old end; a failed sync (or rollback) leaves the file unknown, so the writer refuses
     /// further work and recovery must scan it.
     fn append_synced(&mut self, buf: &[u8]) -> Result<()> {
-        let result = self
-            .file
+        self.append(buf, true)
+    }
+
+    fn append(&mut self, buf: &[u8], sync: bool) -> Result<()> {
+        let mut file = &*self.file;
+        let result = file
             .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(buf));
+            .and_then(|_| file.write_all(buf));
         if let Err(e) = result {
-            let rolled_back = self
-                .file
+            let rolled_back = file
                 .set_len(self.end)
-                .and_then(|_| self.file.seek(SeekFrom::Start(self.end)));
+                .and_then(|_| file.seek(SeekFrom::Start(self.end)));
             if rolled_back.is_err() {
                 self.broken = true;
             }
             return Err(io_error("write", &self.path, e));
         }
-        if let Err(e) = self.file.sync_data() {
+        if sync && let Err(e) = file.sync_data() {
             self.broken = true;
             return Err(io_error("fsync", &self.path, e));
         }
@@ -1000,7 +1064,7 @@ fn write_fence_file(dir: &Path, fence_path: &Path) -> Result<()> {
 }
 
 /// Makes a created or renamed file's directory entry durable.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)
@@ -1012,7 +1076,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn io_error(op: &'static str, path: &Path, e: io::Error) -> Error {
+pub(crate) fn io_error(op: &'static str, path: &Path, e: io::Error) -> Error {
     let path = path.display().to_string();
     match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound { path },

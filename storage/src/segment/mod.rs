@@ -7,5 +7,6 @@
 //!
 //! Both encode blocks with [`crate::codec`] and verify every block before returning entries.
 
+pub mod journal;
 pub mod local;
 pub mod object;

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use storage::object::ObjectStorage;
+use storage::segment::journal::Journal;
 use tokio::sync::Mutex;
 
 pub use buffer::{Admit, ReadyBatch, SequentialBuffer};
@@ -86,6 +87,9 @@ pub struct LogStore {
     processors: Mutex<HashMap<(i64, i64), ProcessorSlot>>,
     /// Cached segment readers and cleaned segments.
     read_state: reader::ReadStateRef,
+    /// Group commit for local segments (see [`storage::segment::journal`]); `None` on object
+    /// storage, or when another store holds this root's journal.
+    journal: Option<Arc<Journal>>,
 }
 
 impl LogStore {
@@ -97,6 +101,13 @@ impl LogStore {
         clock: ClockRef,
     ) -> std::result::Result<LogStore, String> {
         policy.validate()?;
+        let journal = match &backend {
+            // Replays what a crash left before any segment is opened.
+            Backend::Local(root) => Journal::open(root)
+                .map_err(|e| format!("local journal: {e}"))?
+                .map(|(journal, _)| journal),
+            Backend::Object(_) => None,
+        };
         Ok(LogStore {
             backend,
             policy,
@@ -104,6 +115,7 @@ impl LogStore {
             clock,
             processors: Mutex::new(HashMap::new()),
             read_state: reader::ReadStateRef::default(),
+            journal,
         })
     }
 
@@ -130,6 +142,7 @@ impl LogStore {
                         self.policy.clone(),
                         self.version,
                         self.clock.clone(),
+                        self.journal.clone(),
                     )
                     .await?;
                     self.forget_cleaned(log_id, segment_id);

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use storage::object::ObjectStorage;
+use storage::segment::journal::Journal;
 use storage::segment::local::{DATA_FILE, LocalSegmentWriter};
 use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -222,13 +223,14 @@ impl SegmentProcessor {
         policy: SyncPolicy,
         version: FormatVersion,
         clock: ClockRef,
+        journal: Option<Arc<Journal>>,
     ) -> Result<SegmentProcessor> {
         let segment: Arc<str> = format!("log {log_id} segment {segment_id}").into();
         let (writer, mode, durable, blocks) = match location {
             SegmentLocation::Object(storage) => {
                 open_object(&segment, storage, log_id, segment_id, version).await?
             }
-            SegmentLocation::Local(dir) => open_local(&segment, dir, version).await?,
+            SegmentLocation::Local(dir) => open_local(&segment, dir, version, journal).await?,
         };
         let phase = match mode {
             Mode::Writable => WriterPhase::Writable,
@@ -448,7 +450,12 @@ async fn open_object(
     Ok((Writer::Object(w), Mode::Recovery, last, blocks))
 }
 
-async fn open_local(segment: &str, dir: PathBuf, version: FormatVersion) -> Result<Opened> {
+async fn open_local(
+    segment: &str,
+    dir: PathBuf,
+    version: FormatVersion,
+    journal: Option<Arc<Journal>>,
+) -> Result<Opened> {
     let err = |e| LogStoreError::storage(segment, StorageKind::Local, e);
     let exists = tokio::fs::try_exists(dir.join(DATA_FILE))
         .await
@@ -475,9 +482,12 @@ async fn open_local(segment: &str, dir: PathBuf, version: FormatVersion) -> Resu
             recovery.blocks.len(),
         ));
     }
-    let w = LocalSegmentWriter::create(&dir, 0, version.as_u16())
+    let mut w = LocalSegmentWriter::create(&dir, 0, version.as_u16())
         .await
         .map_err(err)?;
+    if let Some(journal) = journal {
+        w = w.with_journal(journal);
+    }
     Ok((Writer::Local(w), Mode::Writable, -1, 0))
 }
 

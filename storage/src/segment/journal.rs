@@ -1,0 +1,729 @@
+//! Group commit across local segments: one journal `fdatasync` makes the blocks of many
+//! segments durable at once.
+//!
+//! Each local segment is its own `data.log` (spec §5.3), so a process appending to many
+//! segments at the same time (a Kafka topic with 16 partitions is 16 logs) would pay one
+//! `fdatasync` per segment per flush, and small flushes make that the bottleneck. With a
+//! journal, a small block is written to its `data.log` without syncing, then appended to the
+//! journal; one committer thread writes every block waiting at that moment in one `write` and
+//! syncs the journal once. A block is acknowledged only after that sync: what is acknowledged
+//! is in the journal or (for blocks that bypass it) synced in its `data.log`. The same design
+//! keeps BookKeeper's journal and ledger files apart.
+//!
+//! Checkpoints: the committer moves to a new journal file once the current one holds
+//! [`ROTATE_BYTES`] or is [`ROTATE_INTERVAL`] old; a checkpoint thread then syncs every
+//! `data.log` the old file covered and deletes it. So a journal file exists only while some of
+//! its blocks may not be durable in their segments yet, and the segments' files end up exactly
+//! as they would without a journal (the on-disk format of a segment does not change).
+//!
+//! Replay ([`Journal::open`], before any segment is opened): every record of every journal
+//! file, oldest first, is compared with its `data.log` at its offset and written there when
+//! different; the segments are synced and the journal files deleted. Records stop at the first
+//! torn or corrupt record of a file (that commit was never acknowledged). Records of segments
+//! whose directory is gone (a deleted log) are skipped. Replay is idempotent.
+//!
+//! One journal per root: the journal directory is locked (`flock`); a second store on the same
+//! root (in this process or another) gets `None` from [`Journal::open`] and syncs each block
+//! in its own file, as without a journal.
+//!
+//! Record layout (little-endian): magic `WPJ1` (u32), body length (u32), CRC-32 of the body
+//! (u32); body = path length (u16), the segment directory relative to the root (UTF-8, `/`
+//! separated), offset in `data.log` (u64), the block bytes.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::segment::local::{DATA_FILE, io_error, sync_dir};
+use crate::{Error, Result};
+
+/// Name of the journal directory under the local root.
+pub const JOURNAL_DIR: &str = ".journal";
+/// A journal file is retired once it holds this many bytes.
+pub const ROTATE_BYTES: u64 = 64 << 20;
+/// ... or once it is this old (and holds something).
+pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
+/// Blocks this large or larger skip the journal: their own `fdatasync` costs about what the
+/// journal's would, and writing them twice would not.
+pub const MAX_JOURNALED_BLOCK: usize = 512 << 10;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"WPJ1");
+const RECORD_HEADER: usize = 12;
+const LOCK_FILE: &str = "lock";
+const SUFFIX: &str = ".wpj";
+
+/// The journal of one local root. Cheap to share (`Arc`); dropping the last handle stops the
+/// committer after a final checkpoint.
+#[derive(Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    /// Holds the `flock` of the journal directory.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct Shared {
+    root: PathBuf,
+    dir: PathBuf,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    closed: bool,
+    /// A journal write or sync failed: the journal file is in an unknown state, so nothing
+    /// more is committed through it (appends fail; the segments' writers stop).
+    failed: Option<String>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    rel: String,
+    offset: u64,
+    data: Bytes,
+    file: Arc<File>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// What [`Journal::open`] replayed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Journal files read.
+    pub files: usize,
+    /// Records read.
+    pub records: usize,
+    /// Records whose bytes were missing or different in their `data.log`, and written.
+    pub written: usize,
+    /// Records of segments that no longer exist.
+    pub skipped: usize,
+}
+
+impl Journal {
+    /// Replays what an earlier process left under `root` and starts the committer. `None`
+    /// when another store holds this root's journal.
+    pub fn open(root: impl AsRef<Path>) -> Result<Option<(Arc<Journal>, Replayed)>> {
+        let root = root.as_ref().to_path_buf();
+        let dir = root.join(JOURNAL_DIR);
+        fs::create_dir_all(&dir).map_err(|e| io_error("mkdir", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(io_error("flock", &lock_path, e)),
+        }
+        let replayed = replay(&root, &dir)?;
+        let shared = Arc::new(Shared {
+            root,
+            dir,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let first = next_file(&shared.dir, 0)?;
+        let committer = std::thread::Builder::new()
+            .name("wp-journal".into())
+            .spawn({
+                let shared = shared.clone();
+                move || commit_loop(&shared, first)
+            })
+            .map_err(|e| io_error("spawn", &shared.dir, e))?;
+        Ok(Some((
+            Arc::new(Journal {
+                shared,
+                committer: Mutex::new(Some(committer)),
+                _lock: lock,
+            }),
+            replayed,
+        )))
+    }
+
+    /// The segment directory `dir` relative to the root, when it is under it.
+    pub fn relative(&self, dir: &Path) -> Option<String> {
+        let rel = dir.strip_prefix(&self.shared.root).ok()?;
+        let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        let parts = parts?;
+        (!parts.is_empty()).then(|| parts.join("/"))
+    }
+
+    /// Queues `data`, already written at `offset` of the `data.log` of `rel` (open as
+    /// `file`), and resolves once the journal holding it is synced.
+    pub fn commit(
+        &self,
+        rel: String,
+        offset: u64,
+        data: Bytes,
+        file: Arc<File>,
+    ) -> oneshot::Receiver<Result<()>> {
+        let (done, rx) = oneshot::channel();
+        let mut q = self.lock();
+        if let Some(e) = &q.failed {
+            let _ = done.send(Err(journal_failed(&self.shared.dir, e)));
+            return rx;
+        }
+        if q.closed {
+            let _ = done.send(Err(Error::Unsupported {
+                what: "a commit to a closed journal".into(),
+            }));
+            return rx;
+        }
+        q.pending.push(Pending {
+            rel,
+            offset,
+            data,
+            file,
+            done,
+        });
+        if q.pending.len() == 1 {
+            self.shared.wake.notify_one();
+        }
+        rx
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.lock().closed = true;
+        self.shared.wake.notify_one();
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn journal_failed(dir: &Path, detail: &str) -> Error {
+    Error::Backend {
+        op: "journal",
+        path: dir.display().to_string(),
+        source: detail.to_string().into(),
+    }
+}
+
+/// An open journal file.
+struct Current {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    opened: Instant,
+    /// The segment files its records were written to, by path.
+    covers: HashMap<String, Arc<File>>,
+}
+
+/// Creates journal file `seq + 1` (after the highest existing one) and syncs the directory.
+fn next_file(dir: &Path, after: u64) -> Result<Current> {
+    let seq = after + 1;
+    let path = dir.join(format!("{seq:020}{SUFFIX}"));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("create", &path, e))?;
+    sync_dir(dir)?;
+    Ok(Current {
+        seq,
+        path,
+        file,
+        size: 0,
+        opened: Instant::now(),
+        covers: HashMap::new(),
+    })
+}
+
+fn commit_loop(shared: &Shared, first: Current) {
+    let mut current = first;
+    let checkpoints = Checkpointer::start(shared.dir.clone());
+    let mut buf = Vec::new();
+    loop {
+        let (batch, closed) = {
+            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.pending.is_empty() && !q.closed {
+                let wait = if current.covers.is_empty() {
+                    ROTATE_INTERVAL
+                } else {
+                    ROTATE_INTERVAL.saturating_sub(current.opened.elapsed())
+                };
+                if wait.is_zero() {
+                    break;
+                }
+                q = shared
+                    .wake
+                    .wait_timeout(q, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            (std::mem::take(&mut q.pending), q.closed)
+        };
+        if !batch.is_empty() {
+            buf.clear();
+            for p in &batch {
+                encode(&mut buf, &p.rel, p.offset, &p.data);
+            }
+            let written = current
+                .file
+                .write_all(&buf)
+                .and_then(|()| current.file.sync_data());
+            match written {
+                Ok(()) => {
+                    current.size += buf.len() as u64;
+                    for p in batch {
+                        current.covers.entry(p.rel).or_insert(p.file);
+                        let _ = p.done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let detail = format!("writing {}: {e}", current.path.display());
+                    tracing::error!(error = %detail, "journal write failed; local appends stop");
+                    let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    q.failed = Some(detail.clone());
+                    let later = std::mem::take(&mut q.pending);
+                    drop(q);
+                    for p in batch.into_iter().chain(later) {
+                        let _ = p.done.send(Err(journal_failed(&shared.dir, &detail)));
+                    }
+                }
+            }
+        }
+        let failed = shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .is_some();
+        if closed || failed {
+            break;
+        }
+        let due = current.size >= ROTATE_BYTES
+            || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
+        if due {
+            match next_file(&shared.dir, current.seq) {
+                Ok(next) => {
+                    let old = std::mem::replace(&mut current, next);
+                    checkpoints.retire(old);
+                }
+                Err(e) => {
+                    // Keep writing the current file; the next rotation tries again.
+                    tracing::warn!(error = %e, "cannot start a new journal file");
+                    current.opened = Instant::now();
+                }
+            }
+        }
+    }
+    // Closing: the last file is retired like the others, and the checkpointer finishes.
+    let failed = shared
+        .queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .failed
+        .is_some();
+    if failed {
+        // Keep the file: a later replay decides what it holds.
+        checkpoints.finish();
+        return;
+    }
+    checkpoints.retire(current);
+    checkpoints.finish();
+}
+
+/// Syncs the segments a retired journal file covered, then deletes it.
+struct Checkpointer {
+    tx: std::sync::mpsc::Sender<Current>,
+    handle: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(dir: PathBuf) -> Checkpointer {
+        let (tx, rx) = std::sync::mpsc::channel::<Current>();
+        let handle = std::thread::Builder::new()
+            .name("wp-journal-checkpoint".into())
+            .spawn(move || {
+                for old in rx {
+                    checkpoint(&dir, old);
+                }
+            })
+            .unwrap_or_else(|e| panic!("cannot start the journal checkpoint thread: {e}"));
+        Checkpointer { tx, handle }
+    }
+
+    fn retire(&self, old: Current) {
+        // The receiver lives until `finish`.
+        let _ = self.tx.send(old);
+    }
+
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
+}
+
+fn checkpoint(dir: &Path, old: Current) {
+    for (rel, file) in &old.covers {
+        if let Err(e) = file.sync_data() {
+            // The journal file stays; the next start replays it.
+            tracing::error!(segment = %rel, error = %e, journal = %old.path.display(), "syncing a segment at a journal checkpoint failed");
+            return;
+        }
+    }
+    drop(old.file);
+    if let Err(e) = fs::remove_file(&old.path) {
+        tracing::warn!(error = %e, journal = %old.path.display(), "cannot delete a checkpointed journal file");
+        return;
+    }
+    if let Err(e) = sync_dir(dir) {
+        tracing::debug!(error = %e, "syncing the journal directory");
+    }
+}
+
+fn encode(out: &mut Vec<u8>, rel: &str, offset: u64, data: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    let body = out.len();
+    out.extend_from_slice(&(rel.len() as u16).to_le_bytes());
+    out.extend_from_slice(rel.as_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(data);
+    let len = (out.len() - body) as u32;
+    let crc = crc32fast::hash(&out[body..]);
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// One decoded record.
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    rel: &'a str,
+    offset: u64,
+    data: &'a [u8],
+}
+
+/// The record at the start of `buf` and its length; `None` at a torn or corrupt record.
+fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
+    if buf.len() < RECORD_HEADER {
+        return None;
+    }
+    let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    if word(0) != MAGIC {
+        return None;
+    }
+    let len = word(4) as usize;
+    let body = buf.get(RECORD_HEADER..RECORD_HEADER.checked_add(len)?)?;
+    if crc32fast::hash(body) != word(8) || body.len() < 10 {
+        return None;
+    }
+    let rel_len = usize::from(u16::from_le_bytes([body[0], body[1]]));
+    let rel = std::str::from_utf8(body.get(2..2 + rel_len)?).ok()?;
+    let at = 2 + rel_len;
+    let offset = u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
+    Some((
+        Record {
+            rel,
+            offset,
+            data: &body[at + 8..],
+        },
+        RECORD_HEADER + len,
+    ))
+}
+
+/// Journal files under `dir`, oldest first.
+fn journal_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(SUFFIX)) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn replay(root: &Path, dir: &Path) -> Result<Replayed> {
+    let mut out = Replayed::default();
+    let files = journal_files(dir)?;
+    if files.is_empty() {
+        return Ok(out);
+    }
+    let mut touched: HashMap<String, File> = HashMap::new();
+    let mut missing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for path in &files {
+        out.files += 1;
+        let mut buf = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(|e| io_error("read", path, e))?;
+        let mut at = 0;
+        while let Some((rec, len)) = decode(&buf[at..]) {
+            at += len;
+            out.records += 1;
+            let seg_dir = rec
+                .rel
+                .split('/')
+                .fold(root.to_path_buf(), |p, part| p.join(part));
+            let data_path = seg_dir.join(DATA_FILE);
+            if !touched.contains_key(rec.rel) && !missing.contains(rec.rel) {
+                match OpenOptions::new().read(true).write(true).open(&data_path) {
+                    Ok(f) => {
+                        touched.insert(rec.rel.to_string(), f);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        missing.insert(rec.rel.to_string());
+                    }
+                    Err(e) => return Err(io_error("open", &data_path, e)),
+                }
+            }
+            let Some(f) = touched.get(rec.rel) else {
+                out.skipped += 1;
+                continue;
+            };
+            let mut have = vec![0; rec.data.len()];
+            let same = match f.read_exact_at(&mut have, rec.offset) {
+                Ok(()) => have == rec.data,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+                Err(e) => return Err(io_error("read", &data_path, e)),
+            };
+            if !same {
+                let len = f
+                    .metadata()
+                    .map_err(|e| io_error("stat", &data_path, e))?
+                    .len();
+                if len < rec.offset {
+                    tracing::warn!(file = %data_path.display(), offset = rec.offset, len, "journal replay writes past the end of a segment");
+                }
+                f.write_all_at(rec.data, rec.offset)
+                    .map_err(|e| io_error("write", &data_path, e))?;
+                out.written += 1;
+            }
+        }
+        if at < buf.len() {
+            tracing::info!(journal = %path.display(), kept = at, dropped = buf.len() - at, "journal ends in a torn or corrupt record (never acknowledged)");
+        }
+    }
+    for (rel, f) in &touched {
+        f.sync_data()
+            .map_err(|e| io_error("fsync", &root.join(rel), e))?;
+    }
+    for path in &files {
+        fs::remove_file(path).map_err(|e| io_error("delete", path, e))?;
+    }
+    sync_dir(dir)?;
+    tracing::info!(
+        files = out.files,
+        records = out.records,
+        written = out.written,
+        skipped = out.skipped,
+        "journal replayed"
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::local::{LocalSegmentReader, LocalSegmentWriter};
+
+    fn entries(tag: &str, n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("{tag}-{i}").into_bytes()).collect()
+    }
+
+    async fn read_all(dir: &Path) -> Vec<Vec<u8>> {
+        let reader = LocalSegmentReader::open(dir).await.unwrap();
+        let batch = reader.read_from(0, usize::MAX).await.unwrap();
+        batch.entries.into_iter().map(|e| e.data.to_vec()).collect()
+    }
+
+    fn journal_files_in(root: &Path) -> Vec<PathBuf> {
+        journal_files(&root.join(JOURNAL_DIR)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn journaled_blocks_are_durable_and_the_journal_is_checkpointed_on_close() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (journal, replayed) = Journal::open(root).unwrap().unwrap();
+        assert_eq!(replayed, Replayed::default());
+        let dir = root.join("7").join("3");
+        let w = LocalSegmentWriter::create(&dir, 0, 6)
+            .await
+            .unwrap()
+            .with_journal(journal.clone());
+        let a = entries("a", 3);
+        let b = entries("b", 2);
+        w.append_block(0, &a).await.unwrap();
+        w.append_block(3, &b).await.unwrap();
+        // Acknowledged: the journal holds both blocks until a checkpoint.
+        let files = journal_files_in(root);
+        assert_eq!(files.len(), 1);
+        assert!(fs::metadata(&files[0]).unwrap().len() > 0);
+        assert_eq!(read_all(&dir).await, [a, b].concat());
+        drop(w);
+        drop(journal);
+        // Closing checkpoints: the segment is synced and the journal file deleted.
+        assert!(journal_files_in(root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_root_gets_no_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, _) = Journal::open(tmp.path()).unwrap().unwrap();
+        assert!(Journal::open(tmp.path()).unwrap().is_none());
+        drop(first);
+        assert!(Journal::open(tmp.path()).unwrap().is_some());
+    }
+
+    /// A segment with two synced blocks; returns its directory, the bytes of `data.log` and
+    /// the entries.
+    async fn two_blocks(root: &Path) -> (PathBuf, Vec<u8>, Vec<Vec<u8>>) {
+        let dir = root.join("7").join("3");
+        let w = LocalSegmentWriter::create(&dir, 0, 6).await.unwrap();
+        let a = entries("a", 3);
+        let b = entries("b", 4);
+        w.append_block(0, &a).await.unwrap();
+        w.append_block(3, &b).await.unwrap();
+        drop(w);
+        let bytes = fs::read(dir.join(DATA_FILE)).unwrap();
+        (dir, bytes, [a, b].concat())
+    }
+
+    /// Writes a journal file the way the committer does.
+    fn write_journal(root: &Path, seq: u64, records: &[(&str, u64, &[u8])]) -> PathBuf {
+        let dir = root.join(JOURNAL_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        let mut buf = Vec::new();
+        for (rel, offset, data) in records {
+            encode(&mut buf, rel, *offset, data);
+        }
+        let path = dir.join(format!("{seq:020}{SUFFIX}"));
+        fs::write(&path, buf).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn replay_restores_blocks_a_crash_lost_from_the_segment_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (dir, bytes, all) = two_blocks(root).await;
+        // The blocks start after the 25-byte header; find where the second one starts.
+        let reader = LocalSegmentReader::open(&dir).await.unwrap();
+        let batch = reader.read_from(0, usize::MAX).await.unwrap();
+        assert_eq!(batch.entries.len(), all.len());
+        let data_path = dir.join(DATA_FILE);
+        let second = {
+            let w = LocalSegmentWriter::open_for_recovery(&dir).await.unwrap().1;
+            w.blocks[1].offset as usize
+        };
+        // The crash: both blocks were in the journal (split over two files), the second
+        // never reached the segment file, and the first is half there.
+        write_journal(root, 1, &[("7/3", 25, &bytes[25..second])]);
+        write_journal(root, 2, &[("7/3", second as u64, &bytes[second..])]);
+        fs::write(&data_path, &bytes[..25 + (second - 25) / 2]).unwrap();
+
+        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                files: 2,
+                records: 2,
+                written: 2,
+                skipped: 0
+            }
+        );
+        assert_eq!(fs::read(&data_path).unwrap(), bytes);
+        assert_eq!(read_all(&dir).await, all);
+        // The replayed files are gone; only the new, empty journal file is left.
+        let left = journal_files_in(root);
+        assert_eq!(left.len(), 1);
+        assert_eq!(fs::metadata(&left[0]).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn replay_is_idempotent_and_skips_what_it_cannot_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (dir, bytes, all) = two_blocks(root).await;
+        let mut torn = Vec::new();
+        encode(&mut torn, "7/3", 25, &bytes[25..]);
+        let path = write_journal(
+            root,
+            1,
+            &[
+                // Already in the segment: nothing to write.
+                ("7/3", 25, &bytes[25..]),
+                // A deleted log.
+                ("9/1", 25, b"gone"),
+            ],
+        );
+        // A torn record at the end (a commit that was never acknowledged) is ignored.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&torn[..torn.len() - 3]).unwrap();
+        drop(f);
+
+        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                files: 1,
+                records: 2,
+                written: 0,
+                skipped: 1
+            }
+        );
+        assert_eq!(fs::read(dir.join(DATA_FILE)).unwrap(), bytes);
+        assert_eq!(read_all(&dir).await, all);
+        assert!(!root.join("9").exists(), "replay never creates segments");
+    }
+
+    #[test]
+    fn records_round_trip_and_stop_at_damage() {
+        let mut buf = Vec::new();
+        encode(&mut buf, "7/3", 25, b"block one");
+        encode(&mut buf, "7/4", 99, b"");
+        let (a, n) = decode(&buf).unwrap();
+        assert_eq!(
+            a,
+            Record {
+                rel: "7/3",
+                offset: 25,
+                data: b"block one"
+            }
+        );
+        let (b, m) = decode(&buf[n..]).unwrap();
+        assert_eq!((b.rel, b.offset, b.data), ("7/4", 99, &b""[..]));
+        assert_eq!(n + m, buf.len());
+        // Torn: any prefix short of a whole record decodes to nothing.
+        for cut in 0..n {
+            assert!(decode(&buf[..cut]).is_none(), "prefix {cut}");
+        }
+        // Corrupt: one flipped bit anywhere is refused.
+        for i in 0..n {
+            let mut bad = buf[..n].to_vec();
+            bad[i] ^= 0x10;
+            assert!(decode(&bad).is_none(), "flipped byte {i}");
+        }
+    }
+}
