@@ -29,13 +29,14 @@
 //! mmap and no preallocation. The journal never changes the file's layout: replay writes
 //! journaled blocks back at their offsets before any segment is opened.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 
 use crate::codec::{
     BLOCK_HEADER_RECORD_LEN, BlockHeaderRecord, CodecError, FOOTER_V5_RECORD_LEN,
@@ -92,6 +93,39 @@ impl BlockInfo {
             first_entry_id: self.first_entry_id,
             last_entry_id: self.last_entry_id,
         }
+    }
+}
+
+/// How [`LocalSegmentWriter::write_block`] wrote a block.
+#[derive(Debug)]
+pub enum BlockWrite {
+    /// Written and synced in `data.log`.
+    Durable(BlockInfo),
+    /// Written in `data.log` and queued in the journal.
+    Journaled(JournaledBlock),
+}
+
+/// A block waiting for the journal's group commit.
+#[derive(Debug)]
+pub struct JournaledBlock {
+    info: BlockInfo,
+    commit: oneshot::Receiver<Result<()>>,
+}
+
+impl JournaledBlock {
+    /// Where the block is.
+    pub fn info(&self) -> BlockInfo {
+        self.info
+    }
+
+    /// Waits for the journal; pass the outcome to [`LocalSegmentWriter::confirm`].
+    pub async fn durable(self) -> (BlockInfo, Result<()>) {
+        let synced = self.commit.await.unwrap_or_else(|_| {
+            Err(Error::Unsupported {
+                what: "the journal stopped".into(),
+            })
+        });
+        (self.info, synced)
     }
 }
 
@@ -156,6 +190,8 @@ struct WriterInner {
     fenced: bool,
     /// A failed write or sync left the file in an unknown state; only recovery may touch it.
     broken: bool,
+    /// Blocks written after `blocks` whose journal commit is not confirmed yet, in order.
+    journaled: VecDeque<BlockInfo>,
 }
 
 impl LocalSegmentWriter {
@@ -212,43 +248,71 @@ impl LocalSegmentWriter {
         &self.dir
     }
 
-    /// Appends one block holding `entries` with ids `first_entry_id..`, and syncs it. The ids
-    /// must continue the segment exactly. Fails with [`Error::Fenced`] once `write.fence`
-    /// exists, and when the writer is finalized or broken by an earlier IO failure.
+    /// Appends one block holding `entries` with ids `first_entry_id..` and returns once it is
+    /// durable. The ids must continue the segment exactly. Fails with [`Error::Fenced`] once
+    /// `write.fence` exists, and when the writer is finalized or broken by an earlier IO
+    /// failure.
     pub async fn append_block<E: AsRef<[u8]>>(
         &self,
         first_entry_id: i64,
         entries: &[E],
     ) -> Result<BlockInfo> {
+        match self.write_block(first_entry_id, entries).await? {
+            BlockWrite::Durable(info) => Ok(info),
+            BlockWrite::Journaled(started) => {
+                let (info, synced) = started.durable().await;
+                self.confirm(info, synced).await
+            }
+        }
+    }
+
+    /// Writes one block (ids as for [`append_block`](Self::append_block)) and returns without
+    /// waiting when it goes through the journal: the caller awaits
+    /// [`JournaledBlock::durable`] and passes the outcome to [`confirm`](Self::confirm), in
+    /// block order. Several journaled blocks may be waiting at once, so that the next one is
+    /// already queued when the journal's sync of the previous ones ends. A block written with
+    /// its own sync ([`BlockWrite::Durable`]) also makes every journaled block before it
+    /// durable (the sync covers the whole file).
+    pub async fn write_block<E: AsRef<[u8]>>(
+        &self,
+        first_entry_id: i64,
+        entries: &[E],
+    ) -> Result<BlockWrite> {
         let mut inner = self.inner.clone().lock_owned().await;
         inner.check_append(first_entry_id, entries.len())?;
-        let number = i32::try_from(inner.blocks.len()).map_err(|_| Error::Unsupported {
-            what: "more than i32::MAX blocks in a segment".into(),
+        let number = i32::try_from(inner.blocks.len() + inner.journaled.len()).map_err(|_| {
+            Error::Unsupported {
+                what: "more than i32::MAX blocks in a segment".into(),
+            }
         })?;
         let mut buf = Vec::new();
         let block_header = encode_block(None, number, first_entry_id, entries, &mut buf);
         match &self.journal {
             Some((journal, rel)) if buf.len() < MAX_JOURNALED_BLOCK => {
-                // Written without a sync, made durable by the journal's group commit.
+                // Written without a sync, made durable by the journal's group commit. The
+                // write only copies a small block into the page cache, so it is made here
+                // rather than handed to the blocking pool: the hand-off and the wake-up back
+                // cost more than the copy.
                 let buf = Bytes::from(buf);
-                let (mut inner, info, buf) = blocking(move || {
-                    let info = inner.write_block(&buf, &block_header, false)?;
-                    Ok((inner, info, buf))
-                })
-                .await?;
+                let info = inner.write_block(&buf, &block_header, false)?;
+                inner.journaled.push_back(info);
                 let file = inner.file.clone();
-                let synced = journal
-                    .commit(rel.clone(), info.offset, buf, file)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Unsupported {
-                            what: "the journal stopped".into(),
-                        })
-                    });
-                inner.committed(info, synced)
+                let commit = journal.commit(rel.clone(), info.offset, buf, file);
+                Ok(BlockWrite::Journaled(JournaledBlock { info, commit }))
             }
-            _ => blocking(move || inner.write_block(&buf, &block_header, true)).await,
+            _ => blocking(move || inner.write_block(&buf, &block_header, true))
+                .await
+                .map(BlockWrite::Durable),
         }
+    }
+
+    /// Records the outcome of a journaled block's commit (in block order): the block is part
+    /// of the segment, or (`Err`) the writer stops, since the file holds a block nobody will
+    /// acknowledge. A block a later sync already made durable is confirmed whatever the
+    /// journal said.
+    pub async fn confirm(&self, info: BlockInfo, synced: Result<()>) -> Result<BlockInfo> {
+        let mut inner = self.inner.lock().await;
+        inner.confirm(info, synced)
     }
 
     /// Makes blocks smaller than [`MAX_JOURNALED_BLOCK`] durable through `journal` (which must
@@ -338,6 +402,7 @@ impl WriterInner {
             footer: None,
             fenced: false,
             broken: false,
+            journaled: VecDeque::new(),
         })
     }
 
@@ -390,6 +455,7 @@ impl WriterInner {
             footer,
             fenced,
             broken: false,
+            journaled: VecDeque::new(),
         };
         let recovery = Recovery {
             header,
@@ -429,14 +495,18 @@ impl WriterInner {
                 ),
             });
         }
-        let expected = self.last_entry_id().checked_add(1);
+        let written = self
+            .journaled
+            .back()
+            .map_or_else(|| self.last_entry_id(), |b| b.last_entry_id);
+        let expected = written.checked_add(1);
         if count == 0 || expected != Some(first_entry_id) {
             return Err(Error::Unsupported {
                 what: format!(
                     "block of {count} entries from id {first_entry_id} in {}: the next block must start at {} and \
                      hold at least one entry",
                     self.path.display(),
-                    self.last_entry_id().saturating_add(1)
+                    written.saturating_add(1)
                 ),
             });
         }
@@ -464,16 +534,34 @@ impl WriterInner {
             })?;
         self.append(buf, sync)?;
         if sync {
+            // The sync covered the journaled blocks written before this one too.
+            self.blocks.extend(self.journaled.drain(..));
             self.blocks.push(info);
         }
         Ok(info)
     }
 
-    /// A block written without a sync is durable (its journal is synced), or not (`Err`: the
-    /// file holds a block nobody will acknowledge, so the writer stops).
-    fn committed(&mut self, info: BlockInfo, journal: Result<()>) -> Result<BlockInfo> {
+    fn confirm(&mut self, info: BlockInfo, journal: Result<()>) -> Result<BlockInfo> {
+        let already = self
+            .blocks
+            .get(info.block_number as usize)
+            .is_some_and(|b| *b == info);
+        if already {
+            return Ok(info);
+        }
+        if self.journaled.front() != Some(&info) {
+            self.broken = true;
+            return Err(Error::Unsupported {
+                what: format!(
+                    "block {} of {} confirmed out of order",
+                    info.block_number,
+                    self.path.display()
+                ),
+            });
+        }
         match journal {
             Ok(()) => {
+                self.journaled.pop_front();
                 self.blocks.push(info);
                 Ok(info)
             }
@@ -514,6 +602,15 @@ impl WriterInner {
     }
 
     fn finalize(&mut self, lac: Option<i64>) -> Result<FooterRecord> {
+        if !self.journaled.is_empty() {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "finalize {} while {} journaled blocks are unconfirmed",
+                    self.path.display(),
+                    self.journaled.len()
+                ),
+            });
+        }
         if self.broken {
             return Err(Error::Unsupported {
                 what: format!(

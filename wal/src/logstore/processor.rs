@@ -7,8 +7,9 @@
 //! contiguous prefix reaches `max_flush_size`, when buffered bytes reach `max_bytes`, and
 //! before it fences, completes or closes. On object storage a flush starts its block uploads
 //! and returns, so consecutive flushes overlap (up to `max_flush_threads` blocks in flight);
-//! on local disk a flush is one write and fsync, and appends arriving meanwhile wait for the
-//! next one.
+//! on local disk a small block is written and queued for the journal's group commit (two at a
+//! time), a large one is written and fsynced, and appends arriving meanwhile go into the next
+//! block.
 //!
 //! Durability: an entry is acknowledged only when its block and every earlier block are
 //! stored (object PUT succeeded, or `data.log` appended and fsynced). The first block that
@@ -31,7 +32,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use storage::object::ObjectStorage;
 use storage::segment::journal::Journal;
-use storage::segment::local::{DATA_FILE, LocalSegmentWriter};
+use storage::segment::local::{BlockInfo, BlockWrite, DATA_FILE, LocalSegmentWriter};
 use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -267,7 +268,7 @@ impl SegmentProcessor {
             writer,
             clock,
             finalized_last: None,
-            uploads: FuturesOrdered::new(),
+            in_flight: FuturesOrdered::new(),
             deferred: false,
         };
         let task = tokio::spawn(flusher.run(rx, interval));
@@ -499,8 +500,20 @@ enum Writer {
     Local(LocalSegmentWriter),
 }
 
-/// One block upload in flight: resolves to the block and the PUT's outcome.
-type Upload = Pin<Box<dyn Future<Output = (PreparedBlock, storage::Result<()>)> + Send>>;
+/// A block on its way to durability: an object upload, or a local block waiting for the
+/// journal's group commit.
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// How an [`InFlight`] block ended.
+enum Done {
+    Uploaded(PreparedBlock, storage::Result<()>),
+    Journaled(BlockInfo, storage::Result<()>),
+}
+
+/// Local blocks waiting for the journal at once, per segment: two keep the journal busy (the
+/// next block is queued while the previous ones sync) and let appends arriving meanwhile
+/// gather into the block after.
+const LOCAL_IN_FLIGHT: usize = 2;
 
 /// The task side: the only owner of the writer.
 struct Flusher {
@@ -508,12 +521,13 @@ struct Flusher {
     writer: Writer,
     clock: ClockRef,
     finalized_last: Option<i64>,
-    /// Block uploads in flight, oldest first. Consecutive flushes of an object segment
-    /// overlap (up to `max_flush_threads` blocks), but blocks are acknowledged strictly in
-    /// order: an entry is durable only once its block and every earlier one are stored.
-    uploads: FuturesOrdered<Upload>,
-    /// A flush was asked for (size trigger or tick) while the uploads were at their limit;
-    /// it starts when one completes.
+    /// Blocks in flight, oldest first. Consecutive flushes overlap (object segments: up to
+    /// `max_flush_threads` uploads; local segments: up to [`LOCAL_IN_FLIGHT`] journal
+    /// commits), but blocks are acknowledged strictly in order: an entry is durable only once
+    /// its block and every earlier one are stored.
+    in_flight: FuturesOrdered<InFlight>,
+    /// A flush was asked for (size trigger, tick or wake-up) while the blocks in flight were
+    /// at their limit; it starts when one completes.
     deferred: bool,
 }
 
@@ -563,8 +577,8 @@ impl Flusher {
                         return;
                     }
                 },
-                Some((block, r)) = self.uploads.next(), if !self.uploads.is_empty() => {
-                    self.uploaded(block, r);
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.completed(done).await;
                     if self.deferred {
                         self.flush().await;
                     }
@@ -587,22 +601,30 @@ impl Flusher {
         &self.shared.segment
     }
 
-    /// Starts a flush of the contiguous prefix. On local disk it waits for the write and
-    /// fsync (one batch per call, so that a steady stream of appends cannot starve fence,
-    /// complete and close; entries arriving meanwhile go in the next flush). On object
-    /// storage it starts the block uploads and returns: the task acknowledges them as they
-    /// complete, and a flush asked for while `max_flush_threads` uploads are in flight waits
-    /// for one of them.
+    /// Starts a flush of the contiguous prefix as blocks: object uploads, or a local block
+    /// that either waits for its own write and fsync (large blocks, or no journal) or is
+    /// queued for the journal's group commit. The task acknowledges queued blocks as they
+    /// complete, in order; a flush asked for while the limit of blocks is in flight
+    /// (`max_flush_threads` uploads, [`LOCAL_IN_FLIGHT`] journal commits) waits for one of
+    /// them, and entries arriving meanwhile gather into the next block. One batch per call,
+    /// so that a steady stream of appends cannot starve fence, complete and close.
     async fn flush(&mut self) {
-        if matches!(self.writer, Writer::Object(_))
-            && self.uploads.len() >= self.shared.policy.max_flush_threads
-        {
+        let limit = match self.writer {
+            Writer::Object(_) => self.shared.policy.max_flush_threads,
+            _ => LOCAL_IN_FLIGHT,
+        };
+        if self.in_flight.len() >= limit {
             self.deferred = true;
             return;
         }
         self.deferred = false;
         let batch = self.shared.lock().buffer.take_ready();
-        let Some(batch) = batch else { return };
+        if let Some(batch) = batch {
+            self.flush_batch(batch).await;
+        }
+    }
+
+    async fn flush_batch(&mut self, batch: ReadyBatch) {
         match &self.writer {
             Writer::Object(_) => self.start_uploads(batch),
             Writer::Local(_) => self.flush_local(batch).await,
@@ -619,26 +641,30 @@ impl Flusher {
     /// Flushes everything contiguous and waits until every upload in flight is durable or
     /// failed (before a fence, a footer or a close).
     async fn flush_all(&mut self) {
-        if !matches!(self.writer, Writer::Object(_)) {
-            self.flush().await;
-            return;
-        }
         self.deferred = false;
         let batch = self.shared.lock().buffer.take_ready();
         if let Some(batch) = batch {
-            self.start_uploads(batch);
+            self.flush_batch(batch).await;
         }
-        while let Some((block, r)) = self.uploads.next().await {
-            self.uploaded(block, r);
+        while let Some(done) = self.in_flight.next().await {
+            self.completed(done).await;
         }
     }
 
+    /// Writes `batch` as one block: acknowledged at once when it was synced in `data.log`,
+    /// queued behind the blocks in flight when it waits for the journal.
     async fn flush_local(&mut self, batch: ReadyBatch) {
         let Writer::Local(w) = &self.writer else {
             return;
         };
-        match w.append_block(batch.first_id, &batch.entries).await {
-            Ok(info) => self.acknowledge(info.last_entry_id),
+        match w.write_block(batch.first_id, &batch.entries).await {
+            Ok(BlockWrite::Durable(info)) => self.acknowledge(info.last_entry_id),
+            Ok(BlockWrite::Journaled(block)) => {
+                self.in_flight.push_back(Box::pin(async move {
+                    let (info, r) = block.durable().await;
+                    Done::Journaled(info, r)
+                }));
+            }
             Err(e) => {
                 let e = LogStoreError::block_failed(self.segment(), &e);
                 self.fail(e);
@@ -670,27 +696,37 @@ impl Flusher {
             let objects = objects.clone();
             let clock = self.clock.clone();
             let policy = policy.clone();
-            self.uploads.push_back(Box::pin(async move {
+            self.in_flight.push_back(Box::pin(async move {
                 let r = upload(&objects, &block, clock.as_ref(), &policy).await;
-                (block, r)
+                Done::Uploaded(block, r)
             }));
         }
     }
 
-    /// The oldest upload in flight finished: acknowledge its entries, or fail the writer
-    /// (and drop the later uploads: their entries fail with it).
-    fn uploaded(&mut self, block: PreparedBlock, r: storage::Result<()>) {
-        let Writer::Object(w) = &mut self.writer else {
-            return;
+    /// The oldest block in flight finished: acknowledge its entries, or fail the writer (and
+    /// drop the later blocks in flight: their entries fail with it).
+    async fn completed(&mut self, done: Done) {
+        let segment = self.shared.segment.clone();
+        let (block_number, r) = match (&mut self.writer, done) {
+            (Writer::Object(w), Done::Uploaded(block, r)) => {
+                let r = r.and_then(|()| w.block_durable(&block).map(|_| ()));
+                (
+                    block.header.block_number,
+                    r.map(|()| block.header.last_entry_id),
+                )
+            }
+            (Writer::Local(w), Done::Journaled(info, r)) => (
+                info.block_number,
+                w.confirm(info, r).await.map(|i| i.last_entry_id),
+            ),
+            _ => return,
         };
-        let r = r.and_then(|()| w.block_durable(&block).map(|_| ()));
         match r {
-            Ok(()) => self.acknowledge(block.header.last_entry_id),
+            Ok(last) => self.acknowledge(last),
             Err(e) => {
-                let segment = self.shared.segment.clone();
                 let e = LogStoreError::block_failed(&segment, &e);
-                tracing::warn!(segment = %segment, block = block.header.block_number, error = %e, "block failed; the segment is not writable");
-                self.uploads = FuturesOrdered::new();
+                tracing::warn!(segment = %segment, block = block_number, error = %e, "block failed; the segment is not writable");
+                self.in_flight = FuturesOrdered::new();
                 self.fail(e);
             }
         }
