@@ -12,9 +12,15 @@
 //!
 //! Checkpoints: the committer moves to a new journal file once the current one holds
 //! [`ROTATE_BYTES`] or is [`ROTATE_INTERVAL`] old; a checkpoint thread then syncs every
-//! `data.log` the old file covered and deletes it. So a journal file exists only while some of
+//! `data.log` the old file covered and retires it. So a journal file exists only while some of
 //! its blocks may not be durable in their segments yet, and the segments' files end up exactly
 //! as they would without a journal (the on-disk format of a segment does not change).
+//!
+//! Recycling: a retired file is kept as a spare (up to [`SPARES`]) and renamed to become a later
+//! journal file, which is then overwritten from its start. Overwriting blocks a file already
+//! has does not change its size, so the journal's `fdatasync` writes the data alone, without
+//! the inode. Every record carries its file's sequence number, so replay stops at the first
+//! record left over from the file's earlier life.
 //!
 //! Replay ([`Journal::open`], before any segment is opened): every record of every journal
 //! file, oldest first, is compared with its `data.log` at its offset and written there when
@@ -27,12 +33,13 @@
 //! in its own file, as without a journal.
 //!
 //! Record layout (little-endian): magic `WPJ1` (u32), body length (u32), CRC-32 of the body
-//! (u32); body = path length (u16), the segment directory relative to the root (UTF-8, `/`
-//! separated), offset in `data.log` (u64), the block bytes.
+//! (u32); body = the journal file's sequence number (u64), path length (u16), the segment
+//! directory relative to the root (UTF-8, `/` separated), offset in `data.log` (u64), the
+//! block bytes. Files are `<sequence, 20 digits>.wpj`; spares are `<sequence>.spare`.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -55,10 +62,14 @@ pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 /// journal's would, and writing them twice would not.
 pub const MAX_JOURNALED_BLOCK: usize = 512 << 10;
 
+/// Retired journal files kept for reuse.
+pub const SPARES: usize = 2;
+
 const MAGIC: u32 = u32::from_le_bytes(*b"WPJ1");
 const RECORD_HEADER: usize = 12;
 const LOCK_FILE: &str = "lock";
 const SUFFIX: &str = ".wpj";
+const SPARE_SUFFIX: &str = ".spare";
 
 /// The journal of one local root. Cheap to share (`Arc`); dropping the last handle stops the
 /// committer after a final checkpoint.
@@ -76,6 +87,10 @@ struct Shared {
     dir: PathBuf,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Retired journal files ready for reuse.
+    spares: Mutex<Vec<PathBuf>>,
+    /// [`ROTATE_BYTES`], smaller in tests.
+    rotate_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +128,13 @@ impl Journal {
     /// Replays what an earlier process left under `root` and starts the committer. `None`
     /// when another store holds this root's journal.
     pub fn open(root: impl AsRef<Path>) -> Result<Option<(Arc<Journal>, Replayed)>> {
+        Self::open_rotating_at(root, ROTATE_BYTES)
+    }
+
+    fn open_rotating_at(
+        root: impl AsRef<Path>,
+        rotate_bytes: u64,
+    ) -> Result<Option<(Arc<Journal>, Replayed)>> {
         let root = root.as_ref().to_path_buf();
         let dir = root.join(JOURNAL_DIR);
         fs::create_dir_all(&dir).map_err(|e| io_error("mkdir", &dir, e))?;
@@ -128,14 +150,16 @@ impl Journal {
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
             Err(fs::TryLockError::Error(e)) => return Err(io_error("flock", &lock_path, e)),
         }
-        let replayed = replay(&root, &dir)?;
+        let (replayed, last_seq) = replay(&root, &dir)?;
         let shared = Arc::new(Shared {
             root,
             dir,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            spares: Mutex::new(Vec::new()),
+            rotate_bytes,
         });
-        let first = next_file(&shared.dir, 0)?;
+        let first = next_file(&shared, last_seq)?;
         let committer = std::thread::Builder::new()
             .name("wp-journal".into())
             .spawn({
@@ -234,15 +258,26 @@ struct Current {
     covers: HashMap<String, Arc<File>>,
 }
 
-/// Creates journal file `seq + 1` (after the highest existing one) and syncs the directory.
-fn next_file(dir: &Path, after: u64) -> Result<Current> {
+/// Starts journal file `after + 1` (from a spare when there is one) and syncs the directory.
+fn next_file(shared: &Shared, after: u64) -> Result<Current> {
+    let dir = &shared.dir;
     let seq = after + 1;
     let path = dir.join(format!("{seq:020}{SUFFIX}"));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io_error("create", &path, e))?;
+    let spare = shared
+        .spares
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop();
+    let file = match spare {
+        Some(spare) => fs::rename(&spare, &path)
+            .and_then(|()| OpenOptions::new().write(true).open(&path))
+            .map_err(|e| io_error("reuse", &spare, e))?,
+        None => OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?,
+    };
     sync_dir(dir)?;
     Ok(Current {
         seq,
@@ -254,9 +289,9 @@ fn next_file(dir: &Path, after: u64) -> Result<Current> {
     })
 }
 
-fn commit_loop(shared: &Shared, first: Current) {
+fn commit_loop(shared: &Arc<Shared>, first: Current) {
     let mut current = first;
-    let checkpoints = Checkpointer::start(shared.dir.clone());
+    let checkpoints = Checkpointer::start(shared.clone());
     let mut buf = Vec::new();
     loop {
         let (batch, closed) = {
@@ -281,11 +316,11 @@ fn commit_loop(shared: &Shared, first: Current) {
         if !batch.is_empty() {
             buf.clear();
             for p in &batch {
-                encode(&mut buf, &p.rel, p.offset, &p.data);
+                encode(&mut buf, current.seq, &p.rel, p.offset, &p.data);
             }
             let written = current
                 .file
-                .write_all(&buf)
+                .write_all_at(&buf, current.size)
                 .and_then(|()| current.file.sync_data());
             match written {
                 Ok(()) => {
@@ -317,10 +352,10 @@ fn commit_loop(shared: &Shared, first: Current) {
         if closed || failed {
             break;
         }
-        let due = current.size >= ROTATE_BYTES
+        let due = current.size >= shared.rotate_bytes
             || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
         if due {
-            match next_file(&shared.dir, current.seq) {
+            match next_file(shared, current.seq) {
                 Ok(next) => {
                     let old = std::mem::replace(&mut current, next);
                     checkpoints.retire(old);
@@ -347,6 +382,11 @@ fn commit_loop(shared: &Shared, first: Current) {
     }
     checkpoints.retire(current);
     checkpoints.finish();
+    // Spares are only worth keeping while the journal runs.
+    let spares = std::mem::take(&mut *shared.spares.lock().unwrap_or_else(|p| p.into_inner()));
+    for spare in spares {
+        let _ = fs::remove_file(spare);
+    }
 }
 
 /// Syncs the segments a retired journal file covered, then deletes it.
@@ -356,13 +396,13 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(dir: PathBuf) -> Checkpointer {
+    fn start(shared: Arc<Shared>) -> Checkpointer {
         let (tx, rx) = std::sync::mpsc::channel::<Current>();
         let handle = std::thread::Builder::new()
             .name("wp-journal-checkpoint".into())
             .spawn(move || {
                 for old in rx {
-                    checkpoint(&dir, old);
+                    checkpoint(&shared, old);
                 }
             })
             .unwrap_or_else(|e| panic!("cannot start the journal checkpoint thread: {e}"));
@@ -380,7 +420,8 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(dir: &Path, old: Current) {
+fn checkpoint(shared: &Shared, old: Current) {
+    let dir = &shared.dir;
     for (rel, file) in &old.covers {
         if let Err(e) = file.sync_data() {
             // The journal file stays; the next start replays it.
@@ -389,8 +430,16 @@ fn checkpoint(dir: &Path, old: Current) {
         }
     }
     drop(old.file);
-    if let Err(e) = fs::remove_file(&old.path) {
-        tracing::warn!(error = %e, journal = %old.path.display(), "cannot delete a checkpointed journal file");
+    let mut spares = shared.spares.lock().unwrap_or_else(|p| p.into_inner());
+    let retired = if spares.len() < SPARES {
+        let spare = dir.join(format!("{:020}{SPARE_SUFFIX}", old.seq));
+        fs::rename(&old.path, &spare).map(|()| spares.push(spare))
+    } else {
+        fs::remove_file(&old.path)
+    };
+    drop(spares);
+    if let Err(e) = retired {
+        tracing::warn!(error = %e, journal = %old.path.display(), "cannot retire a checkpointed journal file");
         return;
     }
     if let Err(e) = sync_dir(dir) {
@@ -398,11 +447,12 @@ fn checkpoint(dir: &Path, old: Current) {
     }
 }
 
-fn encode(out: &mut Vec<u8>, rel: &str, offset: u64, data: &[u8]) {
+fn encode(out: &mut Vec<u8>, seq: u64, rel: &str, offset: u64, data: &[u8]) {
     let start = out.len();
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     let body = out.len();
+    out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(rel.len() as u16).to_le_bytes());
     out.extend_from_slice(rel.as_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
@@ -421,8 +471,9 @@ struct Record<'a> {
     data: &'a [u8],
 }
 
-/// The record at the start of `buf` and its length; `None` at a torn or corrupt record.
-fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
+/// The record of journal file `seq` at the start of `buf` and its length; `None` at a torn
+/// or corrupt record, or one left from the file's earlier life as another journal file.
+fn decode(buf: &[u8], seq: u64) -> Option<(Record<'_>, usize)> {
     if buf.len() < RECORD_HEADER {
         return None;
     }
@@ -432,9 +483,13 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     }
     let len = word(4) as usize;
     let body = buf.get(RECORD_HEADER..RECORD_HEADER.checked_add(len)?)?;
-    if crc32fast::hash(body) != word(8) || body.len() < 10 {
+    if crc32fast::hash(body) != word(8) || body.len() < 18 {
         return None;
     }
+    if u64::from_le_bytes(body[..8].try_into().ok()?) != seq {
+        return None;
+    }
+    let body = &body[8..];
     let rel_len = usize::from(u16::from_le_bytes([body[0], body[1]]));
     let rel = std::str::from_utf8(body.get(2..2 + rel_len)?).ok()?;
     let at = 2 + rel_len;
@@ -449,36 +504,60 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
     ))
 }
 
-/// Journal files under `dir`, oldest first.
-fn journal_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// Journal files under `dir` with their sequence numbers, oldest first.
+fn journal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
         let entry = entry.map_err(|e| io_error("list", dir, e))?;
         let name = entry.file_name();
-        if name.to_str().is_some_and(|n| n.ends_with(SUFFIX)) {
-            files.push(entry.path());
+        let seq = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            files.push((seq, entry.path()));
         }
     }
     files.sort();
     Ok(files)
 }
 
-fn replay(root: &Path, dir: &Path) -> Result<Replayed> {
+/// Deletes the spares a previous run left.
+fn remove_spares(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(SPARE_SUFFIX))
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| io_error("delete", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays the journal files under `dir`; returns what it did and the highest sequence number
+/// seen (0 when none), which the next file continues from.
+fn replay(root: &Path, dir: &Path) -> Result<(Replayed, u64)> {
     let mut out = Replayed::default();
+    remove_spares(dir)?;
     let files = journal_files(dir)?;
+    let last_seq = files.last().map_or(0, |(seq, _)| *seq);
     if files.is_empty() {
-        return Ok(out);
+        return Ok((out, last_seq));
     }
     let mut touched: HashMap<String, File> = HashMap::new();
     let mut missing: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for path in &files {
+    for (seq, path) in &files {
         out.files += 1;
         let mut buf = Vec::new();
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut buf))
             .map_err(|e| io_error("read", path, e))?;
         let mut at = 0;
-        while let Some((rec, len)) = decode(&buf[at..]) {
+        while let Some((rec, len)) = decode(&buf[at..], *seq) {
             at += len;
             out.records += 1;
             let seg_dir = rec
@@ -528,7 +607,7 @@ fn replay(root: &Path, dir: &Path) -> Result<Replayed> {
         f.sync_data()
             .map_err(|e| io_error("fsync", &root.join(rel), e))?;
     }
-    for path in &files {
+    for (_, path) in &files {
         fs::remove_file(path).map_err(|e| io_error("delete", path, e))?;
     }
     sync_dir(dir)?;
@@ -539,12 +618,14 @@ fn replay(root: &Path, dir: &Path) -> Result<Replayed> {
         skipped = out.skipped,
         "journal replayed"
     );
-    Ok(out)
+    Ok((out, last_seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
     use crate::segment::local::{LocalSegmentReader, LocalSegmentWriter};
 
     fn entries(tag: &str, n: usize) -> Vec<Vec<u8>> {
@@ -558,7 +639,11 @@ mod tests {
     }
 
     fn journal_files_in(root: &Path) -> Vec<PathBuf> {
-        journal_files(&root.join(JOURNAL_DIR)).unwrap()
+        journal_files(&root.join(JOURNAL_DIR))
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     #[tokio::test]
@@ -616,7 +701,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let mut buf = Vec::new();
         for (rel, offset, data) in records {
-            encode(&mut buf, rel, *offset, data);
+            encode(&mut buf, seq, rel, *offset, data);
         }
         let path = dir.join(format!("{seq:020}{SUFFIX}"));
         fs::write(&path, buf).unwrap();
@@ -662,12 +747,103 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_stops_at_what_a_recycled_file_held_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (dir, bytes, all) = two_blocks(root).await;
+        let data_path = dir.join(DATA_FILE);
+        // File 7 is a recycled file 3: one record of its own, then file 3's old records (which
+        // name a block that is not in the segment).
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, "7/3", 25, &bytes[25..]);
+        encode(
+            &mut buf,
+            3,
+            "7/3",
+            bytes.len() as u64,
+            b"stale block from file 3",
+        );
+        let jdir = root.join(JOURNAL_DIR);
+        fs::create_dir_all(&jdir).unwrap();
+        fs::write(jdir.join(format!("{:020}{SUFFIX}", 7)), &buf).unwrap();
+        fs::write(jdir.join(format!("{:020}{SPARE_SUFFIX}", 6)), b"old spare").unwrap();
+        fs::write(&data_path, &bytes[..25]).unwrap();
+
+        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        assert_eq!((replayed.records, replayed.written), (1, 1));
+        assert_eq!(fs::read(&data_path).unwrap(), bytes);
+        assert_eq!(read_all(&dir).await, all);
+        // Spares of the previous run are gone; numbering continues after the replayed file.
+        let names: Vec<String> = fs::read_dir(&jdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        assert_eq!(names, [format!("{:020}{SUFFIX}", 8)]);
+    }
+
+    /// Copies the files under `from` (recursively) to `to`.
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for e in fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &target);
+            } else {
+                fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn recycled_journal_files_replay_only_their_own_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("live");
+        // Rotate every few blocks, so that files are retired, kept as spares and reused.
+        let (journal, _) = Journal::open_rotating_at(&root, 2048).unwrap().unwrap();
+        let dir = root.join("7").join("3");
+        let w = LocalSegmentWriter::create(&dir, 0, 6)
+            .await
+            .unwrap()
+            .with_journal(journal.clone());
+        let mut all = Vec::new();
+        for b in 0..150 {
+            let block = entries(&format!("block-{b:03}-{}", "x".repeat(b % 40)), 3);
+            w.append_block(b as i64 * 3, &block).await.unwrap();
+            all.extend(block);
+        }
+        let bytes = fs::read(dir.join(DATA_FILE)).unwrap();
+        // A crash now: copy what is on disk (the journal keeps running on the original).
+        let crashed = tmp.path().join("crashed");
+        copy_tree(&root, &crashed);
+        let files = journal_files(&crashed.join(JOURNAL_DIR)).unwrap();
+        assert!(!files.is_empty());
+        // The segment lost everything the journal files on disk still hold.
+        let (seq, first) = &files[0];
+        let journal_bytes = fs::read(first).unwrap();
+        let (rec, _) = decode(&journal_bytes, *seq).expect("the oldest file holds a record");
+        let cut = rec.offset as usize;
+        assert!(cut > 25, "some blocks were checkpointed out of the journal");
+        let crashed_data = crashed.join("7").join("3").join(DATA_FILE);
+        fs::write(&crashed_data, &bytes[..cut]).unwrap();
+
+        let (_replayed_journal, replayed) = Journal::open(&crashed).unwrap().unwrap();
+        assert!(replayed.written > 0);
+        assert_eq!(fs::read(&crashed_data).unwrap(), bytes);
+        assert_eq!(read_all(&crashed.join("7").join("3")).await, all);
+        drop(w);
+        drop(journal);
+        assert_eq!(read_all(&dir).await, all);
+    }
+
+    #[tokio::test]
     async fn replay_is_idempotent_and_skips_what_it_cannot_place() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let (dir, bytes, all) = two_blocks(root).await;
         let mut torn = Vec::new();
-        encode(&mut torn, "7/3", 25, &bytes[25..]);
+        encode(&mut torn, 1, "7/3", 25, &bytes[25..]);
         let path = write_journal(
             root,
             1,
@@ -701,9 +877,11 @@ mod tests {
     #[test]
     fn records_round_trip_and_stop_at_damage() {
         let mut buf = Vec::new();
-        encode(&mut buf, "7/3", 25, b"block one");
-        encode(&mut buf, "7/4", 99, b"");
-        let (a, n) = decode(&buf).unwrap();
+        encode(&mut buf, 5, "7/3", 25, b"block one");
+        encode(&mut buf, 5, "7/4", 99, b"");
+        // A record of another journal file (a recycled file's leftovers) ends the file.
+        assert!(decode(&buf, 4).is_none());
+        let (a, n) = decode(&buf, 5).unwrap();
         assert_eq!(
             a,
             Record {
@@ -712,18 +890,18 @@ mod tests {
                 data: b"block one"
             }
         );
-        let (b, m) = decode(&buf[n..]).unwrap();
+        let (b, m) = decode(&buf[n..], 5).unwrap();
         assert_eq!((b.rel, b.offset, b.data), ("7/4", 99, &b""[..]));
         assert_eq!(n + m, buf.len());
         // Torn: any prefix short of a whole record decodes to nothing.
         for cut in 0..n {
-            assert!(decode(&buf[..cut]).is_none(), "prefix {cut}");
+            assert!(decode(&buf[..cut], 5).is_none(), "prefix {cut}");
         }
         // Corrupt: one flipped bit anywhere is refused.
         for i in 0..n {
             let mut bad = buf[..n].to_vec();
             bad[i] ^= 0x10;
-            assert!(decode(&bad).is_none(), "flipped byte {i}");
+            assert!(decode(&bad, 5).is_none(), "flipped byte {i}");
         }
     }
 }
