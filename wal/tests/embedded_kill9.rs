@@ -2,7 +2,7 @@
 //! lost and that every reopen finds a consistent store.
 //!
 //! The test binary runs itself as the writer: [`child_process`] does nothing unless
-//! [`DIR_ENV`] is set. The child opens the store, grants a lease, and loops on compare-and-swap
+//! [`kill9::DIR_ENV`] is set. The child opens the store, grants a lease, and loops on compare-and-swap
 //! transactions `If(ModRevision(counter) == rev) Then(Put(counter, n+1), Put(n/<n+1>, n+1),
 //! Put(owner, run, lease))`, printing every transaction whose call returned (acknowledged). The
 //! parent kills it with SIGKILL after a random delay, reopens the store itself and checks:
@@ -15,10 +15,10 @@
 //! * lease ids strictly increase across runs (never reused after a crash);
 //! * while a child has the store open, this process cannot open it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/kill9.rs"]
+mod kill9;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -28,10 +28,6 @@ use wal::clock::SystemClock;
 use wal::meta::embedded::EmbeddedKv;
 use wal::meta::kv::{Compare, CompareOp, KeyValue, Kv, KvError, Txn, TxnOp};
 
-/// Tells the child process where the store is (and that it is the child).
-const DIR_ENV: &str = "WOODPECKER_KILL9_DIR";
-/// The child's run number, written into the `owner` key.
-const RUN_ENV: &str = "WOODPECKER_KILL9_RUN";
 const RUNS: u64 = 60;
 /// Marks the lines of the child's protocol on stdout, among the test harness's own.
 const MARK: &str = "@@kill9 ";
@@ -45,10 +41,9 @@ fn item(n: u64) -> String {
 #[test]
 #[ignore = "the writer process of embedded_kill9_loses_no_acknowledged_update; idle on its own"]
 fn child_process() {
-    let Ok(dir) = std::env::var(DIR_ENV) else {
+    let Some((dir, run)) = kill9::child_args::<u64>() else {
         return;
     };
-    let run: u64 = std::env::var(RUN_ENV).unwrap().parse().unwrap();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,9 +52,7 @@ fn child_process() {
 }
 
 fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK}{line}").unwrap();
-    out.flush().unwrap();
+    kill9::say(MARK, line);
 }
 
 async fn child(dir: &Path, run: u64) {
@@ -130,40 +123,6 @@ fn parse(lines: &[String]) -> Said {
     said
 }
 
-/// Forwards the child's complete stdout lines; a line cut by the kill is not an ack.
-fn forward_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') && tx.send(line.trim_end().to_owned()).is_err() {
-                return;
-            }
-            line.clear();
-        }
-    });
-    rx
-}
-
-fn spawn_child(dir: &Path, run: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_ENV, dir)
-        .env(RUN_ENV, run.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child")
-}
-
 #[test]
 fn embedded_kill9_loses_no_acknowledged_update() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,39 +138,13 @@ fn embedded_kill9_loses_no_acknowledged_update() {
     let mut refused_opens = 0usize;
 
     for run in 0..RUNS {
-        let mut child = spawn_child(dir.path(), run);
-        let lines = forward_lines(child.stdout.take().unwrap());
-        let mut stderr = child.stderr.take().unwrap();
-        let errors = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut seen = Vec::new();
+        let mut child = kill9::Run::start(dir.path(), run, MARK);
         // Every sixth run dies while opening (recovery, lease refresh) or just after.
         let early = run % 6 == 5;
         if early {
             thread::sleep(Duration::from_millis(rng.random_range(0..=15)));
         } else {
-            loop {
-                match lines.recv_timeout(Duration::from_secs(20)) {
-                    Ok(line) => {
-                        let ready = line.contains(&format!("{MARK}ready"));
-                        seen.push(line);
-                        if ready {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!(
-                            "run {run}: the child never got ready ({e}); its stderr:\n{}",
-                            errors.join().unwrap()
-                        );
-                    }
-                }
-            }
+            child.wait_ready();
             if run % 4 == 0 {
                 // Another process has the store: this one must be refused, harmlessly.
                 match rt.block_on(EmbeddedKv::open(dir.path(), SystemClock::shared())) {
@@ -227,18 +160,7 @@ fn embedded_kill9_loses_no_acknowledged_update() {
             }
             thread::sleep(Duration::from_millis(rng.random_range(5..=80)));
         }
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        seen.extend(lines.iter());
-        let stderr = errors.join().unwrap();
-        {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(
-                status.signal(),
-                Some(9),
-                "run {run}: the child ended on its own ({status}); its stderr:\n{stderr}"
-            );
-        }
+        let seen = child.kill();
 
         let said = parse(&seen);
         if let Some(lease) = said.lease {

@@ -610,6 +610,26 @@ async fn format_version_5_is_written_when_asked() {
     );
 }
 
+/// Waits until block `n` is stored and checks that block 0 (delayed) is not, and that no
+/// receipt resolved: nothing is acknowledged before block 0.
+async fn assert_block_lands_before_block_0(
+    storage: &ObjectStorage,
+    objects: &SegmentObjects,
+    n: i32,
+    receipts: &mut [AppendReceipt],
+) {
+    within(async {
+        while storage.stat(&objects.block_key(n)).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(storage.stat(&objects.block_key(0)).await.unwrap().is_none());
+    for r in receipts {
+        assert!(r.now_or_never().is_none(), "acknowledged before block 0");
+    }
+}
+
 /// Entries 0..6 become contiguous at once and go out as six one-entry blocks in parallel.
 async fn six_blocks_in_one_flush(ls: &LogStore) -> Vec<AppendReceipt> {
     let mut receipts = Vec::new();
@@ -635,16 +655,7 @@ async fn parallel_blocks_are_acknowledged_in_block_order() {
     let mut receipts = six_blocks_in_one_flush(&ls).await;
     let objects = SegmentObjects::new(storage.clone(), LOG, SEG);
     // Blocks 1..5 land while block 0 is still uploading; none of them is acknowledged.
-    within(async {
-        while storage.stat(&objects.block_key(5)).await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(storage.stat(&objects.block_key(0)).await.unwrap().is_none());
-    for r in &mut receipts {
-        assert!(r.now_or_never().is_none(), "acknowledged before block 0");
-    }
+    assert_block_lands_before_block_0(&storage, &objects, 5, &mut receipts).await;
     let acks = within(all(receipts)).await;
     assert_eq!(
         acks.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
@@ -681,16 +692,7 @@ async fn consecutive_flushes_overlap_and_are_acknowledged_in_order() {
     let mut receipts = one_flush_each(&ls, 0..3).await;
     let objects = SegmentObjects::new(storage.clone(), LOG, SEG);
     // The later flushes upload while the first is still in flight, and wait for it.
-    within(async {
-        while storage.stat(&objects.block_key(2)).await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(storage.stat(&objects.block_key(0)).await.unwrap().is_none());
-    for r in &mut receipts {
-        assert!(r.now_or_never().is_none(), "acknowledged before block 0");
-    }
+    assert_block_lands_before_block_0(&storage, &objects, 2, &mut receipts).await;
     let acks = within(all(receipts)).await;
     assert_eq!(
         acks.into_iter().map(Result::unwrap).collect::<Vec<_>>(),

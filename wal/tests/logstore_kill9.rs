@@ -2,7 +2,7 @@
 //! acknowledged entry is lost.
 //!
 //! The test binary runs itself as the writer: [`child_process`] does nothing unless
-//! [`DIR_ENV`] is set. The child opens a [`LogStore`] on a local root (which takes the root's
+//! [`kill9::DIR_ENV`] is set. The child opens a [`LogStore`] on a local root (which takes the root's
 //! journal), appends to [`LOGS`] segments at once (segment id = run number, so every run writes
 //! fresh segments) with many entries in flight per segment, and prints every entry whose
 //! receipt resolved `Ok`. The parent kills it with SIGKILL after a random delay, then opens a
@@ -20,12 +20,12 @@
 //! [`journal_holds_acknowledged_blocks_until_a_clean_close`] checks, in one process, that the
 //! local write path uses the journal at all.
 
+#[path = "support/kill9.rs"]
+mod kill9;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -37,10 +37,6 @@ use storage::segment::local::{LocalSegmentReader, LocalSegmentWriter};
 use wal::clock::SystemClock;
 use wal::logstore::{Backend, FormatVersion, LogStore, SyncPolicy};
 
-/// Tells the child process where the root is (and that it is the child).
-const DIR_ENV: &str = "WOODPECKER_LS_KILL9_DIR";
-/// The child's run number: the segment id it writes.
-const RUN_ENV: &str = "WOODPECKER_LS_KILL9_RUN";
 const RUNS: i64 = 20;
 /// Log ids `1..=LOGS`, one segment each per run.
 const LOGS: i64 = 4;
@@ -75,10 +71,9 @@ fn payload(log: i64, seg: i64, id: i64) -> Bytes {
 #[test]
 #[ignore = "the writer process of logstore_kill9_loses_no_acknowledged_entry; idle on its own"]
 fn child_process() {
-    let Ok(dir) = std::env::var(DIR_ENV) else {
+    let Some((dir, run)) = kill9::child_args::<i64>() else {
         return;
     };
-    let run: i64 = std::env::var(RUN_ENV).unwrap().parse().unwrap();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,9 +83,7 @@ fn child_process() {
 }
 
 fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK}{line}").unwrap();
-    out.flush().unwrap();
+    kill9::say(MARK, line);
 }
 
 async fn child(dir: PathBuf, seg: i64) {
@@ -165,40 +158,6 @@ fn parse(run: i64, lines: &[String]) -> Said {
         }
     }
     said
-}
-
-/// Forwards the child's complete stdout lines; a line cut by the kill is not an ack.
-fn forward_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') && tx.send(line.trim_end().to_owned()).is_err() {
-                return;
-            }
-            line.clear();
-        }
-    });
-    rx
-}
-
-fn spawn_child(dir: &Path, run: i64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_ENV, dir)
-        .env(RUN_ENV, run.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child")
 }
 
 /// The journal files under `root` and their sizes, oldest first.
@@ -293,53 +252,16 @@ fn logstore_kill9_loses_no_acknowledged_entry() {
     let mut found: HashMap<(i64, i64), i64> = HashMap::new();
 
     for run in 1..=RUNS {
-        let mut child = spawn_child(&root, run);
-        let lines = forward_lines(child.stdout.take().unwrap());
-        let mut stderr = child.stderr.take().unwrap();
-        let errors = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut seen = Vec::new();
+        let mut child = kill9::Run::start(&root, run, MARK);
         // Every fifth run dies while starting (journal open, first segments) or just after.
         let early = run % 5 == 0;
         if early {
             thread::sleep(Duration::from_millis(rng.random_range(0..=30)));
         } else {
-            loop {
-                match lines.recv_timeout(Duration::from_secs(20)) {
-                    Ok(line) => {
-                        let ready = line.contains(&format!("{MARK}ready"));
-                        seen.push(line);
-                        if ready {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!(
-                            "run {run}: the child never got ready ({e}); its stderr:\n{}",
-                            errors.join().unwrap()
-                        );
-                    }
-                }
-            }
+            child.wait_ready();
             thread::sleep(Duration::from_millis(rng.random_range(50..=400)));
         }
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        seen.extend(lines.iter());
-        let stderr = errors.join().unwrap();
-        {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(
-                status.signal(),
-                Some(9),
-                "run {run}: the child ended on its own ({status}); its stderr:\n{stderr}"
-            );
-        }
+        let seen = child.kill();
         let said = parse(run, &seen);
         for (log, ids) in &said.acks {
             assert!((1..=LOGS).contains(log), "run {run}: ack for log {log}");

@@ -239,6 +239,17 @@ impl Drop for Journal {
     }
 }
 
+impl Shared {
+    /// Whether a journal write failed (nothing more is committed).
+    fn failed(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .is_some()
+    }
+}
+
 fn journal_failed(dir: &Path, detail: &str) -> Error {
     Error::Backend {
         op: "journal",
@@ -343,13 +354,7 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
                 }
             }
         }
-        let failed = shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failed
-            .is_some();
-        if closed || failed {
+        if closed || shared.failed() {
             break;
         }
         let due = current.size >= shared.rotate_bytes
@@ -369,13 +374,7 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
         }
     }
     // Closing: the last file is retired like the others, and the checkpointer finishes.
-    let failed = shared
-        .queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .failed
-        .is_some();
-    if failed {
+    if shared.failed() {
         // Keep the file: a later replay decides what it holds.
         checkpoints.finish();
         return;
