@@ -1148,6 +1148,22 @@ mod tests {
             .unwrap()
     }
 
+    /// Opens `dir` again after the last handle was dropped. A lease sweep that was running on
+    /// the blocking pool keeps the database open until it ends, so the first attempts may be
+    /// refused while it finishes (bounded: 10 s).
+    async fn reopen(dir: &Path, clock: &ManualClock) -> EmbeddedKv {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match EmbeddedKv::open(dir, Arc::new(clock.clone())).await {
+                Ok(kv) => return kv,
+                Err(KvError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
     async fn fresh() -> (tempfile::TempDir, EmbeddedKv, ManualClock) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(START);
@@ -1880,7 +1896,7 @@ mod tests {
         };
         // Down for longer than the TTL: the lease survives with a full TTL from the reopen.
         clock.advance(Duration::from_secs(60));
-        let kv = open(dir.path(), &clock).await;
+        let kv = reopen(dir.path(), &clock).await;
         assert_eq!(revision(&kv).await, 4);
         let a = kv.get("a").await.unwrap().unwrap();
         assert_eq!(
@@ -1897,7 +1913,7 @@ mod tests {
         assert!(kv.get("owned").await.unwrap().is_none());
         assert_eq!(revision(&kv).await, 6);
         drop(kv);
-        let kv = open(dir.path(), &clock).await;
+        let kv = reopen(dir.path(), &clock).await;
         assert_eq!(revision(&kv).await, 6);
         assert!(kv.lease_grant(Duration::from_secs(1)).await.unwrap() > next);
     }
