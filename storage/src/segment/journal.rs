@@ -219,13 +219,16 @@ impl Journal {
         rx
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether blocks may still be committed through this journal (not closed).
+    pub fn is_open(&self) -> bool {
+        !self.lock().closed
     }
-}
 
-impl Drop for Journal {
-    fn drop(&mut self) {
+    /// Stops the journal after a final checkpoint: every segment it covered is synced and its
+    /// files are removed. Blocks: call it from the blocking pool. Later commits fail; writers
+    /// check [`is_open`](Self::is_open) and sync their blocks themselves instead. Idempotent;
+    /// dropping the last handle does the same.
+    pub fn close(&self) {
         self.lock().closed = true;
         self.shared.wake.notify_one();
         let handle = self
@@ -236,6 +239,16 @@ impl Drop for Journal {
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -669,6 +682,29 @@ mod tests {
         drop(journal);
         // Closing checkpoints: the segment is synced and the journal file deleted.
         assert!(journal_files_in(root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_close_blocks_are_synced_in_their_own_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (journal, _) = Journal::open(root).unwrap().unwrap();
+        let dir = root.join("7").join("3");
+        let w = LocalSegmentWriter::create(&dir, 0, 6)
+            .await
+            .unwrap()
+            .with_journal(journal.clone());
+        w.append_block(0, &entries("a", 2)).await.unwrap();
+        journal.close();
+        assert!(!journal.is_open());
+        // Closing checkpointed: no journal file is left, and appends go on without it.
+        assert!(journal_files_in(root).is_empty());
+        w.append_block(2, &entries("b", 2)).await.unwrap();
+        assert!(journal_files_in(root).is_empty());
+        assert_eq!(
+            read_all(&dir).await,
+            [entries("a", 2), entries("b", 2)].concat()
+        );
     }
 
     #[tokio::test]

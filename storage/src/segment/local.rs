@@ -288,7 +288,7 @@ impl LocalSegmentWriter {
         let mut buf = Vec::new();
         let block_header = encode_block(None, number, first_entry_id, entries, &mut buf);
         match &self.journal {
-            Some((journal, rel)) if buf.len() < MAX_JOURNALED_BLOCK => {
+            Some((journal, rel)) if buf.len() < MAX_JOURNALED_BLOCK && journal.is_open() => {
                 // Written without a sync, made durable by the journal's group commit. The
                 // write only copies a small block into the page cache, so it is made here
                 // rather than handed to the blocking pool: the hand-off and the wake-up back

@@ -194,7 +194,8 @@ impl LogStore {
         }
     }
 
-    /// Closes every processor: flushes what is contiguous and stops the tasks.
+    /// Closes every processor (flushes what is contiguous and stops the tasks) and checkpoints
+    /// and closes the local journal.
     pub async fn close_all(&self) {
         let all: Vec<_> = self
             .processors
@@ -204,5 +205,10 @@ impl LogStore {
             .filter_map(|(_, slot)| slot.get().cloned())
             .collect();
         futures::future::join_all(all.iter().map(|p| p.close())).await;
+        // A final checkpoint, so that a clean stop leaves no journal to replay. Segments
+        // opened after this sync their blocks themselves.
+        if let Some(journal) = self.journal.clone() {
+            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+        }
     }
 }
