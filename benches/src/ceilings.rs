@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::args::Flags;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -825,60 +826,36 @@ pub struct Args {
     pub help: bool,
 }
 
-fn parse_positive(flag: &str, v: &str) -> anyhow::Result<usize> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => bail!("{flag} wants a positive integer, got {v:?}"),
-    }
-}
-
 impl Args {
     /// Parses the arguments after the program name. Accepts `--flag value` and `--flag=value`.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> anyhow::Result<Self> {
         let mut out = Self::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> anyhow::Result<String> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => it.next().with_context(|| format!("{flag} needs a value")),
-                }
-            };
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
             match flag.as_str() {
                 "--quick" => out.quick = true,
                 "--no-disk" => out.no_disk = true,
                 "--no-object-store" => out.no_object_store = true,
                 "-h" | "--help" => out.help = true,
-                "--dir" => out.dir = Some(value()?.into()),
-                "--json" => out.json = Some(value()?.into()),
-                "--endpoint" => out.endpoint = Some(value()?),
-                "--access-key-id" => out.access_key_id = Some(value()?),
-                "--secret-access-key" => out.secret_access_key = Some(value()?),
-                "--region" => out.region = Some(value()?),
-                "--bucket" => out.bucket = Some(value()?),
-                "--objects" => out.objects = Some(parse_positive("--objects", &value()?)?),
+                "--dir" => out.dir = Some(flags.value()?.into()),
+                "--json" => out.json = Some(flags.value()?.into()),
+                "--endpoint" => out.endpoint = Some(flags.value()?),
+                "--access-key-id" => out.access_key_id = Some(flags.value()?),
+                "--secret-access-key" => out.secret_access_key = Some(flags.value()?),
+                "--region" => out.region = Some(flags.value()?),
+                "--bucket" => out.bucket = Some(flags.value()?),
+                "--objects" => out.objects = Some(flags.positive()?),
                 "--concurrency" => {
-                    let v = value()?;
+                    let v = flags.value()?;
                     let levels = v
                         .split(',')
-                        .map(|x| parse_positive("--concurrency", x))
+                        .map(|x| crate::args::positive("--concurrency", x))
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     out.concurrency = Some(levels);
                 }
-                _ => bail!("unknown argument {arg:?} (see --help)"),
+                _ => bail!("unknown argument {flag:?} (see --help)"),
             }
-            if inline.is_some()
-                && matches!(
-                    flag.as_str(),
-                    "--quick" | "--no-disk" | "--no-object-store" | "--help"
-                )
-            {
-                bail!("{flag} takes no value");
-            }
+            flags.check_switch(&["--quick", "--no-disk", "--no-object-store", "--help"])?;
         }
         Ok(out)
     }

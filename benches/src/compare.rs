@@ -30,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::args::Flags;
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use serde::Serialize;
@@ -1571,22 +1572,15 @@ impl Args {
             .unwrap_or_default();
         let mut woodpecker = exe_dir.join("woodpecker");
         let mut help = false;
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            let mut value = |flag: &str| it.next().with_context(|| format!("{flag} needs a value"));
-            match a.as_str() {
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
+            match flag.as_str() {
                 "--quick" => {}
                 "-h" | "--help" => help = true,
-                "--runs" => settings.runs = value("--runs")?.parse().context("--runs")?,
-                "--records" => {
-                    settings.records = value("--records")?.parse().context("--records")?
-                }
+                "--runs" => settings.runs = flags.positive()?,
+                "--records" => settings.records = flags.positive()?,
                 "--only" => {
-                    settings.only = value("--only")?
-                        .split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect();
+                    settings.only = flags.list()?;
                     if let Some(bad) = settings.only.iter().find(|o| {
                         !SystemId::ALL
                             .iter()
@@ -1596,11 +1590,7 @@ impl Args {
                     }
                 }
                 "--workloads" => {
-                    settings.workloads = value("--workloads")?
-                        .split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect();
+                    settings.workloads = flags.list()?;
                     if let Some(bad) = settings
                         .workloads
                         .iter()
@@ -1609,13 +1599,11 @@ impl Args {
                         bail!("unknown workload `{bad}` (big, small, records1, records16)");
                     }
                 }
-                "--out" => out = PathBuf::from(value("--out")?),
-                "--woodpecker" => woodpecker = PathBuf::from(value("--woodpecker")?),
+                "--out" => out = PathBuf::from(flags.value()?),
+                "--woodpecker" => woodpecker = PathBuf::from(flags.value()?),
                 other => bail!("unknown argument `{other}` (see --help)"),
             }
-        }
-        if settings.runs == 0 {
-            bail!("--runs must be at least 1");
+            flags.check_switch(&["--quick", "--help"])?;
         }
         settings.out = out;
         Ok(Args {

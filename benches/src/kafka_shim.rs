@@ -44,6 +44,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::args::Flags;
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use serde::Serialize;
@@ -1729,13 +1730,6 @@ pub struct Args {
     pub help: bool,
 }
 
-fn parse_positive(flag: &str, v: &str) -> anyhow::Result<usize> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => bail!("{flag} wants a positive integer, got {v:?}"),
-    }
-}
-
 /// `woodpecker` beside the running executable (cargo puts both in `target/<profile>/`), else
 /// `target/release/woodpecker`.
 fn default_woodpecker() -> PathBuf {
@@ -1750,58 +1744,41 @@ impl Args {
     /// Parses the arguments after the program name. Accepts `--flag value` and `--flag=value`.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> anyhow::Result<Self> {
         let mut out = Self::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> anyhow::Result<String> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => it.next().with_context(|| format!("{flag} needs a value")),
-                }
-            };
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
             match flag.as_str() {
                 "--quick" => out.quick = true,
                 "--no-native" => out.no_native = true,
                 "--no-shim" => out.no_shim = true,
                 "--no-rdkafka" => out.no_rdkafka = true,
                 "--no-java" => out.no_java = true,
-                "--rdkafka-perf" => out.rdkafka_perf = Some(value()?.into()),
+                "--rdkafka-perf" => out.rdkafka_perf = Some(flags.value()?.into()),
                 "--rdkafka-latency-rate" => {
-                    out.rdkafka_latency_rate =
-                        Some(parse_positive("--rdkafka-latency-rate", &value()?)?);
+                    out.rdkafka_latency_rate = Some(flags.positive()?);
                 }
                 "--rdkafka-latency-records" => {
-                    out.rdkafka_latency_records =
-                        Some(parse_positive("--rdkafka-latency-records", &value()?)?);
+                    out.rdkafka_latency_records = Some(flags.positive()?);
                 }
                 "-h" | "--help" => out.help = true,
-                "--records" => out.records = Some(parse_positive("--records", &value()?)?),
+                "--records" => out.records = Some(flags.positive()?),
                 "--in-flight-bytes" => {
-                    out.in_flight_bytes = Some(parse_positive("--in-flight-bytes", &value()?)?);
+                    out.in_flight_bytes = Some(flags.positive()?);
                 }
-                "--woodpecker" => out.woodpecker = Some(value()?.into()),
-                "--kafka-tools-classpath" => out.classpath = Some(value()?),
-                "--java" => out.java = Some(value()?.into()),
-                "--dir" => out.dir = Some(value()?.into()),
-                "--json" => out.json = Some(value()?.into()),
-                _ => bail!("unknown argument {arg:?} (see --help)"),
+                "--woodpecker" => out.woodpecker = Some(flags.value()?.into()),
+                "--kafka-tools-classpath" => out.classpath = Some(flags.value()?),
+                "--java" => out.java = Some(flags.value()?.into()),
+                "--dir" => out.dir = Some(flags.value()?.into()),
+                "--json" => out.json = Some(flags.value()?.into()),
+                _ => bail!("unknown argument {flag:?} (see --help)"),
             }
-            if inline.is_some()
-                && matches!(
-                    flag.as_str(),
-                    "--quick"
-                        | "--no-native"
-                        | "--no-shim"
-                        | "--no-rdkafka"
-                        | "--no-java"
-                        | "--help"
-                )
-            {
-                bail!("{flag} takes no value");
-            }
+            flags.check_switch(&[
+                "--quick",
+                "--no-native",
+                "--no-shim",
+                "--no-rdkafka",
+                "--no-java",
+                "--help",
+            ])?;
         }
         if out.no_native && (out.no_shim || (out.no_rdkafka && out.no_java)) {
             bail!(

@@ -8,6 +8,7 @@
 //!   through the Kafka shim against Apache Kafka, Apache Pulsar, Go Woodpecker and Tansu.
 //! * [`s3util`]: the probe's S3 settings and a raw client built by the storage layer.
 
+pub mod args;
 pub mod ceilings;
 pub mod compare;
 pub mod kafka_shim;
