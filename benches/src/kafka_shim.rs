@@ -353,19 +353,12 @@ fn progress(args: std::fmt::Arguments<'_>) {
 
 // --- native ----------------------------------------------------------------------------------
 
-/// The configuration `woodpecker serve` uses without `--config` (cli `DEFAULT_YAML`), with
+/// The configuration `woodpecker serve` uses without `--config` ([`wal::config::EMBEDDED_DEFAULT_YAML`]), with
 /// the same `WOODPECKER_CONFIG__*` environment overrides, on `data_dir`.
 pub fn default_wal_config(data_dir: &Path) -> anyhow::Result<WalConfig> {
-    const DEFAULT_YAML: &str = "\
-woodpecker:
-  meta:
-    type: embedded
-  storage:
-    type: local
-    rootPath: ./data
-";
-    let mut cfg = WalConfig::from_yaml_str_with_env(DEFAULT_YAML, std::env::vars())
-        .map_err(|e| anyhow!("{e} (default configuration with environment overrides)"))?;
+    let mut cfg =
+        WalConfig::from_yaml_str_with_env(wal::config::EMBEDDED_DEFAULT_YAML, std::env::vars())
+            .map_err(|e| anyhow!("{e} (default configuration with environment overrides)"))?;
     cfg.woodpecker.storage.root_path = data_dir
         .to_str()
         .with_context(|| format!("{} is not valid UTF-8", data_dir.display()))?

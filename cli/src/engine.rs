@@ -20,14 +20,7 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "./data";
 const ENV_PREFIX: &str = "WOODPECKER_CONFIG__";
 
 /// The configuration used without `--config`: everything in one process, nothing to install.
-pub(crate) const DEFAULT_YAML: &str = "\
-woodpecker:
-  meta:
-    type: embedded
-  storage:
-    type: local
-    rootPath: ./data
-";
+pub(crate) const DEFAULT_YAML: &str = wal::config::EMBEDDED_DEFAULT_YAML;
 
 /// The global options every command takes.
 #[derive(Debug, Clone, Default)]

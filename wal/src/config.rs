@@ -473,6 +473,18 @@ impl Config {
     }
 }
 
+/// The configuration used when none is given (`woodpecker` without `--config`): everything in
+/// one process, nothing to install: local-disk segments under `./data` and the embedded
+/// metadata store.
+pub const EMBEDDED_DEFAULT_YAML: &str = "\
+woodpecker:
+  meta:
+    type: embedded
+  storage:
+    type: local
+    rootPath: ./data
+";
+
 /// The Go reference file's keys and values (comments left out), plus this project's
 /// extension keys (`woodpecker.meta.embeddedDir`, `woodpecker.logstore.formatVersion`): the spelling that environment overrides are
 /// matched against, and a test that such a file loads.
