@@ -104,7 +104,7 @@ struct Queue {
 
 #[derive(Debug)]
 struct Pending {
-    rel: String,
+    rel: Arc<str>,
     offset: u64,
     data: Bytes,
     file: Arc<File>,
@@ -178,18 +178,18 @@ impl Journal {
     }
 
     /// The segment directory `dir` relative to the root, when it is under it.
-    pub fn relative(&self, dir: &Path) -> Option<String> {
+    pub fn relative(&self, dir: &Path) -> Option<Arc<str>> {
         let rel = dir.strip_prefix(&self.shared.root).ok()?;
         let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
         let parts = parts?;
-        (!parts.is_empty()).then(|| parts.join("/"))
+        (!parts.is_empty()).then(|| parts.join("/").into())
     }
 
     /// Queues `data`, already written at `offset` of the `data.log` of `rel` (open as
     /// `file`), and resolves once the journal holding it is synced.
     pub fn commit(
         &self,
-        rel: String,
+        rel: Arc<str>,
         offset: u64,
         data: Bytes,
         file: Arc<File>,
@@ -279,7 +279,7 @@ struct Current {
     size: u64,
     opened: Instant,
     /// The segment files its records were written to, by path.
-    covers: HashMap<String, Arc<File>>,
+    covers: HashMap<Arc<str>, Arc<File>>,
 }
 
 /// Starts journal file `after + 1` (from a spare when there is one) and syncs the directory.

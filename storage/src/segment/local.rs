@@ -173,7 +173,7 @@ pub struct LocalSegmentWriter {
     dir: PathBuf,
     inner: Arc<Mutex<WriterInner>>,
     /// The journal small blocks are committed through, with this segment's path in it.
-    journal: Option<(Arc<Journal>, String)>,
+    journal: Option<(Arc<Journal>, Arc<str>)>,
 }
 
 #[derive(Debug)]
