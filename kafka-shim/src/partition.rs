@@ -453,7 +453,7 @@ impl Partition {
                 continue;
             }
             let bytes = batch::with_base_offset(&data, base, self.settings.leader_epoch);
-            let write = side.writer.write_async(WriteMessage::new(bytes.clone()));
+            // Pending before the write is issued: its acknowledgement may come at once.
             self.lock_index().pending.push_back(Entry {
                 base,
                 last: end,
@@ -461,15 +461,15 @@ impl Partition {
                 max_ts: h.max_timestamp,
                 size: bytes.len(),
                 id: None,
-                data: Some(bytes),
+                data: Some(bytes.clone()),
             });
+            // Told on the engine's task that made the batch durable, with no task of its own.
             let me = self.clone();
-            tokio::spawn(async move {
-                match write.await {
+            side.writer
+                .write_then(WriteMessage::new(bytes), move |r| match r {
                     Ok(id) => me.acknowledged(base, id),
                     Err(e) => me.fail(&e),
-                }
-            });
+                });
         }
         Ok((first.unwrap_or(last), last))
     }

@@ -1,12 +1,19 @@
 //! [`LogWriter`]: the write path of one log in embedded mode (spec §2.3, §6.1, §6.4).
 //!
-//! One task per writer owns the writable segment: it takes writes in the order they were
-//! issued, evaluates the rolling policy, creates segments, assigns entry ids densely
-//! (`entryId = last assigned + 1`) and hands each append to the LogStore. Acknowledgements
-//! come from one acker task per segment that awaits the LogStore receipts in id order, so
-//! the application sees results strictly in order; the writer task never awaits a
-//! durability receipt except when rolling (it waits for the segment's in-flight appends
-//! before completing it), and no lock is held across any await.
+//! Writes are taken in the order they were issued, entry ids assigned densely
+//! (`entryId = last assigned + 1`) and each append handed to the segment's LogStore processor.
+//! The common case is taken in line, in the issuing call, under one short lock: a writable
+//! segment is open, the rolling policy (spec §6.4) is not due, an in-flight permit is free and
+//! the processor has buffer space. Everything else (opening a segment, rolling, waiting for a
+//! permit or for space) goes to the writer's task, and once a write is queued there every
+//! later write queues behind it until the task has caught up, so the order holds.
+//!
+//! Answers come from the processor, which makes entries durable in id order and tells each
+//! entry's callback on its own task: the callback checks the order, records the last
+//! acknowledged id, releases the permit and answers the write (a channel for
+//! [`LogWriter::write_async`], the caller's callback for [`LogWriter::write_then`]), so an
+//! acknowledgement takes no extra task hop. Rolling waits until every append issued to the
+//! segment was answered before completing it; no lock is held across any await.
 //!
 //! A not-writable LogStore error (8104 fenced by a newer writer, …) or a metadata conflict
 //! (3011, 3014) invalidates the writer: that write and every later one fail with
@@ -14,25 +21,39 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use proto::meta::{SegmentMetadata, SegmentState};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::{ClientError, Result};
 use super::{Shared, embedded_quorum};
-use crate::logstore::{AppendReceipt, LogStoreError};
+use crate::logstore::{LogStoreError, OnDurable, SegmentProcessor, TryAdd};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
 use crate::meta::{MetaError, WriterLock};
 
-type Reply = oneshot::Sender<Result<LogMessageId>>;
+/// Who is told the outcome of a write.
+enum Answer {
+    Channel(oneshot::Sender<Result<LogMessageId>>),
+    Callback(Box<dyn FnOnce(Result<LogMessageId>) + Send>),
+}
+
+impl Answer {
+    fn send(self, r: Result<LogMessageId>) {
+        match self {
+            Answer::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            Answer::Callback(f) => f(r),
+        }
+    }
+}
 
 enum Command {
-    Write { data: Bytes, reply: Reply },
+    Write { data: Bytes, answer: Answer },
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
@@ -111,10 +132,8 @@ fn is_takeover(e: &MetaError) -> bool {
 /// Dropping it without [`close`](LogWriter::close) leaves the segment Active, as a crash
 /// would; the next writer fences and completes it.
 pub struct LogWriter {
-    log: String,
-    log_id: i64,
+    core: Arc<Core>,
     commands: mpsc::UnboundedSender<Command>,
-    validity: Arc<Validity>,
     /// The metadata writer lock, in lock mode (`fencePolicy.conditionWrite: disable`).
     lock: Mutex<Option<HeldLock>>,
 }
@@ -134,9 +153,9 @@ impl Drop for HeldLock {
 impl fmt::Debug for LogWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogWriter")
-            .field("log", &self.log)
-            .field("log_id", &self.log_id)
-            .field("validity", &self.validity.check().is_ok())
+            .field("log", &self.core.log)
+            .field("log_id", &self.core.log_id)
+            .field("validity", &self.core.validity.check().is_ok())
             .finish()
     }
 }
@@ -153,15 +172,21 @@ impl LogWriter {
             log: log.clone(),
             lost: Mutex::new(None),
         });
-        let (commands, rx) = mpsc::unbounded_channel();
-        let task = WriterTask {
-            log: log.clone(),
+        let core = Arc::new(Core {
+            log,
             log_id,
             permits: Arc::new(Semaphore::new(shared.settings.max_in_flight.max(1))),
             shared,
             validity: validity.clone(),
+            slot: Mutex::new(Slot {
+                segment: None,
+                queued: 0,
+            }),
+        });
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = WriterTask {
+            core: core.clone(),
             next_segment_id,
-            current: None,
         };
         tokio::spawn(task.run(rx));
         let lock = lock.map(|lock| {
@@ -177,27 +202,25 @@ impl LogWriter {
             HeldLock { lock, watcher }
         });
         LogWriter {
-            log,
-            log_id,
+            core,
             commands,
-            validity,
             lock: Mutex::new(lock),
         }
     }
 
     /// The log name.
     pub fn log_name(&self) -> &str {
-        &self.log
+        &self.core.log
     }
 
     /// The log id.
     pub fn log_id(&self) -> i64 {
-        self.log_id
+        self.core.log_id
     }
 
     /// Whether the writer may still write (not lost to another writer, not closed).
     pub fn is_valid(&self) -> bool {
-        self.validity.check().is_ok()
+        self.core.validity.check().is_ok()
     }
 
     /// Writes `msg` and returns its id once it is durable.
@@ -213,35 +236,63 @@ impl LogWriter {
         &self,
         msg: WriteMessage,
     ) -> impl Future<Output = Result<LogMessageId>> + Send + 'static {
-        let issued = self.issue(&msg);
-        let log = self.log.clone();
-        async move {
-            issued?
-                .await
-                .unwrap_or(Err(ClientError::WriterClosed { log }))
-        }
+        let (tx, rx) = oneshot::channel();
+        self.issue(&msg, Answer::Channel(tx));
+        let log = self.core.log.clone();
+        async move { rx.await.unwrap_or(Err(ClientError::WriterClosed { log })) }
     }
 
-    fn issue(&self, msg: &WriteMessage) -> Result<oneshot::Receiver<Result<LogMessageId>>> {
-        let data = msg.encode()?;
-        self.validity.check()?;
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Write { data, reply })
-            .map_err(|_| ClientError::WriterClosed {
-                log: self.log.clone(),
-            })?;
-        Ok(rx)
+    /// Issues a write now, like [`write_async`](Self::write_async), and calls `done` once
+    /// with its id when it is durable, or with the error that made it fail. `done` runs on
+    /// the engine task that made the entry durable (or in this call, for an error found at
+    /// once), in issue order: it must be quick and must not block or call back into this
+    /// writer. It saves the task hop of awaiting a future.
+    pub fn write_then(
+        &self,
+        msg: WriteMessage,
+        done: impl FnOnce(Result<LogMessageId>) + Send + 'static,
+    ) {
+        self.issue(&msg, Answer::Callback(Box::new(done)));
+    }
+
+    fn issue(&self, msg: &WriteMessage, answer: Answer) {
+        let encoded = msg.encode().map_err(ClientError::from);
+        let data = match encoded.and_then(|d| self.core.validity.check().map(|()| d)) {
+            Ok(d) => d,
+            Err(e) => return answer.send(Err(e)),
+        };
+        let mut slot = self.core.lock_slot();
+        let Some(answer) = self.core.try_in_line(&mut slot, &data, answer) else {
+            return;
+        };
+        slot.queued += 1;
+        if let Err(mpsc::error::SendError(cmd)) =
+            self.commands.send(Command::Write { data, answer })
+        {
+            slot.queued -= 1;
+            drop(slot);
+            if let Command::Write { answer, .. } = cmd {
+                answer.send(Err(ClientError::WriterClosed {
+                    log: self.core.log.clone(),
+                }));
+            }
+        }
     }
 
     /// Closes the writer: waits for its in-flight writes, completes the writable segment
     /// (footer, metadata Completed) and invalidates the writer. Closing twice is fine.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        let closed = if self.commands.send(Command::Close { reply }).is_err() {
-            Ok(())
-        } else {
+        let sent = {
+            // Counted as queued for good: nothing is taken in line once a close is issued.
+            let mut slot = self.core.lock_slot();
+            slot.queued += 1;
+            self.commands.send(Command::Close { reply }).is_ok()
+        };
+        let closed = if sent {
             rx.await.unwrap_or(Ok(()))
+        } else {
+            Ok(())
         };
         let held = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(held) = held {
@@ -252,15 +303,7 @@ impl LogWriter {
     }
 }
 
-/// An append handed to the LogStore, waiting for its receipt.
-struct Pending {
-    entry_id: i64,
-    receipt: AppendReceipt,
-    reply: Reply,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// What an acker saw of its segment.
+/// What an append's callback saw of its segment.
 #[derive(Debug, Clone, Copy)]
 struct AckOutcome {
     /// Last acknowledged entry id (-1 when none).
@@ -269,36 +312,289 @@ struct AckOutcome {
     failed: bool,
 }
 
+/// The answers of one segment's appends, given by the processor in id order.
+struct SegmentAcks {
+    segment_id: i64,
+    validity: Arc<Validity>,
+    state: Mutex<AckState>,
+    /// Notified when every issued append has been answered.
+    settled: Notify,
+}
+
+struct AckState {
+    issued: u64,
+    answered: u64,
+    last_acked: i64,
+    failure: Option<LogStoreError>,
+}
+
+impl SegmentAcks {
+    fn new(segment_id: i64, validity: Arc<Validity>) -> Self {
+        SegmentAcks {
+            segment_id,
+            validity,
+            state: Mutex::new(AckState {
+                issued: 0,
+                answered: 0,
+                last_acked: -1,
+                failure: None,
+            }),
+            settled: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an append about to be handed to the processor.
+    fn issue(&self) {
+        self.lock().issued += 1;
+    }
+
+    /// Takes back an append the processor did not take.
+    fn withdraw(&self) {
+        let settled = {
+            let mut st = self.lock();
+            st.issued -= 1;
+            st.answered >= st.issued
+        };
+        if settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failure.is_some()
+    }
+
+    /// The answer to append `entry_id` given the processor's result. After the first
+    /// failure no later entry of the segment is acknowledged (entries cannot have holes).
+    fn answer(
+        &self,
+        entry_id: i64,
+        result: std::result::Result<i64, LogStoreError>,
+    ) -> Result<LogMessageId> {
+        let segment_id = self.segment_id;
+        let mut st = self.lock();
+        let expected = st.last_acked + 1;
+        let answer = match (&st.failure, result) {
+            (None, Ok(id)) if id == entry_id && entry_id == expected => {
+                st.last_acked = id;
+                Ok(LogMessageId::new(segment_id, id))
+            }
+            (None, Ok(id)) => {
+                st.failure = Some(LogStoreError::WriterClosed {
+                    segment: format!("segment {segment_id}"),
+                });
+                Err(self.validity.lose(format!(
+                    "segment {segment_id}: entry {entry_id} acknowledged as {id}, expected {expected}"
+                )))
+            }
+            (None, Err(e)) => {
+                let answer = self.failure_answer(&e);
+                st.failure = Some(e);
+                answer
+            }
+            (Some(e), _) => self.failure_answer(e),
+        };
+        st.answered += 1;
+        let settled = st.answered >= st.issued;
+        drop(st);
+        if settled {
+            self.settled.notify_waiters();
+        }
+        answer
+    }
+
+    fn failure_answer(&self, e: &LogStoreError) -> Result<LogMessageId> {
+        if segment_lost(e) {
+            Err(self
+                .validity
+                .lose(format!("segment {} is not writable: {e}", self.segment_id)))
+        } else {
+            Err(ClientError::LogStore(e.clone()))
+        }
+    }
+
+    /// Waits until every issued append was answered.
+    async fn settle(&self) -> AckOutcome {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.answered >= st.issued {
+                    return AckOutcome {
+                        last_acked: st.last_acked,
+                        failed: st.failure.is_some(),
+                    };
+                }
+            }
+            settled.await;
+        }
+    }
+}
+
+/// An append taken by the processor, waiting for its answer.
+struct Pending {
+    acks: Arc<SegmentAcks>,
+    entry_id: i64,
+    answer: Answer,
+    /// The in-flight permit, released before the answer is given.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    /// The processor's callback; made only once the processor takes the append.
+    fn on_durable(pending: &mut Option<Pending>) -> OnDurable {
+        let p = pending.take();
+        Box::new(move |r| {
+            if let Some(Pending {
+                acks,
+                entry_id,
+                answer,
+                permit,
+            }) = p
+            {
+                let result = acks.answer(entry_id, r);
+                drop(permit);
+                answer.send(result);
+            }
+        })
+    }
+}
+
 /// The writable segment.
 struct OpenSegment {
     id: i64,
     meta: SegmentMetadata,
     revision: Revision,
+    /// Looked up on the first append (opening it touches storage).
+    processor: Option<Arc<SegmentProcessor>>,
     next_entry_id: i64,
     bytes: u64,
-    acker: mpsc::UnboundedSender<Pending>,
-    acker_task: JoinHandle<AckOutcome>,
-    failed: Arc<AtomicBool>,
+    acks: Arc<SegmentAcks>,
 }
 
-struct WriterTask {
+/// What the in-line path and the task share, under one lock.
+struct Slot {
+    /// The writable segment, when one is open (the task takes it out to roll).
+    segment: Option<OpenSegment>,
+    /// Commands sent to the task and not finished; while any is, writes queue behind them.
+    queued: usize,
+}
+
+/// The state a writer and its task share.
+struct Core {
     log: String,
     log_id: i64,
     shared: Arc<Shared>,
     validity: Arc<Validity>,
     permits: Arc<Semaphore>,
+    slot: Mutex<Slot>,
+}
+
+impl Core {
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the write in line when nothing is queued, a segment is open and not due to
+    /// roll, a permit is free and the processor has space; hands `answer` back otherwise
+    /// (the task takes it). An error the processor gives is answered here.
+    fn try_in_line(&self, slot: &mut Slot, data: &Bytes, answer: Answer) -> Option<Answer> {
+        if slot.queued > 0 {
+            return Some(answer);
+        }
+        let Some(seg) = slot.segment.as_mut() else {
+            return Some(answer);
+        };
+        let Some(processor) = seg.processor.clone() else {
+            return Some(answer);
+        };
+        if self.roll_due(seg) {
+            return Some(answer);
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Some(answer);
+        };
+        let entry_id = seg.next_entry_id;
+        let mut pending = Some(Pending {
+            acks: seg.acks.clone(),
+            entry_id,
+            answer,
+            permit,
+        });
+        seg.acks.issue();
+        let r = processor.try_add_entry_with(entry_id, data, || Pending::on_durable(&mut pending));
+        match (r, pending) {
+            (Ok(TryAdd::Taken), _) => {
+                seg.next_entry_id = entry_id + 1;
+                seg.bytes += data.len() as u64;
+                None
+            }
+            (Ok(TryAdd::WouldWait), Some(p)) => {
+                seg.acks.withdraw();
+                Some(p.answer)
+            }
+            (Err(e), Some(p)) => {
+                seg.acks.withdraw();
+                p.answer.send(Err(self.refused(seg.id, e)));
+                None
+            }
+            // The processor made the callback only when it took the entry.
+            (_, None) => None,
+        }
+    }
+
+    /// The error for an append the processor refused.
+    fn refused(&self, segment_id: i64, e: LogStoreError) -> ClientError {
+        if segment_lost(&e) {
+            self.validity
+                .lose(format!("segment {segment_id} is not writable: {e}"))
+        } else {
+            // Nothing was taken: the id stays free for the next write.
+            e.into()
+        }
+    }
+
+    /// The rolling policy of spec §6.4, evaluated before every write.
+    fn roll_due(&self, seg: &OpenSegment) -> bool {
+        let policy = &self.shared.settings.rolling;
+        if seg.acks.failed() || seg.bytes >= policy.max_size {
+            return true;
+        }
+        let non_empty = seg.next_entry_id > 0;
+        let age_ms = self
+            .shared
+            .now_millis()
+            .saturating_sub(seg.meta.create_time);
+        if non_empty && age_ms >= 0 && (age_ms as u64) >= policy.max_interval.saturating_mul(1000) {
+            return true;
+        }
+        non_empty
+            && seg
+                .processor
+                .as_ref()
+                .is_some_and(|p| p.block_count() as u64 >= policy.max_blocks)
+    }
+}
+
+/// The writer's task: the writes that cannot be taken in line, rolling and closing.
+struct WriterTask {
+    core: Arc<Core>,
     next_segment_id: i64,
-    current: Option<OpenSegment>,
 }
 
 impl WriterTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         while let Some(cmd) = commands.recv().await {
             match cmd {
-                Command::Write { data, reply } => {
-                    if let Err(e) = self.write(data, reply).await {
-                        tracing::debug!(log = %self.log, error = %e, "write failed");
-                    }
+                Command::Write { data, answer } => {
+                    self.write(data, answer).await;
+                    self.core.lock_slot().queued -= 1;
                 }
                 Command::Close { reply } => {
                     let r = self.close().await;
@@ -311,8 +607,8 @@ impl WriterTask {
         commands.close();
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                Command::Write { reply, .. } => {
-                    let _ = reply.send(Err(self.validity.invalidate(Lost::Closed)));
+                Command::Write { answer, .. } => {
+                    answer.send(Err(self.core.validity.invalidate(Lost::Closed)));
                 }
                 Command::Close { reply } => {
                     let _ = reply.send(Ok(()));
@@ -321,149 +617,132 @@ impl WriterTask {
         }
     }
 
-    /// One write; the error (already sent to the caller) is returned for logging.
-    async fn write(&mut self, data: Bytes, reply: Reply) -> std::result::Result<(), String> {
-        match self.submit(data).await {
-            Ok(pending) => {
-                let pending = pending.with_reply(reply);
-                match self.current.as_ref() {
-                    Some(seg) => {
-                        if let Err(mpsc::error::SendError(p)) = seg.acker.send(pending) {
-                            let _ = p.reply.send(Err(self.validity.lose("acker stopped")));
-                        }
+    /// One queued write: rolls if due, opens a segment if needed, waits for a permit and
+    /// for buffer space, and appends with the next entry id.
+    async fn write(&mut self, data: Bytes, answer: Answer) {
+        if let Err(e) = self.prepare().await {
+            tracing::debug!(log = %self.core.log, error = %e, "write failed");
+            return answer.send(Err(e));
+        }
+        let permit = match self.core.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return answer.send(Err(self.core.validity.lose("in-flight limiter closed"))),
+        };
+        let (processor, entry_id, acks, segment_id) = {
+            let slot = self.core.lock_slot();
+            let Some(seg) = slot.segment.as_ref() else {
+                drop(slot);
+                return answer.send(Err(self.core.validity.lose("no writable segment")));
+            };
+            (
+                seg.processor.clone(),
+                seg.next_entry_id,
+                seg.acks.clone(),
+                seg.id,
+            )
+        };
+        let processor = match processor {
+            Some(p) => p,
+            None => match self
+                .core
+                .shared
+                .logstore
+                .processor(self.core.log_id, segment_id)
+                .await
+            {
+                Ok(p) => {
+                    if let Some(seg) = self.core.lock_slot().segment.as_mut() {
+                        seg.processor = Some(p.clone());
                     }
-                    None => {
-                        let _ = pending
-                            .reply
-                            .send(Err(self.validity.lose("no writable segment")));
-                    }
+                    p
                 }
-                Ok(())
+                Err(e) => return answer.send(Err(self.core.refused(segment_id, e))),
+            },
+        };
+        let mut pending = Some(Pending {
+            acks: acks.clone(),
+            entry_id,
+            answer,
+            permit,
+        });
+        acks.issue();
+        let len = data.len() as u64;
+        let r = processor
+            .add_entry_with(entry_id, data, || Pending::on_durable(&mut pending))
+            .await;
+        match (r, pending) {
+            (Ok(()), _) => {
+                // Dense ids: the next append takes the next id only once this one is taken.
+                if let Some(seg) = self.core.lock_slot().segment.as_mut() {
+                    seg.next_entry_id = entry_id + 1;
+                    seg.bytes += len;
+                }
             }
-            Err(e) => {
-                let msg = e.to_string();
-                let _ = reply.send(Err(e));
-                Err(msg)
+            (Err(e), Some(p)) => {
+                acks.withdraw();
+                let e = self.core.refused(segment_id, e);
+                tracing::debug!(log = %self.core.log, error = %e, "write failed");
+                p.answer.send(Err(e));
             }
+            // The processor made the callback only when it took the entry.
+            (Err(_), None) => {}
         }
     }
 
-    /// Rolls if due, opens a segment if needed, and appends with the next entry id.
-    async fn submit(&mut self, data: Bytes) -> Result<PendingNoReply> {
-        self.validity.check()?;
-        if self.roll_due().await {
+    /// Checks the writer, rolls if due and opens a segment if none is open.
+    async fn prepare(&mut self) -> Result<()> {
+        self.core.validity.check()?;
+        let due = {
+            let slot = self.core.lock_slot();
+            slot.segment.as_ref().is_some_and(|s| self.core.roll_due(s))
+        };
+        if due {
             self.roll().await?;
         }
-        if self.current.is_none() {
+        if self.core.lock_slot().segment.is_none() {
             self.open_segment().await?;
         }
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.validity.lose("in-flight limiter closed"))?;
-        let Some(seg) = self.current.as_mut() else {
-            return Err(self.validity.lose("no writable segment"));
-        };
-        let entry_id = seg.next_entry_id;
-        let len = data.len() as u64;
-        match self
-            .shared
-            .logstore
-            .add_entry(self.log_id, seg.id, entry_id, data)
-            .await
-        {
-            Ok(receipt) => {
-                // Dense ids: the next append takes the next id only once this one is taken.
-                seg.next_entry_id = entry_id + 1;
-                seg.bytes += len;
-                Ok(PendingNoReply {
-                    entry_id,
-                    receipt,
-                    permit,
-                })
-            }
-            Err(e) if segment_lost(&e) => Err(self
-                .validity
-                .lose(format!("segment {} is not writable: {e}", seg.id))),
-            // Nothing was taken: the id stays free for the next write.
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 
-    /// The rolling policy of spec §6.4, evaluated before every write.
-    async fn roll_due(&self) -> bool {
-        let Some(seg) = &self.current else {
-            return false;
-        };
-        let policy = &self.shared.settings.rolling;
-        if seg.failed.load(Ordering::Acquire) {
-            return true;
-        }
-        if seg.bytes >= policy.max_size {
-            return true;
-        }
-        let non_empty = seg.next_entry_id > 0;
-        let age_ms = self
-            .shared
-            .now_millis()
-            .saturating_sub(seg.meta.create_time);
-        if non_empty && age_ms >= 0 && (age_ms as u64) >= policy.max_interval.saturating_mul(1000) {
-            return true;
-        }
-        if non_empty
-            && let Ok(p) = self.shared.logstore.processor(self.log_id, seg.id).await
-            && p.block_count() as u64 >= policy.max_blocks
-        {
-            return true;
-        }
-        false
-    }
-
-    /// Stores the metadata of segment `next_segment_id` (Active) and starts its acker.
+    /// Stores the metadata of segment `next_segment_id` (Active) and makes it writable.
     async fn open_segment(&mut self) -> Result<()> {
+        let core = &self.core;
         let id = self.next_segment_id;
         let meta = SegmentMetadata {
             seg_no: id,
-            create_time: self.shared.now_millis(),
+            create_time: core.shared.now_millis(),
             state: SegmentState::Active as i32,
             last_entry_id: -1,
             quorum: Some(embedded_quorum()),
             ..SegmentMetadata::default()
         };
-        let revision = match self
+        let revision = match core
             .shared
             .meta
-            .store_segment_metadata(&self.log, &meta)
+            .store_segment_metadata(&core.log, &meta)
             .await
         {
             Ok(r) => r,
             Err(e) if is_takeover(&e) => {
-                return Err(self
+                return Err(core
                     .validity
                     .lose(format!("segment {id} was created by another writer: {e}")));
             }
             Err(e) => return Err(e.into()),
         };
-        let (acker, rx) = mpsc::unbounded_channel();
-        let failed = Arc::new(AtomicBool::new(false));
-        let acker_task = tokio::spawn(ack_segment(
-            rx,
-            LogMessageId::new(id, 0),
-            self.validity.clone(),
-            failed.clone(),
-        ));
-        tracing::debug!(log = %self.log, segment = id, "segment opened");
-        self.current = Some(OpenSegment {
+        // The processor is looked up now when that works; a failure here (storage) is left
+        // to the first append, as a failed append leaves the segment open.
+        let processor = core.shared.logstore.processor(core.log_id, id).await.ok();
+        tracing::debug!(log = %core.log, segment = id, "segment opened");
+        core.lock_slot().segment = Some(OpenSegment {
             id,
             meta,
             revision,
+            processor,
             next_entry_id: 0,
             bytes: 0,
-            acker,
-            acker_task,
-            failed,
+            acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
         });
         self.next_segment_id = id + 1;
         Ok(())
@@ -472,7 +751,7 @@ impl WriterTask {
     /// Waits for the segment's in-flight appends, completes it in the LogStore and CASes
     /// its metadata to Completed. Any failure invalidates the writer.
     async fn roll(&mut self) -> Result<()> {
-        let Some(seg) = self.current.take() else {
+        let Some(seg) = self.core.lock_slot().segment.take() else {
             return Ok(());
         };
         let id = seg.id;
@@ -481,6 +760,7 @@ impl WriterTask {
             Ok(()) => Ok(()),
             Err(e) if e.is_writer_lost() => Err(e),
             Err(e) => Err(self
+                .core
                 .validity
                 .lose(format!("completing segment {id} failed: {e}"))),
         }
@@ -492,29 +772,25 @@ impl WriterTask {
             meta,
             revision,
             bytes,
-            acker,
-            acker_task,
+            acks,
             ..
         } = seg;
-        drop(acker);
-        let outcome = acker_task.await.map_err(|e| {
-            self.validity
-                .lose(format!("acker of segment {id} failed: {e}"))
-        })?;
-        self.validity.check()?;
-        let logstore = &self.shared.logstore;
+        let core = &self.core;
+        let outcome = acks.settle().await;
+        core.validity.check()?;
+        let logstore = &core.shared.logstore;
         let last = match logstore
-            .complete_segment(self.log_id, id, outcome.last_acked)
+            .complete_segment(core.log_id, id, outcome.last_acked)
             .await
         {
             Ok(last) => last,
             Err(e) if segment_lost(&e) => {
-                return Err(self.validity.lose(format!("completing segment {id}: {e}")));
+                return Err(core.validity.lose(format!("completing segment {id}: {e}")));
             }
             Err(e) => return Err(e.into()),
         };
         if last < outcome.last_acked {
-            return Err(self.validity.lose(format!(
+            return Err(core.validity.lose(format!(
                 "segment {id} completed at entry {last} but entry {} was acknowledged",
                 outcome.last_acked
             )));
@@ -522,114 +798,45 @@ impl WriterTask {
         let completed = SegmentMetadata {
             state: SegmentState::Completed as i32,
             last_entry_id: last,
-            completion_time: self.shared.now_millis(),
+            completion_time: core.shared.now_millis(),
             size: i64::try_from(bytes).unwrap_or(i64::MAX),
             ..meta
         };
-        match self
+        match core
             .shared
             .meta
-            .update_segment_metadata(&self.log, &completed, revision)
+            .update_segment_metadata(&core.log, &completed, revision)
             .await
         {
             Ok(_) => {}
             Err(e) if is_takeover(&e) => {
-                return Err(self.validity.lose(format!(
+                return Err(core.validity.lose(format!(
                     "segment {id} metadata changed under this writer: {e}"
                 )));
             }
             Err(e) => return Err(e.into()),
         }
-        logstore.close_processor(self.log_id, id).await;
-        tracing::debug!(log = %self.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
+        logstore.close_processor(core.log_id, id).await;
+        tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
         Ok(())
     }
 
     async fn close(&mut self) -> Result<()> {
-        if self.validity.check().is_err() {
-            // Lost or closed: the segment is not ours to complete. Wait for the acker so
-            // every issued write has its answer.
-            if let Some(seg) = self.current.take() {
-                drop(seg.acker);
-                let _ = seg.acker_task.await;
+        let seg = self.core.lock_slot().segment.take();
+        if self.core.validity.check().is_err() {
+            // Lost or closed: the segment is not ours to complete. Wait until every issued
+            // write has its answer.
+            if let Some(seg) = seg {
+                seg.acks.settle().await;
             }
-            self.validity.invalidate(Lost::Closed);
+            self.core.validity.invalidate(Lost::Closed);
             return Ok(());
         }
-        let r = match self.current.take() {
+        let r = match seg {
             Some(seg) => self.complete(seg).await,
             None => Ok(()),
         };
-        self.validity.invalidate(Lost::Closed);
+        self.core.validity.invalidate(Lost::Closed);
         r
-    }
-}
-
-/// A taken append before its reply is attached.
-struct PendingNoReply {
-    entry_id: i64,
-    receipt: AppendReceipt,
-    permit: OwnedSemaphorePermit,
-}
-
-impl PendingNoReply {
-    fn with_reply(self, reply: Reply) -> Pending {
-        Pending {
-            entry_id: self.entry_id,
-            receipt: self.receipt,
-            reply,
-            _permit: self.permit,
-        }
-    }
-}
-
-/// Awaits a segment's receipts in id order and answers the writes. After the first failure
-/// no later entry of the segment is acknowledged (entries cannot have holes).
-async fn ack_segment(
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-    first: LogMessageId,
-    validity: Arc<Validity>,
-    failed: Arc<AtomicBool>,
-) -> AckOutcome {
-    let segment_id = first.segment_id;
-    let mut last_acked = first.entry_id - 1;
-    let mut failure: Option<LogStoreError> = None;
-    while let Some(p) = rx.recv().await {
-        let expected = last_acked + 1;
-        let result = p.receipt.await;
-        let answer = match (&failure, result) {
-            (None, Ok(id)) if id == p.entry_id && p.entry_id == expected => {
-                last_acked = id;
-                Ok(LogMessageId::new(segment_id, id))
-            }
-            (None, Ok(id)) => {
-                failed.store(true, Ordering::Release);
-                Err(validity.lose(format!(
-                    "segment {segment_id}: entry {} acknowledged as {id}, expected {expected}",
-                    p.entry_id
-                )))
-            }
-            (None, Err(e)) => {
-                failed.store(true, Ordering::Release);
-                failure = Some(e.clone());
-                if segment_lost(&e) {
-                    Err(validity.lose(format!("segment {segment_id} is not writable: {e}")))
-                } else {
-                    Err(ClientError::LogStore(e))
-                }
-            }
-            (Some(e), _) => {
-                if segment_lost(e) {
-                    Err(validity.lose(format!("segment {segment_id} is not writable: {e}")))
-                } else {
-                    Err(ClientError::LogStore(e.clone()))
-                }
-            }
-        };
-        let _ = p.reply.send(answer);
-    }
-    AckOutcome {
-        last_acked,
-        failed: failure.is_some(),
     }
 }

@@ -33,7 +33,9 @@ use tokio::sync::Mutex;
 pub use buffer::{Admit, ReadyBatch, SequentialBuffer};
 pub use error::{LogStoreError, Result, StorageKind, code};
 pub use policy::{FormatVersion, SyncPolicy};
-pub use processor::{AppendReceipt, DurableState, SegmentLocation, SegmentProcessor, WriterPhase};
+pub use processor::{
+    AppendReceipt, DurableState, OnDurable, SegmentLocation, SegmentProcessor, TryAdd, WriterPhase,
+};
 pub use reader::{CleanScope, CompactResult, ReadEnd, ReadResult, WaitOutcome};
 
 use crate::clock::ClockRef;

@@ -42,7 +42,66 @@ use super::error::{LogStoreError, Result, StorageKind};
 use super::policy::{FormatVersion, SyncPolicy};
 use crate::clock::{Clock, ClockRef};
 
-type Waiter = oneshot::Sender<Result<i64>>;
+/// Told once when an entry becomes durable (`Ok(entry id)`) or fails; see
+/// [`SegmentProcessor::try_add_entry_with`].
+pub type OnDurable = Box<dyn FnOnce(Result<i64>) + Send>;
+
+/// Whoever waits for an entry: a receipt's channel, or a callback.
+enum Waiter {
+    Receipt(oneshot::Sender<Result<i64>>),
+    Callback(Callback),
+}
+
+impl Waiter {
+    fn send(self, r: Result<i64>) {
+        match self {
+            Waiter::Receipt(tx) => {
+                let _ = tx.send(r);
+            }
+            Waiter::Callback(mut c) => {
+                if let Some(f) = c.f.take() {
+                    f(r);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Waiter::Receipt(_) => "Receipt",
+            Waiter::Callback(_) => "Callback",
+        })
+    }
+}
+
+/// A callback that is told even when the processor goes away without answering it (as a
+/// receipt's channel is), so that nobody waits forever.
+struct Callback {
+    f: Option<OnDurable>,
+    segment: Arc<str>,
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Err(LogStoreError::WriterClosed {
+                segment: self.segment.to_string(),
+            }));
+        }
+    }
+}
+
+/// What [`SegmentProcessor::try_add_entry_with`] did.
+#[derive(Debug)]
+pub enum TryAdd {
+    /// The entry was taken; its callback will be told.
+    Taken,
+    /// Taking it now would mean waiting for buffer space; nothing was taken and the callback
+    /// was not made. [`add_entry_with`](SegmentProcessor::add_entry_with) waits.
+    WouldWait,
+}
 
 /// Where a processor's writer stands, as readers in this process see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +132,6 @@ pub struct DurableState {
 pub struct AppendReceipt {
     rx: oneshot::Receiver<Result<i64>>,
     segment: Arc<str>,
-}
-
-impl AppendReceipt {
-    fn resolved(segment: Arc<str>, result: Result<i64>) -> Self {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(result);
-        AppendReceipt { rx, segment }
-    }
 }
 
 impl Future for AppendReceipt {
@@ -299,59 +350,154 @@ impl SegmentProcessor {
     /// Errors: 2200 beyond the window (retriable), 2215 negative id, 2218 recovery mode,
     /// 8104 fenced, 2216 finalized, 8103 after a storage failure, 2217 closed.
     pub async fn add_entry(&self, entry_id: i64, data: Bytes) -> Result<AppendReceipt> {
-        let policy = &self.shared.policy;
+        let mut rx = None;
+        self.admit(entry_id, &data, || {
+            let (tx, r) = oneshot::channel();
+            rx = Some(r);
+            Waiter::Receipt(tx)
+        })
+        .await?;
+        match rx {
+            Some(rx) => Ok(AppendReceipt {
+                rx,
+                segment: self.shared.segment.clone(),
+            }),
+            // Unreachable: `admit` makes the waiter whenever it returns Ok.
+            None => Err(self.closed()),
+        }
+    }
+
+    /// [`add_entry`](Self::add_entry) with a callback instead of a receipt: `on_durable` is
+    /// made once the entry is taken and called exactly once, with the entry id when it is
+    /// durable or with the error that made it fail. It runs on the processor's task (or at
+    /// once, in this call, for an id already durable), in id order, so it must be quick and
+    /// must not block. Errors as for `add_entry`; on an error `on_durable` is not made.
+    pub async fn add_entry_with(
+        &self,
+        entry_id: i64,
+        data: Bytes,
+        on_durable: impl FnOnce() -> OnDurable,
+    ) -> Result<()> {
+        let segment = self.shared.segment.clone();
+        self.admit(entry_id, &data, move || {
+            Waiter::Callback(Callback {
+                f: Some(on_durable()),
+                segment,
+            })
+        })
+        .await
+    }
+
+    /// [`add_entry_with`](Self::add_entry_with) without waiting: [`TryAdd::WouldWait`] (and
+    /// nothing made or taken) where `add_entry_with` would wait for buffer space. Lets a
+    /// caller that orders its appends itself take the common case in line and queue the rest.
+    pub fn try_add_entry_with(
+        &self,
+        entry_id: i64,
+        data: &Bytes,
+        on_durable: impl FnOnce() -> OnDurable,
+    ) -> Result<TryAdd> {
+        let segment = self.shared.segment.clone();
+        let waiter = move || {
+            Waiter::Callback(Callback {
+                f: Some(on_durable()),
+                segment,
+            })
+        };
+        Ok(match self.try_admit(entry_id, data, waiter)? {
+            None => TryAdd::Taken,
+            Some(_) => TryAdd::WouldWait,
+        })
+    }
+
+    /// Takes the entry, waiting for buffer space; `waiter` is made only when it is taken.
+    async fn admit(
+        &self,
+        entry_id: i64,
+        data: &Bytes,
+        waiter: impl FnOnce() -> Waiter,
+    ) -> Result<()> {
+        let mut waiter = Some(waiter);
         loop {
             let space = self.shared.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut st = self.shared.lock();
-                if entry_id >= 0 && entry_id <= st.buffer.durable_id() {
-                    return Ok(AppendReceipt::resolved(
-                        self.shared.segment.clone(),
-                        Ok(entry_id),
-                    ));
-                }
-                if let Some(e) = self.shared.mode_error(&st.mode) {
-                    return Err(e);
-                }
-                let b = &st.buffer;
-                let pressure = b.buffered_bytes() + b.in_flight_bytes();
-                // Wait only when a flush can free space; bytes held by non-contiguous entries
-                // alone must not block the entry that fills their gap.
-                let must_wait = pressure >= policy.max_bytes
-                    && b.ready_bytes() + b.in_flight_bytes() > 0
-                    && !b.holds(entry_id);
-                if !must_wait {
-                    let (tx, rx) = oneshot::channel();
-                    match st.buffer.push(entry_id, data.clone(), tx) {
-                        Ok(Admit::Durable(tx)) => {
-                            let _ = tx.send(Ok(entry_id));
-                        }
-                        Ok(Admit::Waiting) => {}
-                        Err((e, _)) => {
-                            if matches!(e, LogStoreError::BufferFull { .. }) {
-                                self.shared.wake.notify_one();
-                            }
-                            return Err(e);
-                        }
-                    }
-                    let b = &st.buffer;
-                    if self.shared.eager
-                        || b.ready_bytes() >= policy.max_flush_size
-                        || b.buffered_bytes() >= policy.max_bytes
-                    {
-                        self.shared.wake.notify_one();
-                    }
-                    return Ok(AppendReceipt {
-                        rx,
-                        segment: self.shared.segment.clone(),
-                    });
-                }
-                self.shared.wake.notify_one();
+            let make = waiter.take().ok_or_else(|| self.closed())?;
+            match self.try_admit(entry_id, data, make)? {
+                None => return Ok(()),
+                Some(make) => waiter = Some(make),
             }
             space.await;
         }
+    }
+
+    /// One attempt under the state lock: `Ok(None)` when taken (the waiter made and kept, or
+    /// answered at once for an id already durable), `Ok(Some(waiter))` handed back unmade when
+    /// the entry must wait for space (a flush was asked for).
+    fn try_admit<F: FnOnce() -> Waiter>(
+        &self,
+        entry_id: i64,
+        data: &Bytes,
+        waiter: F,
+    ) -> Result<Option<F>> {
+        let policy = &self.shared.policy;
+        let mut st = self.shared.lock();
+        if entry_id >= 0 && entry_id <= st.buffer.durable_id() {
+            drop(st);
+            waiter().send(Ok(entry_id));
+            return Ok(None);
+        }
+        if let Some(e) = self.shared.mode_error(&st.mode) {
+            return Err(e);
+        }
+        if entry_id < 0 {
+            return Err(LogStoreError::InvalidEntryId {
+                entry_id,
+                reason: "entry ids are not negative".into(),
+            });
+        }
+        let b = &st.buffer;
+        let end = b.window_end();
+        if entry_id >= end {
+            self.shared.wake.notify_one();
+            return Err(LogStoreError::BufferFull {
+                entry_id,
+                first: b.first_unflushed(),
+                end,
+            });
+        }
+        let pressure = b.buffered_bytes() + b.in_flight_bytes();
+        // Wait only when a flush can free space; bytes held by non-contiguous entries alone
+        // must not block the entry that fills their gap.
+        if pressure >= policy.max_bytes
+            && b.ready_bytes() + b.in_flight_bytes() > 0
+            && !b.holds(entry_id)
+        {
+            self.shared.wake.notify_one();
+            return Ok(Some(waiter));
+        }
+        match st.buffer.push(entry_id, data.clone(), waiter()) {
+            Ok(Admit::Waiting) => {}
+            Ok(Admit::Durable(w)) => {
+                drop(st);
+                w.send(Ok(entry_id));
+                return Ok(None);
+            }
+            // Checked above; should it happen, the waiter is told rather than dropped.
+            Err((e, w)) => {
+                drop(st);
+                w.send(Err(e));
+                return Ok(None);
+            }
+        }
+        let b = &st.buffer;
+        if self.shared.eager
+            || b.ready_bytes() >= policy.max_flush_size
+            || b.buffered_bytes() >= policy.max_bytes
+        {
+            self.shared.wake.notify_one();
+        }
+        Ok(None)
     }
 
     /// Fences the segment: stops appends (8104), flushes the contiguous prefix, places the
@@ -739,7 +885,7 @@ impl Flusher {
             st.buffer.mark_durable(last_entry_id)
         };
         for (id, w) in woken {
-            let _ = w.send(Ok(id));
+            w.send(Ok(id));
         }
         // After the receipts: a reader woken by this never sees an entry before its writer
         // could.
@@ -757,7 +903,7 @@ impl Flusher {
             st.buffer.fail_all()
         };
         for (_, w) in failed {
-            let _ = w.send(Err(e.clone()));
+            w.send(Err(e.clone()));
         }
         self.shared.set_phase(WriterPhase::Inactive);
         self.shared.space.notify_waiters();
@@ -776,7 +922,7 @@ impl Flusher {
         self.flush_all().await;
         let failed = self.shared.lock().buffer.fail_all();
         for (_, w) in failed {
-            let _ = w.send(Err(leftover.clone()));
+            w.send(Err(leftover.clone()));
         }
     }
 
