@@ -16,11 +16,20 @@
 //! its blocks may not be durable in their segments yet, and the segments' files end up exactly
 //! as they would without a journal (the on-disk format of a segment does not change).
 //!
+//! Writes: where the filesystem supports it (Linux, not tmpfs), journal files are written with
+//! `O_DIRECT | O_DSYNC`: one `pwrite` per commit that is durable when it returns, without the
+//! page cache and its writeback. Each commit then starts at a multiple of [`ALIGN`] bytes, and
+//! a padding record (an empty segment path, skipped by replay) fills the rest of its last
+//! [`ALIGN`] bytes. Elsewhere a commit is a `pwrite` and an `fdatasync`.
+//!
 //! Recycling: a retired file is kept as a spare (up to [`SPARES`]) and renamed to become a later
 //! journal file, which is then overwritten from its start. Overwriting blocks a file already
-//! has does not change its size, so the journal's `fdatasync` writes the data alone, without
-//! the inode. Every record carries its file's sequence number, so replay stops at the first
-//! record left over from the file's earlier life.
+//! has does not change its size or its block map, so a commit writes the data alone, without
+//! the inode (which makes a synced commit about a third faster on an ext4 disk). When the
+//! journal is busy (a file reached an eighth of [`ROTATE_BYTES`] before it rotated), the
+//! checkpoint thread fills spares with zeros up to [`ROTATE_BYTES`] off the commit path, so
+//! every commit of a recycled file overwrites. Every record carries its file's sequence
+//! number, so replay stops at the first record left over from the file's earlier life.
 //!
 //! Replay ([`Journal::open`], before any segment is opened): every record of every journal
 //! file, oldest first, is compared with its `data.log` at its offset and written there when
@@ -35,7 +44,8 @@
 //! Record layout (little-endian): magic `WPJ1` (u32), body length (u32), CRC-32 of the body
 //! (u32); body = the journal file's sequence number (u64), path length (u16), the segment
 //! directory relative to the root (UTF-8, `/` separated), offset in `data.log` (u64), the
-//! block bytes. Files are `<sequence, 20 digits>.wpj`; spares are `<sequence>.spare`.
+//! block bytes. A padding record has an empty path, offset 0 and zero bytes. Files are
+//! `<sequence, 20 digits>.wpj`; spares are `<sequence>.spare`.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -64,6 +74,12 @@ pub const MAX_JOURNALED_BLOCK: usize = 512 << 10;
 
 /// Retired journal files kept for reuse.
 pub const SPARES: usize = 2;
+
+/// Commits start at multiples of this in a journal file written with `O_DIRECT`.
+pub const ALIGN: usize = 4096;
+/// The bytes of a record before its path and block: header, sequence number, path length
+/// and offset.
+const RECORD_OVERHEAD: usize = RECORD_HEADER + 8 + 2 + 8;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"WPJ1");
 const RECORD_HEADER: usize = 12;
@@ -276,6 +292,8 @@ struct Current {
     seq: u64,
     path: PathBuf,
     file: File,
+    /// Written with `O_DIRECT | O_DSYNC` (aligned commits, no separate sync).
+    direct: bool,
     size: u64,
     opened: Instant,
     /// The segment files its records were written to, by path.
@@ -292,31 +310,106 @@ fn next_file(shared: &Shared, after: u64) -> Result<Current> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .pop();
-    let file = match spare {
-        Some(spare) => fs::rename(&spare, &path)
-            .and_then(|()| OpenOptions::new().write(true).open(&path))
-            .map_err(|e| io_error("reuse", &spare, e))?,
-        None => OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io_error("create", &path, e))?,
-    };
+    match spare {
+        Some(spare) => fs::rename(&spare, &path).map_err(|e| io_error("reuse", &spare, e))?,
+        None => {
+            OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error("create", &path, e))?;
+        }
+    }
+    let (file, direct) = open_for_commits(&path)?;
     sync_dir(dir)?;
     Ok(Current {
         seq,
         path,
         file,
+        direct,
         size: 0,
         opened: Instant::now(),
         covers: HashMap::new(),
     })
 }
 
+/// Opens a journal file for commits: with `O_DIRECT | O_DSYNC` where the filesystem takes it,
+/// plainly (commits then sync) where it does not.
+fn open_for_commits(path: &Path) -> Result<(File, bool)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(f) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+        {
+            return Ok((f, true));
+        }
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map(|f| (f, false))
+        .map_err(|e| io_error("open", path, e))
+}
+
+/// Pads `buf` (one commit, starting at an [`ALIGN`]ed offset) with a padding record to a
+/// multiple of [`ALIGN`].
+fn pad(buf: &mut Vec<u8>, seq: u64) {
+    let rem = buf.len() % ALIGN;
+    if rem == 0 {
+        return;
+    }
+    let mut gap = ALIGN - rem;
+    if gap < RECORD_OVERHEAD {
+        gap += ALIGN;
+    }
+    const ZEROS: [u8; 2 * ALIGN] = [0; 2 * ALIGN];
+    encode(buf, seq, "", 0, &ZEROS[..gap - RECORD_OVERHEAD]);
+}
+
+/// Writes one commit at `at`, durably: an aligned copy of `buf` through `O_DIRECT | O_DSYNC`,
+/// or a write and an `fdatasync`.
+fn write_commit(current: &Current, buf: &[u8], aligned: &mut Vec<u8>) -> io::Result<()> {
+    if !current.direct {
+        current.file.write_all_at(buf, current.size)?;
+        return current.file.sync_data();
+    }
+    // O_DIRECT wants the memory aligned too; a Vec gives no alignment, so the commit is
+    // copied to an aligned place inside a larger one.
+    aligned.clear();
+    aligned.resize(buf.len() + ALIGN, 0);
+    let at = aligned.as_ptr().align_offset(ALIGN);
+    let out = &mut aligned[at..at + buf.len()];
+    out.copy_from_slice(buf);
+    current.file.write_all_at(out, current.size)
+}
+
+/// Moves to the next journal file once the current one is full or old (and holds something).
+fn rotate_if_due(shared: &Shared, current: &mut Current, checkpoints: &Checkpointer) {
+    let due = current.size >= shared.rotate_bytes
+        || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
+    if due {
+        match next_file(shared, current.seq) {
+            Ok(next) => {
+                let old = std::mem::replace(current, next);
+                checkpoints.retire(old);
+            }
+            Err(e) => {
+                // Keep writing the current file; the next rotation tries again.
+                tracing::warn!(error = %e, "cannot start a new journal file");
+                current.opened = Instant::now();
+            }
+        }
+    }
+}
+
 fn commit_loop(shared: &Arc<Shared>, first: Current) {
     let mut current = first;
     let checkpoints = Checkpointer::start(shared.clone());
     let mut buf = Vec::new();
+    let mut aligned = Vec::new();
     loop {
         let (batch, closed) = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,15 +430,20 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
             }
             (std::mem::take(&mut q.pending), q.closed)
         };
+        // Rotation comes before the next write, so the newest commit stays in the current
+        // file until something follows it.
+        if !closed && !shared.failed() {
+            rotate_if_due(shared, &mut current, &checkpoints);
+        }
         if !batch.is_empty() {
             buf.clear();
             for p in &batch {
                 encode(&mut buf, current.seq, &p.rel, p.offset, &p.data);
             }
-            let written = current
-                .file
-                .write_all_at(&buf, current.size)
-                .and_then(|()| current.file.sync_data());
+            if current.direct {
+                pad(&mut buf, current.seq);
+            }
+            let written = write_commit(&current, &buf, &mut aligned);
             match written {
                 Ok(()) => {
                     current.size += buf.len() as u64;
@@ -369,21 +467,6 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
         }
         if closed || shared.failed() {
             break;
-        }
-        let due = current.size >= shared.rotate_bytes
-            || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
-        if due {
-            match next_file(shared, current.seq) {
-                Ok(next) => {
-                    let old = std::mem::replace(&mut current, next);
-                    checkpoints.retire(old);
-                }
-                Err(e) => {
-                    // Keep writing the current file; the next rotation tries again.
-                    tracing::warn!(error = %e, "cannot start a new journal file");
-                    current.opened = Instant::now();
-                }
-            }
         }
     }
     // Closing: the last file is retired like the others, and the checkpointer finishes.
@@ -442,14 +525,30 @@ fn checkpoint(shared: &Shared, old: Current) {
         }
     }
     drop(old.file);
-    let mut spares = shared.spares.lock().unwrap_or_else(|p| p.into_inner());
-    let retired = if spares.len() < SPARES {
+    // Only this thread adds spares; the committer may take one meanwhile.
+    let keep = shared
+        .spares
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len()
+        < SPARES;
+    let retired = if keep {
         let spare = dir.join(format!("{:020}{SPARE_SUFFIX}", old.seq));
-        fs::rename(&old.path, &spare).map(|()| spares.push(spare))
+        fs::rename(&old.path, &spare).map(|()| {
+            if old.size >= shared.rotate_bytes / 8
+                && let Err(e) = fill_with_zeros(&spare, shared.rotate_bytes)
+            {
+                tracing::debug!(error = %e, spare = %spare.display(), "cannot fill a journal spare");
+            }
+            shared
+                .spares
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(spare);
+        })
     } else {
         fs::remove_file(&old.path)
     };
-    drop(spares);
     if let Err(e) = retired {
         tracing::warn!(error = %e, journal = %old.path.display(), "cannot retire a checkpointed journal file");
         return;
@@ -457,6 +556,23 @@ fn checkpoint(shared: &Shared, old: Current) {
     if let Err(e) = sync_dir(dir) {
         tracing::debug!(error = %e, "syncing the journal directory");
     }
+}
+
+/// Extends the file at `path` with zeros to `len` bytes and syncs it, so that commits to it
+/// overwrite allocated blocks instead of growing the file.
+fn fill_with_zeros(path: &Path, len: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    let mut at = f.metadata()?.len();
+    if at >= len {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    while at < len {
+        let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+        f.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    f.sync_data()
 }
 
 fn encode(out: &mut Vec<u8>, seq: u64, rel: &str, offset: u64, data: &[u8]) {
@@ -571,6 +687,10 @@ fn replay(root: &Path, dir: &Path) -> Result<(Replayed, u64)> {
         let mut at = 0;
         while let Some((rec, len)) = decode(&buf[at..], *seq) {
             at += len;
+            if rec.rel.is_empty() {
+                // Padding after an aligned commit.
+                continue;
+            }
             out.records += 1;
             let seg_dir = rec
                 .rel
@@ -817,7 +937,8 @@ mod tests {
         assert_eq!(names, [format!("{:020}{SUFFIX}", 8)]);
     }
 
-    /// Copies the files under `from` (recursively) to `to`.
+    /// Copies the files under `from` (recursively) to `to`, as a crash would leave them while
+    /// the journal runs: a file retired (renamed or deleted) during the copy is left out.
     fn copy_tree(from: &Path, to: &Path) {
         fs::create_dir_all(to).unwrap();
         for e in fs::read_dir(from).unwrap() {
@@ -826,7 +947,13 @@ mod tests {
             if e.file_type().unwrap().is_dir() {
                 copy_tree(&e.path(), &target);
             } else {
-                fs::copy(e.path(), target).unwrap();
+                match fs::copy(e.path(), &target) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        let _ = fs::remove_file(&target);
+                    }
+                    Err(err) => panic!("copying {}: {err}", e.path().display()),
+                }
             }
         }
     }
@@ -938,5 +1065,70 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(decode(&bad, 5).is_none(), "flipped byte {i}");
         }
+    }
+
+    #[test]
+    fn aligned_commits_end_in_a_padding_record() {
+        for len in [
+            0usize,
+            1,
+            5,
+            ALIGN - RECORD_OVERHEAD - 1,
+            ALIGN - RECORD_OVERHEAD,
+            ALIGN - 1,
+            ALIGN,
+            3 * ALIGN + 7,
+        ] {
+            let mut buf = Vec::new();
+            encode(&mut buf, 9, "7/3", 25, &vec![7u8; len]);
+            let before = buf.len();
+            pad(&mut buf, 9);
+            assert_eq!(buf.len() % ALIGN, 0, "block of {len}");
+            assert!(buf.len() - before < 2 * ALIGN);
+            let (rec, n) = decode(&buf, 9).unwrap();
+            assert_eq!((rec.rel, rec.data.len()), ("7/3", len));
+            if n < buf.len() {
+                let (padding, m) = decode(&buf[n..], 9).unwrap();
+                assert_eq!((padding.rel, n + m), ("", buf.len()));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_skips_padding_and_stops_at_the_zeros_of_a_filled_spare() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (dir, bytes, all) = two_blocks(root).await;
+        let second = {
+            let w = LocalSegmentWriter::open_for_recovery(&dir).await.unwrap().1;
+            w.blocks[1].offset as usize
+        };
+        // Two aligned commits, then the zeros a filled spare holds.
+        let mut buf = Vec::new();
+        encode(&mut buf, 4, "7/3", 25, &bytes[25..second]);
+        pad(&mut buf, 4);
+        encode(&mut buf, 4, "7/3", second as u64, &bytes[second..]);
+        pad(&mut buf, 4);
+        let jdir = root.join(JOURNAL_DIR);
+        fs::create_dir_all(&jdir).unwrap();
+        let path = jdir.join(format!("{:020}{SUFFIX}", 4));
+        fs::write(&path, &buf).unwrap();
+        fill_with_zeros(&path, 64 * 1024).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 64 * 1024);
+        // The segment lost both blocks.
+        fs::write(dir.join(DATA_FILE), &bytes[..25]).unwrap();
+
+        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                files: 1,
+                records: 2,
+                written: 2,
+                skipped: 0
+            }
+        );
+        assert_eq!(fs::read(dir.join(DATA_FILE)).unwrap(), bytes);
+        assert_eq!(read_all(&dir).await, all);
     }
 }
