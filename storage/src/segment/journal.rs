@@ -356,7 +356,7 @@ fn open_for_commits(path: &Path) -> Result<(File, bool)> {
 
 /// Pads `buf` (one commit, starting at an [`ALIGN`]ed offset) with a padding record to a
 /// multiple of [`ALIGN`].
-fn pad(buf: &mut Vec<u8>, seq: u64) {
+fn pad(buf: &mut impl Sink, seq: u64) {
     let rem = buf.len() % ALIGN;
     if rem == 0 {
         return;
@@ -369,21 +369,80 @@ fn pad(buf: &mut Vec<u8>, seq: u64) {
     encode(buf, seq, "", 0, &ZEROS[..gap - RECORD_OVERHEAD]);
 }
 
-/// Writes one commit at `at`, durably: an aligned copy of `buf` through `O_DIRECT | O_DSYNC`,
-/// or a write and an `fdatasync`.
-fn write_commit(current: &Current, buf: &[u8], aligned: &mut Vec<u8>) -> io::Result<()> {
-    if !current.direct {
-        current.file.write_all_at(buf, current.size)?;
-        return current.file.sync_data();
+/// Writes one commit at the end of `current`, durably: through `O_DIRECT | O_DSYNC`, or a
+/// write and an `fdatasync`.
+fn write_commit(current: &Current, buf: &[u8]) -> io::Result<()> {
+    current.file.write_all_at(buf, current.size)?;
+    if current.direct {
+        Ok(())
+    } else {
+        current.file.sync_data()
     }
-    // O_DIRECT wants the memory aligned too; a Vec gives no alignment, so the commit is
-    // copied to an aligned place inside a larger one.
-    aligned.clear();
-    aligned.resize(buf.len() + ALIGN, 0);
-    let at = aligned.as_ptr().align_offset(ALIGN);
-    let out = &mut aligned[at..at + buf.len()];
-    out.copy_from_slice(buf);
-    current.file.write_all_at(out, current.size)
+}
+
+/// Where encoding appends: a plain `Vec`, or an [`AlignedBuf`].
+trait Sink {
+    fn len(&self) -> usize;
+    fn put(&mut self, bytes: &[u8]);
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl Sink for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+/// A growable buffer whose contents start at an [`ALIGN`]ed address, as `O_DIRECT` wants, so
+/// a commit is encoded in place rather than copied to aligned memory.
+#[derive(Default)]
+struct AlignedBuf {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+}
+
+impl Sink for AlignedBuf {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        let need = self.start + self.len + bytes.len();
+        if need > self.mem.len() {
+            let size = (2 * (self.len + bytes.len())).max(1 << 16) + ALIGN;
+            let mut mem = vec![0u8; size];
+            let start = mem.as_ptr().align_offset(ALIGN);
+            mem[start..start + self.len].copy_from_slice(self.as_slice());
+            self.mem = mem;
+            self.start = start;
+        }
+        let at = self.start + self.len;
+        self.mem[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
 }
 
 /// Moves to the next journal file once the current one is full or old (and holds something).
@@ -408,8 +467,7 @@ fn rotate_if_due(shared: &Shared, current: &mut Current, checkpoints: &Checkpoin
 fn commit_loop(shared: &Arc<Shared>, first: Current) {
     let mut current = first;
     let checkpoints = Checkpointer::start(shared.clone());
-    let mut buf = Vec::new();
-    let mut aligned = Vec::new();
+    let mut buf = AlignedBuf::default();
     loop {
         let (batch, closed) = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -443,7 +501,7 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
             if current.direct {
                 pad(&mut buf, current.seq);
             }
-            let written = write_commit(&current, &buf, &mut aligned);
+            let written = write_commit(&current, buf.as_slice());
             match written {
                 Ok(()) => {
                     current.size += buf.len() as u64;
@@ -575,20 +633,21 @@ fn fill_with_zeros(path: &Path, len: u64) -> io::Result<()> {
     f.sync_data()
 }
 
-fn encode(out: &mut Vec<u8>, seq: u64, rel: &str, offset: u64, data: &[u8]) {
+fn encode(out: &mut impl Sink, seq: u64, rel: &str, offset: u64, data: &[u8]) {
     let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
+    out.put(&MAGIC.to_le_bytes());
+    out.put(&[0; 8]);
     let body = out.len();
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&(rel.len() as u16).to_le_bytes());
-    out.extend_from_slice(rel.as_bytes());
-    out.extend_from_slice(&offset.to_le_bytes());
-    out.extend_from_slice(data);
-    let len = (out.len() - body) as u32;
-    let crc = crc32fast::hash(&out[body..]);
-    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    out.put(&seq.to_le_bytes());
+    out.put(&(rel.len() as u16).to_le_bytes());
+    out.put(rel.as_bytes());
+    out.put(&offset.to_le_bytes());
+    out.put(data);
+    let bytes = out.bytes_mut();
+    let len = (bytes.len() - body) as u32;
+    let crc = crc32fast::hash(&bytes[body..]);
+    bytes[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    bytes[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One decoded record.
@@ -1091,6 +1150,26 @@ mod tests {
                 let (padding, m) = decode(&buf[n..], 9).unwrap();
                 assert_eq!((padding.rel, n + m), ("", buf.len()));
             }
+        }
+    }
+
+    #[test]
+    fn an_aligned_buffer_encodes_what_a_vec_does_and_stays_aligned_as_it_grows() {
+        let mut aligned = AlignedBuf::default();
+        let mut plain = Vec::new();
+        for round in 0..3 {
+            aligned.clear();
+            plain.clear();
+            for i in 0..40usize {
+                let data = vec![i as u8; 1000 * i * (round + 1)];
+                encode(&mut aligned, 3, "1/2", i as u64, &data);
+                encode(&mut plain, 3, "1/2", i as u64, &data);
+                assert_eq!(aligned.as_slice().as_ptr().align_offset(ALIGN), 0);
+            }
+            pad(&mut aligned, 3);
+            pad(&mut plain, 3);
+            assert_eq!(aligned.as_slice(), &plain[..]);
+            assert_eq!(aligned.len() % ALIGN, 0);
         }
     }
 
