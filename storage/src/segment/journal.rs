@@ -370,14 +370,22 @@ fn pad(buf: &mut impl Sink, seq: u64) {
 }
 
 /// Writes one commit at the end of `current`, durably: through `O_DIRECT | O_DSYNC`, or a
-/// write and an `fdatasync`.
-fn write_commit(current: &Current, buf: &[u8]) -> io::Result<()> {
-    current.file.write_all_at(buf, current.size)?;
+/// write and an `fdatasync`. A filesystem that opened the file with `O_DIRECT` but refuses
+/// the write (`EINVAL`: it wants another alignment) gets this and every later commit of the
+/// file written plainly; nothing was written by the refused call.
+fn write_commit(current: &mut Current, buf: &[u8]) -> io::Result<()> {
     if current.direct {
-        Ok(())
-    } else {
-        current.file.sync_data()
+        match current.file.write_all_at(buf, current.size) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(journal = %current.path.display(), error = %e, "O_DIRECT refused; the journal syncs its writes instead");
+                current.file = OpenOptions::new().write(true).open(&current.path)?;
+                current.direct = false;
+            }
+            other => return other,
+        }
     }
+    current.file.write_all_at(buf, current.size)?;
+    current.file.sync_data()
 }
 
 /// Where encoding appends: a plain `Vec`, or an [`AlignedBuf`].
@@ -501,7 +509,7 @@ fn commit_loop(shared: &Arc<Shared>, first: Current) {
             if current.direct {
                 pad(&mut buf, current.seq);
             }
-            let written = write_commit(&current, buf.as_slice());
+            let written = write_commit(&mut current, buf.as_slice());
             match written {
                 Ok(()) => {
                     current.size += buf.len() as u64;
