@@ -57,7 +57,7 @@ enum Command {
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
-/// Whether the writer still owns its log; shared by the writer, its task and its ackers.
+/// Whether the writer still owns its log; shared by the writer, its task and its segments' answers.
 #[derive(Debug)]
 struct Validity {
     log: String,
