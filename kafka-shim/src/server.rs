@@ -17,11 +17,16 @@
 //! * Record-level problems (bad CRC, oversized batch) are answered per partition by Produce.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, api_versions_response,
 };
@@ -181,7 +186,7 @@ pub async fn serve(
 struct InFlight {
     correlation_id: i32,
     header_version: i16,
-    reply: tokio::task::JoinHandle<Reply>,
+    reply: BoxFuture<'static, Reply>,
 }
 
 async fn connection(
@@ -200,19 +205,44 @@ async fn connection(
         .map_err(io("setting TCP_NODELAY"))?;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<InFlight>(config.max_in_flight.max(1));
+    // The waiting parts of the requests in flight run here, together, and their responses go
+    // out in request order as each one and every one before it is done: no task per request,
+    // and the wake-up that completes a request (a high watermark moving, a fetch finding
+    // data) reaches the task that writes its response directly.
+    let max_in_flight = config.max_in_flight.max(1);
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
-        while let Some(req) = rx.recv().await {
-            let reply = match req.reply.await {
-                Ok(r) => r,
-                Err(e) => Err(ShimError::Encode(format!("request task failed: {e}"))),
+        let mut pending = FuturesOrdered::new();
+        let mut open = true;
+        loop {
+            let (correlation_id, header_version, reply) = tokio::select! {
+                req = rx.recv(), if open && pending.len() < max_in_flight => {
+                    match req {
+                        Some(req) => {
+                            let InFlight { correlation_id, header_version, reply } = req;
+                            pending.push_back(async move {
+                                let reply = AssertUnwindSafe(reply)
+                                    .catch_unwind()
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(ShimError::Encode("a request's handler panicked".into()))
+                                    });
+                                (correlation_id, header_version, reply)
+                            });
+                        }
+                        None => open = false,
+                    }
+                    continue;
+                }
+                Some(done) = pending.next(), if !pending.is_empty() => done,
+                else => break,
             };
             let Some(body) = reply? else { continue };
             out.clear();
             out.put_i32(0);
             ResponseHeader::default()
-                .with_correlation_id(req.correlation_id)
-                .encode(&mut out, req.header_version)
+                .with_correlation_id(correlation_id)
+                .encode(&mut out, header_version)
                 .map_err(|e| ShimError::Encode(e.to_string()))?;
             out.extend_from_slice(&body);
             let len = (out.len() - 4) as i32;
@@ -272,7 +302,7 @@ async fn connection(
             if key == ApiKey::ApiVersions && !(min..=max).contains(&version) {
                 // KIP-511: answer in v0 with the ranges we serve.
                 let body = encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?;
-                let done = tokio::spawn(async move { Ok(Some(body)) });
+                let done = Box::pin(async move { Ok(Some(body)) });
                 send(&tx, correlation_id, 0, done).await?;
                 continue;
             }
@@ -295,13 +325,12 @@ async fn connection(
                 let mut body = BytesMut::new();
                 resp.encode(&mut body, version)
                     .map_err(|e| ShimError::Encode(e.to_string()))?;
-                let done = tokio::spawn(async move { Ok(Some(body)) });
+                let done = Box::pin(async move { Ok(Some(body)) });
                 send(&tx, correlation_id, header_version, done).await?;
                 continue;
             }
             let rest = broker.handle(key, version, frame).await?;
-            let done = tokio::spawn(rest);
-            send(&tx, correlation_id, header_version, done).await?;
+            send(&tx, correlation_id, header_version, rest).await?;
         }
     }
     .await;
@@ -318,7 +347,7 @@ async fn send(
     tx: &mpsc::Sender<InFlight>,
     correlation_id: i32,
     header_version: i16,
-    reply: tokio::task::JoinHandle<Reply>,
+    reply: BoxFuture<'static, Reply>,
 ) -> Result<(), ShimError> {
     tx.send(InFlight {
         correlation_id,
