@@ -2,7 +2,9 @@
 //!
 //! A [`SegmentProcessor`] owns one background task. Appends go into the
 //! [`SequentialBuffer`] under a short lock and return an [`AppendReceipt`] at once ("Buffered");
-//! the receipt resolves when the entry is durable ("Synced") or failed. The task alone touches
+//! the receipt resolves when the entry is durable ("Synced") or failed. An append may carry a
+//! callback ([`OnDurable`]) instead, which the task calls in id order with the same outcome, so
+//! a caller is answered without a task of its own waiting on a receipt. The task alone touches
 //! the writer: it flushes on the policy ticker (through the injected [`Clock`]), when the
 //! contiguous prefix reaches `max_flush_size`, when buffered bytes reach `max_bytes`, and
 //! before it fences, completes or closes. On object storage a flush starts its block uploads
