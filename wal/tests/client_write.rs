@@ -255,6 +255,11 @@ async fn writes_get_dense_ids_in_order_and_read_back() {
         assert!(!w.is_valid());
         let e = w.write(msg(99)).await.unwrap_err();
         assert_eq!(e.code(), 1405, "{e}");
+        // A callback write on a closed writer is answered at once, in the call.
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.write_then(msg(100), move |r| tx.send(r).unwrap());
+        let e = rx.try_recv().expect("answered in the call").unwrap_err();
+        assert_eq!(e.code(), 1405, "{e}");
         w.close().await.unwrap();
 
         let segs = segments(&h).await;

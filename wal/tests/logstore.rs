@@ -17,7 +17,9 @@ use storage::object::{BackendKind, Capabilities, ObjectStorage};
 use storage::segment::local::{FENCE_FILE, LocalSegmentReader};
 use storage::segment::object::{BatchEnd, ObjectSegmentReader, SegmentObjects};
 use wal::clock::{ClockRef, ManualClock, SystemClock};
-use wal::logstore::{AppendReceipt, Backend, FormatVersion, LogStore, LogStoreError, SyncPolicy};
+use wal::logstore::{
+    AppendReceipt, Backend, FormatVersion, LogStore, LogStoreError, OnDurable, SyncPolicy, TryAdd,
+};
 
 const LOG: i64 = 7;
 const SEG: i64 = 3;
@@ -370,6 +372,57 @@ async fn appends_wait_while_buffered_and_in_flight_bytes_reach_max_bytes() {
     // The last entry alone is below max_bytes: a close flushes it.
     ls.close_all().await;
     assert_eq!(r2.await.unwrap(), 2);
+    assert_eq!(read_object(&storage, SEG).await.0, dense(3));
+}
+
+/// The callback form: `try_add_entry_with` refuses without making the callback where
+/// `add_entry` would wait for space, and every callback made is called once, in id order.
+#[tokio::test]
+async fn callbacks_are_made_only_for_taken_entries_and_called_once_in_order() {
+    let (faults, storage) = faulty_storage(5);
+    faults.add_rule(FaultRule::delay(&[Op::Put], Duration::from_millis(300)));
+    let (_clock, clock_ref) = manual();
+    let policy = SyncPolicy {
+        max_bytes: 20,
+        ..SyncPolicy::default()
+    };
+    let ls = Arc::new(store(Backend::Object(storage.clone()), policy, clock_ref));
+    let p = ls.processor(LOG, SEG).await.unwrap();
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let on = |id: i64| -> OnDurable {
+        let told = told.clone();
+        Box::new(move |r| told.lock().unwrap().push((id, r.map_err(|e| e.code()))))
+    };
+    let mut made = 0;
+    for id in 0..2 {
+        let r = p.try_add_entry_with(id, &payload(id), || {
+            made += 1;
+            on(id)
+        });
+        assert!(matches!(r, Ok(TryAdd::Taken)), "{r:?}");
+    }
+    // 22 bytes ≥ max_bytes: a flush is under way and the next entry would wait.
+    let r = p.try_add_entry_with(2, &payload(2), || {
+        made += 1;
+        on(2)
+    });
+    assert!(matches!(r, Ok(TryAdd::WouldWait)), "{r:?}");
+    assert_eq!(made, 2, "no callback is made for an entry not taken");
+    // The waiting form takes it once the flush has freed space.
+    within(p.add_entry_with(2, payload(2), || on(2)))
+        .await
+        .unwrap();
+    // A negative id is refused without a callback.
+    let e = p
+        .try_add_entry_with(-1, &payload(0), || on(-1))
+        .unwrap_err();
+    assert_eq!(e.code(), 2215);
+    ls.close_all().await;
+    assert_eq!(
+        *told.lock().unwrap(),
+        [(0, Ok(0)), (1, Ok(1)), (2, Ok(2))],
+        "each taken entry told once, in order"
+    );
     assert_eq!(read_object(&storage, SEG).await.0, dense(3));
 }
 
