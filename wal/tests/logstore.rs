@@ -347,9 +347,10 @@ async fn a_permanent_failure_fails_the_entries_with_8103_and_later_appends_fast(
     assert_eq!(read_object(&storage, SEG).await.0, dense(1));
 }
 
-#[tokio::test]
-async fn appends_wait_while_buffered_and_in_flight_bytes_reach_max_bytes() {
-    let (faults, storage) = faulty_storage(4);
+/// A LogStore on object storage whose PUTs take 300 ms, with `max_bytes` 20: the second
+/// 11-byte entry starts a flush, and a third must wait for it.
+fn slow_puts_small_buffer(seed: u64) -> (Arc<LogStore>, ObjectStorage) {
+    let (faults, storage) = faulty_storage(seed);
     faults.add_rule(FaultRule::delay(&[Op::Put], Duration::from_millis(300)));
     let (_clock, clock_ref) = manual();
     let policy = SyncPolicy {
@@ -357,6 +358,12 @@ async fn appends_wait_while_buffered_and_in_flight_bytes_reach_max_bytes() {
         ..SyncPolicy::default()
     };
     let ls = Arc::new(store(Backend::Object(storage.clone()), policy, clock_ref));
+    (ls, storage)
+}
+
+#[tokio::test]
+async fn appends_wait_while_buffered_and_in_flight_bytes_reach_max_bytes() {
+    let (ls, storage) = slow_puts_small_buffer(4);
     let r0 = ls.add_entry(LOG, SEG, 0, payload(0)).await.unwrap();
     // 22 bytes ≥ max_bytes: a flush starts and takes 300 ms.
     let r1 = ls.add_entry(LOG, SEG, 1, payload(1)).await.unwrap();
@@ -379,14 +386,7 @@ async fn appends_wait_while_buffered_and_in_flight_bytes_reach_max_bytes() {
 /// `add_entry` would wait for space, and every callback made is called once, in id order.
 #[tokio::test]
 async fn callbacks_are_made_only_for_taken_entries_and_called_once_in_order() {
-    let (faults, storage) = faulty_storage(5);
-    faults.add_rule(FaultRule::delay(&[Op::Put], Duration::from_millis(300)));
-    let (_clock, clock_ref) = manual();
-    let policy = SyncPolicy {
-        max_bytes: 20,
-        ..SyncPolicy::default()
-    };
-    let ls = Arc::new(store(Backend::Object(storage.clone()), policy, clock_ref));
+    let (ls, storage) = slow_puts_small_buffer(5);
     let p = ls.processor(LOG, SEG).await.unwrap();
     let told = Arc::new(std::sync::Mutex::new(Vec::new()));
     let on = |id: i64| -> OnDurable {

@@ -395,6 +395,8 @@ trait Sink {
     fn bytes_mut(&mut self) -> &mut [u8];
 }
 
+/// Tests encode into plain vectors.
+#[cfg(test)]
 impl Sink for Vec<u8> {
     fn len(&self) -> usize {
         Vec::len(self)

@@ -325,7 +325,15 @@ struct AckState {
     issued: u64,
     answered: u64,
     last_acked: i64,
-    failure: Option<LogStoreError>,
+    failure: Option<Failure>,
+}
+
+/// Why a segment stopped acknowledging.
+enum Failure {
+    /// An append failed in the LogStore.
+    Store(LogStoreError),
+    /// The LogStore acknowledged an entry out of order (the writer is lost).
+    OutOfOrder,
 }
 
 impl SegmentAcks {
@@ -384,19 +392,21 @@ impl SegmentAcks {
                 Ok(LogMessageId::new(segment_id, id))
             }
             (None, Ok(id)) => {
-                st.failure = Some(LogStoreError::WriterClosed {
-                    segment: format!("segment {segment_id}"),
-                });
+                st.failure = Some(Failure::OutOfOrder);
                 Err(self.validity.lose(format!(
                     "segment {segment_id}: entry {entry_id} acknowledged as {id}, expected {expected}"
                 )))
             }
             (None, Err(e)) => {
                 let answer = self.failure_answer(&e);
-                st.failure = Some(e);
+                st.failure = Some(Failure::Store(e));
                 answer
             }
-            (Some(e), _) => self.failure_answer(e),
+            (Some(Failure::Store(e)), _) => self.failure_answer(e),
+            // The writer was lost then; `lose` keeps and reports that first reason.
+            (Some(Failure::OutOfOrder), _) => {
+                Err(self.validity.lose("out-of-order acknowledgement"))
+            }
         };
         st.answered += 1;
         let settled = st.answered >= st.issued;

@@ -352,21 +352,13 @@ impl SegmentProcessor {
     /// Errors: 2200 beyond the window (retriable), 2215 negative id, 2218 recovery mode,
     /// 8104 fenced, 2216 finalized, 8103 after a storage failure, 2217 closed.
     pub async fn add_entry(&self, entry_id: i64, data: Bytes) -> Result<AppendReceipt> {
-        let mut rx = None;
-        self.admit(entry_id, &data, || {
-            let (tx, r) = oneshot::channel();
-            rx = Some(r);
-            Waiter::Receipt(tx)
+        let (tx, rx) = oneshot::channel();
+        self.admit(entry_id, &data, move || Waiter::Receipt(tx))
+            .await?;
+        Ok(AppendReceipt {
+            rx,
+            segment: self.shared.segment.clone(),
         })
-        .await?;
-        match rx {
-            Some(rx) => Ok(AppendReceipt {
-                rx,
-                segment: self.shared.segment.clone(),
-            }),
-            // Unreachable: `admit` makes the waiter whenever it returns Ok.
-            None => Err(self.closed()),
-        }
     }
 
     /// [`add_entry`](Self::add_entry) with a callback instead of a receipt: `on_durable` is
@@ -380,14 +372,7 @@ impl SegmentProcessor {
         data: Bytes,
         on_durable: impl FnOnce() -> OnDurable,
     ) -> Result<()> {
-        let segment = self.shared.segment.clone();
-        self.admit(entry_id, &data, move || {
-            Waiter::Callback(Callback {
-                f: Some(on_durable()),
-                segment,
-            })
-        })
-        .await
+        self.admit(entry_id, &data, self.callback(on_durable)).await
     }
 
     /// [`add_entry_with`](Self::add_entry_with) without waiting: [`TryAdd::WouldWait`] (and
@@ -399,36 +384,41 @@ impl SegmentProcessor {
         data: &Bytes,
         on_durable: impl FnOnce() -> OnDurable,
     ) -> Result<TryAdd> {
+        Ok(
+            match self.try_admit(entry_id, data, self.callback(on_durable))? {
+                None => TryAdd::Taken,
+                Some(_) => TryAdd::WouldWait,
+            },
+        )
+    }
+
+    /// Makes the waiter of a callback append (only when the entry is taken).
+    fn callback(&self, on_durable: impl FnOnce() -> OnDurable) -> impl FnOnce() -> Waiter {
         let segment = self.shared.segment.clone();
-        let waiter = move || {
+        move || {
             Waiter::Callback(Callback {
                 f: Some(on_durable()),
                 segment,
             })
-        };
-        Ok(match self.try_admit(entry_id, data, waiter)? {
-            None => TryAdd::Taken,
-            Some(_) => TryAdd::WouldWait,
-        })
+        }
     }
 
     /// Takes the entry, waiting for buffer space; `waiter` is made only when it is taken.
-    async fn admit(
+    async fn admit<F: FnOnce() -> Waiter>(
         &self,
         entry_id: i64,
         data: &Bytes,
-        waiter: impl FnOnce() -> Waiter,
+        waiter: F,
     ) -> Result<()> {
-        let mut waiter = Some(waiter);
+        let mut waiter = waiter;
         loop {
             let space = self.shared.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            let make = waiter.take().ok_or_else(|| self.closed())?;
-            match self.try_admit(entry_id, data, make)? {
+            waiter = match self.try_admit(entry_id, data, waiter)? {
                 None => return Ok(()),
-                Some(make) => waiter = Some(make),
-            }
+                Some(unmade) => unmade,
+            };
             space.await;
         }
     }
