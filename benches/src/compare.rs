@@ -145,12 +145,12 @@ impl Settings {
         Settings {
             quick: false,
             runs: 3,
-            big_entries: 256,
+            big_entries: 768,
             big_in_flight: 16,
             small_entries: 100,
             small_rate: 100,
             small_rate_object: 4,
-            records: 500_000,
+            records: 1_000_000,
             records_object: 10_000,
             only: Vec::new(),
             workloads: Vec::new(),
@@ -1538,7 +1538,7 @@ OPTIONS:
                          shim-minio, go-local, go-minio, kafka-default, kafka-fsync
     --workloads a,b      workloads: big (1 MiB entries), small (1 KiB latency), records1,
                          records16 (Kafka-style) [default: all]
-    --records N          1 KiB records per Kafka-style run [default: 500000]
+    --records N          1 KiB records per Kafka-style run [default: 1000000]
     --out DIR            where report.md, report.json and the SVG plots go [default: bench-report]
     --woodpecker PATH    the woodpecker binary [default: next to this binary]
     -h, --help           this text
