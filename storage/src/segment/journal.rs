@@ -631,12 +631,13 @@ fn commit_thread(shared: &Shared) {
                         break Some((Vec::new(), true));
                     }
                 }
+                // A file due while someone writes is rotated by that write (which says so).
+                let now = Instant::now();
                 q = match q.rotate_at {
-                    Some(t) if !q.busy => {
-                        let wait = t.saturating_duration_since(Instant::now());
+                    Some(t) if t > now => {
                         shared
                             .wake
-                            .wait_timeout(q, wait)
+                            .wait_timeout(q, t - now)
                             .unwrap_or_else(|p| p.into_inner())
                             .0
                     }
