@@ -898,3 +898,59 @@ async fn opening_one_segment_does_not_stall_appends_to_another() {
     assert!(!slow.is_finished(), "segment 4 is still opening");
     slow.abort();
 }
+
+/// A manual clock that counts the sleeps started on it.
+#[derive(Debug)]
+struct CountingClock {
+    inner: ManualClock,
+    sleeps: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl wal::clock::Clock for CountingClock {
+    fn now_millis(&self) -> u64 {
+        self.inner.now_millis()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.sleeps
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sleep(duration).await;
+    }
+}
+
+/// An idle segment (nothing buffered or in flight) stops its flush ticker, and the next
+/// entry starts it again: it is flushed by the ticker, one interval later.
+#[tokio::test]
+async fn an_idle_processor_stops_its_ticker_until_an_entry_arrives() {
+    use std::sync::atomic::Ordering;
+    let (_, storage) = faulty_storage(7);
+    let clock = ManualClock::new(1_000_000);
+    let counting = Arc::new(CountingClock {
+        inner: clock.clone(),
+        sleeps: Default::default(),
+    });
+    let ls = store(
+        Backend::Object(storage.clone()),
+        SyncPolicy::default(),
+        counting.clone(),
+    );
+    let r = ls.add_entry(LOG, SEG, 0, payload(0)).await.unwrap();
+    assert_eq!(drive(&clock, r).await.unwrap(), 0);
+    // Idle for 50 intervals: the ticker sleeps at most once more (the one it was in).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = counting.sleeps.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        clock.advance(SyncPolicy::default().max_interval);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let idle_sleeps = counting.sleeps.load(Ordering::SeqCst) - before;
+    assert!(
+        idle_sleeps <= 1,
+        "an idle processor started {idle_sleeps} ticker sleeps"
+    );
+    // The next entry starts the ticker: it is flushed without a size trigger or a wake-up.
+    let r = ls.add_entry(LOG, SEG, 1, payload(1)).await.unwrap();
+    assert_eq!(drive(&clock, r).await.unwrap(), 1);
+    assert_eq!(read_object(&storage, SEG).await.0, dense(2));
+}

@@ -178,6 +178,9 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the task for a flush.
     wake: Notify,
+    /// Tells an idle task (nothing buffered, its ticker stopped) that an entry arrived, so
+    /// that it starts the ticker.
+    arm: Notify,
     /// Wakes appends waiting for buffer space or a mode change.
     space: Notify,
     policy: SyncPolicy,
@@ -310,6 +313,7 @@ impl SegmentProcessor {
                 phase,
             }),
             wake: Notify::new(),
+            arm: Notify::new(),
             space: Notify::new(),
             policy,
             eager,
@@ -468,6 +472,7 @@ impl SegmentProcessor {
             self.shared.wake.notify_one();
             return Ok(Some(waiter));
         }
+        let was_idle = st.buffer.is_empty();
         match st.buffer.push(entry_id, data.clone(), waiter()) {
             Ok(Admit::Waiting) => {}
             Ok(Admit::Durable(w)) => {
@@ -488,6 +493,8 @@ impl SegmentProcessor {
             || b.buffered_bytes() >= policy.max_bytes
         {
             self.shared.wake.notify_one();
+        } else if was_idle {
+            self.shared.arm.notify_one();
         }
         Ok(None)
     }
@@ -677,15 +684,25 @@ impl Flusher {
     ) {
         // The ticker has a fixed period, like Go's: the next tick is one interval after the
         // previous tick, not after the previous flush, so an entry waits at most one interval
-        // however long flushes take (ticks a slow flush overran are skipped).
+        // however long flushes take (ticks a slow flush overran are skipped). It runs only
+        // while something is buffered or in flight: an idle segment (a quiet log, a partition
+        // nobody writes) does not wake every interval, and the first entry that arrives
+        // starts it again (`arm`).
         let period = u64::try_from(interval.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut next_tick = self.clock.now_millis().saturating_add(period);
+        let mut next_tick: Option<u64> = None;
         loop {
+            let idle = self.in_flight.is_empty() && self.shared.lock().buffer.is_empty();
+            if idle {
+                next_tick = None;
+            } else if next_tick.is_none() {
+                next_tick = Some(self.clock.now_millis().saturating_add(period));
+            }
             let clock = self.clock.clone();
-            let wait =
-                std::time::Duration::from_millis(next_tick.saturating_sub(clock.now_millis()));
+            let wait = next_tick.map_or(std::time::Duration::ZERO, |t| {
+                std::time::Duration::from_millis(t.saturating_sub(clock.now_millis()))
+            });
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -722,14 +739,17 @@ impl Flusher {
                     }
                 }
                 () = self.shared.wake.notified() => self.flush().await,
-                () = clock.sleep(wait) => {
+                // An entry reached the idle task: the next turn starts the ticker.
+                () = self.shared.arm.notified(), if next_tick.is_none() => {}
+                () = clock.sleep(wait), if next_tick.is_some() => {
                     self.flush().await;
                     let now = self.clock.now_millis();
-                    next_tick = next_tick.saturating_add(period);
-                    if next_tick <= now {
-                        let behind = now - next_tick;
-                        next_tick = next_tick.saturating_add((behind / period + 1) * period);
+                    let mut next = next_tick.unwrap_or(now).saturating_add(period);
+                    if next <= now {
+                        let behind = now - next;
+                        next = next.saturating_add((behind / period + 1) * period);
                     }
+                    next_tick = Some(next);
                 }
             }
         }
