@@ -920,12 +920,14 @@ impl wal::clock::Clock for CountingClock {
 }
 
 /// An idle segment (nothing buffered or in flight) stops its flush ticker, and the next
-/// entry starts it again: it is flushed by the ticker, one interval later.
+/// entry starts it again on the same grid of ticks: an entry arriving half an interval
+/// before a tick is flushed at that tick, as with a ticker that never stopped.
 #[tokio::test]
 async fn an_idle_processor_stops_its_ticker_until_an_entry_arrives() {
     use std::sync::atomic::Ordering;
     let (_, storage) = faulty_storage(7);
-    let clock = ManualClock::new(1_000_000);
+    let start = 1_000_000;
+    let clock = ManualClock::new(start);
     let counting = Arc::new(CountingClock {
         inner: clock.clone(),
         sleeps: Default::default(),
@@ -935,13 +937,18 @@ async fn an_idle_processor_stops_its_ticker_until_an_entry_arrives() {
         SyncPolicy::default(),
         counting.clone(),
     );
+    let interval = SyncPolicy::default().max_interval;
+    let period = u64::try_from(interval.as_millis()).unwrap();
+    // The processor's ticks fall on `start + k * period`.
+    ls.processor(LOG, SEG).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let r = ls.add_entry(LOG, SEG, 0, payload(0)).await.unwrap();
     assert_eq!(drive(&clock, r).await.unwrap(), 0);
     // Idle for 50 intervals: the ticker sleeps at most once more (the one it was in).
     tokio::time::sleep(Duration::from_millis(20)).await;
     let before = counting.sleeps.load(Ordering::SeqCst);
     for _ in 0..50 {
-        clock.advance(SyncPolicy::default().max_interval);
+        clock.advance(interval);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let idle_sleeps = counting.sleeps.load(Ordering::SeqCst) - before;
@@ -949,8 +956,13 @@ async fn an_idle_processor_stops_its_ticker_until_an_entry_arrives() {
         idle_sleeps <= 1,
         "an idle processor started {idle_sleeps} ticker sleeps"
     );
-    // The next entry starts the ticker: it is flushed without a size trigger or a wake-up.
+    // Half an interval before the next tick, an entry arrives and starts the ticker; the
+    // clock then reaches that tick and the entry is flushed (no size trigger, no wake-up).
+    let into = (wal::clock::Clock::now_millis(&clock) - start) % period;
+    clock.advance(Duration::from_millis((period + period / 2 - into) % period));
     let r = ls.add_entry(LOG, SEG, 1, payload(1)).await.unwrap();
-    assert_eq!(drive(&clock, r).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(Duration::from_millis(period / 2));
+    assert_eq!(within(r).await.unwrap(), 1);
     assert_eq!(read_object(&storage, SEG).await.0, dense(2));
 }

@@ -682,22 +682,28 @@ impl Flusher {
         mut commands: mpsc::UnboundedReceiver<Command>,
         interval: std::time::Duration,
     ) {
-        // The ticker has a fixed period, like Go's: the next tick is one interval after the
-        // previous tick, not after the previous flush, so an entry waits at most one interval
-        // however long flushes take (ticks a slow flush overran are skipped). It runs only
-        // while something is buffered or in flight: an idle segment (a quiet log, a partition
-        // nobody writes) does not wake every interval, and the first entry that arrives
-        // starts it again (`arm`).
+        // The ticker has a fixed period, like Go's: ticks fall on `origin + k * period`, one
+        // interval after the previous tick rather than after the previous flush, so an entry
+        // waits at most one interval however long flushes take (ticks a slow flush overran
+        // are skipped). It runs only while something is buffered or in flight: an idle
+        // segment (a quiet log, a partition nobody writes) does not wake every interval, and
+        // the first entry that arrives starts it again (`arm`) on the same grid of ticks, so
+        // stopping changes no entry's wait.
         let period = u64::try_from(interval.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        let origin = self.clock.now_millis();
+        let next_on_grid = |now: u64| {
+            let k = now.saturating_sub(origin) / period + 1;
+            origin.saturating_add(k.saturating_mul(period))
+        };
         let mut next_tick: Option<u64> = None;
         loop {
             let idle = self.in_flight.is_empty() && self.shared.lock().buffer.is_empty();
             if idle {
                 next_tick = None;
             } else if next_tick.is_none() {
-                next_tick = Some(self.clock.now_millis().saturating_add(period));
+                next_tick = Some(next_on_grid(self.clock.now_millis()));
             }
             let clock = self.clock.clone();
             let wait = next_tick.map_or(std::time::Duration::ZERO, |t| {
@@ -743,13 +749,7 @@ impl Flusher {
                 () = self.shared.arm.notified(), if next_tick.is_none() => {}
                 () = clock.sleep(wait), if next_tick.is_some() => {
                     self.flush().await;
-                    let now = self.clock.now_millis();
-                    let mut next = next_tick.unwrap_or(now).saturating_add(period);
-                    if next <= now {
-                        let behind = now - next;
-                        next = next.saturating_add((behind / period + 1) * period);
-                    }
-                    next_tick = Some(next);
+                    next_tick = Some(next_on_grid(self.clock.now_millis()));
                 }
             }
         }
