@@ -1037,6 +1037,36 @@ minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKe
     ))
 }
 
+/// Free space a full run wants where the systems keep their data: MinIO's objects of both
+/// native clients and the biggest peer's log (Kafka keeps about 8 GB until it stops).
+const FULL_RUN_DISK_BYTES: u64 = 20 << 30;
+
+/// Says so when the filesystem of `dir` has less than [`FULL_RUN_DISK_BYTES`] free: a full
+/// disk stalls peers rather than failing them (Pulsar's bookie turns read-only and
+/// `pulsar-perf` waits), which would skew their figures.
+fn warn_if_disk_is_short(dir: &Path) {
+    let out = Command::new("df").arg("-Pk").arg(dir).output();
+    let free_kib = out.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    });
+    if let Some(kib) = free_kib
+        && kib.saturating_mul(1024) < FULL_RUN_DISK_BYTES
+    {
+        progress(format_args!(
+            "warning: {:.1} GiB free under {}; a full run writes about {} GiB there",
+            kib as f64 / (1024.0 * 1024.0),
+            dir.display(),
+            FULL_RUN_DISK_BYTES >> 30
+        ));
+    }
+}
+
 /// Runs the comparison.
 pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
     let date_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -1045,6 +1075,9 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let have_s3 = std::env::var("WOODPECKER_TEST_S3_ENDPOINT").is_ok();
+    if !s.quick {
+        warn_if_disk_is_short(&std::env::temp_dir());
+    }
 
     progress(format_args!("backend ceilings (storage probe)"));
     let probe_cfg = if s.quick {
