@@ -107,20 +107,26 @@ pub struct Journal {
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
-            .field("dir", &self.shared.dir)
+            .field("dir", &self.shared.files.dir)
             .finish_non_exhaustive()
     }
 }
 
 struct Shared {
     root: PathBuf,
-    dir: PathBuf,
+    files: Arc<Files>,
     queue: Mutex<Queue>,
     /// Wakes the committer thread: blocks wait, the journal closes, or a file's age is due.
     wake: Condvar,
     /// The file being written; held by whoever writes a commit (see [`Queue::busy`]), taken
     /// by the committer thread when the journal closes.
     committer: Mutex<Option<Committer>>,
+}
+
+/// The journal directory's files, shared by the committer and the checkpoint thread.
+#[derive(Debug)]
+struct Files {
+    dir: PathBuf,
     /// Retired journal files ready for reuse.
     spares: Mutex<Vec<PathBuf>>,
     /// [`ROTATE_BYTES`], smaller in tests.
@@ -190,28 +196,24 @@ impl Journal {
             Err(fs::TryLockError::Error(e)) => return Err(io_error("flock", &lock_path, e)),
         }
         let (replayed, last_seq) = replay(&root, &dir)?;
-        let mut shared = Shared {
-            root,
+        let files = Arc::new(Files {
             dir,
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            committer: Mutex::new(None),
             spares: Mutex::new(Vec::new()),
             rotate_bytes,
-        };
-        let current = next_file(&shared, last_seq)?;
-        shared.committer = Mutex::new(Some(Committer {
+        });
+        let current = next_file(&files, last_seq)?;
+        let committer = Committer {
             current,
             buf: AlignedBuf::default(),
-            checkpoints: None,
-        }));
-        let shared = Arc::new(shared);
-        // The checkpoint thread shares `shared`, which holds its sender until the committer
-        // thread finishes it.
-        let checkpoints = Checkpointer::start(shared.clone());
-        if let Some(c) = shared.lock_committer().as_mut() {
-            c.checkpoints = Some(checkpoints);
-        }
+            checkpoints: Checkpointer::start(files.clone()),
+        };
+        let shared = Arc::new(Shared {
+            root,
+            files,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            committer: Mutex::new(Some(committer)),
+        });
         let spawned = std::thread::Builder::new()
             .name("wp-journal".into())
             .spawn({
@@ -221,10 +223,10 @@ impl Journal {
         let thread = match spawned {
             Ok(t) => t,
             Err(e) => {
-                if let Some(c) = shared.lock_committer().take().and_then(|c| c.checkpoints) {
-                    c.finish();
+                if let Some(c) = shared.lock_committer().take() {
+                    c.checkpoints.finish();
                 }
-                return Err(io_error("spawn", &shared.dir, e));
+                return Err(io_error("spawn", &shared.files.dir, e));
             }
         };
         Ok(Some((
@@ -263,7 +265,7 @@ impl Journal {
         let batch = {
             let mut q = self.lock();
             if let Some(e) = &q.failed {
-                let _ = done.send(Err(journal_failed(&self.shared.dir, e)));
+                let _ = done.send(Err(journal_failed(&self.shared.files.dir, e)));
                 return rx;
             }
             if q.closed {
@@ -357,7 +359,7 @@ impl Shared {
         let later = std::mem::take(&mut q.pending);
         drop(q);
         for p in batch.into_iter().chain(later) {
-            let _ = p.done.send(Err(journal_failed(&self.dir, &detail)));
+            let _ = p.done.send(Err(journal_failed(&self.files.dir, &detail)));
         }
     }
 }
@@ -384,15 +386,11 @@ struct Current {
 }
 
 /// Starts journal file `after + 1` (from a spare when there is one) and syncs the directory.
-fn next_file(shared: &Shared, after: u64) -> Result<Current> {
-    let dir = &shared.dir;
+fn next_file(files: &Files, after: u64) -> Result<Current> {
+    let dir = &files.dir;
     let seq = after + 1;
     let path = dir.join(format!("{seq:020}{SUFFIX}"));
-    let spare = shared
-        .spares
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop();
+    let spare = files.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
     match spare {
         Some(spare) => fs::rename(&spare, &path).map_err(|e| io_error("reuse", &spare, e))?,
         None => {
@@ -542,8 +540,7 @@ impl Sink for AlignedBuf {
 struct Committer {
     current: Current,
     buf: AlignedBuf,
-    /// Set once the checkpoint thread runs (right after the journal opens).
-    checkpoints: Option<Checkpointer>,
+    checkpoints: Checkpointer,
 }
 
 impl Committer {
@@ -553,7 +550,7 @@ impl Committer {
         // Rotation comes before the next write, so the newest commit stays in the current
         // file until something follows it.
         if rotate {
-            self.rotate_if_due(shared);
+            self.rotate_if_due(&shared.files);
         }
         if !batch.is_empty() {
             let current = &mut self.current;
@@ -584,19 +581,17 @@ impl Committer {
 
     /// Moves to the next journal file once the current one is full or old (and holds
     /// something).
-    fn rotate_if_due(&mut self, shared: &Shared) {
+    fn rotate_if_due(&mut self, files: &Files) {
         let current = &mut self.current;
-        let due = current.size >= shared.rotate_bytes
+        let due = current.size >= files.rotate_bytes
             || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
         if !due {
             return;
         }
-        match next_file(shared, current.seq) {
+        match next_file(files, current.seq) {
             Ok(next) => {
                 let old = std::mem::replace(current, next);
-                if let Some(c) = &self.checkpoints {
-                    c.retire(old);
-                }
+                self.checkpoints.retire(old);
             }
             Err(e) => {
                 // Keep writing the current file; the next rotation tries again.
@@ -666,9 +661,6 @@ fn commit_thread(shared: &Shared) {
     else {
         return;
     };
-    let Some(checkpoints) = checkpoints else {
-        return;
-    };
     if failed {
         // Keep the file: a later replay decides what it holds.
         checkpoints.finish();
@@ -677,7 +669,13 @@ fn commit_thread(shared: &Shared) {
     checkpoints.retire(current);
     checkpoints.finish();
     // Spares are only worth keeping while the journal runs.
-    let spares = std::mem::take(&mut *shared.spares.lock().unwrap_or_else(|p| p.into_inner()));
+    let spares = std::mem::take(
+        &mut *shared
+            .files
+            .spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
     for spare in spares {
         let _ = fs::remove_file(spare);
     }
@@ -690,13 +688,13 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(shared: Arc<Shared>) -> Checkpointer {
+    fn start(files: Arc<Files>) -> Checkpointer {
         let (tx, rx) = std::sync::mpsc::channel::<Current>();
         let handle = std::thread::Builder::new()
             .name("wp-journal-checkpoint".into())
             .spawn(move || {
                 for old in rx {
-                    checkpoint(&shared, old);
+                    checkpoint(&files, old);
                 }
             })
             .unwrap_or_else(|e| panic!("cannot start the journal checkpoint thread: {e}"));
@@ -714,8 +712,8 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(shared: &Shared, old: Current) {
-    let dir = &shared.dir;
+fn checkpoint(files: &Files, old: Current) {
+    let dir = &files.dir;
     for (rel, file) in &old.covers {
         if let Err(e) = file.sync_data() {
             // The journal file stays; the next start replays it.
@@ -725,21 +723,16 @@ fn checkpoint(shared: &Shared, old: Current) {
     }
     drop(old.file);
     // Only this thread adds spares; the committer may take one meanwhile.
-    let keep = shared
-        .spares
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .len()
-        < SPARES;
+    let keep = files.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARES;
     let retired = if keep {
         let spare = dir.join(format!("{:020}{SPARE_SUFFIX}", old.seq));
         fs::rename(&old.path, &spare).map(|()| {
-            if old.size >= shared.rotate_bytes / 8
-                && let Err(e) = fill_with_zeros(&spare, shared.rotate_bytes)
+            if old.size >= files.rotate_bytes / 8
+                && let Err(e) = fill_with_zeros(&spare, files.rotate_bytes)
             {
                 tracing::debug!(error = %e, spare = %spare.display(), "cannot fill a journal spare");
             }
-            shared
+            files
                 .spares
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -970,6 +963,14 @@ mod tests {
         batch.entries.into_iter().map(|e| e.data.to_vec()).collect()
     }
 
+    /// A new segment at `dir` whose small blocks go through `journal`.
+    async fn journaled_writer(journal: &Arc<Journal>, dir: &Path) -> LocalSegmentWriter {
+        LocalSegmentWriter::create(dir, 0, 6)
+            .await
+            .unwrap()
+            .with_journal(journal.clone())
+    }
+
     fn journal_files_in(root: &Path) -> Vec<PathBuf> {
         journal_files(&root.join(JOURNAL_DIR))
             .unwrap()
@@ -985,10 +986,7 @@ mod tests {
         let (journal, replayed) = Journal::open(root).unwrap().unwrap();
         assert_eq!(replayed, Replayed::default());
         let dir = root.join("7").join("3");
-        let w = LocalSegmentWriter::create(&dir, 0, 6)
-            .await
-            .unwrap()
-            .with_journal(journal.clone());
+        let w = journaled_writer(&journal, &dir).await;
         let a = entries("a", 3);
         let b = entries("b", 2);
         w.append_block(0, &a).await.unwrap();
@@ -1015,10 +1013,7 @@ mod tests {
         let mut tasks = Vec::new();
         for seg in 0..8 {
             let dir = root.join("9").join(seg.to_string());
-            let w = LocalSegmentWriter::create(&dir, 0, 6)
-                .await
-                .unwrap()
-                .with_journal(journal.clone());
+            let w = journaled_writer(&journal, &dir).await;
             tasks.push(tokio::spawn(async move {
                 let mut waiting = std::collections::VecDeque::new();
                 let mut all = Vec::new();
@@ -1061,10 +1056,7 @@ mod tests {
         let root = tmp.path();
         let (journal, _) = Journal::open(root).unwrap().unwrap();
         let dir = root.join("7").join("3");
-        let w = LocalSegmentWriter::create(&dir, 0, 6)
-            .await
-            .unwrap()
-            .with_journal(journal.clone());
+        let w = journaled_writer(&journal, &dir).await;
         w.append_block(0, &entries("a", 2)).await.unwrap();
         let first = journal_files_in(root);
         assert_eq!(first.len(), 1);
@@ -1088,10 +1080,7 @@ mod tests {
         let root = tmp.path();
         let (journal, _) = Journal::open(root).unwrap().unwrap();
         let dir = root.join("7").join("3");
-        let w = LocalSegmentWriter::create(&dir, 0, 6)
-            .await
-            .unwrap()
-            .with_journal(journal.clone());
+        let w = journaled_writer(&journal, &dir).await;
         w.append_block(0, &entries("a", 2)).await.unwrap();
         journal.close();
         assert!(!journal.is_open());
@@ -1243,10 +1232,7 @@ mod tests {
         // Rotate every few blocks, so that files are retired, kept as spares and reused.
         let (journal, _) = Journal::open_rotating_at(&root, 2048).unwrap().unwrap();
         let dir = root.join("7").join("3");
-        let w = LocalSegmentWriter::create(&dir, 0, 6)
-            .await
-            .unwrap()
-            .with_journal(journal.clone());
+        let w = journaled_writer(&journal, &dir).await;
         let mut all = Vec::new();
         for b in 0..150 {
             let block = entries(&format!("block-{b:03}-{}", "x".repeat(b % 40)), 3);
