@@ -1206,23 +1206,41 @@ mod tests {
 
     /// Copies the files under `from` (recursively) to `to`, as a crash would leave them while
     /// the journal runs: a file retired (renamed or deleted) during the copy is left out.
-    fn copy_tree(from: &Path, to: &Path) {
+    /// Copies the tree under `from` to `to` as a crash would leave it, while the journal keeps
+    /// checkpointing: a copy during which a journal file was retired (renamed or deleted) is
+    /// not what any instant held, so it is thrown away and taken again.
+    fn crash_copy(from: &Path, to: &Path) {
+        for _ in 0..100 {
+            let _ = fs::remove_dir_all(to);
+            if copy_tree(from, to) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no copy of {} without a file retired during it",
+            from.display()
+        );
+    }
+
+    /// Copies `from` to `to`; false when a file vanished while copying.
+    fn copy_tree(from: &Path, to: &Path) -> bool {
         fs::create_dir_all(to).unwrap();
+        let mut whole = true;
         for e in fs::read_dir(from).unwrap() {
             let e = e.unwrap();
             let target = to.join(e.file_name());
             if e.file_type().unwrap().is_dir() {
-                copy_tree(&e.path(), &target);
+                whole &= copy_tree(&e.path(), &target);
             } else {
                 match fs::copy(e.path(), &target) {
                     Ok(_) => {}
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                        let _ = fs::remove_file(&target);
-                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => whole = false,
                     Err(err) => panic!("copying {}: {err}", e.path().display()),
                 }
             }
         }
+        whole
     }
 
     #[tokio::test]
@@ -1242,7 +1260,7 @@ mod tests {
         let bytes = fs::read(dir.join(DATA_FILE)).unwrap();
         // A crash now: copy what is on disk (the journal keeps running on the original).
         let crashed = tmp.path().join("crashed");
-        copy_tree(&root, &crashed);
+        crash_copy(&root, &crashed);
         let files = journal_files(&crashed.join(JOURNAL_DIR)).unwrap();
         assert!(!files.is_empty());
         // The segment lost everything the journal files on disk still hold.
