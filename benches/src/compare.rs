@@ -3,9 +3,11 @@
 //!
 //! Every system runs as a local process on 127.0.0.1 from its published packages (the
 //! `scripts/peers/*` launchers; `woodpecker serve` for the shim), or in process (this engine's
-//! native path). Each system is started once, runs every workload it supports `runs` times
-//! (the report keeps the median of each figure), and is stopped. A system that fails to start
-//! or to run a workload is reported as failed with the reason; nothing is left out silently.
+//! native path). The run goes in `runs` rounds: in each, every system is started, runs each
+//! workload it supports once (on a topic or directory of its own, deleted afterwards) and is
+//! stopped, so that the machine's slow spells fall on all systems alike; the report keeps the
+//! median of each figure over the rounds. A system that fails to start or to run a workload is
+//! reported as failed with the reason (and not run again); nothing is left out silently.
 //!
 //! Workloads:
 //!
@@ -129,6 +131,11 @@ pub struct Settings {
     /// requests of 16 KiB in flight, each waiting for the 200 ms flush ticker) moves about
     /// 0.4 MB/s.
     pub records_object: usize,
+    /// 1 KiB records each started server on local disk takes, unmeasured, before its first
+    /// measured run of a round: a fresh JVM broker compiles its per-record paths during the
+    /// first few hundred thousand records, which would otherwise land in one system's
+    /// figures and not another's.
+    pub warmup_records: usize,
     /// Systems to run (names as in [`SystemId::name`] or [`SystemId::key`]); empty = all.
     pub only: Vec<String>,
     /// Workloads to run (names as in [`Workload::key`]); empty = all.
@@ -164,6 +171,7 @@ impl Settings {
             records: 1_000_000,
             records_native_object: 200_000,
             records_object: 10_000,
+            warmup_records: 200_000,
             only: Vec::new(),
             workloads: Vec::new(),
             out,
@@ -183,6 +191,7 @@ impl Settings {
             records: 2_000,
             records_native_object: 2_000,
             records_object: 500,
+            warmup_records: 500,
             only: vec!["woodpecker-rs".into(), "kafka".into()],
             workloads: Vec::new(),
             out,
@@ -582,6 +591,25 @@ impl KafkaTools {
         run_cmd(cmd, "TopicCommand --create", Duration::from_secs(120)).map(|_| ())
     }
 
+    /// Deletes `topic`, so that every run starts from the same state (no data or partitions
+    /// of earlier runs kept open). A failure is reported, not counted against the run.
+    fn delete_topic(&self, bootstrap: &str, topic: &str) {
+        let mut cmd = self.java("org.apache.kafka.tools.TopicCommand");
+        cmd.args([
+            "--bootstrap-server",
+            bootstrap,
+            "--delete",
+            "--topic",
+            topic,
+        ]);
+        if let Err(e) = run_cmd(cmd, "TopicCommand --delete", Duration::from_secs(120)) {
+            progress(format_args!(
+                "    warning: deleting topic {topic}: {}",
+                first_line(&format!("{e:#}"))
+            ));
+        }
+    }
+
     fn produce(
         &self,
         bootstrap: &str,
@@ -620,7 +648,17 @@ impl KafkaTools {
         })
     }
 
-    /// One measurement of `w` against a Kafka-protocol broker.
+    /// The unmeasured warm-up ([`Settings::warmup_records`]) on a topic of its own.
+    fn warm_up(&self, s: &Settings, bootstrap: &str) -> anyhow::Result<()> {
+        let topic = format!("cmp-warmup-{}", uuid::Uuid::new_v4().simple());
+        self.create_topic(bootstrap, &topic, 1)?;
+        let r = self.produce(bootstrap, &topic, s.warmup_records, KIB, None, None);
+        self.delete_topic(bootstrap, &topic);
+        r.map(|_| ())
+    }
+
+    /// One measurement of `w` against a Kafka-protocol broker, on a topic of its own that is
+    /// deleted afterwards.
     fn workload(
         &self,
         s: &Settings,
@@ -630,12 +668,25 @@ impl KafkaTools {
         backend: Backend,
     ) -> anyhow::Result<Figure> {
         let topic = format!("cmp-{tag}");
+        let figure = self.measure(s, bootstrap, w, &topic, backend);
+        self.delete_topic(bootstrap, &topic);
+        figure
+    }
+
+    fn measure(
+        &self,
+        s: &Settings,
+        bootstrap: &str,
+        w: Workload,
+        topic: &str,
+        backend: Backend,
+    ) -> anyhow::Result<Figure> {
         match w {
             Workload::Big => {
-                self.create_topic(bootstrap, &topic, 1)?;
+                self.create_topic(bootstrap, topic, 1)?;
                 self.produce(
                     bootstrap,
-                    &topic,
+                    topic,
                     s.big_entries,
                     MIB,
                     None,
@@ -643,7 +694,7 @@ impl KafkaTools {
                 )
             }
             Workload::Small => {
-                self.create_topic(bootstrap, &topic, 1)?;
+                self.create_topic(bootstrap, topic, 1)?;
                 // Below what one write at a time sustains, so that records do not queue: on
                 // object storage a write waits for the 200 ms flush ticker.
                 let rate = if backend == Backend::Minio {
@@ -651,17 +702,17 @@ impl KafkaTools {
                 } else {
                     s.small_rate
                 };
-                self.produce(bootstrap, &topic, s.small_entries, KIB, Some(rate), Some(1))
+                self.produce(bootstrap, topic, s.small_entries, KIB, Some(rate), Some(1))
             }
             Workload::Records1 | Workload::Records16 => {
                 let p = if w == Workload::Records1 { 1 } else { 16 };
-                self.create_topic(bootstrap, &topic, p)?;
+                self.create_topic(bootstrap, topic, p)?;
                 let records = if backend == Backend::Minio {
                     s.records_object
                 } else {
                     s.records
                 };
-                self.produce(bootstrap, &topic, records, KIB, None, None)
+                self.produce(bootstrap, topic, records, KIB, None, None)
             }
         }
     }
@@ -787,8 +838,90 @@ fn pulsar_workload(s: &Settings, peer: &Peer, w: Workload, tag: &str) -> anyhow:
         cmd.arg("-db");
     }
     cmd.arg(&topic);
-    let out = run_cmd(cmd, "pulsar-perf produce", Duration::from_secs(1800))?;
+    let out = run_cmd(cmd, "pulsar-perf produce", Duration::from_secs(1800));
+    // Every run starts from the same state, as with the Kafka-protocol systems.
+    let mut delete = Command::new("curl");
+    delete.args(["-sf", "-X", "DELETE"]).arg(format!(
+        "{http}/admin/v2/persistent/public/default/cmp-{tag}{}?force=true",
+        if w == Workload::Records16 {
+            "/partitions"
+        } else {
+            ""
+        }
+    ));
+    if let Err(e) = run_cmd(delete, "deleting a topic", Duration::from_secs(120)) {
+        progress(format_args!(
+            "    warning: deleting topic {topic}: {}",
+            first_line(&format!("{e:#}"))
+        ));
+    }
+    let out = out?;
     parse_pulsar(&format!("{}\n{}", out.stdout, out.stderr), messages, size)
+}
+
+/// The unmeasured warm-up ([`Settings::warmup_records`]) of a Pulsar standalone.
+fn pulsar_warm_up(s: &Settings, peer: &Peer) -> anyhow::Result<()> {
+    let url = peer.var("PEER_SERVICE_URL")?;
+    let http = peer.var("PEER_HTTP_URL")?;
+    let name = format!("cmp-warmup-{}", uuid::Uuid::new_v4().simple());
+    let mut cmd = script("peers/pulsar");
+    cmd.args(["perf", "produce", "--service-url", &url])
+        .args(["-s", &KIB.to_string(), "-m", &s.warmup_records.to_string()])
+        .args(["-r", "10000000", "-o", "1000"])
+        .arg(format!("persistent://public/default/{name}"));
+    let out = run_cmd(
+        cmd,
+        "pulsar-perf produce (warm-up)",
+        Duration::from_secs(600),
+    );
+    let mut delete = Command::new("curl");
+    delete.args(["-sf", "-X", "DELETE"]).arg(format!(
+        "{http}/admin/v2/persistent/public/default/{name}?force=true"
+    ));
+    let _ = run_cmd(delete, "deleting a topic", Duration::from_secs(120));
+    out.map(|_| ())
+}
+
+/// Whether `sys` takes a warm-up: the servers on local disk (Kafka-protocol systems and
+/// Pulsar). This engine and Go Woodpecker natively run in a fresh client per run, and the shim
+/// on object storage waits for its flush ticker whatever it has seen.
+fn warms_up(s: &Settings, sys: SystemId) -> bool {
+    s.warmup_records > 0
+        && sys.backend() != Backend::Minio
+        && !matches!(sys, SystemId::Native(_) | SystemId::Go(_))
+}
+
+/// Warms up a started server (see [`warms_up`]).
+fn warm_up(
+    s: &Settings,
+    sys: SystemId,
+    started: &Started,
+    classpath: &anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    if !warms_up(s, sys) {
+        return Ok(());
+    }
+    match sys {
+        SystemId::Shim(_) | SystemId::Kafka | SystemId::KafkaFsync | SystemId::Tansu => {
+            let bootstrap = match (&started.serve, &started.peer) {
+                (Some(serve), _) => serve.bootstrap.clone(),
+                (None, Some(peer)) => peer.var("PEER_BOOTSTRAP")?,
+                _ => bail!("not started"),
+            };
+            let classpath = classpath
+                .as_ref()
+                .map_err(|e| anyhow!("the Kafka tools: {e:#}"))?;
+            KafkaTools {
+                classpath: classpath.clone(),
+            }
+            .warm_up(s, &bootstrap)
+        }
+        SystemId::Pulsar => match &started.peer {
+            Some(peer) => pulsar_warm_up(s, peer),
+            None => bail!("not started"),
+        },
+        SystemId::Native(_) | SystemId::Go(_) => Ok(()),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -1100,89 +1233,119 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
         .filter(|sys| s.only.is_empty() || s.only.iter().any(|o| o == sys.name() || o == sys.key()))
         .filter(|sys| !(s.quick && *sys == SystemId::Shim(Backend::Minio)))
         .collect();
-    let total: usize = systems
+    let plan: Vec<(SystemId, Vec<Workload>)> = systems
         .iter()
         .map(|sys| {
-            Workload::ALL
-                .iter()
-                .filter(|w| sys.supports(**w) && s.wants(**w))
-                .count()
+            let workloads = Workload::ALL
+                .into_iter()
+                .filter(|w| sys.supports(*w) && s.wants(*w))
+                .collect();
+            (*sys, workloads)
         })
-        .sum();
+        .collect();
+    let total: usize = plan.iter().map(|(_, w)| w.len()).sum::<usize>() * s.runs;
     let mut done = 0;
-    let mut cells = Vec::new();
+    // Per system and workload: the runs so far, or why it failed (then it runs no more).
+    let mut results: Vec<Vec<(Vec<Figure>, Option<String>)>> = plan
+        .iter()
+        .map(|(_, w)| vec![(Vec::new(), None); w.len()])
+        .collect();
     let mut versions = vec![(
         "woodpecker-rs".to_owned(),
         env!("CARGO_PKG_VERSION").to_owned(),
     )];
     let classpath = crate::kafka_shim::kafka_tools_classpath();
     let t_start = Instant::now();
-    for sys in systems {
-        let workloads: Vec<Workload> = Workload::ALL
-            .into_iter()
-            .filter(|w| sys.supports(*w) && s.wants(*w))
-            .collect();
-        let fail_all = |why: String, cells: &mut Vec<Cell>| {
-            for w in &workloads {
-                cells.push(Cell {
-                    system: sys,
-                    workload: *w,
-                    runs: Vec::new(),
-                    median: None,
-                    failed: Some(why.clone()),
-                });
+    // Rounds: each starts every system afresh, runs each of its workloads once and stops it,
+    // so that a slow spell of the machine falls on every system rather than on the one whose
+    // runs happen to be then, and no run inherits another's state.
+    for round in 0..s.runs {
+        for ((sys, workloads), results) in plan.iter().zip(results.iter_mut()) {
+            let sys = *sys;
+            let live: Vec<usize> = (0..workloads.len())
+                .filter(|i| results[*i].1.is_none())
+                .collect();
+            if live.is_empty() {
+                continue;
             }
-        };
-        if sys.needs_s3() && !have_s3 {
-            done += workloads.len();
-            fail_all(
-                "no S3-compatible server (WOODPECKER_TEST_S3_ENDPOINT)".into(),
-                &mut cells,
-            );
-            continue;
-        }
-        match sys {
-            SystemId::Go(_) if !versions.iter().any(|(n, _)| n == "Go Woodpecker") => {
-                versions.push(("Go Woodpecker".into(), peer_version("go-woodpecker")));
-            }
-            SystemId::Kafka => versions.push(("Apache Kafka".into(), peer_version("kafka"))),
-            SystemId::KafkaFsync => {}
-            SystemId::Pulsar => versions.push(("Apache Pulsar".into(), peer_version("pulsar"))),
-            SystemId::Tansu => versions.push(("Tansu".into(), peer_version("tansu"))),
-            _ => {}
-        }
-        progress(format_args!(
-            "[{done}/{total} {:>4}s] {} on {}: starting",
-            t_start.elapsed().as_secs(),
-            sys.label(),
-            sys.backend().label()
-        ));
-        let started = match start_system(sys, tools) {
-            Ok(x) => x,
-            Err(e) => {
-                progress(format_args!("{} failed to start: {e:#}", sys.label()));
-                done += workloads.len();
-                fail_all(
-                    format!("failed to start: {}", first_line(&format!("{e:#}"))),
-                    &mut cells,
+            let fail_live = |why: String, results: &mut Vec<(Vec<Figure>, Option<String>)>| {
+                for i in &live {
+                    results[*i].1 = Some(why.clone());
+                }
+            };
+            if sys.needs_s3() && !have_s3 {
+                done += live.len() * (s.runs - round);
+                fail_live(
+                    "no S3-compatible server (WOODPECKER_TEST_S3_ENDPOINT)".into(),
+                    results,
                 );
                 continue;
             }
-        };
-        for w in workloads {
-            let mut runs = Vec::new();
-            let mut failed = None;
-            for r in 0..s.runs {
+            if round == 0 {
+                match sys {
+                    SystemId::Go(_) if !versions.iter().any(|(n, _)| n == "Go Woodpecker") => {
+                        versions.push(("Go Woodpecker".into(), peer_version("go-woodpecker")));
+                    }
+                    SystemId::Kafka => {
+                        versions.push(("Apache Kafka".into(), peer_version("kafka")));
+                    }
+                    SystemId::Pulsar => {
+                        versions.push(("Apache Pulsar".into(), peer_version("pulsar")));
+                    }
+                    SystemId::Tansu => versions.push(("Tansu".into(), peer_version("tansu"))),
+                    _ => {}
+                }
+            }
+            progress(format_args!(
+                "[{done}/{total} {:>4}s] round {}/{}: {} on {}: starting",
+                t_start.elapsed().as_secs(),
+                round + 1,
+                s.runs,
+                sys.label(),
+                sys.backend().label()
+            ));
+            let started = match start_system(sys, tools) {
+                Ok(x) => x,
+                Err(e) => {
+                    progress(format_args!("{} failed to start: {e:#}", sys.label()));
+                    done += live.len() * (s.runs - round);
+                    fail_live(
+                        format!("failed to start: {}", first_line(&format!("{e:#}"))),
+                        results,
+                    );
+                    continue;
+                }
+            };
+            if warms_up(s, sys) {
                 progress(format_args!(
-                    "[{done}/{total} {:>4}s] {} on {}: {} (run {}/{})",
+                    "[{done}/{total} {:>4}s] round {}/{}: {} on {}: warm-up",
                     t_start.elapsed().as_secs(),
+                    round + 1,
+                    s.runs,
+                    sys.label(),
+                    sys.backend().label()
+                ));
+            }
+            if let Err(e) = warm_up(s, sys, &started, &classpath) {
+                // The measured runs say whether the system works; this only costs fairness.
+                progress(format_args!(
+                    "    warning: warm-up failed: {}",
+                    first_line(&format!("{e:#}"))
+                ));
+            }
+            for i in live {
+                let w = workloads[i];
+                progress(format_args!(
+                    "[{done}/{total} {:>4}s] round {}/{}: {} on {}: {}",
+                    t_start.elapsed().as_secs(),
+                    round + 1,
+                    s.runs,
                     sys.label(),
                     sys.backend().label(),
                     w.label(),
-                    r + 1,
-                    s.runs
                 ));
-                let tag = format!("{:?}-{r}-{}", w, uuid::Uuid::new_v4().simple()).to_lowercase();
+                let tag =
+                    format!("{:?}-{round}-{}", w, uuid::Uuid::new_v4().simple()).to_lowercase();
                 let result = match sys {
                     SystemId::Native(b) => {
                         let d = tempfile::tempdir()?;
@@ -1224,27 +1387,36 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                             "    {:.1} MiB/s, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
                             f.mib_s, f.ops_s, f.p50_ms, f.p99_ms
                         ));
-                        runs.push(f);
+                        results[i].0.push(f);
+                        done += 1;
                     }
                     Err(e) => {
                         progress(format_args!("    failed: {e:#}"));
-                        failed = Some(first_line(&format!("{e:#}")));
-                        break;
+                        results[i].1 = Some(first_line(&format!("{e:#}")));
+                        done += s.runs - round;
                     }
                 }
             }
-            done += 1;
-            let median = (!runs.is_empty() && failed.is_none()).then(|| Figure::median_of(&runs));
-            cells.push(Cell {
-                system: sys,
-                workload: w,
-                runs,
-                median,
-                failed,
-            });
+            drop(started);
         }
-        drop(started);
     }
+    let cells = plan
+        .iter()
+        .zip(results)
+        .flat_map(|((sys, workloads), results)| {
+            workloads
+                .iter()
+                .zip(results)
+                .map(|(w, (runs, failed))| Cell {
+                    system: *sys,
+                    workload: *w,
+                    median: (!runs.is_empty() && failed.is_none())
+                        .then(|| Figure::median_of(&runs)),
+                    runs,
+                    failed,
+                })
+        })
+        .collect();
     Ok(Report {
         date_utc,
         host: HostInfo::detect(),
@@ -1346,8 +1518,9 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Each figure is the median of {} runs. Throughput is MiB/s of payload; latency is per write, issue to acknowledgement, in ms. Sizes: {} × 1 MiB entries ({} in flight); {} × 1 KiB one at a time ({} records/s offered to the Kafka-protocol systems and Pulsar, {} on MinIO); {} × 1 KiB records, acks=all ({} natively on MinIO, {} through the shim on MinIO).\n",
+            "Each figure is the median of {} runs, one per round (each round starts every system afresh, warms each server on local disk up with {} unmeasured 1 KiB records, runs each workload once on a topic or directory of its own that is deleted afterwards, and stops it). Throughput is MiB/s of payload; latency is per write, issue to acknowledgement, in ms. Sizes: {} × 1 MiB entries ({} in flight); {} × 1 KiB one at a time ({} records/s offered to the Kafka-protocol systems and Pulsar, {} on MinIO); {} × 1 KiB records, acks=all ({} natively on MinIO, {} through the shim on MinIO).\n",
             self.settings.runs,
+            self.settings.warmup_records,
             self.settings.big_entries,
             self.settings.big_in_flight,
             self.settings.small_entries,
@@ -1579,13 +1752,15 @@ USAGE:
 
 OPTIONS:
     --quick              smoke run: tiny workloads, this engine and Apache Kafka only, one run
-    --runs N             repetitions per figure (median reported) [default: 3]
+    --runs N             rounds: each runs every figure once (median reported) [default: 3]
     --only a,b           systems: woodpecker-rs, go-woodpecker, kafka, pulsar, tansu, or one
                          system on one backend: native-local, native-minio, shim-local,
                          shim-minio, go-local, go-minio, kafka-default, kafka-fsync
     --workloads a,b      workloads: big (1 MiB entries), small (1 KiB latency), records1,
                          records16 (Kafka-style) [default: all]
     --records N          1 KiB records per Kafka-style run [default: 1000000]
+    --warmup N           unmeasured 1 KiB records each started server on local disk takes
+                         first in each round; 0 for none [default: 200000]
     --out DIR            where report.md, report.json and the SVG plots go [default: bench-report]
     --woodpecker PATH    the woodpecker binary [default: next to this binary]
     -h, --help           this text
@@ -1626,6 +1801,12 @@ impl Args {
                 "-h" | "--help" => help = true,
                 "--runs" => settings.runs = flags.positive()?,
                 "--records" => settings.records = flags.positive()?,
+                "--warmup" => {
+                    let v = flags.value()?;
+                    settings.warmup_records = v
+                        .parse()
+                        .with_context(|| format!("--warmup wants a count of records, not `{v}`"))?;
+                }
                 "--only" => {
                     settings.only = flags.list()?;
                     if let Some(bad) = settings.only.iter().find(|o| {
@@ -1734,6 +1915,15 @@ mod tests {
         assert!(a.settings.wants(Workload::Big) && !a.settings.wants(Workload::Small));
         assert!(Args::parse(["--only".to_owned(), "kafak".into()]).is_err());
         assert!(Args::parse(["--workloads".to_owned(), "huge".into()]).is_err());
+        let a = Args::parse(["--warmup".to_owned(), "0".into()]).unwrap();
+        assert_eq!(a.settings.warmup_records, 0);
+        assert!(!warms_up(&a.settings, SystemId::Kafka));
+        let a = Args::parse(Vec::<String>::new()).unwrap();
+        assert!(warms_up(&a.settings, SystemId::Kafka));
+        assert!(warms_up(&a.settings, SystemId::Shim(Backend::Local)));
+        assert!(!warms_up(&a.settings, SystemId::Shim(Backend::Minio)));
+        assert!(!warms_up(&a.settings, SystemId::Native(Backend::Local)));
+        assert!(Args::parse(["--warmup".to_owned(), "many".into()]).is_err());
     }
 
     #[test]
