@@ -4,8 +4,9 @@
 //! Every system runs as a local process on 127.0.0.1 from its published packages (the
 //! `scripts/peers/*` launchers; `woodpecker serve` for the shim), or in process (this engine's
 //! native path). The run goes in `runs` rounds: in each, every system is started, runs each
-//! workload it supports once (on a topic or directory of its own, deleted afterwards) and is
-//! stopped, so that the machine's slow spells fall on all systems alike; the report keeps the
+//! workload it supports once (on a topic or directory of its own, deleted afterwards, after a
+//! `sync` of the page cache) and is stopped, so that the machine's slow spells and one system's
+//! leftover writeback fall on all systems alike; the report keeps the
 //! median of each figure over the rounds. A system that fails to start or to run a workload is
 //! reported as failed with the reason (and not run again); nothing is left out silently.
 //!
@@ -1200,6 +1201,15 @@ fn warn_if_disk_is_short(dir: &Path) {
     }
 }
 
+/// Writes the machine's dirty pages back (`sync`) before a measured run, so that no run pays
+/// for the writeback of what ran before it (the storage probe and a system's log leave
+/// gigabytes in the page cache, and an fsync then waits for them).
+fn settle() {
+    if let Err(e) = Command::new("sync").status() {
+        progress(format_args!("    warning: sync: {e}"));
+    }
+}
+
 /// Runs the comparison.
 pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
     let date_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -1326,6 +1336,7 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                     sys.backend().label()
                 ));
             }
+            settle();
             if let Err(e) = warm_up(s, sys, &started, &classpath) {
                 // The measured runs say whether the system works; this only costs fairness.
                 progress(format_args!(
@@ -1346,6 +1357,7 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                 ));
                 let tag =
                     format!("{:?}-{round}-{}", w, uuid::Uuid::new_v4().simple()).to_lowercase();
+                settle();
                 let result = match sys {
                     SystemId::Native(b) => {
                         let d = tempfile::tempdir()?;
@@ -1518,7 +1530,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Each figure is the median of {} runs, one per round (each round starts every system afresh, warms each server on local disk up with {} unmeasured 1 KiB records, runs each workload once on a topic or directory of its own that is deleted afterwards, and stops it). Throughput is MiB/s of payload; latency is per write, issue to acknowledgement, in ms. Sizes: {} × 1 MiB entries ({} in flight); {} × 1 KiB one at a time ({} records/s offered to the Kafka-protocol systems and Pulsar, {} on MinIO); {} × 1 KiB records, acks=all ({} natively on MinIO, {} through the shim on MinIO).\n",
+            "Each figure is the median of {} runs, one per round (each round starts every system afresh, warms each server on local disk up with {} unmeasured 1 KiB records, runs each workload once on a topic or directory of its own that is deleted afterwards, and stops it; the page cache's dirty data is written back before every run). Throughput is MiB/s of payload; latency is per write, issue to acknowledgement, in ms. Sizes: {} × 1 MiB entries ({} in flight); {} × 1 KiB one at a time ({} records/s offered to the Kafka-protocol systems and Pulsar, {} on MinIO); {} × 1 KiB records, acks=all ({} natively on MinIO, {} through the shim on MinIO).\n",
             self.settings.runs,
             self.settings.warmup_records,
             self.settings.big_entries,
