@@ -49,6 +49,8 @@ use crate::{Error, Result};
 
 /// Name of the segment file.
 pub const DATA_FILE: &str = "data.log";
+/// The largest single `write` of a block to `data.log` (see `append`).
+const WRITE_PIECE: usize = 1 << 20;
 /// Name of the fence marker; its presence means fenced.
 pub const FENCE_FILE: &str = "write.fence";
 
@@ -581,9 +583,13 @@ impl WriterInner {
 
     fn append(&mut self, buf: &[u8], sync: bool) -> Result<()> {
         let mut file = &*self.file;
-        let result = file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| file.write_all(buf));
+        // In pieces of at most WRITE_PIECE: a block of several MiB written in one call and then
+        // synced took two to three times as long on an ext4 disk as the same bytes written in
+        // 1 MiB pieces and synced once (the sync is what the caller waits for).
+        let result = file.seek(SeekFrom::Start(self.end)).and_then(|_| {
+            buf.chunks(WRITE_PIECE)
+                .try_for_each(|piece| file.write_all(piece))
+        });
         if let Err(e) = result {
             let rolled_back = file
                 .set_len(self.end)
@@ -1239,6 +1245,28 @@ mod tests {
 
     fn file_len(dir: &Path) -> u64 {
         fs::metadata(dir.join(DATA_FILE)).unwrap().len()
+    }
+
+    /// A block larger than one write piece, and not a multiple of it, lands whole and in
+    /// place, and the file is exactly the blocks.
+    #[tokio::test]
+    async fn a_block_of_several_write_pieces_is_written_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log/1/seg");
+        let w = LocalSegmentWriter::create(&dir, 0, FORMAT_V6)
+            .await
+            .unwrap();
+        let entries: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| vec![i + 1; WRITE_PIECE + 12_345])
+            .collect();
+        let small = vec![b"after".to_vec()];
+        let big = w.append_block(0, &entries).await.unwrap();
+        let next = w.append_block(3, &small).await.unwrap();
+        assert!(big.end() - big.offset > 3 * WRITE_PIECE as u64);
+        assert_eq!(next.offset, big.end());
+        assert_eq!(file_len(&dir), next.end());
+        let r = LocalSegmentReader::open(&dir).await.unwrap();
+        assert_eq!(data(&read_all(&r, 0).await), [entries, small].concat());
     }
 
     #[tokio::test]
