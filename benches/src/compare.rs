@@ -841,21 +841,7 @@ fn pulsar_workload(s: &Settings, peer: &Peer, w: Workload, tag: &str) -> anyhow:
     cmd.arg(&topic);
     let out = run_cmd(cmd, "pulsar-perf produce", Duration::from_secs(1800));
     // Every run starts from the same state, as with the Kafka-protocol systems.
-    let mut delete = Command::new("curl");
-    delete.args(["-sf", "-X", "DELETE"]).arg(format!(
-        "{http}/admin/v2/persistent/public/default/cmp-{tag}{}?force=true",
-        if w == Workload::Records16 {
-            "/partitions"
-        } else {
-            ""
-        }
-    ));
-    if let Err(e) = run_cmd(delete, "deleting a topic", Duration::from_secs(120)) {
-        progress(format_args!(
-            "    warning: deleting topic {topic}: {}",
-            first_line(&format!("{e:#}"))
-        ));
-    }
+    pulsar_delete_topic(&http, &format!("cmp-{tag}"), w == Workload::Records16);
     let out = out?;
     parse_pulsar(&format!("{}\n{}", out.stdout, out.stderr), messages, size)
 }
@@ -875,12 +861,24 @@ fn pulsar_warm_up(s: &Settings, peer: &Peer) -> anyhow::Result<()> {
         "pulsar-perf produce (warm-up)",
         Duration::from_secs(600),
     );
+    pulsar_delete_topic(&http, &name, false);
+    out.map(|_| ())
+}
+
+/// Deletes topic `name` of `public/default` (a partitioned one with all its partitions)
+/// through the admin API at `http`. A failure is reported, not counted against the run.
+fn pulsar_delete_topic(http: &str, name: &str, partitioned: bool) {
     let mut delete = Command::new("curl");
     delete.args(["-sf", "-X", "DELETE"]).arg(format!(
-        "{http}/admin/v2/persistent/public/default/{name}?force=true"
+        "{http}/admin/v2/persistent/public/default/{name}{}?force=true",
+        if partitioned { "/partitions" } else { "" }
     ));
-    let _ = run_cmd(delete, "deleting a topic", Duration::from_secs(120));
-    out.map(|_| ())
+    if let Err(e) = run_cmd(delete, "deleting a topic", Duration::from_secs(120)) {
+        progress(format_args!(
+            "    warning: deleting topic {name}: {}",
+            first_line(&format!("{e:#}"))
+        ));
+    }
 }
 
 /// Whether `sys` takes a warm-up: the servers on local disk (Kafka-protocol systems and
@@ -904,18 +902,8 @@ fn warm_up(
     }
     match sys {
         SystemId::Shim(_) | SystemId::Kafka | SystemId::KafkaFsync | SystemId::Tansu => {
-            let bootstrap = match (&started.serve, &started.peer) {
-                (Some(serve), _) => serve.bootstrap.clone(),
-                (None, Some(peer)) => peer.var("PEER_BOOTSTRAP")?,
-                _ => bail!("not started"),
-            };
-            let classpath = classpath
-                .as_ref()
-                .map_err(|e| anyhow!("the Kafka tools: {e:#}"))?;
-            KafkaTools {
-                classpath: classpath.clone(),
-            }
-            .warm_up(s, &bootstrap)
+            let (kafka, bootstrap) = started.kafka_tools(classpath)?;
+            kafka.warm_up(s, &bootstrap)
         }
         SystemId::Pulsar => match &started.peer {
             Some(peer) => pulsar_warm_up(s, peer),
@@ -1092,6 +1080,29 @@ struct Started {
     peer: Option<Peer>,
     go_bin: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+impl Started {
+    /// The Kafka tools pointed at this started Kafka-protocol server.
+    fn kafka_tools(
+        &self,
+        classpath: &anyhow::Result<String>,
+    ) -> anyhow::Result<(KafkaTools, String)> {
+        let bootstrap = match (&self.serve, &self.peer) {
+            (Some(serve), _) => serve.bootstrap.clone(),
+            (None, Some(peer)) => peer.var("PEER_BOOTSTRAP")?,
+            _ => bail!("not started"),
+        };
+        let classpath = classpath
+            .as_ref()
+            .map_err(|e| anyhow!("the Kafka tools: {e:#}"))?;
+        Ok((
+            KafkaTools {
+                classpath: classpath.clone(),
+            },
+            bootstrap,
+        ))
+    }
 }
 
 fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
@@ -1306,14 +1317,17 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                     _ => {}
                 }
             }
-            progress(format_args!(
-                "[{done}/{total} {:>4}s] round {}/{}: {} on {}: starting",
-                t_start.elapsed().as_secs(),
-                round + 1,
-                s.runs,
-                sys.label(),
-                sys.backend().label()
-            ));
+            let phase = |done: usize, what: &str| {
+                progress(format_args!(
+                    "[{done}/{total} {:>4}s] round {}/{}: {} on {}: {what}",
+                    t_start.elapsed().as_secs(),
+                    round + 1,
+                    s.runs,
+                    sys.label(),
+                    sys.backend().label()
+                ));
+            };
+            phase(done, "starting");
             let started = match start_system(sys, tools) {
                 Ok(x) => x,
                 Err(e) => {
@@ -1327,16 +1341,9 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                 }
             };
             if warms_up(s, sys) {
-                progress(format_args!(
-                    "[{done}/{total} {:>4}s] round {}/{}: {} on {}: warm-up",
-                    t_start.elapsed().as_secs(),
-                    round + 1,
-                    s.runs,
-                    sys.label(),
-                    sys.backend().label()
-                ));
+                phase(done, "warm-up");
+                settle();
             }
-            settle();
             if let Err(e) = warm_up(s, sys, &started, &classpath) {
                 // The measured runs say whether the system works; this only costs fairness.
                 progress(format_args!(
@@ -1346,15 +1353,7 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
             }
             for i in live {
                 let w = workloads[i];
-                progress(format_args!(
-                    "[{done}/{total} {:>4}s] round {}/{}: {} on {}: {}",
-                    t_start.elapsed().as_secs(),
-                    round + 1,
-                    s.runs,
-                    sys.label(),
-                    sys.backend().label(),
-                    w.label(),
-                ));
+                phase(done, w.label());
                 let tag =
                     format!("{:?}-{round}-{}", w, uuid::Uuid::new_v4().simple()).to_lowercase();
                 settle();
@@ -1373,21 +1372,9 @@ pub fn run(s: &Settings, tools: &Tools) -> anyhow::Result<Report> {
                     SystemId::Shim(_)
                     | SystemId::Kafka
                     | SystemId::KafkaFsync
-                    | SystemId::Tansu => {
-                        let bootstrap = match (&started.serve, &started.peer) {
-                            (Some(serve), _) => Ok(serve.bootstrap.clone()),
-                            (None, Some(peer)) => peer.var("PEER_BOOTSTRAP"),
-                            _ => Err(anyhow!("not started")),
-                        };
-                        match (&classpath, bootstrap) {
-                            (Ok(cp), Ok(b)) => KafkaTools {
-                                classpath: cp.clone(),
-                            }
-                            .workload(s, &b, w, &tag, sys.backend()),
-                            (Err(e), _) => Err(anyhow!("the Kafka tools: {e:#}")),
-                            (_, Err(e)) => Err(e),
-                        }
-                    }
+                    | SystemId::Tansu => started
+                        .kafka_tools(&classpath)
+                        .and_then(|(k, b)| k.workload(s, &b, w, &tag, sys.backend())),
                     SystemId::Pulsar => match &started.peer {
                         Some(peer) => pulsar_workload(s, peer, w, &tag),
                         None => Err(anyhow!("not started")),
