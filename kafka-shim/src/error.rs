@@ -32,6 +32,8 @@ pub enum KafkaCode {
     TopicAlreadyExists = 36,
     /// The API version is not supported.
     UnsupportedVersion = 35,
+    /// A request exceeds a policy (Kafka's controller: too many records in one request).
+    PolicyViolation = 44,
     /// Sequence gap for an idempotent producer.
     OutOfOrderSequenceNumber = 45,
     /// The producer epoch is older than the one in force.

@@ -7,12 +7,15 @@
 //! served API versions and the mapping.
 //!
 //! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
+//! * [`codec`]: request frames to typed requests, with every count and length bounded by
+//!   the frame before anything is allocated for it.
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 
 pub mod batch;
 pub mod broker;
+pub mod codec;
 pub mod error;
 pub mod groups;
 pub mod metrics;
