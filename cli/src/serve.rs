@@ -58,9 +58,13 @@ pub(crate) struct ServeArgs {
     /// tail are served without reading the log back.
     #[arg(long, default_value_t = 16)]
     kafka_tail_cache_mib: usize,
-    /// Maximum simultaneous Kafka connections.
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
+    /// Maximum simultaneous Kafka connections. At the limit, a new connection takes the
+    /// place of the one idle the longest (idle for at least 2 s); without one, it is closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Close Kafka connections idle this long (connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    kafka_connections_max_idle_ms: u64,
 }
 
 fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
@@ -121,7 +125,8 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     let retention = broker.spawn_retention();
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_config = ServerConfig {
-        max_connections: args.max_connections,
+        max_connections: args.max_connections as usize,
+        idle_timeout: Duration::from_millis(args.kafka_connections_max_idle_ms),
         ..ServerConfig::default()
     };
     let server = tokio::spawn(kafka_shim::serve(

@@ -263,3 +263,39 @@ fn the_reported_frames_are_refused_by_name() {
     .to_string();
     assert!(err.contains("decodable versions are 0..=12"), "{err}");
 }
+
+/// Writes the request fuzz target's seeds (`kafka-shim/fuzz/seeds/request/`): one generated
+/// frame per API and version, and the frames reported against the listener. Run with
+/// `cargo test -p woodpecker-kafka-shim --lib write_request_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files: run by hand to refresh the fuzz seeds"]
+fn write_request_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (api, version) in every_api_and_version() {
+        let mut rng = Rng(1 + api.key as u64 * 97 + version as u64);
+        let (frame, _) = frame(api, version, &mut rng);
+        std::fs::write(dir.join(format!("{}-v{version}", api.name)), &frame).unwrap();
+    }
+    let reported: [(&str, &[u8]); 4] = [
+        (
+            "reported-metadata-v4-2147483647-topics",
+            b"\x00\x03\x00\x04\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff\x00",
+        ),
+        (
+            "reported-metadata-v12-compact-count",
+            b"\x00\x03\x00\x0c\x00\x00\x00\x01\xff\xff\x00\xff\xff\xff\xff\x0f",
+        ),
+        (
+            "reported-join-group-v9-4gib-group-id",
+            b"\x00\x0b\x00\x09\x00\x00\x00\x01\xff\xff\x00\xff\xff\xff\xff\x0f",
+        ),
+        (
+            "reported-header-2pow28-tagged-fields",
+            b"\x00\x03\x00\x0c\x00\x00\x00\x01\xff\xff\x80\x80\x80\x80\x01",
+        ),
+    ];
+    for (name, bytes) in reported {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
