@@ -177,7 +177,22 @@ struct Output {
     stderr: String,
 }
 
-async fn run(what: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
+/// How long one command of either side may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long building a Go program may take (a cold build fetches and compiles the module and
+/// its dependencies: minutes).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+async fn run(what: &str, cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
+    run_within(what, cmd, stdin, COMMAND_TIMEOUT).await
+}
+
+async fn run_within(
+    what: &str,
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> Result<Output> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -192,9 +207,9 @@ async fn run(what: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Result<Outpu
         pipe.write_all(input).await?;
         drop(pipe);
     }
-    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .with_context(|| format!("{what} did not finish within 300 s"))??;
+        .with_context(|| format!("{what} did not finish within {} s", limit.as_secs()))??;
     Ok(Output {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -217,7 +232,7 @@ impl Go {
         let script = repo_root().join("scripts/go-compat");
         let mut cmd = Command::new(&script);
         cmd.arg("path").arg(version);
-        let built = run("scripts/go-compat path", cmd, None).await?;
+        let built = run_within("scripts/go-compat path", cmd, None, BUILD_TIMEOUT).await?;
         ensure!(
             built.ok,
             "scripts/go-compat path {version} failed: {}",
