@@ -13,6 +13,7 @@
 
 mod engine;
 mod log;
+mod meta;
 mod serve;
 
 use std::path::PathBuf;
@@ -50,8 +51,17 @@ enum Command {
     /// Create, list, write, read, truncate, delete and inspect logs.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Inspect the metadata store (where its keys are).
+    #[command(subcommand)]
+    Meta(meta::MetaCommand),
     /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
     /// or Ctrl-C.
+    Serve(serve::ServeArgs),
+}
+
+/// The commands that run on an open engine.
+enum EngineCommand {
+    Log(log::LogCommand),
     Serve(serve::ServeArgs),
 }
 
@@ -108,10 +118,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if opts.config.is_none() && opts.data_dir.is_none() {
         opts.data_dir = Some(PathBuf::from(engine::DEFAULT_DATA_DIR));
     }
+    let command = match cli.command {
+        // Works without the engine, which may refuse to open for the reason it shows.
+        Command::Meta(cmd) => return meta::run(&opts, cmd).await,
+        Command::Log(cmd) => EngineCommand::Log(cmd),
+        Command::Serve(args) => EngineCommand::Serve(args),
+    };
     let engine = engine::open(&opts).await?;
-    let result = match cli.command {
-        Command::Log(cmd) => log::run(&engine, cmd).await,
-        Command::Serve(args) => serve::run(&engine, args).await,
+    let result = match command {
+        EngineCommand::Log(cmd) => log::run(&engine, cmd).await,
+        EngineCommand::Serve(args) => serve::run(&engine, args).await,
     };
     engine.shutdown().await;
     result

@@ -143,6 +143,10 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         broker.cluster_id(),
         engine.data_root.display()
     );
+    eprintln!(
+        "woodpecker: {}",
+        crate::meta::describe(engine.meta.prefix_choice(), engine.meta.keys().prefix())
+    );
     wait_for_signal().await?;
     eprintln!("woodpecker: shutting down");
     let _ = stop_tx.send(true);

@@ -210,6 +210,64 @@ fn a_damaged_block_is_reported_and_never_printed() {
 }
 
 #[test]
+fn meta_prefix_shows_where_the_keys_are() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh store: the prefix published Go Woodpecker uses, before and after a log exists.
+    let out = ok(woodpecker(dir.path(), &["meta", "prefix"]));
+    let text = stdout(&out);
+    assert!(text.contains("store: embedded store in "), "{text}");
+    assert!(text.contains("mode: auto"), "{text}");
+    assert!(
+        text.contains("in use: woodpecker/ (no Woodpecker keys yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("configured: by-dev/woodpecker/ (no Woodpecker keys)"),
+        "{text}"
+    );
+    ok(woodpecker(dir.path(), &["log", "create", "a"]));
+    let text = stdout(&ok(woodpecker(dir.path(), &["meta", "prefix"])));
+    assert!(
+        text.contains("in use: woodpecker/ (the store holds"),
+        "{text}"
+    );
+    assert!(text.contains("legacy: woodpecker/ (1 log: a)"), "{text}");
+
+    // A second root populated by an explicit mode: `auto` refuses, naming both, and `meta
+    // prefix` still shows them.
+    let configured = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["log", "create", "b"])
+        .env(
+            "WOODPECKER_CONFIG__WOODPECKER__META__PREFIXMODE",
+            "configured",
+        )
+        .output()
+        .unwrap();
+    let configured = ok(configured);
+    assert!(
+        stderr(&configured).contains("woodpecker/` (1 log: a), which this process does not see"),
+        "{}",
+        stderr(&configured)
+    );
+    let out = fails(woodpecker(dir.path(), &["log", "list"]));
+    assert!(
+        stderr(&out).contains("two root prefixes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fails(woodpecker(dir.path(), &["meta", "prefix"]));
+    let text = stdout(&out);
+    assert!(text.contains("in use: none"), "{text}");
+    assert!(text.contains("legacy: woodpecker/ (1 log: a)"), "{text}");
+    assert!(
+        text.contains("configured: by-dev/woodpecker/ (1 log: b)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn delete_then_list_is_empty() {
     let dir = log_with_100_entries();
     ok(woodpecker(dir.path(), &["log", "delete", "a"]));

@@ -486,13 +486,15 @@ woodpecker:
 ";
 
 /// The Go reference file's keys and values (comments left out), plus this project's
-/// extension keys (`woodpecker.meta.embeddedDir`, `woodpecker.logstore.formatVersion`): the spelling that environment overrides are
+/// extension keys (`woodpecker.meta.embeddedDir`, `woodpecker.meta.prefixMode`,
+/// `woodpecker.logstore.formatVersion`): the spelling that environment overrides are
 /// matched against, and a test that such a file loads.
 pub const REFERENCE_YAML: &str = r#"
 woodpecker:
   meta:
     type: etcd
     prefix: woodpecker
+    prefixMode: auto
     embeddedDir: ""
   client:
     segmentAppend:
