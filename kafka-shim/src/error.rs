@@ -111,3 +111,12 @@ pub enum ShimError {
     #[error("cannot encode a response: {0}")]
     Encode(String),
 }
+
+impl From<kafka_wire::codec::DecodeError> for ShimError {
+    fn from(e: kafka_wire::codec::DecodeError) -> Self {
+        ShimError::Malformed {
+            api: e.api,
+            detail: e.detail,
+        }
+    }
+}

@@ -7,15 +7,13 @@
 //! served API versions and the mapping.
 //!
 //! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
-//! * [`codec`]: request frames to typed requests, with every count and length bounded by
-//!   the frame before anything is allocated for it.
+//! * [`codec`] and [`batch`] (re-exported from `kafka-wire`): request frames to typed
+//!   requests with every count and length bounded by the frame, and record batches.
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 
-pub mod batch;
 pub mod broker;
-pub mod codec;
 pub mod error;
 pub mod groups;
 pub mod metrics;
@@ -25,6 +23,7 @@ pub mod topics;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};
+pub use kafka_wire::{batch, codec};
 pub use metrics::Metrics;
 pub use server::{ServerConfig, serve};
 

@@ -768,7 +768,7 @@ mod tests {
     use super::*;
 
     fn header(pid: i64, epoch: i16, seq: i32, count: i32) -> BatchHeader {
-        batch::read_header(&batch::tests::batch(count, pid, epoch, seq)).unwrap()
+        batch::read_header(&batch::test_support::batch(count, pid, epoch, seq)).unwrap()
     }
 
     fn entry(base: i64, size: usize) -> Entry {

@@ -264,9 +264,9 @@ fn the_reported_frames_are_refused_by_name() {
     assert!(err.contains("decodable versions are 0..=12"), "{err}");
 }
 
-/// Writes the request fuzz target's seeds (`kafka-shim/fuzz/seeds/request/`): one generated
+/// Writes the request fuzz target's seeds (`kafka-wire/fuzz/seeds/request/`): one generated
 /// frame per API and version, and the frames reported against the listener. Run with
-/// `cargo test -p woodpecker-kafka-shim --lib write_request_fuzz_seeds -- --ignored`.
+/// `cargo test -p woodpecker-kafka-wire --lib write_request_fuzz_seeds -- --ignored`.
 #[test]
 #[ignore = "writes files: run by hand to refresh the fuzz seeds"]
 fn write_request_fuzz_seeds() {

@@ -6,7 +6,7 @@ use std::alloc::System;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use cap::Cap;
-use kafka_shim::codec::decode;
+use kafka_wire::codec::decode;
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);

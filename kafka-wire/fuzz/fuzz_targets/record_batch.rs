@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use kafka_shim::batch::{find_record, split_and_validate};
+use kafka_wire::batch::{find_record, split_and_validate};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -7,7 +7,7 @@
 //! header and body. A frame that fails any step is an error naming the field and byte, and
 //! nothing was allocated for it beyond a small multiple of its own size.
 //!
-//! The same function is what the fuzz targets (`kafka-shim/fuzz`) drive.
+//! The same function is what the fuzz targets (`kafka-wire/fuzz`) drive.
 
 pub mod bounds;
 pub(crate) mod schema;
@@ -22,9 +22,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
 
-use crate::error::ShimError;
-
 pub use bounds::BoundsError;
+
+/// A frame that is not a request this broker can decode. The listener closes the
+/// connection on it, as Kafka does on an `InvalidRequestException`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {api} request: {detail}")]
+pub struct DecodeError {
+    /// The API and version, as far as they could be read.
+    pub api: String,
+    /// Why.
+    pub detail: String,
+}
 
 /// The fixed start of every request frame: API key, API version, correlation id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +48,9 @@ pub struct Prefix {
 
 impl Prefix {
     /// Reads the prefix of `frame` (the bytes after the 4-byte size).
-    pub fn read(frame: &[u8]) -> Result<Prefix, ShimError> {
+    pub fn read(frame: &[u8]) -> Result<Prefix, DecodeError> {
         if frame.len() < 8 {
-            return Err(ShimError::Malformed {
+            return Err(DecodeError {
                 api: "frame".into(),
                 detail: format!("{} bytes is shorter than a request header", frame.len()),
             });
@@ -128,9 +137,9 @@ pub fn decodable_versions(key: ApiKey) -> Option<(i16, i16)> {
 }
 
 /// Decodes one request frame (the bytes after the 4-byte size): see the module docs.
-pub fn decode(mut frame: Bytes) -> Result<Request, ShimError> {
+pub fn decode(mut frame: Bytes) -> Result<Request, DecodeError> {
     let prefix = Prefix::read(&frame)?;
-    let malformed = |detail: String| ShimError::Malformed {
+    let malformed = |detail: String| DecodeError {
         api: prefix.describe(),
         detail,
     };

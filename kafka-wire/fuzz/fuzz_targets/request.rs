@@ -7,7 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::Encodable;
-use kafka_shim::codec::{Body, decode};
+use kafka_wire::codec::{Body, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

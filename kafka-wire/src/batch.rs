@@ -1,6 +1,6 @@
 //! Kafka record batches (magic 2), read without decompressing.
 //!
-//! The shim stores batches as the producer sent them. It reads the fixed 61-byte header,
+//! The front door stores batches as the producer sent them. It reads the fixed 61-byte header,
 //! checks the CRC-32C (which covers everything from the attributes to the end) and patches the
 //! two fields that sit outside the CRC: the base offset (bytes 0..8) and the partition leader
 //! epoch (bytes 12..16).
@@ -374,12 +374,13 @@ pub fn find_record(
     Ok(None)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    //! Valid batches for tests.
     use super::*;
 
     /// A valid uncompressed batch of `count` records with the given producer fields.
-    pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
+    pub fn batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
         let mut records = Vec::new();
         for i in 0..count {
             // length varint, attributes, ts delta, offset delta, key len -1, value len 1, value, headers 0
@@ -419,6 +420,12 @@ pub(crate) mod tests {
     fn zigzag(v: i32) -> u8 {
         ((v << 1) ^ (v >> 31)) as u8
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::batch;
+    use super::*;
 
     #[test]
     fn a_valid_batch_is_read_and_patched() {
@@ -596,8 +603,8 @@ pub(crate) mod tests {
         assert!(err.contains("records"), "{err}");
     }
 
-    /// Writes the fuzz targets' seed inputs (`kafka-shim/fuzz/seeds/`): run with
-    /// `cargo test -p woodpecker-kafka-shim --lib write_batch_fuzz_seeds -- --ignored`.
+    /// Writes the fuzz targets' seed inputs (`kafka-wire/fuzz/seeds/`): run with
+    /// `cargo test -p woodpecker-kafka-wire --lib write_batch_fuzz_seeds -- --ignored`.
     #[test]
     #[ignore = "writes files: run by hand to refresh the fuzz seeds"]
     fn write_batch_fuzz_seeds() {

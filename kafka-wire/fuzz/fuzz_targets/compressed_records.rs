@@ -5,7 +5,7 @@
 //! snappy framing, raw snappy, lz4 frames, zstd frames and their limits.
 #![no_main]
 
-use kafka_shim::batch::find_record;
+use kafka_wire::batch::find_record;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
