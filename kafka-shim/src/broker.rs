@@ -544,11 +544,12 @@ impl Broker {
                         pd.log_start_offset = start;
                         let budget = (fp.partition_max_bytes.max(0) as usize)
                             .min(max_bytes.saturating_sub(total));
-                        // KIP-74: the first batch of the response is returned whole even
-                        // when it exceeds the limits.
-                        let budget = if total == 0 { budget.max(1) } else { budget };
-                        if budget > 0 || total == 0 {
-                            match p.read(fp.fetch_offset, budget).await {
+                        // KIP-74: the first batch of the first partition with data is
+                        // returned whole even when it exceeds the limits; every other batch
+                        // fits within both the partition's and the response's limit.
+                        let whole_first = total == 0;
+                        if budget > 0 || whole_first {
+                            match p.read(fp.fetch_offset, budget, whole_first).await {
                                 Ok(None) => {
                                     pd.error_code = KafkaCode::OffsetOutOfRange.code();
                                     errors = true;

@@ -516,12 +516,15 @@ impl Partition {
         }
     }
 
-    /// Batches from the one holding `offset`, at least one and then up to `max_bytes`.
+    /// Batches from the one holding `offset`, up to `max_bytes` in all; with `whole_first`,
+    /// the first batch even when it alone is larger (KIP-74: the first batch of a fetch
+    /// response is returned whole so that a consumer always makes progress).
     /// `Ok(None)` when `offset` is out of range; an empty list at the high watermark.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
+        whole_first: bool,
     ) -> Result<Option<Vec<Bytes>>, KafkaCode> {
         let wanted: Vec<(LogMessageId, Option<Bytes>)> = {
             let ix = self.lock_index();
@@ -537,7 +540,7 @@ impl Partition {
             let mut out = Vec::new();
             let mut bytes = 0usize;
             for e in ix.committed.iter().skip(start) {
-                if !out.is_empty() && bytes + e.size > max_bytes {
+                if bytes + e.size > max_bytes && !(out.is_empty() && whole_first) {
                     break;
                 }
                 bytes += e.size;

@@ -422,3 +422,68 @@ async fn retention_removes_old_batches_but_keeps_the_offsets() -> Result<()> {
     assert_eq!(records, vec![(4, "4".to_string())]);
     h.stop().await
 }
+
+/// A batch of one record whose value is `size` bytes.
+fn big_batch(size: usize) -> Bytes {
+    let value = "v".repeat(size);
+    batch(&[value.as_str()], None)
+}
+
+#[tokio::test]
+async fn fetch_keeps_to_the_request_and_partition_byte_limits() -> Result<()> {
+    let h = Harness::start().await?;
+    let mut c = h.connect().await?;
+    assert_eq!(create_topic(&mut c, "limits", 3, &[]).await?, 0);
+    for partition in 0..3 {
+        let req = produce_req("limits", partition, big_batch(600 * 1024), -1);
+        let resp: ProduceResponse = c.call(&req, 9).await?;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    }
+    let req_for = |max_bytes: i32, partition_max_bytes: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(1)
+            .with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(name("limits"))
+                    .with_partitions(
+                        (0..3)
+                            .map(|p| {
+                                fetch_request::FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(0)
+                                    .with_partition_max_bytes(partition_max_bytes)
+                            })
+                            .collect(),
+                    ),
+            ])
+    };
+    let sizes = |resp: &FetchResponse| -> Vec<usize> {
+        resp.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+            .collect()
+    };
+    // 1 MiB for the response: the first 600 KiB batch, not the second (it would not fit).
+    let resp: FetchResponse = c.call(&req_for(1024 * 1024, 1024 * 1024), 12).await?;
+    let got = sizes(&resp);
+    assert!(got[0] > 600 * 1024 && got[1] == 0 && got[2] == 0, "{got:?}");
+    // A response limit smaller than one batch: the first batch still comes back whole
+    // (KIP-74), and nothing else.
+    let resp: FetchResponse = c.call(&req_for(100 * 1024, 1024 * 1024), 12).await?;
+    let got = sizes(&resp);
+    assert!(got[0] > 600 * 1024 && got[1] == 0 && got[2] == 0, "{got:?}");
+    // Room for everything in the response, 100 KiB per partition: only the first partition's
+    // first batch, which KIP-74 lets through whole.
+    let resp: FetchResponse = c.call(&req_for(50 * 1024 * 1024, 100 * 1024), 12).await?;
+    let got = sizes(&resp);
+    assert!(got[0] > 600 * 1024 && got[1] == 0 && got[2] == 0, "{got:?}");
+    // Room for all three.
+    let resp: FetchResponse = c.call(&req_for(50 * 1024 * 1024, 1024 * 1024), 12).await?;
+    assert!(sizes(&resp).iter().all(|&s| s > 600 * 1024));
+    h.stop().await
+}
