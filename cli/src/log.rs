@@ -14,6 +14,7 @@ use wal::client::LogHandle;
 use wal::message::{LogMessageId, WriteMessage};
 
 use crate::engine::Engine;
+use crate::progress::Progress;
 
 /// Appends `log write` keeps in flight before it waits for acknowledgements.
 const WRITE_PIPELINE: usize = 1024;
@@ -147,20 +148,23 @@ async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
     // As in Go Woodpecker, the process holding a writer also runs the log's auditor
     // (compaction, truncation marking, retention), every `client.auditor.maxInterval`.
     let auditor = log.start_auditor();
-    let (tx, mut rx) = mpsc::channel::<(u64, Ack)>(WRITE_PIPELINE);
+    let (tx, mut rx) = mpsc::channel::<(u64, usize, Ack)>(WRITE_PIPELINE);
 
+    let what = format!("log write `{name}`");
     let printer = tokio::spawn(async move {
         let mut out = tokio::io::stdout();
-        let mut written = 0u64;
-        while let Some((line_no, ack)) = rx.recv().await {
+        let mut progress = Progress::start(what);
+        while let Some((line_no, bytes, ack)) = rx.recv().await {
             let id: LogMessageId = ack
                 .await
                 .with_context(|| format!("write of input line {line_no} failed"))?;
             out.write_all(format!("{id}\n").as_bytes()).await?;
             out.flush().await?;
-            written += 1;
+            progress.add(1, bytes as u64, || {
+                format!("durable up to {id} (input line {line_no})")
+            });
         }
-        anyhow::Ok(written)
+        anyhow::Ok(progress)
     });
 
     let feed = async {
@@ -185,7 +189,7 @@ async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
                 continue;
             }
             let ack: Ack = Box::pin(writer.write_async(WriteMessage::new(payload.to_vec())));
-            if tx.send((line_no, ack)).await.is_err() {
+            if tx.send((line_no, payload.len(), ack)).await.is_err() {
                 // The printer stopped on an error; it reports it.
                 return Ok(());
             }
@@ -196,10 +200,14 @@ async fn write(engine: &Engine, name: &str) -> anyhow::Result<()> {
     let printed = printer.await.context("the output task failed")?;
     auditor.stop().await;
     let closed = writer.close().await;
-    let written = printed?;
+    let progress = printed?;
     fed?;
     closed.with_context(|| format!("cannot close the writer of log `{name}`"))?;
-    eprintln!("wrote {written} entries to log `{name}`");
+    eprintln!(
+        "wrote {} entries to log `{name}` ({})",
+        progress.entries(),
+        progress.rates()
+    );
     Ok(())
 }
 
@@ -334,7 +342,13 @@ fn state_name(state: i32) -> &'static str {
 
 /// Reads every entry of a segment through the LogStore read path, which checks each
 /// block's CRC; `last` is the last entry the segment should hold.
-async fn check_segment(engine: &Engine, log_id: i64, segment_id: i64, last: i64) -> Check {
+async fn check_segment(
+    engine: &Engine,
+    log_id: i64,
+    segment_id: i64,
+    last: i64,
+    progress: &mut Progress,
+) -> Check {
     const BATCH_ENTRIES: usize = 10_000;
     const BATCH_BYTES: usize = 8 << 20;
     let mut next = 0i64;
@@ -353,6 +367,10 @@ async fn check_segment(engine: &Engine, log_id: i64, segment_id: i64, last: i64)
             }
             next += 1;
         }
+        let bytes: usize = batch.entries.iter().map(|(_, e)| e.len()).sum();
+        progress.add(batch.entries.len() as u64, bytes as u64, || {
+            format!("segment {segment_id} checked up to entry {}", next - 1)
+        });
         match batch.end {
             wal::logstore::ReadEnd::More => continue,
             _ if batch.entries.is_empty() || next > last => break,
@@ -389,8 +407,9 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
     .await?;
     let mut damaged = Vec::new();
     let segments = log.segments().await?;
+    let mut progress = Progress::start(format!("log inspect `{name}`"));
     for (&segment_id, meta) in &segments {
-        let (last, check) = segment_row(engine, log_id, segment_id, meta).await;
+        let (last, check) = segment_row(engine, log_id, segment_id, meta, &mut progress).await;
         let blocks = match engine.logstore.block_count(log_id, segment_id).await {
             Ok(n) => n.to_string(),
             Err(e) => {
@@ -418,6 +437,10 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
     }
     out.write_all(format!("{} segment(s), {} damaged\n", segments.len(), damaged.len()).as_bytes())
         .await?;
+    eprintln!(
+        "woodpecker: log inspect `{name}`: read and checked {}",
+        progress.summary()
+    );
     out.flush().await?;
     if !damaged.is_empty() {
         bail!("log `{name}` is damaged: {}", damaged.join("; "));
@@ -431,6 +454,7 @@ async fn segment_row(
     log_id: i64,
     segment_id: i64,
     meta: &SegmentMetadata,
+    progress: &mut Progress,
 ) -> (i64, Check) {
     if meta.state == SegmentState::Truncated as i32 {
         return (meta.last_entry_id, Check::Skipped("truncated"));
@@ -450,7 +474,10 @@ async fn segment_row(
     if last < 0 {
         return (last, Check::Ok { entries: 0 });
     }
-    (last, check_segment(engine, log_id, segment_id, last).await)
+    (
+        last,
+        check_segment(engine, log_id, segment_id, last, progress).await,
+    )
 }
 
 #[cfg(test)]

@@ -12,8 +12,11 @@
 //! same directory fails with an error saying the directory is in use.
 
 mod engine;
+mod health;
 mod log;
 mod meta;
+mod otel;
+mod progress;
 mod serve;
 
 use std::path::PathBuf;
@@ -44,6 +47,10 @@ struct GlobalArgs {
     /// file's rootPath when --config is given].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Export the engine's spans (Kafka requests, appends, flushes, fsyncs, object PUTs) over
+    /// OTLP/gRPC to this collector, for example http://jaeger:4317. Off without it.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +64,9 @@ enum Command {
     /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
     /// or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Ask a running server's health endpoint (exit 0 when healthy), for container health
+    /// checks.
+    Health(health::HealthArgs),
 }
 
 /// The commands that run on an open engine.
@@ -67,7 +77,6 @@ enum EngineCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +87,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(async {
+        let serving = matches!(cli.command, Command::Serve(_));
+        let tracing = otel::init(serving, cli.global.otlp_endpoint.as_deref())?;
+        let result = run(cli).await;
+        tracing.shutdown().await;
+        result
+    });
     // Everything that matters has finished inside `run` (writers closed, segments flushed). A
     // blocking read of stdin may still be parked on a runtime thread; it must not keep the
     // process alive, so the runtime is not waited for.
@@ -93,23 +108,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr. `RUST_LOG` sets the filter; by default `serve` logs at info level and
-/// the other commands only warnings.
-fn init_tracing(serving: bool) {
-    let default = if serving {
-        "info,wal=warn,storage=warn"
-    } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut opts = EngineOptions {
         config: cli.global.config,
@@ -121,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         // Works without the engine, which may refuse to open for the reason it shows.
         Command::Meta(cmd) => return meta::run(&opts, cmd).await,
+        Command::Health(args) => return health::run(args).await,
         Command::Log(cmd) => EngineCommand::Log(cmd),
         Command::Serve(args) => EngineCommand::Serve(args),
     };

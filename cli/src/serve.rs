@@ -113,6 +113,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         ..BrokerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
+    telemetry::catalog::set_build_info(env!("CARGO_PKG_VERSION"));
     let broker = Broker::open(
         engine.client.clone(),
         engine.meta.kv().clone(),
@@ -201,11 +202,11 @@ async fn serve_metrics(
             let mut parts = head.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-                ("GET", "/metrics") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(),
-                ),
+                ("GET", "/metrics") => {
+                    let mut text = metrics.render();
+                    telemetry::catalog::render(&mut text);
+                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
+                }
                 ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
                 ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 _ => (

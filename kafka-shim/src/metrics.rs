@@ -1,9 +1,12 @@
-//! Counters of the Kafka listener, rendered in the Prometheus text format.
+//! Counters and request latencies of the Kafka listener, rendered in the Prometheus text
+//! format.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use kafka_protocol::messages::ApiKey;
+use telemetry::Stopwatch;
+use telemetry::metrics::{Histogram, Instrument as _, Layout, label_set, write_header};
 
 /// The largest API key counted per key.
 const MAX_KEY: usize = 80;
@@ -13,6 +16,8 @@ const MAX_KEY: usize = 80;
 #[derive(Debug)]
 pub struct Metrics {
     requests: Vec<AtomicU64>,
+    /// Seconds from a request's frame being read to its response being ready, per API key.
+    request_latency: Vec<Histogram>,
     /// Bytes of record batches accepted by Produce.
     pub produced_bytes: AtomicU64,
     /// Records accepted by Produce.
@@ -41,6 +46,9 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: (0..=MAX_KEY).map(|_| AtomicU64::new(0)).collect(),
+            request_latency: (0..=MAX_KEY)
+                .map(|_| Histogram::new(&Layout::SECONDS))
+                .collect(),
             produced_bytes: AtomicU64::new(0),
             produced_records: AtomicU64::new(0),
             produce_errors: AtomicU64::new(0),
@@ -61,6 +69,16 @@ impl Metrics {
     pub fn request(&self, key: ApiKey) {
         if let Some(c) = self.requests.get(key as usize) {
             c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records how long a request of API `key` took, from its frame to its response.
+    pub fn request_done(&self, key: i16, started: Stopwatch) {
+        if let Some(h) = usize::try_from(key)
+            .ok()
+            .and_then(|k| self.request_latency.get(k))
+        {
+            h.observe(started.elapsed_nanos());
         }
     }
 
@@ -95,6 +113,22 @@ impl Metrics {
                 out,
                 "woodpecker_kafka_requests_total{{api=\"{key:?}\"}} {n}"
             );
+        }
+        const LATENCY: &str = "woodpecker_kafka_request_latency_seconds";
+        write_header(
+            &mut out,
+            LATENCY,
+            "Time from a Kafka request's frame being read to its response being ready, by API.",
+            "histogram",
+        );
+        for (i, h) in self.request_latency.iter().enumerate() {
+            if h.snapshot().count == 0 {
+                continue;
+            }
+            let Ok(key) = ApiKey::try_from(i as i16) else {
+                continue;
+            };
+            h.write_samples(&mut out, LATENCY, &label_set(&["api"], &[api_label(key)]));
         }
         let counters = [
             (
@@ -169,6 +203,34 @@ impl Metrics {
     }
 }
 
+/// The `api` label of a key: Kafka's name of the API (`Produce`, `Fetch`, ...).
+pub fn api_label(key: ApiKey) -> &'static str {
+    use ApiKey::*;
+    match key {
+        Produce => "Produce",
+        Fetch => "Fetch",
+        ListOffsets => "ListOffsets",
+        Metadata => "Metadata",
+        OffsetCommit => "OffsetCommit",
+        OffsetFetch => "OffsetFetch",
+        FindCoordinator => "FindCoordinator",
+        JoinGroup => "JoinGroup",
+        Heartbeat => "Heartbeat",
+        LeaveGroup => "LeaveGroup",
+        SyncGroup => "SyncGroup",
+        DescribeGroups => "DescribeGroups",
+        ListGroups => "ListGroups",
+        ApiVersions => "ApiVersions",
+        CreateTopics => "CreateTopics",
+        DeleteTopics => "DeleteTopics",
+        InitProducerId => "InitProducerId",
+        DescribeConfigs => "DescribeConfigs",
+        DeleteGroups => "DeleteGroups",
+        DescribeCluster => "DescribeCluster",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,9 +239,18 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         m.request(ApiKey::Produce);
+        m.request_done(ApiKey::Produce as i16, Stopwatch::start());
         m.produced(100, 3);
         let text = m.render();
         assert!(text.contains("woodpecker_kafka_requests_total{api=\"Produce\"} 1"));
+        assert!(
+            text.contains("woodpecker_kafka_request_latency_seconds_count{api=\"Produce\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "woodpecker_kafka_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 1\n"
+        ));
+        assert!(!text.contains("woodpecker_kafka_request_latency_seconds_count{api=\"Fetch\"}"));
         assert!(text.contains("woodpecker_kafka_produced_bytes_total 100"));
         assert!(text.contains("# TYPE woodpecker_kafka_connections gauge"));
     }

@@ -23,10 +23,13 @@
 //! through a small pool of log readers kept at the position the last fetch ended.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use telemetry::Stopwatch;
 use tokio::sync::watch;
 use wal::client::{Client, ClientError, LogHandle, LogReader, LogWriter};
 use wal::message::{LogMessageId, WriteMessage};
@@ -244,6 +247,65 @@ pub struct PartitionError {
     source: ClientError,
 }
 
+/// How far the scan that rebuilds a partition's index has come: it logs a line every
+/// [`ScanProgress::EVERY`] while it runs (a large partition takes a while after a start), and
+/// its counts and rate end up in the "partition opened" line.
+struct ScanProgress<'a> {
+    topic: &'a str,
+    partition: i32,
+    started: Stopwatch,
+    next: Duration,
+    batches: u64,
+    bytes: u64,
+}
+
+impl<'a> ScanProgress<'a> {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn start(topic: &'a str, partition: i32) -> Self {
+        ScanProgress {
+            topic,
+            partition,
+            started: Stopwatch::start(),
+            next: Self::EVERY,
+            batches: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts one stored batch of `size` bytes at `at`, the scan ending at `target`.
+    fn batch(&mut self, size: usize, at: LogMessageId, target: LogMessageId) {
+        self.batches += 1;
+        self.bytes += size as u64;
+        if self.batches % 256 != 0 || self.started.elapsed() < self.next {
+            return;
+        }
+        self.next = self.started.elapsed() + Self::EVERY;
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            progress = %self,
+            at = %at,
+            until = %target,
+            "scanning the partition's log to rebuild its index"
+        );
+    }
+}
+
+impl fmt::Display for ScanProgress<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.started.elapsed().as_secs_f64();
+        let mib = self.bytes as f64 / (1024.0 * 1024.0);
+        write!(
+            f,
+            "{} batches ({mib:.1} MiB) in {secs:.1} s ({:.0} batches/s, {:.1} MiB/s)",
+            self.batches,
+            self.batches as f64 / secs.max(1e-9),
+            mib / secs.max(1e-9)
+        )
+    }
+}
+
 impl Partition {
     /// Opens the partition stored in `log_name`: takes over its writer (fencing any older
     /// one) and rebuilds the index from the log.
@@ -280,6 +342,7 @@ impl Partition {
         let truncated = handle.truncation_point().await.map_err(err)?;
         let mut index = Index::default();
         let mut producers: HashMap<i64, ProducerState> = HashMap::new();
+        let mut scan = ScanProgress::start(topic, partition);
         if let Some(target) = target
             && truncated.is_none_or(|t| t < target)
         {
@@ -310,6 +373,7 @@ impl Partition {
                             .or_default()
                             .record(&h, h.base_offset);
                     }
+                    scan.batch(entry.size, msg.id, target);
                     index.cached += entry.size;
                     index.stored += entry.size as u64;
                     index.committed.push_back(entry);
@@ -335,6 +399,7 @@ impl Partition {
             log_start = index.log_start,
             high_watermark = next_offset,
             batches = index.committed.len(),
+            scanned = %scan,
             "partition opened"
         );
         let auditor = handle.start_auditor();

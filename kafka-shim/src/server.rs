@@ -32,11 +32,13 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, api_versions_response,
 };
 use kafka_protocol::protocol::Encodable;
+use telemetry::Stopwatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::broker::{Broker, Reply};
 use crate::codec::{self, Body, Prefix};
@@ -298,6 +300,7 @@ impl Refusals {
 struct InFlight {
     correlation_id: i32,
     header_version: i16,
+    timing: RequestTiming,
     reply: BoxFuture<'static, Reply>,
 }
 
@@ -324,6 +327,7 @@ async fn connection(
     // data) reaches the task that writes its response directly.
     let max_in_flight = config.max_in_flight.max(1);
     let writer_state = state.clone();
+    let metrics = broker.metrics().clone();
     let mut writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
         let mut pending = FuturesOrdered::new();
@@ -333,14 +337,16 @@ async fn connection(
                 req = rx.recv(), if open && pending.len() < max_in_flight => {
                     match req {
                         Some(req) => {
-                            let InFlight { correlation_id, header_version, reply } = req;
+                            let InFlight { correlation_id, header_version, timing, reply } = req;
+                            let metrics = metrics.clone();
                             pending.push_back(async move {
-                                let reply = AssertUnwindSafe(reply)
+                                let reply = AssertUnwindSafe(reply.instrument(timing.span.clone()))
                                     .catch_unwind()
                                     .await
                                     .unwrap_or_else(|_| {
                                         Err(ShimError::Encode("a request's handler panicked".into()))
                                     });
+                                metrics.request_done(timing.api, timing.started);
                                 (correlation_id, header_version, reply)
                             });
                         }
@@ -404,6 +410,7 @@ async fn connection(
             state.in_flight.fetch_add(1, Ordering::AcqRel);
             state.touch();
             let prefix = Prefix::read(&frame)?;
+            let timing = RequestTiming::start(&prefix);
             if prefix.key == ApiKey::ApiVersions as i16 {
                 // Answered here, not by the broker: counted here.
                 broker.metrics().request(ApiKey::ApiVersions);
@@ -412,7 +419,7 @@ async fn connection(
                     // KIP-511: answer in v0 with the ranges we serve.
                     let body = encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?;
                     let done = Box::pin(async move { Ok(Some(body)) });
-                    send(&tx, prefix.correlation_id, 0, done).await?;
+                    send(&tx, prefix.correlation_id, 0, timing, done).await?;
                     continue;
                 }
             }
@@ -442,11 +449,14 @@ async fn connection(
                 resp.encode(&mut body, request.version)
                     .map_err(|e| ShimError::Encode(e.to_string()))?;
                 let done = Box::pin(async move { Ok(Some(body)) });
-                send(&tx, prefix.correlation_id, header_version, done).await?;
+                send(&tx, prefix.correlation_id, header_version, timing, done).await?;
                 continue;
             }
-            let rest = broker.handle(request).await?;
-            send(&tx, prefix.correlation_id, header_version, rest).await?;
+            let rest = broker
+                .handle(request)
+                .instrument(timing.span.clone())
+                .await?;
+            send(&tx, prefix.correlation_id, header_version, timing, rest).await?;
         }
     }
     .await;
@@ -537,15 +547,49 @@ async fn read_request(
     Ok(Some(frame.freeze()))
 }
 
+/// What measuring a request needs: its API key, when its frame was read, and its
+/// `kafka.request` span (disabled, and free, unless spans are exported). The span ends, and
+/// the latency is recorded, when the response is ready to be written.
+struct RequestTiming {
+    api: i16,
+    started: Stopwatch,
+    span: tracing::Span,
+}
+
+impl RequestTiming {
+    fn start(prefix: &Prefix) -> Self {
+        let api = prefix.key;
+        RequestTiming {
+            api,
+            started: Stopwatch::start(),
+            span: tracing::debug_span!(
+                target: telemetry::trace::SPAN_TARGET,
+                "kafka.request",
+                api = ApiKey::try_from(api).map_or("unknown", api_name),
+                api_key = api,
+                api_version = prefix.version,
+                correlation_id = prefix.correlation_id,
+            ),
+        }
+    }
+}
+
+/// The Kafka name of an API key, for span fields.
+fn api_name(key: ApiKey) -> &'static str {
+    crate::metrics::api_label(key)
+}
+
 async fn send(
     tx: &mpsc::Sender<InFlight>,
     correlation_id: i32,
     header_version: i16,
+    timing: RequestTiming,
     reply: BoxFuture<'static, Reply>,
 ) -> Result<(), ShimError> {
     tx.send(InFlight {
         correlation_id,
         header_version,
+        timing,
         reply,
     })
     .await

@@ -118,6 +118,8 @@ impl Engine {
             }
             Err(e) => return Err(EngineError::Meta(e)),
         };
+        // Metrics of this engine's logs are labelled `log_ns` = `<bucket>/<rootPath>`, as Go's.
+        telemetry::catalog::set_log_namespace(&config.minio.bucket_name, &config.minio.root_path);
         let backend = if storage_section.kind == StorageType::Local {
             Backend::local(&data_root, &config.minio.root_path)
         } else {

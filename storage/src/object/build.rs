@@ -10,8 +10,8 @@
 //! | `local` (extension) | a directory named by `address` | atomic link |
 //! | `memory` (extension) | process memory | in-process check |
 //!
-//! The raw backend is wrapped, innermost first, in optional fault injection, counters and
-//! retries; the backend's own retries are turned off so that [`super::retry`] is the only layer
+//! The raw backend is wrapped, innermost first, in optional fault injection, counters,
+//! retries and the Prometheus metrics ([`super::metrics::MeteredStore`]); the backend's own retries are turned off so that [`super::retry`] is the only layer
 //! that decides what may be sent twice.
 
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 use super::faults::FaultInjectingStore;
 use super::forbid_overwrite::ForbidOverwriteStore;
-use super::metrics::{CountingStore, StoreCounters};
+use super::metrics::{CountingStore, MeteredStore, StoreCounters};
 use super::retry::{RetryPolicy, RetryingStore};
 use super::{BackendKind, Capabilities, ObjectStorage};
 use crate::config::{CloudProvider, MinioConfig};
@@ -77,6 +77,7 @@ pub async fn build_object_storage(cfg: &MinioConfig, opts: BuildOptions) -> Resu
     if policy.max_retries > 0 {
         store = Arc::new(RetryingStore::new(store, policy));
     }
+    store = Arc::new(MeteredStore::new(store, &cfg.root_path));
     let storage = ObjectStorage::new(store, kind, caps, &cfg.bucket_name, &cfg.root_path)?;
     if cfg.create_bucket {
         match s3_for_bucket {

@@ -1,14 +1,21 @@
-//! Counters for object store traffic: requests, errors, bytes and time per operation.
+//! Object store traffic, measured.
 //!
-//! A [`CountingStore`] sits outermost (above retries) so that it counts what callers asked for,
-//! or innermost to count what went on the wire; [`StoreCounters`] is shared and read with
-//! [`StoreCounters::snapshot`] by whatever exports metrics.
+//! * [`CountingStore`]: counters a caller owns (requests, errors, bytes and time per
+//!   operation), outermost (above retries) to count what callers asked for or innermost to
+//!   count what went on the wire; [`StoreCounters::snapshot`] reads them. Tests and benchmarks
+//!   use it.
+//! * [`MeteredStore`]: the process's Prometheus metrics under Go Woodpecker's names, and the
+//!   `object.put` span; every store [`super::build_object_storage`] builds has it outermost.
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use telemetry::Stopwatch;
+use telemetry::catalog::{ObjectOp, ObjectStorageMetrics};
+use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,7 +24,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 use super::faults::Op;
@@ -210,5 +217,228 @@ impl ObjectStore for CountingStore {
         let r = self.inner.rename_opts(from, to, options).await;
         self.counters.record(Op::Copy, started, r.is_ok(), 0);
         r
+    }
+}
+
+/// An [`ObjectStore`] that records Go Woodpecker's object-storage metrics
+/// (`woodpecker_server_object_storage_*`, see [`telemetry::catalog`]) and an `object.put`
+/// span per PUT.
+///
+/// It sits outermost, above retries: a call's latency is what its caller waited, as in Go
+/// (whose minio client retries inside the measured call). `log_id` comes from the key: the
+/// first component under the root (`<root>/<logId>/<segId>/...`) when it and the next one are
+/// numbers, else empty. The metric handles of each log are resolved once; a call costs a
+/// read lock on that cache, two clock reads and a few atomic adds.
+#[derive(Debug, Clone)]
+pub struct MeteredStore {
+    inner: Arc<dyn ObjectStore>,
+    /// The root prefix with a trailing `/` (empty for none).
+    root: String,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`, whose keys live under `root` (`minio.rootPath`).
+    pub fn new(inner: Arc<dyn ObjectStore>, root: &str) -> Self {
+        let root = root.trim_matches('/');
+        MeteredStore {
+            inner,
+            root: if root.is_empty() {
+                String::new()
+            } else {
+                format!("{root}/")
+            },
+        }
+    }
+
+    /// The log a key belongs to.
+    fn log_id(&self, location: &Path) -> Option<i64> {
+        let key = location.as_ref().strip_prefix(self.root.as_str())?;
+        let mut parts = key.split('/');
+        let log = parts.next()?;
+        let segment = parts.next()?;
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (numeric(log) && numeric(segment))
+            .then(|| log.parse().ok())
+            .flatten()
+    }
+
+    fn record(&self, location: &Path, op: ObjectOp, started: Stopwatch, ok: bool, bytes: u64) {
+        ObjectStorageMetrics::for_log(self.log_id(location)).record(
+            op,
+            ok,
+            started.elapsed_nanos(),
+            bytes,
+        );
+    }
+}
+
+impl fmt::Display for MeteredStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Metered({})", self.inner)
+    }
+}
+
+/// Records a listing when its stream ends or is dropped.
+struct ListGuard {
+    metrics: &'static ObjectStorageMetrics,
+    started: Stopwatch,
+    failed: bool,
+}
+
+impl Drop for ListGuard {
+    fn drop(&mut self) {
+        self.metrics.record(
+            ObjectOp::List,
+            !self.failed,
+            self.started.elapsed_nanos(),
+            0,
+        );
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MeteredStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let op = match opts.mode {
+            PutMode::Overwrite => ObjectOp::Put,
+            _ if super::has_fence_metadata(&opts.attributes) => ObjectOp::PutFence,
+            PutMode::Create | PutMode::Update(_) => ObjectOp::ConditionPut,
+        };
+        let len = payload.content_length() as u64;
+        let span = tracing::debug_span!(target: telemetry::trace::SPAN_TARGET, "object.put", key = %location, bytes = len, operation = op.label());
+        let started = Stopwatch::start();
+        let r = self
+            .inner
+            .put_opts(location, payload, opts)
+            .instrument(span)
+            .await;
+        self.record(location, op, started, r.is_ok(), len);
+        r
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let started = Stopwatch::start();
+        let r = self.inner.put_multipart_opts(location, opts).await;
+        self.record(location, ObjectOp::Put, started, r.is_ok(), 0);
+        r
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let started = Stopwatch::start();
+        let op = if options.head {
+            ObjectOp::Stat
+        } else {
+            ObjectOp::Get
+        };
+        let r = self.inner.get_opts(location, options).await;
+        let bytes = match (&r, op) {
+            (Ok(g), ObjectOp::Get) => g.range.end - g.range.start,
+            _ => 0,
+        };
+        // A missing object is an answer, not a failure of the store.
+        let ok = matches!(&r, Ok(_) | Err(object_store::Error::NotFound { .. }));
+        self.record(location, op, started, ok, bytes);
+        r
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let started = Stopwatch::start();
+        let r = self.inner.get_ranges(location, ranges).await;
+        let bytes = r
+            .as_ref()
+            .map(|v| v.iter().map(|b| b.len() as u64).sum())
+            .unwrap_or(0);
+        self.record(location, ObjectOp::Get, started, r.is_ok(), bytes);
+        r
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let this = self.clone();
+        let started = Stopwatch::start();
+        self.inner
+            .delete_stream(locations)
+            .map(move |r| {
+                match &r {
+                    Ok(p) => this.record(p, ObjectOp::Remove, started, true, 0),
+                    Err(_) => ObjectStorageMetrics::for_log(None).record(
+                        ObjectOp::Remove,
+                        false,
+                        started.elapsed_nanos(),
+                        0,
+                    ),
+                }
+                r
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let mut guard = ListGuard {
+            metrics: ObjectStorageMetrics::for_log(prefix.and_then(|p| self.log_id(p))),
+            started: Stopwatch::start(),
+            failed: false,
+        };
+        self.inner
+            .list(prefix)
+            .map(move |r| {
+                // The whole guard moves into the closure (not just the flag), so that it is
+                // dropped, and records, with the stream.
+                let guard = &mut guard;
+                guard.failed |= r.is_err();
+                r
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let started = Stopwatch::start();
+        let r = self.inner.list_with_delimiter(prefix).await;
+        let metrics = ObjectStorageMetrics::for_log(prefix.and_then(|p| self.log_id(p)));
+        metrics.record(ObjectOp::List, r.is_ok(), started.elapsed_nanos(), 0);
+        r
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        let started = Stopwatch::start();
+        let r = self.inner.copy_opts(from, to, options).await;
+        self.record(to, ObjectOp::Copy, started, r.is_ok(), 0);
+        r
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        let started = Stopwatch::start();
+        let r = self.inner.rename_opts(from, to, options).await;
+        self.record(to, ObjectOp::Copy, started, r.is_ok(), 0);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[test]
+    fn the_log_id_comes_from_the_key_under_the_root() {
+        let m = MeteredStore::new(Arc::new(InMemory::new()), "/files/wp/");
+        assert_eq!(m.log_id(&Path::from("files/wp/12/0/3.blk")), Some(12));
+        assert_eq!(m.log_id(&Path::from("files/wp/12/0/footer.blk")), Some(12));
+        assert_eq!(m.log_id(&Path::from("files/wp/probe/x")), None);
+        assert_eq!(m.log_id(&Path::from("files/wp/12")), None);
+        assert_eq!(m.log_id(&Path::from("other/12/0/3.blk")), None);
+        let bare = MeteredStore::new(Arc::new(InMemory::new()), "");
+        assert_eq!(bare.log_id(&Path::from("5/1/0.blk")), Some(5));
     }
 }

@@ -455,6 +455,18 @@ fn pad(buf: &mut impl Sink, seq: u64) {
 /// the write (`EINVAL`: it wants another alignment) gets this and every later commit of the
 /// file written plainly; nothing was written by the refused call.
 fn write_commit(current: &mut Current, buf: &[u8]) -> io::Result<()> {
+    let bytes = buf.len();
+    let _span = tracing::debug_span!(target: telemetry::trace::SPAN_TARGET, "storage.fsync", file = "journal", bytes).entered();
+    let timer = telemetry::Stopwatch::start();
+    write_durably(current, buf)?;
+    let (latency, synced) = telemetry::catalog::fsync(telemetry::catalog::FsyncFile::Journal);
+    latency.observe(timer.elapsed_nanos());
+    synced.add(bytes as u64);
+    Ok(())
+}
+
+/// The durable write of [`write_commit`].
+fn write_durably(current: &mut Current, buf: &[u8]) -> io::Result<()> {
     if current.direct {
         match current.file.write_all_at(buf, current.size) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {

@@ -599,7 +599,7 @@ impl WriterInner {
             }
             return Err(io_error("write", &self.path, e));
         }
-        if sync && let Err(e) = file.sync_data() {
+        if sync && let Err(e) = fsync_segment(file, buf.len()) {
             self.broken = true;
             return Err(io_error("fsync", &self.path, e));
         }
@@ -1192,15 +1192,34 @@ pub(crate) fn io_error(op: &'static str, path: &Path, e: io::Error) -> Error {
     }
 }
 
-/// Runs blocking file work on the blocking pool.
+/// `fdatasync` of a segment file after `bytes` were written, measured and traced.
+fn fsync_segment(file: &File, bytes: usize) -> io::Result<()> {
+    let _span = tracing::debug_span!(target: telemetry::trace::SPAN_TARGET, "storage.fsync", file = "segment", bytes).entered();
+    let timer = telemetry::Stopwatch::start();
+    file.sync_data()?;
+    let (latency, synced) = telemetry::catalog::fsync(telemetry::catalog::FsyncFile::Segment);
+    latency.observe(timer.elapsed_nanos());
+    synced.add(bytes as u64);
+    Ok(())
+}
+
+/// Runs blocking file work on the blocking pool, inside the caller's span when spans are
+/// exported.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(Error::Backend {
-            op: "spawn_blocking",
-            path: String::new(),
-            source: Box::new(e),
+    let span = if telemetry::trace::exporting() {
+        tracing::Span::current()
+    } else {
+        tracing::Span::none()
+    };
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::Backend {
+                op: "spawn_blocking",
+                path: String::new(),
+                source: Box::new(e),
+            })
         })
-    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use proto::meta::{SegmentMetadata, SegmentState};
+use telemetry::Stopwatch;
+use telemetry::catalog::ClientLogMetrics;
+use telemetry::metrics::Histogram;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -36,19 +39,34 @@ use crate::meta::kv::Revision;
 use crate::meta::{MetaError, WriterLock};
 
 /// Who is told the outcome of a write.
-enum Answer {
+enum Reply {
     Channel(oneshot::Sender<Result<LogMessageId>>),
     Callback(Box<dyn FnOnce(Result<LogMessageId>) + Send>),
 }
 
+/// A write's reply, with what its measurement needs when it is answered: the append latency
+/// histogram of its log, when it was issued, and its `wal.append` span (disabled, and free,
+/// unless spans are exported).
+struct Answer {
+    reply: Reply,
+    issued: Stopwatch,
+    latency: &'static Histogram,
+    span: tracing::Span,
+}
+
 impl Answer {
     fn send(self, r: Result<LogMessageId>) {
-        match self {
-            Answer::Channel(tx) => {
+        if r.is_ok() {
+            self.latency.observe(self.issued.elapsed_nanos());
+        }
+        match self.reply {
+            Reply::Channel(tx) => {
                 let _ = tx.send(r);
             }
-            Answer::Callback(f) => f(r),
+            Reply::Callback(f) => f(r),
         }
+        // The span ends with the answer.
+        drop(self.span);
     }
 }
 
@@ -175,6 +193,7 @@ impl LogWriter {
         let core = Arc::new(Core {
             log,
             log_id,
+            metrics: ClientLogMetrics::for_log(log_id),
             permits: Arc::new(Semaphore::new(shared.settings.max_in_flight.max(1))),
             shared,
             validity: validity.clone(),
@@ -237,7 +256,7 @@ impl LogWriter {
         msg: WriteMessage,
     ) -> impl Future<Output = Result<LogMessageId>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.issue(&msg, Answer::Channel(tx));
+        self.issue(&msg, Reply::Channel(tx));
         let log = self.core.log.clone();
         async move { rx.await.unwrap_or(Err(ClientError::WriterClosed { log })) }
     }
@@ -252,15 +271,24 @@ impl LogWriter {
         msg: WriteMessage,
         done: impl FnOnce(Result<LogMessageId>) + Send + 'static,
     ) {
-        self.issue(&msg, Answer::Callback(Box::new(done)));
+        self.issue(&msg, Reply::Callback(Box::new(done)));
     }
 
-    fn issue(&self, msg: &WriteMessage, answer: Answer) {
+    fn issue(&self, msg: &WriteMessage, reply: Reply) {
+        let metrics = &self.core.metrics;
+        let answer = Answer {
+            reply,
+            issued: Stopwatch::start(),
+            latency: metrics.append_latency,
+            span: tracing::debug_span!(target: telemetry::trace::SPAN_TARGET, "wal.append", log_id = self.core.log_id),
+        };
         let encoded = msg.encode().map_err(ClientError::from);
         let data = match encoded.and_then(|d| self.core.validity.check().map(|()| d)) {
             Ok(d) => d,
             Err(e) => return answer.send(Err(e)),
         };
+        metrics.append_requests.inc();
+        metrics.append_bytes.observe(data.len() as u64);
         let mut slot = self.core.lock_slot();
         let Some(answer) = self.core.try_in_line(&mut slot, &data, answer) else {
             return;
@@ -500,6 +528,8 @@ struct Slot {
 struct Core {
     log: String,
     log_id: i64,
+    /// This log's append metrics (`woodpecker_client_append_*`).
+    metrics: ClientLogMetrics,
     shared: Arc<Shared>,
     validity: Arc<Validity>,
     permits: Arc<Semaphore>,

@@ -36,8 +36,11 @@ use storage::object::ObjectStorage;
 use storage::segment::journal::Journal;
 use storage::segment::local::{BlockInfo, BlockWrite, DATA_FILE, LocalSegmentWriter};
 use storage::segment::object::{ObjectSegmentWriter, PreparedBlock, SegmentObjects};
+use telemetry::Stopwatch;
+use telemetry::catalog::ServerLogMetrics;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::buffer::{Admit, ReadyBatch, SequentialBuffer};
 use super::error::{LogStoreError, Result, StorageKind};
@@ -324,6 +327,9 @@ impl SegmentProcessor {
             shared: shared.clone(),
             writer,
             clock,
+            metrics: ServerLogMetrics::for_log(log_id),
+            log_id,
+            segment_id,
             finalized_last: None,
             in_flight: FuturesOrdered::new(),
             deferred: false,
@@ -665,6 +671,10 @@ struct Flusher {
     shared: Arc<Shared>,
     writer: Writer,
     clock: ClockRef,
+    /// This log's flush metrics (`woodpecker_server_file_flush_latency`, `..._bytes_written`).
+    metrics: ServerLogMetrics,
+    log_id: i64,
+    segment_id: i64,
     finalized_last: Option<i64>,
     /// Blocks in flight, oldest first. Consecutive flushes overlap (object segments: up to
     /// `max_flush_threads` uploads; local segments: up to [`LOCAL_IN_FLIGHT`] journal
@@ -783,9 +793,18 @@ impl Flusher {
     }
 
     async fn flush_batch(&mut self, batch: ReadyBatch) {
+        let span = tracing::debug_span!(
+            target: telemetry::trace::SPAN_TARGET,
+            "logstore.flush",
+            log_id = self.log_id,
+            segment_id = self.segment_id,
+            first_entry_id = batch.first_id,
+            entries = batch.entries.len(),
+            bytes = batch.bytes,
+        );
         match &self.writer {
-            Writer::Object(_) => self.start_uploads(batch),
-            Writer::Local(_) => self.flush_local(batch).await,
+            Writer::Object(_) => self.start_uploads(batch, span),
+            Writer::Local(_) => self.flush_local(batch, span).await,
             Writer::FencedObject(objects) => {
                 let e = LogStoreError::SegmentFenced {
                     segment: self.shared.segment.to_string(),
@@ -811,17 +830,35 @@ impl Flusher {
 
     /// Writes `batch` as one block: acknowledged at once when it was synced in `data.log`,
     /// queued behind the blocks in flight when it waits for the journal.
-    async fn flush_local(&mut self, batch: ReadyBatch) {
+    async fn flush_local(&mut self, batch: ReadyBatch, span: tracing::Span) {
         let Writer::Local(w) = &self.writer else {
             return;
         };
-        match w.write_block(batch.first_id, &batch.entries).await {
-            Ok(BlockWrite::Durable(info)) => self.acknowledge(info.last_entry_id),
+        let timer = Stopwatch::start();
+        let bytes = batch.bytes as u64;
+        let metrics = self.metrics;
+        match w
+            .write_block(batch.first_id, &batch.entries)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(BlockWrite::Durable(info)) => {
+                metrics.flush_latency.observe(timer.elapsed_nanos());
+                metrics.flush_bytes.add(bytes);
+                self.acknowledge(info.last_entry_id);
+            }
             Ok(BlockWrite::Journaled(block)) => {
-                self.in_flight.push_back(Box::pin(async move {
-                    let (info, r) = block.durable().await;
-                    Done::Journaled(info, r)
-                }));
+                self.in_flight.push_back(Box::pin(
+                    async move {
+                        let (info, r) = block.durable().await;
+                        if r.is_ok() {
+                            metrics.flush_latency.observe(timer.elapsed_nanos());
+                            metrics.flush_bytes.add(bytes);
+                        }
+                        Done::Journaled(info, r)
+                    }
+                    .instrument(span),
+                ));
             }
             Err(e) => {
                 let e = LogStoreError::block_failed(self.segment(), &e);
@@ -832,7 +869,8 @@ impl Flusher {
 
     /// Prepares `batch` as blocks and queues their uploads (with retries) behind the ones in
     /// flight.
-    fn start_uploads(&mut self, batch: ReadyBatch) {
+    fn start_uploads(&mut self, batch: ReadyBatch, span: tracing::Span) {
+        let metrics = self.metrics;
         let policy = self.shared.policy.clone();
         let segment = self.shared.segment.clone();
         let Writer::Object(w) = &mut self.writer else {
@@ -854,10 +892,18 @@ impl Flusher {
             let objects = objects.clone();
             let clock = self.clock.clone();
             let policy = policy.clone();
-            self.in_flight.push_back(Box::pin(async move {
-                let r = upload(&objects, &block, clock.as_ref(), &policy).await;
-                Done::Uploaded(block, r)
-            }));
+            self.in_flight.push_back(Box::pin(
+                async move {
+                    let timer = Stopwatch::start();
+                    let r = upload(&objects, &block, clock.as_ref(), &policy).await;
+                    if r.is_ok() {
+                        metrics.flush_latency.observe(timer.elapsed_nanos());
+                        metrics.flush_bytes.add(block.bytes.len() as u64);
+                    }
+                    Done::Uploaded(block, r)
+                }
+                .instrument(span.clone()),
+            ));
         }
     }
 

@@ -1,0 +1,410 @@
+//! The engine's metrics: one place that names them all, as Go Woodpecker's
+//! `common/metrics` does.
+//!
+//! Where this engine measures what Go Woodpecker measures, the metric has Go's name, labels,
+//! label values and unit, so that a dashboard or alert written for Go Woodpecker reads this
+//! engine unchanged: latencies named `*_latency` are in **milliseconds** (Go observes
+//! `time.Since(start).Milliseconds()`; here the buckets reach below one millisecond, since a
+//! local append takes a fraction of one), `log_ns` is `<minio.bucketName>/<minio.rootPath>`,
+//! `node_id` is the `NODE_NAME` environment variable or `embed`. Metrics Go does not have use
+//! Prometheus' conventions: a unit in the name, seconds for time.
+//!
+//! Handles are resolved once per log ([`ClientLogMetrics::for_log`],
+//! [`ServerLogMetrics::for_log`]) or per object-store call site
+//! ([`ObjectStorageMetrics::for_log`]) and kept; observing through them is lock-free.
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use crate::metrics::{Counter, Family, Gauge, Histogram, Layout, Render, render_all};
+
+/// `woodpecker_client_append_requests_total{log_ns,log_id}`: appends issued by writers.
+pub static CLIENT_APPEND_REQUESTS: Family<Counter> = Family::new(
+    "woodpecker_client_append_requests_total",
+    "Total number of append requests",
+    &["log_ns", "log_id"],
+    (),
+);
+
+/// `woodpecker_client_append_bytes{log_ns,log_id}`: the size of each append.
+pub static CLIENT_APPEND_BYTES: Family<Histogram> = Family::new(
+    "woodpecker_client_append_bytes",
+    "Size of append operations in bytes",
+    &["log_ns", "log_id"],
+    &Layout::APPEND_BYTES,
+);
+
+/// `woodpecker_client_append_latency{log_ns,log_id}`: milliseconds from issuing an append to
+/// its acknowledgement (durable), for appends that succeeded.
+pub static CLIENT_APPEND_LATENCY: Family<Histogram> = Family::new(
+    "woodpecker_client_append_latency",
+    "Latency of append operations",
+    &["log_ns", "log_id"],
+    &Layout::MILLIS,
+);
+
+/// `woodpecker_server_file_flush_latency{node_id,log_ns,log_id}`: milliseconds to make one
+/// flushed block durable (local: write and fsync or journal commit; objects: the PUT).
+pub static SERVER_FILE_FLUSH_LATENCY: Family<Histogram> = Family::new(
+    "woodpecker_server_file_flush_latency",
+    "Latency of flush blocks operations",
+    &["node_id", "log_ns", "log_id"],
+    &Layout::MILLIS,
+);
+
+/// `woodpecker_server_flush_bytes_written{node_id,log_ns,log_id}`: block bytes flushed.
+pub static SERVER_FLUSH_BYTES_WRITTEN: Family<Counter> = Family::new(
+    "woodpecker_server_flush_bytes_written",
+    "Total block bytes flushed",
+    &["node_id", "log_ns", "log_id"],
+    (),
+);
+
+/// `woodpecker_server_object_storage_operations_total{node_id,log_ns,log_id,operation,status}`.
+pub static OBJECT_STORAGE_OPERATIONS: Family<Counter> = Family::new(
+    "woodpecker_server_object_storage_operations_total",
+    "Total number of object storage operations",
+    &["node_id", "log_ns", "log_id", "operation", "status"],
+    (),
+);
+
+/// `woodpecker_server_object_storage_operation_latency{node_id,log_ns,log_id,operation,status}`:
+/// milliseconds per call, retries included (what the caller waited).
+pub static OBJECT_STORAGE_OPERATION_LATENCY: Family<Histogram> = Family::new(
+    "woodpecker_server_object_storage_operation_latency",
+    "Latency of object storage operations",
+    &["node_id", "log_ns", "log_id", "operation", "status"],
+    &Layout::MILLIS,
+);
+
+/// `woodpecker_server_object_storage_request_bytes{node_id,log_ns,log_id,operation}`.
+pub static OBJECT_STORAGE_REQUEST_BYTES: Family<Histogram> = Family::new(
+    "woodpecker_server_object_storage_request_bytes",
+    "Size of individual object storage requests in bytes",
+    &["node_id", "log_ns", "log_id", "operation"],
+    &Layout::REQUEST_BYTES,
+);
+
+/// `woodpecker_server_object_storage_bytes_transferred{node_id,log_ns,log_id,operation}`.
+pub static OBJECT_STORAGE_BYTES_TRANSFERRED: Family<Counter> = Family::new(
+    "woodpecker_server_object_storage_bytes_transferred",
+    "Total bytes transferred to/from object storage",
+    &["node_id", "log_ns", "log_id", "operation"],
+    (),
+);
+
+/// `woodpecker_server_fsync_latency_seconds{node_id,file}` (this engine's): one durable write
+/// of a local file: `segment` (a block's `fdatasync` in its `data.log`) or `journal` (a group
+/// commit: an `O_DSYNC` write, or a write and an `fdatasync`).
+pub static SERVER_FSYNC_LATENCY: Family<Histogram> = Family::new(
+    "woodpecker_server_fsync_latency_seconds",
+    "Time of one durable write of a local file (fdatasync, or an O_DSYNC journal write)",
+    &["node_id", "file"],
+    &Layout::SECONDS,
+);
+
+/// `woodpecker_server_fsync_bytes_total{node_id,file}` (this engine's): bytes those durable
+/// writes covered.
+pub static SERVER_FSYNC_BYTES: Family<Counter> = Family::new(
+    "woodpecker_server_fsync_bytes_total",
+    "Bytes made durable by fdatasync or O_DSYNC journal writes",
+    &["node_id", "file"],
+    (),
+);
+
+/// `woodpecker_build_info{version}` (this engine's): always 1.
+pub static BUILD_INFO: Family<Gauge> = Family::new(
+    "woodpecker_build_info",
+    "Build of the running woodpecker-rs (value 1)",
+    &["version"],
+    (),
+);
+
+/// Every metric above, in exposition order.
+pub static ALL: [&dyn Render; 12] = [
+    &BUILD_INFO,
+    &CLIENT_APPEND_REQUESTS,
+    &CLIENT_APPEND_BYTES,
+    &CLIENT_APPEND_LATENCY,
+    &SERVER_FILE_FLUSH_LATENCY,
+    &SERVER_FLUSH_BYTES_WRITTEN,
+    &SERVER_FSYNC_LATENCY,
+    &SERVER_FSYNC_BYTES,
+    &OBJECT_STORAGE_OPERATIONS,
+    &OBJECT_STORAGE_OPERATION_LATENCY,
+    &OBJECT_STORAGE_REQUEST_BYTES,
+    &OBJECT_STORAGE_BYTES_TRANSFERRED,
+];
+
+/// Writes every engine metric in the Prometheus text format.
+pub fn render(out: &mut String) {
+    render_all(&ALL, out);
+}
+
+/// Marks the build (`woodpecker_build_info{version}` = 1).
+pub fn set_build_info(version: &str) {
+    BUILD_INFO.with(&[version]).set(1);
+}
+
+/// This node's id for `node_id` labels: `NODE_NAME`, else `embed` (as Go Woodpecker).
+pub fn node_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| match std::env::var("NODE_NAME") {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => "embed".to_string(),
+    })
+}
+
+static LOG_NAMESPACE: RwLock<String> = RwLock::new(String::new());
+
+/// Sets `log_ns` for handles resolved from now on: `<bucket>/<root path>` (Go's
+/// `BuildLogNs`). The engine sets it when it opens; a process with several engines labels
+/// each log with the namespace current when its handles were made.
+pub fn set_log_namespace(bucket: &str, root_path: &str) {
+    let ns = format!("{bucket}/{root_path}");
+    *LOG_NAMESPACE.write().unwrap_or_else(|p| p.into_inner()) = ns;
+}
+
+/// The current `log_ns`.
+pub fn log_namespace() -> String {
+    LOG_NAMESPACE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// A writer's handles for one log.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLogMetrics {
+    /// `woodpecker_client_append_requests_total`.
+    pub append_requests: &'static Counter,
+    /// `woodpecker_client_append_bytes`.
+    pub append_bytes: &'static Histogram,
+    /// `woodpecker_client_append_latency`.
+    pub append_latency: &'static Histogram,
+}
+
+impl ClientLogMetrics {
+    /// The handles of log `log_id` in the current namespace.
+    pub fn for_log(log_id: i64) -> Self {
+        let ns = log_namespace();
+        let id = log_id.to_string();
+        let labels = [ns.as_str(), id.as_str()];
+        ClientLogMetrics {
+            append_requests: CLIENT_APPEND_REQUESTS.with(&labels),
+            append_bytes: CLIENT_APPEND_BYTES.with(&labels),
+            append_latency: CLIENT_APPEND_LATENCY.with(&labels),
+        }
+    }
+}
+
+/// A segment processor's handles for its log.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLogMetrics {
+    /// `woodpecker_server_file_flush_latency`.
+    pub flush_latency: &'static Histogram,
+    /// `woodpecker_server_flush_bytes_written`.
+    pub flush_bytes: &'static Counter,
+}
+
+impl ServerLogMetrics {
+    /// The handles of log `log_id` in the current namespace.
+    pub fn for_log(log_id: i64) -> Self {
+        let ns = log_namespace();
+        let id = log_id.to_string();
+        let labels = [node_id(), ns.as_str(), id.as_str()];
+        ServerLogMetrics {
+            flush_latency: SERVER_FILE_FLUSH_LATENCY.with(&labels),
+            flush_bytes: SERVER_FLUSH_BYTES_WRITTEN.with(&labels),
+        }
+    }
+}
+
+/// Which local file a durable write was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncFile {
+    /// A segment's `data.log`.
+    Segment,
+    /// The group-commit journal.
+    Journal,
+}
+
+/// The fsync handles of `file`: (latency, bytes).
+pub fn fsync(file: FsyncFile) -> (&'static Histogram, &'static Counter) {
+    static HANDLES: [OnceLock<(&'static Histogram, &'static Counter)>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    let (slot, name) = match file {
+        FsyncFile::Segment => (0, "segment"),
+        FsyncFile::Journal => (1, "journal"),
+    };
+    *HANDLES[slot].get_or_init(|| {
+        let labels = [node_id(), name];
+        (
+            SERVER_FSYNC_LATENCY.with(&labels),
+            SERVER_FSYNC_BYTES.with(&labels),
+        )
+    })
+}
+
+/// An object-store operation, by Go Woodpecker's `operation` label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectOp {
+    /// A plain PUT (`put_object`).
+    Put,
+    /// A PUT only if absent (`condition_put_object`).
+    ConditionPut,
+    /// A fence object (`put_fenced_object`).
+    PutFence,
+    /// A GET (`get_object`).
+    Get,
+    /// A HEAD (`stat_object`).
+    Stat,
+    /// A DELETE (`remove_object`).
+    Remove,
+    /// A copy or rename (`copy_object`).
+    Copy,
+    /// A listing (`list_objects`).
+    List,
+}
+
+impl ObjectOp {
+    /// Every operation, in label order.
+    pub const ALL: [ObjectOp; 8] = [
+        ObjectOp::Put,
+        ObjectOp::ConditionPut,
+        ObjectOp::PutFence,
+        ObjectOp::Get,
+        ObjectOp::Stat,
+        ObjectOp::Remove,
+        ObjectOp::Copy,
+        ObjectOp::List,
+    ];
+
+    /// The `operation` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectOp::Put => "put_object",
+            ObjectOp::ConditionPut => "condition_put_object",
+            ObjectOp::PutFence => "put_fenced_object",
+            ObjectOp::Get => "get_object",
+            ObjectOp::Stat => "stat_object",
+            ObjectOp::Remove => "remove_object",
+            ObjectOp::Copy => "copy_object",
+            ObjectOp::List => "list_objects",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The handles of one operation of one log.
+#[derive(Debug)]
+struct OpHandles {
+    ok: &'static Counter,
+    failed: &'static Counter,
+    ok_latency: &'static Histogram,
+    failed_latency: &'static Histogram,
+    request_bytes: &'static Histogram,
+    transferred: &'static Counter,
+}
+
+/// The object-storage handles of one log (`log_id` empty for objects outside any log).
+#[derive(Debug)]
+pub struct ObjectStorageMetrics {
+    ops: Vec<OpHandles>,
+}
+
+impl ObjectStorageMetrics {
+    /// The handles of `log_id` (`None`: objects outside a log's segments), made on first use
+    /// and cached: after the first call for a log this takes a read lock and allocates
+    /// nothing.
+    pub fn for_log(log_id: Option<i64>) -> &'static ObjectStorageMetrics {
+        type Cache = HashMap<Option<i64>, &'static ObjectStorageMetrics>;
+        static CACHE: OnceLock<RwLock<Cache>> = OnceLock::new();
+        let cache = CACHE.get_or_init(RwLock::default);
+        if let Some(m) = cache.read().unwrap_or_else(|p| p.into_inner()).get(&log_id) {
+            return m;
+        }
+        let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
+        *w.entry(log_id).or_insert_with(|| {
+            let ns = log_namespace();
+            let id = log_id.map(|i| i.to_string()).unwrap_or_default();
+            let ops = ObjectOp::ALL
+                .iter()
+                .map(|op| {
+                    let with = |status: &'static str| {
+                        [node_id(), ns.as_str(), id.as_str(), op.label(), status]
+                    };
+                    let bytes_labels = [node_id(), ns.as_str(), id.as_str(), op.label()];
+                    OpHandles {
+                        ok: OBJECT_STORAGE_OPERATIONS.with(&with("success")),
+                        failed: OBJECT_STORAGE_OPERATIONS.with(&with("error")),
+                        ok_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("success")),
+                        failed_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("error")),
+                        request_bytes: OBJECT_STORAGE_REQUEST_BYTES.with(&bytes_labels),
+                        transferred: OBJECT_STORAGE_BYTES_TRANSFERRED.with(&bytes_labels),
+                    }
+                })
+                .collect();
+            Box::leak(Box::new(ObjectStorageMetrics { ops }))
+        })
+    }
+
+    /// Records one call: its outcome, its time in nanoseconds and the payload bytes it sent
+    /// or received (0 for none).
+    pub fn record(&self, op: ObjectOp, ok: bool, nanos: u64, bytes: u64) {
+        let h = &self.ops[op.index()];
+        if ok {
+            h.ok.inc();
+            h.ok_latency.observe(nanos);
+            if bytes > 0 {
+                h.request_bytes.observe(bytes);
+                h.transferred.add(bytes);
+            }
+        } else {
+            h.failed.inc();
+            h.failed_latency.observe(nanos);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_names_and_labels() {
+        set_log_namespace("bucket", "files");
+        let client = ClientLogMetrics::for_log(7);
+        client.append_requests.inc();
+        client.append_latency.observe(2_000_000);
+        let server = ServerLogMetrics::for_log(7);
+        server.flush_bytes.add(4096);
+        let objects = ObjectStorageMetrics::for_log(Some(7));
+        objects.record(ObjectOp::ConditionPut, true, 3_000_000, 1 << 20);
+        objects.record(ObjectOp::Get, false, 1_000, 0);
+        assert!(std::ptr::eq(
+            objects,
+            ObjectStorageMetrics::for_log(Some(7))
+        ));
+        let (lat, bytes) = fsync(FsyncFile::Journal);
+        lat.observe(100_000);
+        bytes.add(16384);
+        let mut out = String::new();
+        render(&mut out);
+        for line in [
+            "woodpecker_client_append_requests_total{log_ns=\"bucket/files\",log_id=\"7\"} 1",
+            "woodpecker_client_append_latency_bucket{log_ns=\"bucket/files\",log_id=\"7\",le=\"2\"} 1",
+            "woodpecker_server_flush_bytes_written{node_id=\"embed\",log_ns=\"bucket/files\",log_id=\"7\"} 4096",
+            "woodpecker_server_object_storage_operations_total{node_id=\"embed\",log_ns=\"bucket/files\",log_id=\"7\",operation=\"condition_put_object\",status=\"success\"} 1",
+            "woodpecker_server_object_storage_operations_total{node_id=\"embed\",log_ns=\"bucket/files\",log_id=\"7\",operation=\"get_object\",status=\"error\"} 1",
+            "woodpecker_server_object_storage_bytes_transferred{node_id=\"embed\",log_ns=\"bucket/files\",log_id=\"7\",operation=\"condition_put_object\"} 1048576",
+            "woodpecker_server_fsync_latency_seconds_count{node_id=\"embed\",file=\"journal\"} 1",
+            "woodpecker_server_fsync_bytes_total{node_id=\"embed\",file=\"journal\"} 16384",
+        ] {
+            assert!(out.contains(&format!("{line}\n")), "missing {line}\n{out}");
+        }
+    }
+}
