@@ -27,7 +27,7 @@ fn interval() -> Option<Duration> {
     match std::env::var(INTERVAL_VAR) {
         Err(_) => Some(DEFAULT_INTERVAL),
         Ok(v) => match v.trim().parse::<f64>() {
-            Ok(secs) if secs == 0.0 => None,
+            Ok(0.0) => None,
             Ok(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
             _ => {
                 eprintln!(

@@ -50,7 +50,9 @@ fn deployments() -> PathBuf {
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| {
-        format!("{name} is not set: run `eval \"$(scripts/services start)\"` first (or scripts/test)")
+        format!(
+            "{name} is not set: run `eval \"$(scripts/services start)\"` first (or scripts/test)"
+        )
     })
 }
 
@@ -182,8 +184,10 @@ impl Serve {
 
     async fn get(&self, path: &str) -> Result<String> {
         let mut s = TcpStream::connect(self.metrics).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut text = String::new();
         s.read_to_string(&mut text).await?;
         Ok(text)
@@ -221,7 +225,10 @@ async fn produce_and_consume(bootstrap: &str, topic: &str, n: usize) -> Result<(
             async move {
                 producer
                     .send(
-                        FutureRecord::to(&topic).partition(0).key(&key).payload(&payload),
+                        FutureRecord::to(&topic)
+                            .partition(0)
+                            .key(&key)
+                            .payload(&payload),
                         Duration::from_secs(30),
                     )
                     .await
@@ -279,11 +286,17 @@ fn dashboard_metrics() -> Result<BTreeMap<String, BTreeSet<String>>> {
         }
         let title = panel["title"].as_str().unwrap_or("?").to_string();
         let mut names = BTreeSet::new();
-        for target in panel["targets"].as_array().context("a panel without targets")? {
+        for target in panel["targets"]
+            .as_array()
+            .context("a panel without targets")?
+        {
             let expr = target["expr"].as_str().context("a target without expr")?;
             names.extend(metric_names(expr));
         }
-        ensure!(!names.is_empty(), "panel `{title}` queries no woodpecker metric");
+        ensure!(
+            !names.is_empty(),
+            "panel `{title}` queries no woodpecker metric"
+        );
         out.insert(title, names);
     }
     ensure!(out.len() >= 10, "only {} panels", out.len());
@@ -297,7 +310,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(at) = expr[i..].find("woodpecker_") {
         let start = i + at;
-        let boundary = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
         let mut end = start;
         while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
             end += 1;
@@ -377,8 +391,15 @@ fn compose_serve(otlp: SocketAddr, data_dir: &Path) -> Result<(Vec<String>, Vec<
 /// as it is.
 fn service_env(names: &[String], run: &str) -> Result<Vec<(String, String)>> {
     let s3 = env("WOODPECKER_TEST_S3_ENDPOINT")?;
-    let host_port = s3.trim_end_matches('/').rsplit("://").next().unwrap_or(&s3).to_string();
-    let (host, port) = host_port.rsplit_once(':').context("S3 endpoint without port")?;
+    let host_port = s3
+        .trim_end_matches('/')
+        .rsplit("://")
+        .next()
+        .unwrap_or(&s3)
+        .to_string();
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .context("S3 endpoint without port")?;
     let etcd = env("WOODPECKER_TEST_ETCD_ENDPOINT")?;
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     values.insert("WOODPECKER_CONFIG__ETCD__ENDPOINTS", etcd);
@@ -396,14 +417,20 @@ fn service_env(names: &[String], run: &str) -> Result<Vec<(String, String)>> {
     values.insert("RUST_LOG", "info".into());
     let mut out = Vec::new();
     for name in names {
-        let v = values
-            .get(name.as_str())
-            .with_context(|| format!("the compose server's variable {name} is not mapped by this test"))?;
+        let v = values.get(name.as_str()).with_context(|| {
+            format!("the compose server's variable {name} is not mapped by this test")
+        })?;
         out.push((name.clone(), v.clone()));
     }
     // Keys of this run only, not the shared root of the test etcd.
-    out.push(("WOODPECKER_CONFIG__WOODPECKER__META__PREFIXMODE".into(), "configured".into()));
-    out.push(("WOODPECKER_CONFIG__ETCD__ROOTPATH".into(), format!("wp-{run}")));
+    out.push((
+        "WOODPECKER_CONFIG__WOODPECKER__META__PREFIXMODE".into(),
+        "configured".into(),
+    ));
+    out.push((
+        "WOODPECKER_CONFIG__ETCD__ROOTPATH".into(),
+        format!("wp-{run}"),
+    ));
     out.push((
         "WOODPECKER_CONFIG__MINIO__REGION".into(),
         env("WOODPECKER_TEST_S3_REGION")?,
@@ -500,7 +527,10 @@ async fn the_composed_server_serves_kafka_metrics_dashboard_and_traces() -> Resu
         ensure!(spans.contains(name), "no `{name}` span in {spans:?}");
     }
     ensure!(
-        collector.services().iter().any(|s| s.contains("woodpecker")),
+        collector
+            .services()
+            .iter()
+            .any(|s| s.contains("woodpecker")),
         "service names {:?}",
         collector.services()
     );
@@ -667,6 +697,11 @@ fn dashboard_queries_name_metrics() {
             .map(str::to_string)
             .into()
     );
-    let served = sampled("# HELP woodpecker_x x\n# TYPE woodpecker_x counter\nwoodpecker_y{a=\"1\"} 2\nwoodpecker_z 1\n");
-    assert_eq!(served, ["woodpecker_y", "woodpecker_z"].map(str::to_string).into());
+    let served = sampled(
+        "# HELP woodpecker_x x\n# TYPE woodpecker_x counter\nwoodpecker_y{a=\"1\"} 2\nwoodpecker_z 1\n",
+    );
+    assert_eq!(
+        served,
+        ["woodpecker_y", "woodpecker_z"].map(str::to_string).into()
+    );
 }

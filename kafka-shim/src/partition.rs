@@ -277,7 +277,7 @@ impl<'a> ScanProgress<'a> {
     fn batch(&mut self, size: usize, at: LogMessageId, target: LogMessageId) {
         self.batches += 1;
         self.bytes += size as u64;
-        if self.batches % 256 != 0 || self.started.elapsed() < self.next {
+        if !self.batches.is_multiple_of(256) || self.started.elapsed() < self.next {
             return;
         }
         self.next = self.started.elapsed() + Self::EVERY;
@@ -294,6 +294,9 @@ impl<'a> ScanProgress<'a> {
 
 impl fmt::Display for ScanProgress<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.batches == 0 {
+            return f.write_str("nothing (empty log)");
+        }
         let secs = self.started.elapsed().as_secs_f64();
         let mib = self.bytes as f64 / (1024.0 * 1024.0);
         write!(

@@ -328,7 +328,7 @@ impl ObjectStorageMetrics {
             return m;
         }
         let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
-        *w.entry(log_id).or_insert_with(|| {
+        w.entry(log_id).or_insert_with(|| {
             let ns = log_namespace();
             let id = log_id.map(|i| i.to_string()).unwrap_or_default();
             let ops = ObjectOp::ALL
