@@ -13,6 +13,7 @@
 
 mod engine;
 mod log;
+mod logstore;
 mod serve;
 
 use std::path::PathBuf;
@@ -53,11 +54,22 @@ enum Command {
     /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
     /// or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Run a service-mode LogStore node (gRPC, gossip, admin HTTP) until SIGTERM or Ctrl-C.
+    Logstore(logstore::LogstoreArgs),
+}
+
+/// The commands that run on an engine (metadata, storage, client).
+enum EngineCommand {
+    Log(log::LogCommand),
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    init_tracing(matches!(
+        cli.command,
+        Command::Serve(_) | Command::Logstore(_)
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,10 +120,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if opts.config.is_none() && opts.data_dir.is_none() {
         opts.data_dir = Some(PathBuf::from(engine::DEFAULT_DATA_DIR));
     }
+    // A LogStore node needs no metadata store and no client: only its settings.
+    let command = match cli.command {
+        Command::Logstore(args) => {
+            return logstore::run(engine::load_config(&opts)?, args).await;
+        }
+        Command::Log(cmd) => EngineCommand::Log(cmd),
+        Command::Serve(args) => EngineCommand::Serve(args),
+    };
     let engine = engine::open(&opts).await?;
-    let result = match cli.command {
-        Command::Log(cmd) => log::run(&engine, cmd).await,
-        Command::Serve(args) => serve::run(&engine, args).await,
+    let result = match command {
+        EngineCommand::Log(cmd) => log::run(&engine, cmd).await,
+        EngineCommand::Serve(args) => serve::run(&engine, args).await,
     };
     engine.shutdown().await;
     result

@@ -181,6 +181,8 @@ pub struct LogstoreSection {
     pub retention_policy: RetentionPolicy,
     /// `fencePolicy`.
     pub fence_policy: FencePolicy,
+    /// `processorCleanupPolicy` (service-mode LogStore nodes).
+    pub processor_cleanup_policy: ProcessorCleanupPolicy,
     /// `formatVersion` (this project's extension): the block format written, 6 (default) or 5
     /// (readable by the Go Woodpecker of Milvus 2.6). Both are read either way.
     pub format_version: u16,
@@ -194,6 +196,7 @@ impl Default for LogstoreSection {
             segment_read_policy: SegmentReadPolicy::default(),
             retention_policy: RetentionPolicy::default(),
             fence_policy: FencePolicy::default(),
+            processor_cleanup_policy: ProcessorCleanupPolicy::default(),
             format_version: 6,
         }
     }
@@ -276,6 +279,29 @@ impl Default for SegmentReadPolicy {
         SegmentReadPolicy {
             max_batch_size: 2_000_000,
             max_fetch_threads: 32,
+        }
+    }
+}
+
+/// `woodpecker.logstore.processorCleanupPolicy`: when a LogStore node closes segment
+/// processors nobody used for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ProcessorCleanupPolicy {
+    /// `cleanupInterval`: seconds between scans for idle processors.
+    pub cleanup_interval: u64,
+    /// `maxIdleTime`: seconds without appends after which a processor is closed.
+    pub max_idle_time: u64,
+    /// `shutdownTimeout`: seconds a clean stop waits for processors to close.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for ProcessorCleanupPolicy {
+    fn default() -> Self {
+        ProcessorCleanupPolicy {
+            cleanup_interval: 60,
+            max_idle_time: 300,
+            shutdown_timeout: 15,
         }
     }
 }
@@ -430,6 +456,14 @@ impl Config {
         positive(
             w.logstore.segment_compaction_policy.max_bytes,
             "woodpecker.logstore.segmentCompactionPolicy.maxBytes",
+        )?;
+        positive(
+            w.logstore.processor_cleanup_policy.cleanup_interval,
+            "woodpecker.logstore.processorCleanupPolicy.cleanupInterval",
+        )?;
+        positive(
+            w.logstore.processor_cleanup_policy.max_idle_time,
+            "woodpecker.logstore.processorCleanupPolicy.maxIdleTime",
         )?;
         positive(
             w.logstore.segment_read_policy.max_batch_size,
