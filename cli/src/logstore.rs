@@ -201,10 +201,16 @@ pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()
         node.clone(),
         stop_rx,
     ));
-    println!("logstore listening on {service_addr}");
-    println!("admin listening on {admin_addr}");
+    // A closed stdout (the launcher stopped reading) must not take the node down.
+    let say = |line: String| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    say(format!("logstore listening on {service_addr}"));
+    say(format!("admin listening on {admin_addr}"));
     if let Some(g) = args.gossip_addr {
-        println!("gossip listening on {g}");
+        say(format!("gossip listening on {g}"));
     }
     eprintln!(
         "woodpecker: LogStore node {} serving {endpoint}; data in {}",
