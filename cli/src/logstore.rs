@@ -107,6 +107,9 @@ pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
+            // Both rustls providers are linked in (object storage and etcd pull them in), so
+            // rustls cannot pick one by itself; an error means one was installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let cert_pem = std::fs::read(cert)
                 .with_context(|| format!("cannot read --tls-cert {}", cert.display()))?;
             let key_pem = std::fs::read(key)

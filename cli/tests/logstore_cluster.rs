@@ -95,6 +95,8 @@ struct NodeSpec {
 struct Node {
     spec: NodeSpec,
     child: Option<Child>,
+    /// The admin endpoint of the running process.
+    admin: Option<SocketAddr>,
 }
 
 struct Cluster {
@@ -159,7 +161,11 @@ minio:
             bucket,
             nodes: specs
                 .into_iter()
-                .map(|spec| Node { spec, child: None })
+                .map(|spec| Node {
+                    spec,
+                    child: None,
+                    admin: None,
+                })
                 .collect(),
         };
         for i in 0..cluster.nodes.len() {
@@ -211,7 +217,14 @@ minio:
             .recv_timeout(HANG_GUARD)
             .unwrap_or_else(|e| panic!("node {i} did not start within {HANG_GUARD:?}: {e}"));
         assert_eq!(line, format!("logstore listening on {}", s.service));
+        let admin = rx.recv_timeout(HANG_GUARD).expect("admin line");
+        let admin = admin
+            .strip_prefix("admin listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {admin:?}"))
+            .parse()
+            .unwrap();
         self.nodes[i].child = Some(child);
+        self.nodes[i].admin = Some(admin);
     }
 
     /// SIGKILL: no chance to flush or close anything.
@@ -414,6 +427,25 @@ fn segment_dir(node: &Node, bucket: &str, log: i64, seg: i64) -> PathBuf {
         .join(ROOT)
         .join(log.to_string())
         .join(seg.to_string())
+}
+
+/// One HTTP/1.1 request to a node's admin endpoint: (status line, body).
+fn http(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 fn exists(p: &Path) -> bool {
@@ -728,5 +760,41 @@ async fn nodes_find_each_other_by_gossip_and_select_per_strategy() {
     assert_eq!((code, v.len()), (0, 0));
     let (code, _) = select(StrategyType::Random, AffinityMode::Hard, nowhere).await;
     assert_eq!(code, 4001);
+
+    // The admin endpoint: metrics, health, and decommission. A decommissioning node refuses
+    // appends (2002) and, once its status has gossiped, is no longer selected anywhere.
+    let admin = cluster.nodes[2].admin.unwrap();
+    let (status, body) = http(admin, "GET", "/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(
+        metrics.contains("woodpecker_logstore_live_nodes 3"),
+        "{metrics}"
+    );
+    let (status, body) = http(admin, "POST", "/admin/node/decommission");
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(
+        body.contains("\"state\":\"decommissioned\""),
+        "no local data: {body}"
+    );
+    let mut c2 = cluster.client(2).await;
+    let (_, failed) = append(&mut c2, &cluster.bucket, 9, 0, 0..1).await;
+    assert_eq!(failed, Some(2002));
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let (_, v) = select(StrategyType::Random, AffinityMode::Soft, all.clone()).await;
+        if ids(&v) == ["n0", "n1"].map(String::from).into() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still selected: {:?}",
+            ids(&v)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = http(admin, "GET", "/admin/node/status");
+    assert!(body.contains("\"nodeId\":\"n2\""), "{body}");
     drop(c);
 }

@@ -703,3 +703,41 @@ async fn decommissioning_refuses_appends_and_ends_once_local_data_is_reclaimed()
     assert_eq!(frames[0].2, 2002);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_processors_are_closed_and_their_segments_reopen_in_recovery_mode() {
+    use std::time::Duration;
+    use wal::clock::ManualClock;
+    use wal::logstore::staged::StagedStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let store = StagedStore::open(
+        dir.path(),
+        storage::object::ObjectStorage::in_memory("files").unwrap(),
+        SyncPolicy::default(),
+        1024,
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let p = store.processor(1, 0).await.unwrap();
+    p.add_entry(0, Bytes::from_static(b"x"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(p);
+    let max_idle = Duration::from_secs(300);
+    assert_eq!(store.close_idle(max_idle).await, 0);
+    clock.advance(Duration::from_secs(299));
+    assert_eq!(store.close_idle(max_idle).await, 0);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.close_idle(max_idle).await, 1);
+    assert_eq!(store.local().open_processors().await, 0);
+    // Reopened from its data.log: it serves fence and complete, not appends (the client rolls).
+    let p = store.processor(1, 0).await.unwrap();
+    let err = p.add_entry(1, Bytes::from_static(b"y")).await.unwrap_err();
+    assert_eq!(err.code(), 2218);
+    assert_eq!(store.fence(1, 0).await.unwrap(), 0);
+    store.close_all().await;
+}
