@@ -596,7 +596,7 @@ async fn three_nodes_replicate_complete_compact_and_keep_synced_entries_across_s
 
     // Kill rounds: appends stream to one node while it is SIGKILLed; after a restart every
     // entry it acknowledged Synced is read back, in order, exactly once.
-    let rounds = 5;
+    let rounds = 20;
     for round in 0..rounds {
         let victim = round % 3;
         let seg = 10 + round as i64;
