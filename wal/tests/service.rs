@@ -57,7 +57,11 @@ fn settings(dir: &std::path::Path) -> NodeSettings {
             compaction_max_bytes: 64,
         },
         read_max_bytes: 2_000_000,
-        maintenance: MaintenanceSettings::default(),
+        maintenance: MaintenanceSettings {
+            reclaim_interval: std::time::Duration::from_millis(20),
+            delete_grace: std::time::Duration::ZERO,
+            ..MaintenanceSettings::default()
+        },
         selection: SelectionPolicy::default(),
     }
 }
@@ -77,6 +81,7 @@ async fn start(dir: &std::path::Path) -> Running {
     let node = LogStoreNode::open(settings(dir), membership, clock)
         .await
         .unwrap();
+    node.spawn_maintenance();
     let (stop, mut stop_rx) = watch::channel(false);
     let svc = LogStoreService::new(node.clone()).into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -590,6 +595,18 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing() {
     run.stop().await;
 }
 
+/// Waits (bounded, polling an event) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_logs_and_instances_are_refused_and_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,6 +616,21 @@ async fn deleted_logs_and_instances_are_refused_and_reclaimed() {
     assert_synced(&frames, 0..2);
     let (frames, _) = add(c, 6, 0, 0..2).await;
     assert_synced(&frames, 0..2);
+    // A tenant whose root lies below this one's: deleting this instance must not touch it.
+    let mut nested = entries(0, 0..1);
+    nested[0].values = Bytes::from_static(b"nested");
+    let mut s = c
+        .add_entries(AddEntriesRequest {
+            bucket_name: BUCKET.into(),
+            root_path: format!("{ROOT}/wp"),
+            log_id: 1,
+            entries: nested,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while s.next().await.is_some() {}
+    let tenant = dir.path().join(BUCKET).join(ROOT);
     let r = c
         .mark_log_deleted(MarkLogDeletedRequest {
             bucket_name: BUCKET.into(),
@@ -612,12 +644,14 @@ async fn deleted_logs_and_instances_are_refused_and_reclaimed() {
     assert_eq!(fence(c, 5, 0).await.0, 2005);
     assert_eq!(read(c, 5, 0, 0).await.0, 2005);
     assert_eq!(fence(c, 6, 0).await, (0, 1));
+    eventually("log 5's local data removed", || !tenant.join("5").exists()).await;
+    assert!(tenant.join("6").join("0").join("data.log").exists());
     // The marker survives a restart.
     run.stop().await;
     let mut run = start(dir.path()).await;
     let c = &mut run.client;
     assert_eq!(fence(c, 5, 0).await.0, 2005);
-    // The instance: every log of the tenant.
+    // The instance: every log of the tenant, then the tenant can serve a new instance.
     let r = c
         .mark_instance_deleted(MarkInstanceDeletedRequest {
             bucket_name: BUCKET.into(),
@@ -627,7 +661,35 @@ async fn deleted_logs_and_instances_are_refused_and_reclaimed() {
         .unwrap()
         .into_inner();
     assert_eq!(r.status.unwrap().code, 0);
-    assert_eq!(fence(c, 6, 0).await.0, 2005);
+    eventually("the instance reclaimed", || !tenant.join("6").exists()).await;
+    assert!(
+        tenant
+            .join("wp")
+            .join("1")
+            .join("0")
+            .join("data.log")
+            .exists()
+    );
+    eventually("the instance marker removed", || {
+        !dir.path()
+            .join(".deleted")
+            .join(BUCKET)
+            .join(ROOT)
+            .join("_instance_.json")
+            .exists()
+    })
+    .await;
+    // The markers are removed from disk first, then forgotten: wait for the second step.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fence(c, 7, 0).await.0 == 2005 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tenant stays refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (frames, _) = add(c, 5, 0, 0..1).await;
+    assert_synced(&frames, 0..1);
     run.stop().await;
 }
 

@@ -47,6 +47,10 @@ use super::reader::{CleanScope, ReadEnd, ReadResult};
 use super::{Backend, FooterLac, FormatVersion, LogStore, SegmentProcessor, SyncPolicy};
 use crate::clock::ClockRef;
 
+/// How many object-storage readers of compacted segments a store keeps (an arbitrary one is
+/// dropped beyond this; a dropped reader only costs a footer read when used again).
+const OBJECT_READER_CAPACITY: usize = 256;
+
 /// The empty file that marks a segment as durably compacted into object storage.
 pub const COMPACTED_MARKER: &str = "data.compacted";
 
@@ -354,6 +358,12 @@ impl StagedStore {
         let segment = segment_name(log_id, segment_id);
         let reader = {
             let mut st = self.state();
+            if !st.readers.contains_key(&(log_id, segment_id))
+                && st.readers.len() >= OBJECT_READER_CAPACITY
+                && let Some(victim) = st.readers.keys().next().copied()
+            {
+                st.readers.remove(&victim);
+            }
             st.readers
                 .entry((log_id, segment_id))
                 .or_insert_with(|| {
@@ -653,6 +663,22 @@ impl StagedStore {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(fs_error(&format!("log {log_id}"), "remove", &log_dir, e)),
+        }
+    }
+
+    /// Removes every local log of this tenant and its journal (an instance marked deleted).
+    /// Only what belongs to this tenant goes: log directories (decimal names) and `.journal`;
+    /// another tenant whose root path lies below this one's is left alone.
+    pub async fn delete_local_instance(&self) -> Result<()> {
+        self.local.close_all().await;
+        for log_id in numeric_dirs(&self.dir).await {
+            self.delete_local_log(log_id).await?;
+        }
+        let journal = self.dir.join(".journal");
+        match tokio::fs::remove_dir_all(&journal).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fs_error("instance", "remove", &journal, e)),
         }
     }
 

@@ -601,16 +601,19 @@ impl LogStoreNode {
                 continue;
             };
             if m.instance {
-                if let Some(store) = self.tenants.remove(&tenant).await {
-                    store.close_all().await;
-                }
-                let dir = tenant.dir(self.data_dir());
-                if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
+                // Opened (journal replayed) so that only this tenant's own files go.
+                let store = match self.tenants.get(&tenant).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%tenant, error = %e, "cannot open a deleted instance to reclaim it");
+                        continue;
+                    }
+                };
+                if let Err(e) = store.delete_local_instance().await {
                     tracing::warn!(%tenant, error = %e, "cannot remove a deleted instance's data");
                     continue;
                 }
+                self.tenants.remove(&tenant).await;
                 let markers = self
                     .data_dir()
                     .join(".deleted")
