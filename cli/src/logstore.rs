@@ -94,6 +94,7 @@ fn node_settings(config: &Config) -> NodeSettings {
             ..MaintenanceSettings::default()
         },
         selection: SelectionPolicy::default(),
+        disk_watermark: ls.disk_watermark_policy,
     }
 }
 

@@ -184,7 +184,7 @@ async fn go_service_mode_client_writes_and_reads_through_our_logstores() -> Resu
     std::fs::write(
         &config,
         format!(
-            "woodpecker:\n  storage:\n    type: service\n    rootPath: {unused}\nminio:\n  address: \"{host}\"\n  port: {port}\n  accessKeyID: \"{key}\"\n  secretAccessKey: \"{secret}\"\n  region: \"{region}\"\n  bucketName: {bucket}\n  createBucket: true\n  rootPath: files\n",
+            "woodpecker:\n  storage:\n    type: service\n    rootPath: {unused}\n  logstore:\n    diskWatermarkPolicy:\n      enabled: false\nminio:\n  address: \"{host}\"\n  port: {port}\n  accessKeyID: \"{key}\"\n  secretAccessKey: \"{secret}\"\n  region: \"{region}\"\n  bucketName: {bucket}\n  createBucket: true\n  rootPath: files\n",
             unused = work.path().join("unused").display()
         ),
     )?;

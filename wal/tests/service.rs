@@ -63,10 +63,20 @@ fn settings(dir: &std::path::Path) -> NodeSettings {
             ..MaintenanceSettings::default()
         },
         selection: SelectionPolicy::default(),
+        // A neighbour filling the test machine's disk must not throttle these appends; the
+        // watermark has its own test below.
+        disk_watermark: wal::config::DiskWatermarkPolicy {
+            enabled: false,
+            ..Default::default()
+        },
     }
 }
 
 async fn start(dir: &std::path::Path) -> Running {
+    start_with(settings(dir)).await
+}
+
+async fn start_with(settings: NodeSettings) -> Running {
     let clock: ClockRef = SystemClock::shared();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -78,7 +88,7 @@ async fn start(dir: &std::path::Path) -> Running {
         ..NodeMeta::default()
     };
     let membership = Arc::new(Membership::solo(me, clock.clone()));
-    let node = LogStoreNode::open(settings(dir), membership, clock)
+    let node = LogStoreNode::open(settings, membership, clock)
         .await
         .unwrap();
     node.spawn_maintenance();
@@ -802,4 +812,35 @@ async fn idle_processors_are_closed_and_their_segments_reopen_in_recovery_mode()
     assert_eq!(err.code(), 2218);
     assert_eq!(store.fence(1, 0).await.unwrap(), 0);
     store.close_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_appends_with_2007_but_serves_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, _) = {
+        let mut run = start(dir.path()).await;
+        let r = add(&mut run.client, 1, 0, 0..3).await;
+        run.stop().await;
+        r
+    };
+    assert_synced(&frames, 0..3);
+    // Every real disk is fuller than this hard watermark.
+    let mut s = settings(dir.path());
+    s.disk_watermark = wal::config::DiskWatermarkPolicy {
+        enabled: true,
+        soft_threshold_ratio: 1e-9,
+        hard_threshold_ratio: 2e-9,
+        min_free_bytes: 0,
+        ..Default::default()
+    };
+    let mut run = start_with(s).await;
+    let c = &mut run.client;
+    let (frames, err) = add(c, 1, 1, 0..1).await;
+    assert_eq!(frames, [(AddEntryState::Failed, vec![0], 2007)]);
+    assert!(err.is_some());
+    // Fence, complete and reads still work: they are how a full disk drains.
+    assert_eq!(fence(c, 1, 0).await, (0, 2));
+    assert_eq!(complete(c, 1, 0, 2).await, (0, 2));
+    assert_eq!(read_all(c, 1, 0).await, vec![0, 1, 2]);
+    run.stop().await;
 }

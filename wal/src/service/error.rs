@@ -13,6 +13,8 @@ pub mod code {
     pub const SHUTDOWN: i32 = 2002;
     /// The log (or its whole instance) is marked deleted on this node.
     pub const LOG_BEING_DELETED: i32 = 2005;
+    /// The local disk is above its watermark (retriable).
+    pub const DISK_PRESSURE: i32 = 2007;
     /// A delete marker could not be stored (retriable).
     pub const MARK_DELETE_FAILED: i32 = 2006;
     /// `bucket_name` / `root_path` cannot name a tenant.
@@ -43,6 +45,9 @@ pub enum ServiceError {
     /// The node takes no appends (stopping or decommissioning).
     #[error("logstore node is {0}: no new appends")]
     Shutdown(&'static str),
+    /// The disk holding local segments is too full.
+    #[error("logstore local disk above its watermark, write backpressure active: {0}")]
+    DiskPressure(String),
     /// The log or its instance is marked deleted.
     #[error("log {log_id} of {tenant} is being deleted")]
     LogBeingDeleted {
@@ -91,6 +96,7 @@ impl ServiceError {
         match self {
             ServiceError::LogStore(e) => e.code(),
             ServiceError::Shutdown(_) => code::SHUTDOWN,
+            ServiceError::DiskPressure(_) => code::DISK_PRESSURE,
             ServiceError::LogBeingDeleted { .. } => code::LOG_BEING_DELETED,
             ServiceError::MarkDeleteFailed(_) => code::MARK_DELETE_FAILED,
             ServiceError::InvalidTenant(_) => code::INVALID_ROOT_PATH,
@@ -109,6 +115,7 @@ impl ServiceError {
         match self {
             ServiceError::LogStore(e) => e.is_retriable(),
             ServiceError::MarkDeleteFailed(_)
+            | ServiceError::DiskPressure(_)
             | ServiceError::SelectFailed(_)
             | ServiceError::InsufficientQuorum(_)
             | ServiceError::ObjectStorage { .. }
@@ -166,6 +173,7 @@ mod tests {
                 false,
             ),
             (ServiceError::MarkDeleteFailed("x".into()), 2006, true),
+            (ServiceError::DiskPressure("x".into()), 2007, true),
             (ServiceError::InvalidTenant("x".into()), 2008, false),
             (ServiceError::NoBlockFound("x".into()), 2311, false),
             (ServiceError::NoFilter, 4000, false),

@@ -6,6 +6,7 @@
 //! * [`server`]: the tonic service mapping every RPC onto the node;
 //! * [`membership`] and [`selection`]: gossip between nodes and SelectNodes strategies;
 //! * [`admin`]: the admin and metrics HTTP endpoint (`/metrics`, `/healthz`, decommission);
+//! * [`disk`]: the disk watermark that refuses appends on a full disk;
 //! * [`tenants`], [`error`], [`metrics`]: tenant stores, wire errors, counters.
 //!
 //! There is no server-to-server data traffic: each client writes every entry to every replica
@@ -13,6 +14,7 @@
 //! SelectNodes.
 
 pub mod admin;
+pub mod disk;
 pub mod error;
 pub mod membership;
 pub mod metrics;

@@ -20,12 +20,14 @@ use bytes::Bytes;
 use proto::logstore::{AffinityMode, NodeFilter, NodeMeta, StrategyType};
 use tokio::sync::{mpsc, watch};
 
+use super::disk::{self, DiskUsage};
 use super::error::{Result, ServiceError};
 use super::membership::Membership;
 use super::metrics::Metrics;
 use super::selection::{SelectionPolicy, select_nodes};
 use super::tenants::{Tenant, TenantSettings, Tenants};
 use crate::clock::ClockRef;
+use crate::config::DiskWatermarkPolicy;
 use crate::logstore::staged::{StagedCompaction, StagedStore};
 use crate::logstore::{CleanScope, LogStoreError, OnDurable, ReadResult};
 
@@ -67,6 +69,8 @@ pub struct NodeSettings {
     pub maintenance: MaintenanceSettings,
     /// SelectNodes.
     pub selection: SelectionPolicy,
+    /// Write backpressure on a full disk.
+    pub disk_watermark: DiskWatermarkPolicy,
 }
 
 /// Where the node stands in its life (persisted across restarts, spec §7.3).
@@ -145,6 +149,9 @@ pub struct LogStoreNode {
     lifecycle: AtomicU8,
     stopping: watch::Sender<bool>,
     deletions: StdMutex<Deletions>,
+    /// The last disk sample (`None` until one succeeded: appends are not held back by a
+    /// sampler that cannot read the file system).
+    disk: StdMutex<Option<DiskUsage>>,
 }
 
 /// Log id of an instance marker.
@@ -176,7 +183,9 @@ impl LogStoreNode {
             lifecycle: AtomicU8::new(lifecycle.to_u8()),
             stopping: watch::channel(false).0,
             deletions: StdMutex::new(Deletions::default()),
+            disk: StdMutex::new(None),
         });
+        node.sample_disk();
         node.load_markers();
         let reopened = node.tenants.open_existing().await;
         if !reopened.is_empty() {
@@ -278,9 +287,39 @@ impl LogStoreNode {
         self.tenants.close_all().await;
     }
 
+    /// Samples the data directory's file system for the disk watermark.
+    fn sample_disk(&self) {
+        match disk::sample(self.data_dir()) {
+            Ok(u) => {
+                let was = self
+                    .disk
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(u);
+                let p = &self.settings.disk_watermark;
+                let over = |u: DiskUsage| u.used_ratio > p.soft_threshold_ratio;
+                if p.enabled && over(u) && !was.is_some_and(over) {
+                    tracing::warn!(
+                        used = u.used_ratio,
+                        available = u.available,
+                        "local disk above its soft watermark"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.data_dir().display(), error = %e, "cannot sample the local disk")
+            }
+        }
+    }
+
     fn check_appends(&self) -> Result<()> {
         if *self.stopping.borrow() {
             return Err(ServiceError::Shutdown("stopping"));
+        }
+        let usage = *self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = usage {
+            disk::admit(u, &self.settings.disk_watermark, rand::random::<f64>())
+                .map_err(ServiceError::DiskPressure)?;
         }
         match self.lifecycle() {
             Lifecycle::Active => Ok(()),
@@ -681,10 +720,17 @@ impl LogStoreNode {
         let clock = self.clock.clone();
         let m = self.settings.maintenance;
         tokio::spawn(async move {
+            let disk_every = Duration::from_secs(
+                node.upgrade()
+                    .map_or(10, |n| n.settings.disk_watermark.sample_interval)
+                    .max(1),
+            );
             let tick = m
                 .reclaim_interval
                 .min(m.cleanup_interval)
+                .min(disk_every)
                 .max(Duration::from_millis(10));
+            let mut since_disk = Duration::ZERO;
             let mut since_cleanup = Duration::ZERO;
             loop {
                 tokio::select! {
@@ -692,6 +738,11 @@ impl LogStoreNode {
                     _ = stop.wait_for(|s| *s) => return,
                 }
                 let Some(node) = node.upgrade() else { return };
+                since_disk += tick;
+                if since_disk >= disk_every {
+                    since_disk = Duration::ZERO;
+                    node.sample_disk();
+                }
                 since_cleanup += tick;
                 if since_cleanup >= m.cleanup_interval {
                     since_cleanup = Duration::ZERO;
