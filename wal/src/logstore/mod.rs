@@ -12,6 +12,11 @@
 //! LogStore's processor acknowledged, and same-process readers wait on
 //! [`LogStore::wait_for_entry`] instead of polling.
 //!
+//! [`staged`] is the service-mode storage of one tenant on top of a local-file LogStore: local
+//! `data.log` files while a segment is active, the client's completion LAC in the local
+//! footer ([`FooterLac::Given`]), reads capped at the LAC, and compaction into the object
+//! layout by one replica.
+//!
 //! Errors carry the Go wire codes ([`LogStoreError::code`]). Time comes from the injected
 //! [`Clock`](crate::clock::Clock) only.
 
