@@ -2,7 +2,7 @@
 //! root path).
 //!
 //! Active segments are local `data.log` files, written by the same [`LogStore`] and
-//! [`SegmentProcessor`](super::SegmentProcessor) as embedded local mode (group-committed
+//! [`SegmentProcessor`] as embedded local mode (group-committed
 //! through the journal or fsynced, before an entry is acknowledged `Synced`), under
 //! `<dir>/<logId>/<segId>/`. Completing a segment writes the local footer with the LAC the
 //! client names (the quorum's completion target). One replica then compacts the completed
