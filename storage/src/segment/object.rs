@@ -629,10 +629,7 @@ impl SegmentObjects {
         }
         let version = old.footer.version;
         let first_entry = old.blocks.first().map_or(0, |b| b.first_entry_id);
-        let mut merged: Vec<IndexRecord> = Vec::new();
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_bytes = 0usize;
-        let mut next_entry = first_entry;
+        let mut writer = MergedWriter::new(self, version, first_entry, max_bytes);
         for index in &old.blocks {
             let bytes = self
                 .storage
@@ -648,26 +645,10 @@ impl SegmentObjects {
                 ));
             }
             for entry in block.entries {
-                pending_bytes += entry.len();
-                pending.push(entry);
-                if pending_bytes >= max_bytes {
-                    let first = next_entry;
-                    next_entry += pending.len() as i64;
-                    merged.push(
-                        self.put_merged(merged.len(), first, first_entry, version, &pending)
-                            .await?,
-                    );
-                    pending.clear();
-                    pending_bytes = 0;
-                }
+                writer.push(entry).await?;
             }
         }
-        if !pending.is_empty() {
-            merged.push(
-                self.put_merged(merged.len(), next_entry, first_entry, version, &pending)
-                    .await?,
-            );
-        }
+        let merged = writer.finish().await?;
         let footer = SegmentFooter {
             footer: FooterRecord {
                 total_blocks: i32::try_from(merged.len()).unwrap_or(i32::MAX),
@@ -693,35 +674,6 @@ impl SegmentObjects {
         Ok(footer)
     }
 
-    async fn put_merged(
-        &self,
-        m: usize,
-        first: i64,
-        segment_first: i64,
-        version: u16,
-        entries: &[Bytes],
-    ) -> Result<IndexRecord> {
-        let m = i32::try_from(m).unwrap_or(i32::MAX);
-        let header = (m == 0).then_some(HeaderRecord {
-            version,
-            flags: FOOTER_FLAG_COMPACTED,
-            first_entry_id: segment_first,
-        });
-        let mut out = Vec::new();
-        let bh = codec::encode_block(header.as_ref(), m, first, entries, &mut out);
-        let size = u32::try_from(out.len()).unwrap_or(u32::MAX);
-        self.storage
-            .put(&self.merged_key(m), Bytes::from(out))
-            .await?;
-        Ok(IndexRecord {
-            block_number: m,
-            start_offset: i64::from(m),
-            block_size: size,
-            first_entry_id: bh.first_entry_id,
-            last_entry_id: bh.last_entry_id,
-        })
-    }
-
     async fn delete_leftover_originals(&self) -> Result<()> {
         for meta in self.storage.list(&self.prefix()).await? {
             let key = self.storage.relative_key(&meta.location).to_string();
@@ -734,6 +686,126 @@ impl SegmentObjects {
                 self.storage.delete(&key).await?;
             }
         }
+        Ok(())
+    }
+}
+
+impl SegmentObjects {
+    /// Writes `footer` as `footer.blk` with a conditional create, the commit point of a
+    /// compaction that produced no originals (service mode). A footer already there (an earlier
+    /// attempt, or another replica's compaction) is read and returned instead.
+    pub async fn put_footer_if_absent(&self, footer: &SegmentFooter) -> Result<SegmentFooter> {
+        let key = self.footer_key();
+        match self.storage.put_if_absent(&key, footer.encode()).await {
+            Ok(_) => Ok(footer.clone()),
+            Err(Error::AlreadyExists { .. }) => self
+                .read_footer()
+                .await?
+                .ok_or(Error::NotFound { path: key }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// How merged blocks record their position in the footer index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergedOffsets {
+    /// `startOffset` = the merged block's number (embedded compaction, spec §5.2).
+    BlockNumber,
+    /// `startOffset` = 0 (service-mode staged compaction, spec §5.4).
+    Zero,
+}
+
+/// Writes entries, in id order, as merged blocks `m_0.blk`, `m_1.blk`, ... of about `max_bytes`
+/// each (a block closes once its payload reaches `max_bytes`): `m_0.blk` opens with a header
+/// record carrying the compacted flag. Merged blocks are written with plain PUTs (a retried
+/// compaction overwrites them with the same bytes); the caller commits them with a footer.
+#[derive(Debug)]
+pub struct MergedWriter<'a> {
+    objects: &'a SegmentObjects,
+    version: u16,
+    segment_first: i64,
+    max_bytes: usize,
+    offsets: MergedOffsets,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    next_entry: i64,
+    merged: Vec<IndexRecord>,
+}
+
+impl<'a> MergedWriter<'a> {
+    /// A writer of `objects`' merged blocks, for a segment whose first entry is
+    /// `segment_first`, in format `version`.
+    pub fn new(
+        objects: &'a SegmentObjects,
+        version: u16,
+        segment_first: i64,
+        max_bytes: usize,
+    ) -> Self {
+        MergedWriter {
+            objects,
+            version,
+            segment_first,
+            max_bytes: max_bytes.max(1),
+            offsets: MergedOffsets::BlockNumber,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            next_entry: segment_first,
+            merged: Vec::new(),
+        }
+    }
+
+    /// Records `offsets` in the index instead of block numbers.
+    pub fn with_offsets(mut self, offsets: MergedOffsets) -> Self {
+        self.offsets = offsets;
+        self
+    }
+
+    /// Adds the next entry; uploads a block once `max_bytes` of payload are pending.
+    pub async fn push(&mut self, entry: Bytes) -> Result<()> {
+        self.pending_bytes += entry.len();
+        self.pending.push(entry);
+        if self.pending_bytes >= self.max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads what is pending and returns the index of every merged block, in order.
+    pub async fn finish(mut self) -> Result<Vec<IndexRecord>> {
+        if !self.pending.is_empty() {
+            self.flush().await?;
+        }
+        Ok(self.merged)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let m = i32::try_from(self.merged.len()).unwrap_or(i32::MAX);
+        let header = (m == 0).then_some(HeaderRecord {
+            version: self.version,
+            flags: FOOTER_FLAG_COMPACTED,
+            first_entry_id: self.segment_first,
+        });
+        let mut out = Vec::new();
+        let bh = codec::encode_block(header.as_ref(), m, self.next_entry, &self.pending, &mut out);
+        let size = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        self.objects
+            .storage
+            .put(&self.objects.merged_key(m), Bytes::from(out))
+            .await?;
+        self.next_entry += self.pending.len() as i64;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.merged.push(IndexRecord {
+            block_number: m,
+            start_offset: match self.offsets {
+                MergedOffsets::BlockNumber => i64::from(m),
+                MergedOffsets::Zero => 0,
+            },
+            block_size: size,
+            first_entry_id: bh.first_entry_id,
+            last_entry_id: bh.last_entry_id,
+        });
         Ok(())
     }
 }

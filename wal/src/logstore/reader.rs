@@ -299,7 +299,7 @@ impl LogStore {
         Ok(Some(reader))
     }
 
-    fn evict_reader(&self, log_id: i64, segment_id: i64) {
+    pub(super) fn evict_reader(&self, log_id: i64, segment_id: i64) {
         self.read_state().readers.remove(&(log_id, segment_id));
     }
 
