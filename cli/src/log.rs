@@ -32,10 +32,15 @@ pub(crate) enum LogCommand {
     List,
     /// Append one entry per stdin line; print each entry's id (SEG:ENTRY), in input order,
     /// once it is durable. Empty lines are skipped with a warning (an entry cannot be
-    /// empty).
+    /// empty). Logs of the Kafka front door (`kafka:<topic>:<partition>`) are refused: their
+    /// entries must be Kafka record batches.
     Write {
         /// The log name.
         name: String,
+        /// Write to a log of the Kafka front door anyway (its partition then fails on the
+        /// entries written here).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the payloads of a log, one per line.
     Tail {
@@ -54,7 +59,9 @@ pub(crate) enum LogCommand {
         #[arg(long)]
         follow: bool,
     },
-    /// Move the truncation point of a log to SEG:ENTRY (inclusive).
+    /// Move the truncation point of a log to SEG:ENTRY (inclusive). Refused, changing
+    /// nothing, below the current truncation point (it never moves back) and past the last
+    /// durable entry.
     Truncate {
         /// The log name.
         name: String,
@@ -124,18 +131,71 @@ pub(crate) async fn run(engine: &Engine, cmd: LogCommand) -> anyhow::Result<()> 
             }
             out.flush().await?;
         }
-        LogCommand::Write { name } => write(engine, &name).await?,
-        LogCommand::Tail { name, from, follow } => tail(engine, &name, from, follow).await?,
-        LogCommand::Truncate { name, id } => {
-            client.open_log(&name).await?.truncate(id).await?;
-            eprintln!("log `{name}` truncated at {id} (inclusive)");
+        LogCommand::Write { name, force } => {
+            refuse_kafka_log(&name, force)?;
+            write(engine, &name).await?;
         }
+        LogCommand::Tail { name, from, follow } => tail(engine, &name, from, follow).await?,
+        LogCommand::Truncate { name, id } => truncate(engine, &name, id).await?,
         LogCommand::Delete { name } => {
             client.delete_log(&name).await?;
             eprintln!("deleted log `{name}`");
         }
         LogCommand::Inspect { name } => inspect(engine, &name).await?,
     }
+    Ok(())
+}
+
+/// Refuses a write to a log of the Kafka front door unless `force`: its partition reads every
+/// entry as a Kafka record batch, and fails (until the entry is truncated away) on a line
+/// written here.
+fn refuse_kafka_log(name: &str, force: bool) -> anyhow::Result<()> {
+    if !kafka_shim::owns_log(name) {
+        return Ok(());
+    }
+    if force {
+        eprintln!(
+            "woodpecker: warning: writing to `{name}`, a log of the Kafka front door, because of \
+             --force: its partition will fail on these entries (they are not Kafka batches)"
+        );
+        return Ok(());
+    }
+    bail!(
+        "log `{name}` belongs to the Kafka front door (names starting with `{}`): its entries \
+         must be Kafka record batches and a line written here breaks the partition (\"not a \
+         Kafka batch\"); produce to the topic with a Kafka client instead, or pass --force to \
+         write anyway; nothing was written",
+        kafka_shim::LOG_PREFIX
+    )
+}
+
+/// `log truncate`: refuses, changing nothing, a point below the current truncation point and
+/// one past the last durable entry; the same point again is a no-op.
+async fn truncate(engine: &Engine, name: &str, id: LogMessageId) -> anyhow::Result<()> {
+    let log = engine.client.open_log(name).await?;
+    if let Some(current) = log.truncation_point().await? {
+        if id < current {
+            bail!(
+                "cannot truncate log `{name}` at {id}: it is truncated at {current} already and \
+                 the truncation point never moves back; nothing changed"
+            );
+        }
+        if id == current {
+            eprintln!("log `{name}` is truncated at {id} already; nothing changed");
+            return Ok(());
+        }
+    }
+    match last_durable(engine, &log).await? {
+        None => {
+            bail!("cannot truncate log `{name}` at {id}: the log holds no entries; nothing changed")
+        }
+        Some(end) if id > end => bail!(
+            "cannot truncate log `{name}` at {id}: its last durable entry is {end}; nothing changed"
+        ),
+        Some(_) => {}
+    }
+    log.truncate(id).await?;
+    eprintln!("log `{name}` truncated at {id} (inclusive)");
     Ok(())
 }
 

@@ -171,6 +171,93 @@ fn truncate_moves_the_earliest_position() {
     assert!(stderr(&out).contains("`a`"), "{}", stderr(&out));
 }
 
+/// The truncation point of log `a`, as `log inspect` shows it.
+fn truncation_shown(dir: &Path) -> String {
+    let out = ok(woodpecker(dir, &["log", "inspect", "a"]));
+    stdout(&out).lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn truncate_refuses_to_move_back_or_past_the_end_and_changes_nothing() {
+    let dir = log_with_100_entries();
+    ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:49"]));
+    let before = truncation_shown(dir.path());
+    assert!(before.contains("truncated at 0:49"), "{before}");
+
+    // Below the current point.
+    let out = fails(woodpecker(dir.path(), &["log", "truncate", "a", "0:0"]));
+    let err = stderr(&out);
+    assert!(err.contains("truncated at 0:49 already"), "{err}");
+    assert!(err.contains("nothing changed"), "{err}");
+    assert!(!err.contains("truncated at 0:0 (inclusive)"), "{err}");
+    assert_eq!(truncation_shown(dir.path()), before);
+
+    // Past the end: in a segment that does not exist, and past the last entry of the last one.
+    for past in ["5:0", "1:0", "0:100"] {
+        let out = fails(woodpecker(dir.path(), &["log", "truncate", "a", past]));
+        let err = stderr(&out);
+        assert!(err.contains("last durable entry is 0:99"), "{past}: {err}");
+        assert!(err.contains("nothing changed"), "{past}: {err}");
+        assert_eq!(truncation_shown(dir.path()), before);
+    }
+
+    // The same point again changes nothing and is not an error; a later one moves it.
+    let out = ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:49"]));
+    assert!(stderr(&out).contains("already"), "{}", stderr(&out));
+    ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:99"]));
+    assert!(truncation_shown(dir.path()).contains("truncated at 0:99"));
+
+    // An empty log has nothing to truncate.
+    ok(woodpecker(dir.path(), &["log", "create", "empty"]));
+    let out = fails(woodpecker(dir.path(), &["log", "truncate", "empty", "0:0"]));
+    assert!(
+        stderr(&out).contains("holds no entries"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn write_refuses_logs_of_the_kafka_front_door_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(woodpecker(dir.path(), &["log", "create", "kafka:demo:1"]));
+    let out = fails(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:demo:1"],
+        b"not a batch\n",
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("Kafka front door"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(stdout(&out), "");
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "kafka:demo:1"]));
+    assert_eq!(stdout(&out), "", "nothing was written");
+    let out = ok(woodpecker(dir.path(), &["log", "inspect", "kafka:demo:1"]));
+    assert!(stdout(&out).contains("0 segment(s)"), "{}", stdout(&out));
+
+    // Refused by name, whether or not the log exists.
+    let out = fails(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:other:0"],
+        b"x\n",
+    ));
+    assert!(
+        stderr(&out).contains("Kafka front door"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ok(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:demo:1", "--force"],
+        b"forced\n",
+    ));
+    assert_eq!(stdout(&out), "0:0\n");
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "kafka:demo:1"]));
+    assert_eq!(stdout(&out), "forced\n");
+}
+
 #[test]
 fn inspect_shows_segments_and_checks_them() {
     let dir = log_with_100_entries();
