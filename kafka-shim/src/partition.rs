@@ -17,14 +17,36 @@
 //! is acknowledged. A failed write poisons the partition: the broker reopens it from the log
 //! on the next request, which fences the old writer and finds exactly what was made durable.
 //!
+//! # Errors a producer sees
+//!
+//! A produce is answered within its `timeout_ms`, as Kafka answers it:
+//!
+//! * storage failed under the write (a full disk, an IO error, the metadata store):
+//!   `KAFKA_STORAGE_ERROR` (56), what a Kafka broker answers for a partition on a failed log
+//!   directory; the batch is not acknowledged. Clients retry it (it is retriable in the Java
+//!   client and librdkafka) until their delivery timeout;
+//! * another writer took the log over, or the partition is closing: `NOT_LEADER_OR_FOLLOWER`
+//!   (6), as for a leader that moved;
+//! * nothing decided within `timeout_ms` (storage slow, not failed): `REQUEST_TIMED_OUT` (7),
+//!   as for acks=all when the replicas do not answer in time. As in Kafka, the batch may still
+//!   become durable afterwards; an idempotent producer's retry of it is then answered as a
+//!   duplicate.
+//!
+//! A partition that failed on storage is reopened only after a pause that grows with each
+//! attempt that fails again ([`ReopenBackoff`]); meanwhile its requests get the same error at
+//! once. Once storage has room again the next reopen succeeds and writes go on: nothing needs
+//! a restart, nothing acknowledged is lost, and no attempt leaves an empty segment behind
+//! (the engine's writer gives a segment it never got an entry into up).
+//!
 //! # Reads
 //!
 //! Recent batches stay in memory (up to the tail-cache budget); older ones are read back
 //! through a small pool of log readers kept at the position the last fetch ended.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -220,6 +242,10 @@ pub struct Partition {
     index: Mutex<Index>,
     hwm: watch::Sender<i64>,
     failed: AtomicBool,
+    /// The Kafka error code of the failure, once `failed` is set.
+    failure: AtomicI16,
+    /// Whether a write was acknowledged since the partition opened.
+    acknowledged_any: AtomicBool,
     readers: tokio::sync::Mutex<Vec<LogReader>>,
     auditor: Mutex<Option<wal::client::AuditorHandle>>,
 }
@@ -351,6 +377,8 @@ impl Partition {
             index: Mutex::new(index),
             hwm,
             failed: AtomicBool::new(false),
+            failure: AtomicI16::new(KafkaCode::NotLeaderOrFollower.code()),
+            acknowledged_any: AtomicBool::new(false),
             readers: tokio::sync::Mutex::new(Vec::new()),
             auditor: Mutex::new(Some(auditor)),
         }))
@@ -365,7 +393,26 @@ impl Partition {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// The Kafka error its requests get once it failed (see the module docs).
+    pub fn failure_code(&self) -> KafkaCode {
+        if self.failure.load(Ordering::Acquire) == KafkaCode::KafkaStorageError.code() {
+            KafkaCode::KafkaStorageError
+        } else {
+            KafkaCode::NotLeaderOrFollower
+        }
+    }
+
+    /// Whether a write was acknowledged since the partition opened.
+    pub fn acknowledged_any(&self) -> bool {
+        self.acknowledged_any.load(Ordering::Acquire)
+    }
+
     fn fail(&self, why: &ClientError) {
+        // Set before `failed`, which readers of the code check first.
+        if !self.is_failed() {
+            self.failure
+                .store(write_failure_code(why).code(), Ordering::Release);
+        }
         if !self.failed.swap(true, Ordering::AcqRel) {
             tracing::warn!(topic = %self.topic, partition = self.index_no, error = %why, "write failed; the partition will be reopened from its log");
         }
@@ -411,7 +458,7 @@ impl Partition {
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> Result<(i64, i64), KafkaCode> {
         if self.is_failed() {
-            return Err(KafkaCode::NotLeaderOrFollower);
+            return Err(self.failure_code());
         }
         let mut guard = self.write.lock().await;
         let Some(side) = guard.as_mut() else {
@@ -494,6 +541,7 @@ impl Partition {
             if !moved {
                 return;
             }
+            self.acknowledged_any.store(true, Ordering::Release);
             ix.evict(self.settings.tail_cache_bytes);
             ix.high_watermark
         };
@@ -508,12 +556,25 @@ impl Partition {
                 return Ok(());
             }
             if self.is_failed() {
-                return Err(KafkaCode::NotLeaderOrFollower);
+                return Err(self.failure_code());
             }
             if rx.changed().await.is_err() {
                 return Err(KafkaCode::NotLeaderOrFollower);
             }
         }
+    }
+
+    /// [`wait_visible`](Self::wait_visible) within a produce request's `timeout_ms`:
+    /// `REQUEST_TIMED_OUT` when neither the acknowledgement nor a failure came in time. A
+    /// timeout of zero or less waits for the outcome.
+    pub async fn wait_acknowledged(&self, last: i64, timeout_ms: i32) -> Result<(), KafkaCode> {
+        if timeout_ms <= 0 {
+            return self.wait_visible(last).await;
+        }
+        let limit = Duration::from_millis(timeout_ms.unsigned_abs().into());
+        tokio::time::timeout(limit, self.wait_visible(last))
+            .await
+            .unwrap_or(Err(KafkaCode::RequestTimedOut))
     }
 
     /// Batches from the one holding `offset`, at least one and then up to `max_bytes`.
@@ -760,6 +821,93 @@ impl Partition {
         }
         self.failed.store(true, Ordering::Release);
         self.hwm.send_modify(|_| {});
+    }
+}
+
+/// The Kafka error for a failed write (see the module docs): the writer lost the log to
+/// another writer, or closed, is a moved leader; anything else failed in storage.
+fn write_failure_code(e: &ClientError) -> KafkaCode {
+    match e {
+        ClientError::WriterLost { .. } | ClientError::WriterClosed { .. } => {
+            KafkaCode::NotLeaderOrFollower
+        }
+        _ => KafkaCode::KafkaStorageError,
+    }
+}
+
+/// Spaces out the attempts to open a partition while its storage keeps failing: without it a
+/// full disk makes every produce fence, scan and write the log again (each attempt also
+/// costing a metadata write or two). A failed open, or a reopened partition that failed on
+/// storage before acknowledging a write, waits twice as long as the attempt before it, from
+/// [`FIRST`](Self::FIRST) up to [`MAX`](Self::MAX); meanwhile the partition's requests get
+/// the failure's code at once. A partition that acknowledged writes before it failed starts
+/// over at `FIRST`.
+#[derive(Debug, Default)]
+pub struct ReopenBackoff {
+    failing: Mutex<HashMap<(String, i32), Failing>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    attempts: u32,
+    retry_at: tokio::time::Instant,
+    code: KafkaCode,
+}
+
+impl ReopenBackoff {
+    /// The pause after the first failed attempt.
+    pub const FIRST: Duration = Duration::from_millis(100);
+    /// The longest pause: how long a partition may stay failed once storage has room again.
+    pub const MAX: Duration = Duration::from_secs(2);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err(code)` while `key` waits for its next attempt.
+    pub fn check(&self, key: &(String, i32)) -> Result<(), KafkaCode> {
+        match self.lock().get(key) {
+            Some(f) if tokio::time::Instant::now() < f.retry_at => Err(f.code),
+            _ => Ok(()),
+        }
+    }
+
+    /// An attempt to open `key` failed with `code`.
+    pub fn open_failed(&self, key: &(String, i32), code: KafkaCode) {
+        self.record(key, code, false);
+    }
+
+    /// `old`, the open partition of `key`, failed and is being replaced. A moved leader
+    /// reopens at once; a storage failure waits.
+    pub fn partition_failed(&self, key: &(String, i32), old: &Partition) {
+        match old.failure_code() {
+            KafkaCode::KafkaStorageError => {
+                self.record(key, KafkaCode::KafkaStorageError, old.acknowledged_any())
+            }
+            _ => {
+                self.lock().remove(key);
+            }
+        }
+    }
+
+    fn record(&self, key: &(String, i32), code: KafkaCode, start_over: bool) {
+        let mut failing = self.lock();
+        let attempts = match failing.get(key) {
+            Some(f) if !start_over => f.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let pause = Self::FIRST
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+            .min(Self::MAX);
+        tracing::debug!(topic = %key.0, partition = key.1, attempts, ?pause, "partition failing; next attempt after a pause");
+        failing.insert(
+            key.clone(),
+            Failing {
+                attempts,
+                retry_at: tokio::time::Instant::now() + pause,
+                code,
+            },
+        );
     }
 }
 

@@ -375,6 +375,7 @@ impl LocalSegmentWriter {
 
 impl WriterInner {
     fn create(dir: &Path, first_entry_id: i64, format_version: u16) -> Result<Self> {
+        let made_dir = !exists(dir)?;
         fs::create_dir_all(dir).map_err(|e| io_error("create_dir", dir, e))?;
         let path = dir.join(DATA_FILE);
         let mut file = OpenOptions::new()
@@ -390,10 +391,21 @@ impl WriterInner {
         };
         let mut buf = Vec::with_capacity(HEADER_RECORD_LEN);
         header.encode(&mut buf);
-        file.write_all(&buf)
-            .map_err(|e| io_error("write", &path, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
-        sync_dir(dir)?;
+        let written = file
+            .write_all(&buf)
+            .map_err(|e| io_error("write", &path, e))
+            .and_then(|()| file.sync_all().map_err(|e| io_error("fsync", &path, e)))
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = written {
+            // A full disk, typically. A file without its whole header can never hold an entry;
+            // left behind, it would read as a damaged segment. Nothing of it was acknowledged.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            if made_dir {
+                let _ = fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
         Ok(Self {
             fence_path: dir.join(FENCE_FILE),
             path,

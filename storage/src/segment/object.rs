@@ -250,6 +250,23 @@ impl SegmentObjects {
         Ok(block)
     }
 
+    /// Whether the segment holds no block object (original, merged, fence) and no footer:
+    /// only, perhaps, a `write.lock`.
+    pub async fn holds_no_block(&self) -> Result<bool> {
+        let prefix = self.prefix();
+        for meta in self.storage.list(&prefix).await? {
+            let key = self.storage.relative_key(&meta.location);
+            if key
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.ends_with(".blk"))
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Deletes the segment's objects: `flag` 0 everything (`*.blk`, `footer.blk`, `*.lock`),
     /// 1 only original `N.blk` blocks, 2 only merged `m_N.blk` blocks.
     pub async fn delete(&self, flag: DeleteScope) -> Result<usize> {

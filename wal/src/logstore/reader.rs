@@ -482,6 +482,54 @@ impl LogStore {
         Ok(())
     }
 
+    /// Removes segment (log, segment) from storage if it holds no block, and says whether it
+    /// did. For a writer giving up a segment it never got an entry into (a full disk, say):
+    /// completing it would leave an empty segment in the log for each such failure. This
+    /// LogStore's processor of the segment is closed first; nothing may be buffered in it
+    /// (the writer waited for the answer of every append). A segment with a block, a fence or
+    /// a footer is left as it is (`Ok(false)`): it is not empty, or not this writer's any
+    /// more. Storage keeps no trace, so the segment id can be created again.
+    pub async fn discard_segment_if_empty(&self, log_id: i64, segment_id: i64) -> Result<bool> {
+        let segment = segment_name(log_id, segment_id);
+        self.close_processor(log_id, segment_id).await;
+        self.evict_reader(log_id, segment_id);
+        match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Object(storage) => {
+                let objects = SegmentObjects::new(storage, log_id, segment_id);
+                let err = |e| LogStoreError::storage(&segment, StorageKind::Object, e);
+                if !objects.holds_no_block().await.map_err(err)? {
+                    return Ok(false);
+                }
+                objects.delete(DeleteScope::All).await.map_err(err)?;
+            }
+            SegmentLocation::Local(dir) => {
+                let data = dir.join(DATA_FILE);
+                match tokio::fs::metadata(&data).await {
+                    Ok(m) if m.len() > storage::codec::HEADER_RECORD_LEN as u64 => {
+                        return Ok(false);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(fs_error(&segment, "stat", &data, e)),
+                }
+                let fence = dir.join(local::FENCE_FILE);
+                match tokio::fs::try_exists(&fence).await {
+                    Ok(false) => {}
+                    Ok(true) => return Ok(false),
+                    Err(e) => return Err(fs_error(&segment, "stat", &fence, e)),
+                }
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(fs_error(&segment, "remove", &dir, e)),
+                }
+            }
+        }
+        self.forget_cleaned(log_id, segment_id);
+        tracing::info!(segment, "empty segment discarded");
+        Ok(true)
+    }
+
     /// The last entry id of (log, segment) (-1 when it holds none or does not exist): the
     /// processor's durable id when this LogStore writes it, else from storage without
     /// changing it (object: the footer or a block scan; local: a read-only scan of
