@@ -37,6 +37,8 @@ pub use processor::{
     AppendReceipt, DurableState, OnDurable, SegmentLocation, SegmentProcessor, TryAdd, WriterPhase,
 };
 pub use reader::{CleanScope, CompactResult, ReadEnd, ReadResult, WaitOutcome};
+pub use storage::segment::DamagedBlock;
+pub use storage::segment::local::Repaired;
 
 use crate::clock::ClockRef;
 

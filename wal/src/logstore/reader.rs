@@ -47,8 +47,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 
 use bytes::Bytes;
-use storage::codec::{ScanStop, scan_blocks};
-use storage::segment::local::{self, DATA_FILE, LocalSegmentReader};
+use storage::segment::DamagedBlock;
+use storage::segment::local::{self, DATA_FILE, LocalSegmentReader, Repaired};
 use storage::segment::object::{self, DeleteScope, ObjectSegmentReader, SegmentObjects};
 use tokio::sync::Mutex;
 
@@ -554,6 +554,76 @@ impl LogStore {
         }
     }
 
+    /// The blocks of (log, segment) in storage that do not verify, read without changing
+    /// anything (every block is read and checked): what a reader would fail on, with the
+    /// entries each held. Empty when the segment is whole (or does not exist).
+    pub async fn damaged_blocks(&self, log_id: i64, segment_id: i64) -> Result<Vec<DamagedBlock>> {
+        let segment = segment_name(log_id, segment_id);
+        match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Object(storage) => SegmentObjects::new(storage, log_id, segment_id)
+                .damaged_blocks()
+                .await
+                .map_err(|e| LogStoreError::read(&segment, StorageKind::Object, e)),
+            SegmentLocation::Local(dir) => Ok(local::check_segment(&dir)
+                .await
+                .map_err(|e| LogStoreError::read(&segment, StorageKind::Local, e))?
+                .map_or_else(Vec::new, |c| c.damaged)),
+        }
+    }
+
+    /// Rewrites the completed local segment (log, segment) with each damaged block replaced
+    /// by a block of the same entries, entry `id` being `lost(id, block)` (a marker saying it
+    /// was lost; see [`storage::segment::local::repair_segment`]); the damaged file is kept
+    /// beside it. `Ok(None)` when nothing is damaged. This LogStore's processor and reader of
+    /// the segment are closed first.
+    ///
+    /// Refused, changing nothing: on object storage (not supported: the damaged block objects
+    /// are reported by [`damaged_blocks`](Self::damaged_blocks), and stay as they are); for
+    /// a segment without a footer (complete it first: a writer's fencing does); and when
+    /// another process holds this root's journal (it may still replay old blocks into the
+    /// file: stop that process first).
+    pub async fn repair_segment<F>(
+        &self,
+        log_id: i64,
+        segment_id: i64,
+        lost: F,
+    ) -> Result<Option<Repaired>>
+    where
+        F: Fn(i64, &DamagedBlock) -> Vec<u8> + Send + 'static,
+    {
+        let segment = segment_name(log_id, segment_id);
+        let dir = match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Local(dir) => dir,
+            SegmentLocation::Object(_) => {
+                return Err(LogStoreError::SegmentStateInvalid {
+                    segment,
+                    detail: "repairing object-storage segments is not supported; their damaged \
+                             blocks are reported and readers can skip them"
+                        .into(),
+                });
+            }
+        };
+        if self.journal.is_none() {
+            return Err(LogStoreError::SegmentStateInvalid {
+                segment,
+                detail: "another process holds this data directory's journal (is `woodpecker \
+                         serve` running on it?); stop it first"
+                    .into(),
+            });
+        }
+        self.close_processor(log_id, segment_id).await;
+        self.evict_reader(log_id, segment_id);
+        local::repair_segment(&dir, lost)
+            .await
+            .map_err(|e| match e {
+                storage::Error::Unsupported { what } => LogStoreError::SegmentStateInvalid {
+                    segment: segment.clone(),
+                    detail: what,
+                },
+                e => LogStoreError::read(&segment, StorageKind::Local, e),
+            })
+    }
+
     /// Blocks of (log, segment) (0 when it does not exist): the processor's count when this
     /// LogStore writes it, else from storage as [`segment_last_entry_id`] does. After
     /// compaction this counts merged blocks.
@@ -591,27 +661,27 @@ fn fs_error(segment: &str, op: &'static str, path: &Path, e: std::io::Error) -> 
     )
 }
 
-/// Scans `dir/data.log` read-only (the whole file is read); `None` when it does not exist.
+/// Verifies `dir/data.log` read-only (the whole file is read; past damaged blocks, as
+/// recovery does); `None` when it does not exist.
 async fn inspect_local(segment: &str, dir: &Path) -> Result<Option<LocalSummary>> {
     let path: PathBuf = dir.join(DATA_FILE);
-    let image = match tokio::fs::read(&path).await {
-        Ok(b) => Bytes::from(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fs_error(segment, "read", &path, e)),
+    let Some(check) = local::check_segment(dir)
+        .await
+        .map_err(|e| LogStoreError::read(segment, StorageKind::Local, e))?
+    else {
+        return Ok(None);
     };
-    let report = scan_blocks(&image, 0);
-    if let ScanStop::Corrupt(e) = &report.stop {
-        tracing::warn!(segment, path = %path.display(), offset = report.end, error = %e,
-            "damaged block after the valid prefix; recovery would truncate it");
+    for d in &check.damaged {
+        tracing::warn!(segment, path = %path.display(), position = %d.position(), error = %d.detail, lost = %d.lost(),
+            "damaged block in a segment file (see `woodpecker log repair`)");
     }
-    let last_entry_id = match (report.blocks.last(), report.header) {
-        (Some(b), _) => b.block_header.last_entry_id,
-        (None, Some(h)) => h.first_entry_id - 1,
-        (None, None) => -1,
-    };
+    if let Some((offset, why)) = &check.tail {
+        tracing::warn!(segment, path = %path.display(), offset, error = %why,
+            "torn or damaged bytes after the last valid block; recovery would cut them off");
+    }
     Ok(Some(LocalSummary {
-        size: image.len() as u64,
-        blocks: report.blocks.len(),
-        last_entry_id,
+        size: check.size,
+        blocks: check.valid_blocks + check.damaged.len(),
+        last_entry_id: check.last_entry_id,
     }))
 }
