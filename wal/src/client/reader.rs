@@ -252,8 +252,8 @@ impl LogReader {
         self.cache.clear();
         let last = LogMessageId::new(seg, block.last_entry_id);
         self.next = last.next_in_segment();
-        tracing::warn!(log = %self.log, reader = %self.name, first = %LogMessageId::new(seg, at), %last,
-            position = %block.position(), error = %block.detail, "reader skipped the entries of a damaged block");
+        tracing::debug!(log = %self.log, reader = %self.name, first = %LogMessageId::new(seg, at), %last,
+            position = %block.position(), error = %block.detail, "reader moved past the entries of a damaged block");
         Ok(Some(SkippedEntries {
             first: LogMessageId::new(seg, at),
             last,

@@ -672,11 +672,11 @@ async fn inspect_local(segment: &str, dir: &Path) -> Result<Option<LocalSummary>
         return Ok(None);
     };
     for d in &check.damaged {
-        tracing::warn!(segment, path = %path.display(), position = %d.position(), error = %d.detail, lost = %d.lost(),
+        tracing::debug!(segment, path = %path.display(), position = %d.position(), error = %d.detail, lost = %d.lost(),
             "damaged block in a segment file (see `woodpecker log repair`)");
     }
     if let Some((offset, why)) = &check.tail {
-        tracing::warn!(segment, path = %path.display(), offset, error = %why,
+        tracing::debug!(segment, path = %path.display(), offset, error = %why,
             "torn or damaged bytes after the last valid block; recovery would cut them off");
     }
     Ok(Some(LocalSummary {
