@@ -363,11 +363,10 @@ async fn next_to_print(
                 match (skip_damaged, skipped) {
                     (true, Some(s)) => {
                         eprintln!(
-                            "woodpecker: warning: skipped entries {}..={} of log `{name}`: {} {}: {}",
+                            "woodpecker: warning: skipped entries {}..={} of log `{name}`: {}: {}",
                             s.first,
                             s.last,
                             s.block.position(),
-                            s.block.object.as_deref().unwrap_or(""),
                             s.block.detail
                         );
                         continue;

@@ -42,6 +42,16 @@
 //!
 //! Recent batches stay in memory (up to the tail-cache budget); older ones are read back
 //! through a small pool of log readers kept at the position the last fetch ended.
+//!
+//! # Damaged blocks
+//!
+//! A damaged block does not keep a partition offline: the scan at open reports it (with its
+//! entries and, once the next batch is read, its offsets), steps over it and goes on. A
+//! fetch of one of its offsets gets `CORRUPT_MESSAGE`, which the Java consumer raises as
+//! "Encountered corrupt message when fetching offset ..." (a consumer seeks past it to go
+//! on); a fetch before it stops short of it. Once `woodpecker log repair --apply` replaced the
+//! block by lost-entry markers, its offsets are a gap that consumers go past, as in a
+//! compacted topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
@@ -91,6 +101,19 @@ struct Index {
     first_cached: usize,
     /// Bytes of `committed`.
     stored: u64,
+    /// Offsets of batches in damaged blocks, in order: fetched, they are CORRUPT_MESSAGE.
+    holes: Vec<Hole>,
+}
+
+/// The offsets of batches a damaged block held (between the batches around it).
+#[derive(Debug)]
+struct Hole {
+    first: i64,
+    last: i64,
+    /// Which entries of which block, and what is wrong.
+    what: String,
+    /// Whether a fetch of it was logged already (consumers retry such fetches: one line).
+    warned: AtomicBool,
 }
 
 impl Index {
@@ -118,6 +141,13 @@ impl Index {
             }
             self.first_cached = self.first_cached.saturating_sub(1);
         }
+    }
+
+    /// The damaged block holding `offset`, if one does.
+    fn hole_at(&self, offset: i64) -> Option<&Hole> {
+        self.holes
+            .iter()
+            .find(|h| h.first <= offset && offset <= h.last)
     }
 
     fn position(&self, offset: i64) -> Option<usize> {
@@ -314,8 +344,44 @@ impl Partition {
                 .await
                 .map_err(err)?;
             let scanned = async {
+                // A damaged block whose batches' offsets are known once the next batch is.
+                let mut open_hole: Option<(String, LogMessageId)> = None;
                 loop {
-                    let msg = reader.read_next().await?;
+                    let msg = match reader.read_next().await {
+                        Ok(msg) => msg,
+                        Err(e) if e.code() == wal::logstore::code::CORRUPT => {
+                            let Some(skipped) = reader.skip_damaged().await? else {
+                                return Err(e);
+                            };
+                            let what = format!(
+                                "entries {}..={} of log `{log_name}` ({}: {})",
+                                skipped.first,
+                                skipped.last,
+                                skipped.block.position(),
+                                skipped.block.detail
+                            );
+                            tracing::error!(topic, partition, damaged = %what,
+                                "a damaged block: its batches cannot be read, and fetches of their offsets get CORRUPT_MESSAGE until `woodpecker log repair {log_name} --apply`");
+                            if skipped.last >= target {
+                                tracing::error!(topic, partition, damaged = %what,
+                                    "the last batches of the log are in a damaged block: their offsets are unknown, and new batches take offsets after the last readable one");
+                                return Ok(());
+                            }
+                            open_hole = Some((what, skipped.last));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(why) = msg.lost() {
+                        // A repair put this marker where a damaged block's entry was: its
+                        // batch is gone, and consumers go past its offsets as past those of a
+                        // compacted topic.
+                        tracing::info!(topic, partition, entry = %msg.id, why, "a batch lost to a damaged block (repaired) is left out");
+                        if msg.id >= target {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     let h =
                         batch::read_header(&msg.payload).map_err(|e| ClientError::ReadFailed {
                             log: log_name.to_string(),
@@ -336,6 +402,17 @@ impl Partition {
                             .or_default()
                             .record(&h, h.base_offset);
                     }
+                    if let Some((what, _)) = open_hole.take() {
+                        let first = index.committed.back().map_or(0, |e| e.last + 1);
+                        if first < entry.base {
+                            index.holes.push(Hole {
+                                first,
+                                last: entry.base - 1,
+                                what,
+                                warned: AtomicBool::new(false),
+                            });
+                        }
+                    }
                     index.cached += entry.size;
                     index.stored += entry.size as u64;
                     index.committed.push_back(entry);
@@ -349,6 +426,10 @@ impl Partition {
             let closed = reader.close().await;
             scanned.map_err(err)?;
             closed.map_err(err)?;
+            for h in &index.holes {
+                tracing::error!(topic, partition, first_offset = h.first, last_offset = h.last, damaged = %h.what,
+                    "offsets of a damaged block: fetches get CORRUPT_MESSAGE; consumers can seek past them");
+            }
         }
         index.log_start = index.committed.front().map_or(0, |e| e.base);
         index.high_watermark = index.committed.back().map_or(0, |e| e.last + 1);
@@ -592,6 +673,13 @@ impl Partition {
             if offset == ix.high_watermark {
                 return Ok(Some(Vec::new()));
             }
+            if let Some(hole) = ix.hole_at(offset) {
+                if !hole.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(topic = %self.topic, partition = self.index_no, offset, damaged = %hole.what,
+                        "fetch of an offset of a damaged block: CORRUPT_MESSAGE (said once per block)");
+                }
+                return Err(KafkaCode::CorruptMessage);
+            }
             let Some(start) = ix.position(offset) else {
                 return Ok(Some(Vec::new()));
             };
@@ -599,6 +687,10 @@ impl Partition {
             let mut bytes = 0usize;
             for e in ix.committed.iter().skip(start) {
                 if !out.is_empty() && bytes + e.size > max_bytes {
+                    break;
+                }
+                // A damaged block's offsets come next: the next fetch starts there and fails.
+                if !out.is_empty() && ix.hole_at(e.base - 1).is_some() {
                     break;
                 }
                 bytes += e.size;
@@ -627,7 +719,7 @@ impl Partition {
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading stored batches failed");
                     if result.is_empty() {
-                        return Err(KafkaCode::KafkaStorageError);
+                        return Err(read_failure_code(&e));
                     }
                     return Ok(Some(result));
                 }
@@ -699,7 +791,7 @@ impl Partition {
         }
         let mut read = self.read_stored(&[id]).await.map_err(|e| {
             tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading a stored batch failed");
-            KafkaCode::KafkaStorageError
+            read_failure_code(&e)
         })?;
         read.pop().ok_or(KafkaCode::KafkaStorageError)
     }
@@ -832,6 +924,17 @@ fn write_failure_code(e: &ClientError) -> KafkaCode {
             KafkaCode::NotLeaderOrFollower
         }
         _ => KafkaCode::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for a stored batch that could not be read: a damaged block is
+/// `CORRUPT_MESSAGE` (the Java consumer throws "Encountered corrupt message when fetching
+/// offset ..." instead of retrying for ever), any other failure `KAFKA_STORAGE_ERROR`.
+fn read_failure_code(e: &ClientError) -> KafkaCode {
+    if e.code() == wal::logstore::code::CORRUPT {
+        KafkaCode::CorruptMessage
+    } else {
+        KafkaCode::KafkaStorageError
     }
 }
 

@@ -127,6 +127,24 @@ impl Harness {
         })
     }
 
+    /// [`start`](Self::start) on a data directory a stopped harness used: its connection
+    /// tasks may hold the embedded metadata store a moment longer.
+    async fn restart(data: &Path) -> Result<Harness> {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        loop {
+            match Harness::start(data).await {
+                Ok(h) => return Ok(h),
+                Err(e)
+                    if e.to_string().contains("in use")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn connect(&self) -> Result<Conn> {
         Ok(Conn {
             stream: TcpStream::connect(self.addr).await?,
@@ -455,6 +473,104 @@ async fn a_produce_not_decided_in_time_is_request_timed_out() -> Result<()> {
         Err(KafkaCode::RequestTimedOut)
     );
     assert_eq!(p.wait_acknowledged(hwm - 1, 50).await, Ok(()));
+    drop(conn);
+    h.stop().await?;
+    Ok(())
+}
+
+/// Damages the stored record whose value starts with `needle` in segment 0 of log 1.
+fn damage(data: &Path, needle: &str) {
+    let path = data.join("files/1/0/data.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .unwrap_or_else(|| panic!("{needle} in {}", path.display()));
+    bytes[at + 3] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn offsets(records: &[(i64, String)]) -> Vec<i64> {
+    records.iter().map(|r| r.0).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_block_is_corrupt_message_and_the_partition_serves_the_rest() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let h = Harness::start(&data).await?;
+    let mut conn = h.connect().await?;
+    create_topic(&mut conn, "dmg").await?;
+    // One batch per request, each durable before the next: a block each.
+    for i in 0..30 {
+        let (err, base) = produce(&mut conn, "dmg", batch(i, 1, 40), 10_000).await?;
+        assert_eq!((err, base), (0, i as i64));
+    }
+    drop(conn);
+    h.stop().await?;
+    damage(&data, "seq-0000000015");
+
+    // The partition opens (it used to stay offline, warning twice a second) and takes writes.
+    let h = Harness::restart(&data).await?;
+    let mut conn = h.connect().await?;
+    let (err, base) = produce(&mut conn, "dmg", batch(30, 1, 40), 10_000).await?;
+    assert_eq!((err, base), (0, 30));
+    // A fetch before the damaged block stops short of it; one at it is CORRUPT_MESSAGE, every
+    // time; one after it goes on.
+    let (err, _, records) = fetch(&mut conn, "dmg", 0).await?;
+    assert_eq!(err, 0);
+    assert_eq!(offsets(&records), (0..15).collect::<Vec<_>>());
+    for _ in 0..2 {
+        let (err, hwm, records) = fetch(&mut conn, "dmg", 15).await?;
+        assert_eq!(err, KafkaCode::CorruptMessage.code());
+        assert_eq!(hwm, 31);
+        assert!(records.is_empty());
+    }
+    let after = fetch_all(&mut conn, "dmg", 16).await?;
+    assert_eq!(offsets(&after), (16..31).collect::<Vec<_>>());
+    assert_eq!(&after[0].1[..14], "seq-0000000016");
+    drop(conn);
+    h.stop().await?;
+
+    // Repaired: the damaged block's offsets become a gap consumers go past.
+    let yaml = format!(
+        "woodpecker:\n  meta:\n    type: embedded\n  storage:\n    type: local\n    rootPath: {}\n",
+        data.display()
+    );
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let engine = loop {
+        match Engine::open(Config::from_yaml_str(&yaml)?, SystemClock::shared()).await {
+            Ok(engine) => break engine,
+            Err(e)
+                if e.to_string().contains("in use") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let repaired = engine
+        .logstore
+        .repair_segment(1, 0, |_, _| {
+            wal::message::WriteMessage::lost("damaged in a test")
+                .encode()
+                .unwrap()
+                .to_vec()
+        })
+        .await?
+        .context("nothing repaired")?;
+    assert_eq!(repaired.replaced.len(), 1);
+    engine.shutdown().await;
+    drop(engine);
+    let h = Harness::restart(&data).await?;
+    let mut conn = h.connect().await?;
+    let all = fetch_all(&mut conn, "dmg", 0).await?;
+    let mut expected: Vec<i64> = (0..31).collect();
+    expected.retain(|o| *o != 15);
+    assert_eq!(offsets(&all), expected);
+    let (err, _, records) = fetch(&mut conn, "dmg", 15).await?;
+    assert_eq!(err, 0);
+    assert_eq!(records.first().map(|r| r.0), Some(16));
     drop(conn);
     h.stop().await?;
     Ok(())
