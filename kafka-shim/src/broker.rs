@@ -204,6 +204,9 @@ impl Broker {
             self.reopen.partition_failed(&key, &old);
             old.close().await;
         }
+        if let Some(p) = cell.get() {
+            return Ok(p.clone());
+        }
         self.reopen.check(&key)?;
         let settings = PartitionSettings {
             tail_cache_bytes: self.config.tail_cache_bytes,

@@ -6,7 +6,9 @@
 //! has not seen; local segments through a cached [`LocalSegmentReader`], which re-reads the
 //! file's tail on each call. Every block is length- and CRC-checked by storage before any of
 //! its entries is returned; a damaged block is [`LogStoreError::Corrupt`] (8007) naming log,
-//! segment and block.
+//! segment, block, offset and the entries it held. A batch that reaches one ends before it;
+//! reads of the entries after it go on ([`LogStore::damaged_blocks`] lists them,
+//! [`LogStore::repair_segment`] replaces them with lost-entry markers).
 //!
 //! # Only acknowledged entries
 //!
