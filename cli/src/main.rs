@@ -92,7 +92,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}").replace('\n', " ");
+            // Errors quote what failed, URLs included: never the credentials in them.
+            let text = engine::redact(&format!("{e:#}")).replace('\n', " ");
             eprintln!("woodpecker: error: {text}");
             ExitCode::FAILURE
         }

@@ -44,6 +44,8 @@ pub use processor::{
     WriterPhase,
 };
 pub use reader::{CleanScope, CompactResult, ReadEnd, ReadResult, WaitOutcome};
+pub use storage::segment::DamagedBlock;
+pub use storage::segment::local::Repaired;
 
 use crate::clock::ClockRef;
 

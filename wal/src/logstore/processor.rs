@@ -33,6 +33,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use storage::codec::HEADER_RECORD_LEN;
 use storage::object::ObjectStorage;
 use storage::segment::journal::Journal;
 use storage::segment::local::{BlockInfo, BlockWrite, DATA_FILE, LocalSegmentWriter};
@@ -648,15 +649,35 @@ async fn open_local(
     journal: Option<Arc<Journal>>,
 ) -> Result<Opened> {
     let err = |e| LogStoreError::storage(segment, StorageKind::Local, e);
-    let exists = tokio::fs::try_exists(dir.join(DATA_FILE))
-        .await
-        .map_err(|e| {
-            err(storage::Error::Backend {
+    let path = dir.join(DATA_FILE);
+    let len = match tokio::fs::metadata(&path).await {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(err(storage::Error::Backend {
                 op: "stat",
-                path: dir.display().to_string(),
+                path: path.display().to_string(),
+                source: Box::new(e),
+            }));
+        }
+    };
+    let mut exists = len.is_some();
+    if let Some(len) = len
+        && len < HEADER_RECORD_LEN as u64
+    {
+        // A create that did not get its header written (a crash, or a full disk whose clean-up
+        // failed too): the file never held an entry, since none is taken before the header
+        // is synced. It is created afresh rather than read as a damaged segment.
+        tracing::warn!(segment, path = %path.display(), len, "segment file shorter than its header; creating it again");
+        tokio::fs::remove_file(&path).await.map_err(|e| {
+            err(storage::Error::Backend {
+                op: "remove",
+                path: path.display().to_string(),
                 source: Box::new(e),
             })
         })?;
+        exists = false;
+    }
     if exists {
         let (w, recovery) = LocalSegmentWriter::open_for_recovery(&dir)
             .await
