@@ -431,6 +431,7 @@ pub(crate) struct Session {
     owner: String,
     log: LogHandle,
     terms: Terms,
+    clock: ClockRef,
     /// The writer in use; `None` for read-only sessions and once closed or fenced.
     writer: RwLock<Option<Slot>>,
     /// Serialises reopening, fencing and closing.
@@ -480,6 +481,7 @@ impl Session {
             owner,
             log,
             terms: adapter.inner.terms.clone(),
+            clock: adapter.inner.clock.clone(),
             writer: RwLock::new(None),
             control: tokio::sync::Mutex::new(Control {
                 generation: 0,
@@ -519,7 +521,15 @@ impl Session {
             .terms
             .claim(pchannel, term, &owner, now)
             .await?;
-        let writer = log.open_writer().await?;
+        let writer = take_writer(
+            &log,
+            &adapter.inner.terms,
+            pchannel,
+            term,
+            &owner,
+            &adapter.inner.clock,
+        )
+        .await?;
         // A newer open may have claimed the term while this writer was opening (and been
         // fenced by it): then this open lost, and that session takes its writer back.
         if let Err(e) = adapter
@@ -658,8 +668,21 @@ impl Session {
             }
         }
         tracing::warn!(pchannel = %self.pchannel, term = self.term, session = self.id, %error, "writer taken over outside this session; reopening it");
-        let writer = match self.log.open_writer().await {
+        let taken = take_writer(
+            &self.log,
+            &self.terms,
+            &self.pchannel,
+            self.term,
+            &self.owner,
+            &self.clock,
+        )
+        .await;
+        let writer = match taken {
             Ok(w) => w,
+            Err(AdapterError::Fenced { term, .. }) => {
+                self.fence(&mut control, term).await;
+                return self.fenced_error(term);
+            }
             Err(e) => {
                 return AdapterError::Unavailable(format!(
                     "the writer of pchannel `{}` was lost and reopening it failed: {e}",
@@ -789,8 +812,39 @@ impl Session {
             return Ok(());
         };
         self.log.truncate(point).await?;
-        tracing::info!(pchannel = %self.pchannel, session = self.id, to = %id, engine_point = %point, "pchannel truncated");
+        // The engine ignores a point at or before its current one.
+        tracing::debug!(pchannel = %self.pchannel, session = self.id, to = %id, engine_point = %point, "truncation requested");
         Ok(())
+    }
+}
+
+/// Opens the log's writer for the holder of (`pchannel`, `term`, `owner`). Opening fences and
+/// completes the active segment; when another open does the same at the same moment, one of
+/// the two metadata updates loses (fence failed, 1107). The loser tries again while it still
+/// holds the term, and gives up with [`AdapterError::Fenced`] once it does not.
+async fn take_writer(
+    log: &LogHandle,
+    terms: &Terms,
+    pchannel: &str,
+    term: i64,
+    owner: &str,
+    clock: &ClockRef,
+) -> Result<LogWriter, AdapterError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 0;
+    loop {
+        match log.open_writer().await {
+            Ok(writer) => return Ok(writer),
+            Err(e @ ClientError::FenceFailed { .. }) if attempt < ATTEMPTS => {
+                terms.check_owner(pchannel, term, owner).await?;
+                attempt += 1;
+                tracing::debug!(pchannel, term, attempt, error = %e, "opening the writer raced another open; retrying");
+                clock
+                    .sleep(Duration::from_millis(10 * u64::from(attempt)))
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -2,8 +2,10 @@ package woodpeckerrs
 
 import (
 	"context"
+	"io"
 
 	"github.com/cockroachdb/errors"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/milvus-io/milvus/pkg/v2/streaming/util/message"
 	"github.com/milvus-io/milvus/pkg/v2/streaming/walimpls"
@@ -31,8 +33,14 @@ func newScanner(ctx context.Context, client walpb.MilvusWalClient, req *walpb.Re
 	}
 	stream, err := client.Read(s.Context(), req)
 	if err == nil {
-		// The server answers with its headers once the read is open, or with the error.
-		_, err = stream.Header()
+		// The server answers with its headers once the read is open, or with nothing but the
+		// error, which gRPC hands to the first Recv.
+		var md metadata.MD
+		if md, err = stream.Header(); err == nil && md == nil {
+			if _, err = stream.Recv(); err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("woodpeckerrs: the read stream ended before it started")
+			}
+		}
 	}
 	if err != nil {
 		s.Finish(nil)

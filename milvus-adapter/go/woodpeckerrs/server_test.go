@@ -42,9 +42,21 @@ type server struct {
 func startServer(t *testing.T, dataDir string, global []string, extra ...string) *server {
 	t.Helper()
 	s := &server{t: t, dataDir: dataDir}
+	require.NoError(t, os.MkdirAll(dataDir, 0o755))
+	t.Cleanup(func() {
+		s.kill()
+		if t.Failed() {
+			if text, err := os.ReadFile(s.logPath()); err == nil {
+				t.Logf("log of the server on %s:\n%s", dataDir, text)
+			}
+		}
+	})
 	s.spawn(global, extra, "127.0.0.1:0")
-	t.Cleanup(func() { s.kill() })
 	return s
+}
+
+func (s *server) logPath() string {
+	return s.dataDir + ".serve.log"
 }
 
 func woodpeckerBin(t *testing.T) string {
@@ -66,7 +78,13 @@ func (s *server) trySpawn(global, extra []string, milvusAddr string) error {
 		"--kafka-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--milvus-addr", milvusAddr)
 	args = append(args, extra...)
 	cmd := exec.Command(woodpeckerBin(s.t), args...)
-	cmd.Stderr = os.Stderr
+	// The server's log goes to a file beside its data, shown when the test fails.
+	logFile, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd.Stderr = logFile
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
