@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"go.uber.org/zap"
@@ -23,6 +24,10 @@ const (
 	maxBatchBytes    = 4 << 20
 	// Appends waiting for the sender.
 	queueLength = 1024
+	// How often an idle handle makes sure an append stream is attached: the server closes a
+	// session that has had none for its session TTL (60 s by default), and a stream that broke
+	// while nothing was appended is attached again within this time.
+	attachInterval = 10 * time.Second
 )
 
 // pendingAppend is one Append call waiting for its result.
@@ -78,6 +83,14 @@ func newAppender(client walpb.MilvusWalClient, session uint64, logger *log.MLogg
 	return a
 }
 
+// attach opens an append stream when there is none, so that the session counts as in use.
+// Failures are left to the next append, which reports them.
+func (a *appender) attach() {
+	if _, err := a.stream(); err != nil {
+		a.logger.Debug("woodpeckerrs: attaching an append stream failed", zap.Error(err))
+	}
+}
+
 var errClosed = errors.New("woodpeckerrs: the wal is closed")
 
 func (a *appender) append(ctx context.Context, msg *walpb.Message) (message.MessageID, error) {
@@ -110,8 +123,17 @@ func (a *appender) append(ctx context.Context, msg *walpb.Message) (message.Mess
 // send is the sender goroutine.
 func (a *appender) send() {
 	defer close(a.stopped)
+	a.attach()
+	idle := time.NewTicker(attachInterval)
+	defer idle.Stop()
 	for {
-		first := <-a.queue
+		var first *pendingAppend
+		select {
+		case first = <-a.queue:
+		case <-idle.C:
+			a.attach()
+			continue
+		}
 		if first == nil {
 			// The queue was closed by close(): everything queued has been sent.
 			a.finishStream()

@@ -511,3 +511,31 @@ func TestReadOnlyHandlesDoNotWrite(t *testing.T) {
 	require.True(t, errors.As(asError(err), &e))
 	require.Equal(t, walpb.ErrorReason_ERROR_REASON_NOT_FOUND, e.Reason)
 }
+
+// A read-write handle keeps its session while it lives, appending or not: its append stream
+// is attached from the open on.
+func TestAnIdleHandleKeepsItsSession(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil, "--milvus-session-ttl-secs", "1")
+	o := s.opener()
+	ctx := testCtx(t)
+	w, err := o.Open(ctx, rw(pchannel("idle"), 1))
+	require.NoError(t, err)
+	// Several session TTLs without an append.
+	time.Sleep(3500 * time.Millisecond)
+	_, err = w.Append(ctx, msg([]byte("still here"), map[string]string{"k": "v"}))
+	require.NoError(t, err)
+	w.Close()
+
+	// A session whose client is gone expires: its handle's appends are fenced.
+	conn, err := grpc.NewClient(s.milvusAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := walpb.NewMilvusWalClient(conn)
+	opened, err := client.Open(ctx, &walpb.OpenRequest{Pchannel: pchannel("abandoned"), Term: 1, AccessMode: walpb.AccessMode_ACCESS_MODE_READ_WRITE})
+	require.NoError(t, err)
+	time.Sleep(3500 * time.Millisecond)
+	_, err = client.Close(ctx, &walpb.CloseRequest{SessionId: opened.GetSessionId()})
+	var e *Error
+	require.True(t, errors.As(asError(err), &e), "%v", err)
+	require.Equal(t, walpb.ErrorReason_ERROR_REASON_NOT_FOUND, e.Reason)
+}
