@@ -78,6 +78,8 @@ func (s *server) trySpawn(global, extra []string, milvusAddr string) error {
 		"--kafka-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--milvus-addr", milvusAddr)
 	args = append(args, extra...)
 	cmd := exec.Command(woodpeckerBin(s.t), args...)
+	// The server dies with the test binary, even when a timeout panic skips the clean-ups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// The server's log goes to a file beside its data, shown when the test fails.
 	logFile, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
