@@ -204,6 +204,8 @@ fn every_deployment_config_starts_as_its_comments_say() {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--milvus-addr",
+                "127.0.0.1:0",
             ])
             .envs(service_overrides(&needs, &id))
             .env_remove("RUST_LOG")
