@@ -14,6 +14,7 @@
 mod engine;
 mod health;
 mod log;
+mod logstore;
 mod meta;
 mod otel;
 mod progress;
@@ -64,12 +65,14 @@ enum Command {
     /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
     /// or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Run a service-mode LogStore node (gRPC, gossip, admin HTTP) until SIGTERM or Ctrl-C.
+    Logstore(logstore::LogstoreArgs),
     /// Ask a running server's health endpoint (exit 0 when healthy), for container health
     /// checks.
     Health(health::HealthArgs),
 }
 
-/// The commands that run on an open engine.
+/// The commands that run on an open engine (metadata, storage, client).
 enum EngineCommand {
     Log(log::LogCommand),
     Serve(serve::ServeArgs),
@@ -88,7 +91,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let serving = matches!(cli.command, Command::Serve(_));
+        let serving = matches!(cli.command, Command::Serve(_) | Command::Logstore(_));
         let tracing = otel::init(serving, cli.global.otlp_endpoint.as_deref())?;
         let result = run(cli).await;
         tracing.shutdown().await;
@@ -101,7 +104,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}").replace('\n', " ");
+            // Errors quote what failed, URLs included: never the credentials in them.
+            let text = engine::redact(&format!("{e:#}")).replace('\n', " ");
             eprintln!("woodpecker: error: {text}");
             ExitCode::FAILURE
         }
@@ -120,6 +124,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Works without the engine, which may refuse to open for the reason it shows.
         Command::Meta(cmd) => return meta::run(&opts, cmd).await,
         Command::Health(args) => return health::run(args).await,
+        // A LogStore node needs no metadata store and no client: only its settings.
+        Command::Logstore(args) => {
+            return logstore::run(engine::load_config(&opts)?, args).await;
+        }
         Command::Log(cmd) => EngineCommand::Log(cmd),
         Command::Serve(args) => EngineCommand::Serve(args),
     };

@@ -44,7 +44,7 @@ impl Tracing {
 }
 
 /// Installs the log output and, with `otlp_endpoint`, the span exporter. Call it inside the
-/// tokio runtime (the exporter's gRPC channel lives on it). By default `serve` logs at INFO
+/// tokio runtime (the exporter's gRPC channel lives on it). By default `serve` and `logstore` log at INFO
 /// and the other commands only warnings; `RUST_LOG` sets the filter.
 pub(crate) fn init(serving: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Tracing> {
     let default = if serving {
