@@ -100,6 +100,7 @@ fn node_settings(config: &Config) -> NodeSettings {
 
 pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()> {
     let clock: ClockRef = SystemClock::shared();
+    telemetry::catalog::set_build_info(env!("CARGO_PKG_VERSION"));
     let settings = node_settings(&config);
     settings
         .tenants
@@ -185,7 +186,8 @@ pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .trace_fn(telemetry::trace::grpc::server_span);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)

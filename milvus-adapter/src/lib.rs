@@ -67,6 +67,7 @@ pub async fn serve(
         }
     };
     Server::builder()
+        .trace_fn(telemetry::trace::grpc::server_span)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

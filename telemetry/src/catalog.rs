@@ -120,8 +120,27 @@ pub static BUILD_INFO: Family<Gauge> = Family::new(
     (),
 );
 
+/// `woodpecker_server_logstore_operations_total{node_id,log_ns,log_id,operation,status}`:
+/// LogStore RPCs of a service-mode node, by Go's operation names.
+pub static LOGSTORE_OPERATIONS: Family<Counter> = Family::new(
+    "woodpecker_server_logstore_operations_total",
+    "Total number of log store operations",
+    &["node_id", "log_ns", "log_id", "operation", "status"],
+    (),
+);
+
+/// `woodpecker_server_logstore_operation_latency{node_id,log_ns,log_id,operation,status}`:
+/// milliseconds from an RPC's arrival to its answer (for the append streams: until the
+/// entries are buffered, as Go measures).
+pub static LOGSTORE_OPERATION_LATENCY: Family<Histogram> = Family::new(
+    "woodpecker_server_logstore_operation_latency",
+    "Latency of log store operations",
+    &["node_id", "log_ns", "log_id", "operation", "status"],
+    &Layout::MILLIS,
+);
+
 /// Every metric above, in exposition order.
-pub static ALL: [&dyn Render; 12] = [
+pub static ALL: [&dyn Render; 14] = [
     &BUILD_INFO,
     &CLIENT_APPEND_REQUESTS,
     &CLIENT_APPEND_BYTES,
@@ -134,6 +153,8 @@ pub static ALL: [&dyn Render; 12] = [
     &OBJECT_STORAGE_OPERATION_LATENCY,
     &OBJECT_STORAGE_REQUEST_BYTES,
     &OBJECT_STORAGE_BYTES_TRANSFERRED,
+    &LOGSTORE_OPERATIONS,
+    &LOGSTORE_OPERATION_LATENCY,
 ];
 
 /// Writes every engine metric in the Prometheus text format.
@@ -370,6 +391,138 @@ impl ObjectStorageMetrics {
     }
 }
 
+/// A LogStore RPC, by Go Woodpecker's `operation` label values (RPCs Go does not measure
+/// have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStoreOp {
+    /// AddEntry (`add_entry`).
+    AddEntry,
+    /// AddEntries (`add_entry_batch`).
+    AddEntries,
+    /// GetBatchEntriesAdv (`get_batch_entries`).
+    GetBatchEntries,
+    /// CompleteSegment (`complete`).
+    Complete,
+    /// FenceSegment (`fence`).
+    Fence,
+    /// GetSegmentLastAddConfirmed (`get_segment_lac`).
+    GetSegmentLac,
+    /// GetSegmentBlockCount (`get_segment_block_count`).
+    GetSegmentBlockCount,
+    /// CompactSegment (`compact_segment`).
+    CompactSegment,
+    /// CleanSegment (`clean_segment`).
+    CleanSegment,
+    /// UpdateLastAddConfirmed (`update_lac`).
+    UpdateLac,
+}
+
+impl LogStoreOp {
+    /// Every operation, in label order.
+    pub const ALL: [LogStoreOp; 10] = [
+        LogStoreOp::AddEntry,
+        LogStoreOp::AddEntries,
+        LogStoreOp::GetBatchEntries,
+        LogStoreOp::Complete,
+        LogStoreOp::Fence,
+        LogStoreOp::GetSegmentLac,
+        LogStoreOp::GetSegmentBlockCount,
+        LogStoreOp::CompactSegment,
+        LogStoreOp::CleanSegment,
+        LogStoreOp::UpdateLac,
+    ];
+
+    /// The `operation` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            LogStoreOp::AddEntry => "add_entry",
+            LogStoreOp::AddEntries => "add_entry_batch",
+            LogStoreOp::GetBatchEntries => "get_batch_entries",
+            LogStoreOp::Complete => "complete",
+            LogStoreOp::Fence => "fence",
+            LogStoreOp::GetSegmentLac => "get_segment_lac",
+            LogStoreOp::GetSegmentBlockCount => "get_segment_block_count",
+            LogStoreOp::CompactSegment => "compact_segment",
+            LogStoreOp::CleanSegment => "clean_segment",
+            LogStoreOp::UpdateLac => "update_lac",
+        }
+    }
+}
+
+/// The handles of one LogStore operation of one log: (success, error) counters and
+/// latencies.
+#[derive(Debug)]
+struct RpcHandles {
+    ok: &'static Counter,
+    failed: &'static Counter,
+    ok_latency: &'static Histogram,
+    failed_latency: &'static Histogram,
+}
+
+/// A service-mode node's RPC handles for one log of one tenant.
+#[derive(Debug)]
+pub struct LogStoreRpcMetrics {
+    ops: Vec<RpcHandles>,
+}
+
+impl LogStoreRpcMetrics {
+    /// The handles of `log_id` in the tenant `bucket/root_path`, made on first use and
+    /// cached: after the first call for a log this takes a read lock and allocates nothing.
+    /// A node serves many tenants, so the namespace comes with each request rather than from
+    /// [`set_log_namespace`].
+    pub fn for_log(bucket: &str, root_path: &str, log_id: i64) -> &'static LogStoreRpcMetrics {
+        type Cache = HashMap<(String, String), HashMap<i64, &'static LogStoreRpcMetrics>>;
+        static CACHE: OnceLock<RwLock<Cache>> = OnceLock::new();
+        let cache = CACHE.get_or_init(RwLock::default);
+        {
+            let r = cache.read().unwrap_or_else(|p| p.into_inner());
+            // Tenants are few; a linear look at them avoids building a key per call.
+            if let Some(m) = r
+                .iter()
+                .find(|((b, p), _)| b == bucket && p == root_path)
+                .and_then(|(_, logs)| logs.get(&log_id))
+            {
+                return m;
+            }
+        }
+        let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
+        w.entry((bucket.to_string(), root_path.to_string()))
+            .or_default()
+            .entry(log_id)
+            .or_insert_with(|| {
+                let ns = format!("{bucket}/{root_path}");
+                let id = log_id.to_string();
+                let ops = LogStoreOp::ALL
+                    .iter()
+                    .map(|op| {
+                        let with = |status: &'static str| {
+                            [node_id(), ns.as_str(), id.as_str(), op.label(), status]
+                        };
+                        RpcHandles {
+                            ok: LOGSTORE_OPERATIONS.with(&with("success")),
+                            failed: LOGSTORE_OPERATIONS.with(&with("error")),
+                            ok_latency: LOGSTORE_OPERATION_LATENCY.with(&with("success")),
+                            failed_latency: LOGSTORE_OPERATION_LATENCY.with(&with("error")),
+                        }
+                    })
+                    .collect();
+                Box::leak(Box::new(LogStoreRpcMetrics { ops }))
+            })
+    }
+
+    /// Records one call of `op`: its outcome and its time in nanoseconds.
+    pub fn record(&self, op: LogStoreOp, ok: bool, nanos: u64) {
+        let h = &self.ops[op as usize];
+        if ok {
+            h.ok.inc();
+            h.ok_latency.observe(nanos);
+        } else {
+            h.failed.inc();
+            h.failed_latency.observe(nanos);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +542,17 @@ mod tests {
             objects,
             ObjectStorageMetrics::for_log(Some(7))
         ));
+        let rpcs = LogStoreRpcMetrics::for_log("tenant", "root", 9);
+        rpcs.record(LogStoreOp::AddEntries, true, 500_000);
+        rpcs.record(LogStoreOp::Fence, false, 2_000_000);
+        assert!(std::ptr::eq(
+            rpcs,
+            LogStoreRpcMetrics::for_log("tenant", "root", 9)
+        ));
+        assert!(!std::ptr::eq(
+            rpcs,
+            LogStoreRpcMetrics::for_log("tenant", "other", 9)
+        ));
         let (lat, bytes) = fsync(FsyncFile::Journal);
         lat.observe(100_000);
         bytes.add(16384);
@@ -403,6 +567,9 @@ mod tests {
             "woodpecker_server_object_storage_bytes_transferred{node_id=\"embed\",log_ns=\"bucket/files\",log_id=\"7\",operation=\"condition_put_object\"} 1048576",
             "woodpecker_server_fsync_latency_seconds_count{node_id=\"embed\",file=\"journal\"} 1",
             "woodpecker_server_fsync_bytes_total{node_id=\"embed\",file=\"journal\"} 16384",
+            "woodpecker_server_logstore_operations_total{node_id=\"embed\",log_ns=\"tenant/root\",log_id=\"9\",operation=\"add_entry_batch\",status=\"success\"} 1",
+            "woodpecker_server_logstore_operations_total{node_id=\"embed\",log_ns=\"tenant/root\",log_id=\"9\",operation=\"fence\",status=\"error\"} 1",
+            "woodpecker_server_logstore_operation_latency_bucket{node_id=\"embed\",log_ns=\"tenant/root\",log_id=\"9\",operation=\"fence\",status=\"error\",le=\"2\"} 1",
         ] {
             assert!(out.contains(&format!("{line}\n")), "missing {line}\n{out}");
         }

@@ -7,7 +7,8 @@
 //! recorded. When the binary installs an OpenTelemetry exporter it enables this target for the
 //! exporter's layer only, calls [`set_exporting`], and the spans become OpenTelemetry spans.
 //!
-//! Span names: [`KAFKA_REQUEST`], [`APPEND`], [`FLUSH`], [`FSYNC`], [`OBJECT_PUT`].
+//! Span names: [`KAFKA_REQUEST`], [`APPEND`], [`FLUSH`], [`FSYNC`], [`OBJECT_PUT`],
+//! [`GRPC_SERVE`].
 
 /// The `tracing` target of every engine span.
 pub const SPAN_TARGET: &str = "woodpecker::span";
@@ -21,6 +22,9 @@ pub const FLUSH: &str = "logstore.flush";
 pub const FSYNC: &str = "storage.fsync";
 /// One object PUT (a block, a footer, a fence), retries included.
 pub const OBJECT_PUT: &str = "object.put";
+/// One gRPC call served (a LogStore RPC, a Milvus WAL call), a child of the caller's span
+/// when the request carries trace context.
+pub const GRPC_SERVE: &str = "grpc.serve";
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,6 +113,23 @@ pub mod grpc {
             return;
         }
         let _ = span.set_parent(extract(metadata));
+    }
+
+    /// The span of one served gRPC call, for tonic's `Server::trace_fn`: named
+    /// [`GRPC_SERVE`](super::GRPC_SERVE) with the method path as `rpc`, and a child of the
+    /// caller's span when the request's headers carry trace context. Disabled (and nothing
+    /// is read) unless an exporter is installed.
+    pub fn server_span(request: &tonic::codegen::http::Request<()>) -> Span {
+        let span = tracing::debug_span!(
+            target: super::SPAN_TARGET,
+            "grpc.serve",
+            rpc = request.uri().path()
+        );
+        if super::exporting() && !span.is_disabled() {
+            let metadata = MetadataMap::from_headers(request.headers().clone());
+            follow_remote_parent(&span, &metadata);
+        }
+        span
     }
 
     /// A tonic client interceptor that sends the current span's context with every request.

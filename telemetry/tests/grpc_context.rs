@@ -1,5 +1,6 @@
 //! Trace context crosses a real gRPC call: a tonic client with [`PropagateContext`] and a
-//! tonic server that calls [`follow_remote_parent`], over loopback TCP. The service is the
+//! tonic server that calls [`follow_remote_parent`] and opens [`server_span`] for each call,
+//! over loopback TCP. The service is the
 //! OTLP trace service from `opentelemetry-proto` (a real generated tonic service, standing in
 //! for the LogStore service, which uses the same helpers); the spans are read back from the
 //! OpenTelemetry SDK's in-memory exporter.
@@ -21,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use telemetry::trace::grpc::{PropagateContext, follow_remote_parent};
+use telemetry::trace::grpc::{PropagateContext, follow_remote_parent, server_span};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -59,6 +60,7 @@ async fn serve(service: Service) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(
         tonic::transport::Server::builder()
+            .trace_fn(server_span)
             .add_service(TraceServiceServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -113,6 +115,21 @@ async fn a_server_span_is_the_child_of_the_calling_span_across_grpc() -> anyhow:
     );
     assert_eq!(traced.parent_span_id, client_span.span_context.span_id());
     assert_ne!(traced.parent_span_id, SpanId::INVALID);
+    // So does the span tonic opens for the call through `server_span` (as the LogStore
+    // node's and the Milvus WAL service's servers do), named after the method.
+    let calls = find("grpc.serve");
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    assert_eq!(
+        calls[1].span_context.trace_id(),
+        client_span.span_context.trace_id()
+    );
+    assert_eq!(calls[1].parent_span_id, client_span.span_context.span_id());
+    assert!(
+        calls[1].attributes.iter().any(|kv| kv.key.as_str() == "rpc"
+            && kv.value.as_str() == "/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+        "{:?}",
+        calls[1].attributes
+    );
     // What went over the wire is that client span's W3C traceparent.
     assert_eq!(
         sent,

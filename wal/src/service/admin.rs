@@ -2,7 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /metrics` | Prometheus text: RPC and append counters, open tenants, live nodes, state |
+//! | `GET /metrics` | Prometheus text: RPC and append counters, open tenants, live nodes, state, and the engine's metrics (`telemetry::catalog`) |
 //! | `GET /healthz` | `ok` |
 //! | `GET /admin/node/status` | JSON: node id, endpoint, lifecycle state, local segments not yet reclaimed |
 //! | `POST /admin/node/decommission` | starts decommissioning (idempotent); JSON state |
@@ -88,7 +88,7 @@ async fn answer(
                 super::Lifecycle::Decommissioning => 1.0,
                 super::Lifecycle::Decommissioned => 2.0,
             };
-            let text = node.metrics().render(&[
+            let mut text = node.metrics().render(&[
                 (
                     "woodpecker_logstore_tenants",
                     "Tenants (bucket/rootPath) open on this node.",
@@ -105,6 +105,9 @@ async fn answer(
                     state,
                 ),
             ]);
+            // The engine's metrics under Go Woodpecker's names: RPCs per log, flushes,
+            // fsyncs and object-store calls of compaction.
+            telemetry::catalog::render(&mut text);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),

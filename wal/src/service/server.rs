@@ -16,6 +16,8 @@ use futures::{Stream, StreamExt};
 use proto::logstore as pb;
 use proto::logstore::log_store_server::LogStore as LogStoreRpc;
 use proto::meta::{SegmentMetadata, SegmentState};
+use telemetry::Stopwatch;
+use telemetry::catalog::{LogStoreOp, LogStoreRpcMetrics};
 use tonic::{Request, Response, Status};
 
 use super::error::{ServiceError, ok_status, status_of};
@@ -44,6 +46,11 @@ impl LogStoreService {
     fn count<T>(&self, rpc: &str, r: &super::error::Result<T>) {
         self.node.metrics().rpc(rpc, r.is_err());
     }
+}
+
+/// Records one RPC under Go Woodpecker's `woodpecker_server_logstore_operation*` metrics.
+fn measure(op: LogStoreOp, bucket: &str, root_path: &str, log_id: i64, ok: bool, t: Stopwatch) {
+    LogStoreRpcMetrics::for_log(bucket, root_path, log_id).record(op, ok, t.elapsed_nanos());
 }
 
 type Outcomes =
@@ -203,6 +210,7 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::AddEntryRequest>,
     ) -> Result<Response<Self::AddEntryStream>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let Some(e) = r.entry else {
             let err = ServiceError::InvalidRequest("AddEntry without an entry".into());
@@ -220,6 +228,14 @@ impl LogStoreRpc for LogStoreService {
             )
             .await;
         self.node.metrics().rpc("AddEntry", out.is_err());
+        measure(
+            LogStoreOp::AddEntry,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(match out {
             Ok(handle) => ack_stream(handle),
             Err((_, e)) => refused(id, e),
@@ -230,6 +246,7 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::AddEntriesRequest>,
     ) -> Result<Response<Self::AddEntriesStream>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         if r.entries.is_empty() {
             // Nothing to do: an empty stream, as in Go.
@@ -247,6 +264,14 @@ impl LogStoreRpc for LogStoreService {
             .add_entries(&r.bucket_name, &r.root_path, r.log_id, entries)
             .await;
         self.node.metrics().rpc("AddEntries", out.is_err());
+        measure(
+            LogStoreOp::AddEntries,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(match out {
             Ok(handle) => ack_stream(handle),
             Err((buffered, e)) => refused(ids.get(buffered).copied().unwrap_or(ids[0]), e),
@@ -257,6 +282,7 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::GetBatchEntriesAdvRequest>,
     ) -> Result<Response<pb::GetBatchEntriesAdvResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
@@ -270,6 +296,14 @@ impl LogStoreRpc for LogStoreService {
             )
             .await;
         self.count("GetBatchEntriesAdv", &out);
+        measure(
+            LogStoreOp::GetBatchEntries,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         let resp = match out {
             Ok(batch) => {
                 if batch.entries.is_empty() {
@@ -348,12 +382,21 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::FenceSegmentRequest>,
     ) -> Result<Response<pb::FenceSegmentResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
             .fence(&r.bucket_name, &r.root_path, r.log_id, r.segment_id)
             .await;
         self.count("FenceSegment", &out);
+        measure(
+            LogStoreOp::Fence,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::FenceSegmentResponse {
             status: Some(status_of(&out)),
             last_entry_id: out.unwrap_or(-1),
@@ -364,6 +407,7 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::CompleteSegmentRequest>,
     ) -> Result<Response<pb::CompleteSegmentResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
@@ -376,6 +420,14 @@ impl LogStoreRpc for LogStoreService {
             )
             .await;
         self.count("CompleteSegment", &out);
+        measure(
+            LogStoreOp::Complete,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::CompleteSegmentResponse {
             status: Some(status_of(&out)),
             last_entry_id: out.unwrap_or(-1),
@@ -386,12 +438,21 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::CompactSegmentRequest>,
     ) -> Result<Response<pb::CompactSegmentResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
             .compact(&r.bucket_name, &r.root_path, r.log_id, r.segment_id)
             .await;
         self.count("CompactSegment", &out);
+        measure(
+            LogStoreOp::CompactSegment,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -422,12 +483,21 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::GetSegmentLastAddConfirmedRequest>,
     ) -> Result<Response<pb::GetSegmentLastAddConfirmedResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
             .last_entry_id(&r.bucket_name, &r.root_path, r.log_id, r.segment_id)
             .await;
         self.count("GetSegmentLastAddConfirmed", &out);
+        measure(
+            LogStoreOp::GetSegmentLac,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::GetSegmentLastAddConfirmedResponse {
             status: Some(status_of(&out)),
             last_entry_id: out.unwrap_or(-1),
@@ -438,12 +508,21 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::GetSegmentBlockCountRequest>,
     ) -> Result<Response<pb::GetSegmentBlockCountResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
             .block_count(&r.bucket_name, &r.root_path, r.log_id, r.segment_id)
             .await;
         self.count("GetSegmentBlockCount", &out);
+        measure(
+            LogStoreOp::GetSegmentBlockCount,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::GetSegmentBlockCountResponse {
             status: Some(status_of(&out)),
             block_count: out.unwrap_or(0),
@@ -454,6 +533,7 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::UpdateLastAddConfirmedRequest>,
     ) -> Result<Response<pb::UpdateLastAddConfirmedResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
@@ -466,6 +546,14 @@ impl LogStoreRpc for LogStoreService {
             )
             .await;
         self.count("UpdateLastAddConfirmed", &out);
+        measure(
+            LogStoreOp::UpdateLac,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::UpdateLastAddConfirmedResponse {
             status: Some(status_of(&out)),
         }))
@@ -475,12 +563,21 @@ impl LogStoreRpc for LogStoreService {
         &self,
         request: Request<pb::CleanSegmentRequest>,
     ) -> Result<Response<pb::CleanSegmentResponse>, Status> {
+        let started = Stopwatch::start();
         let r = request.into_inner();
         let out = self
             .node
             .clean(&r.bucket_name, &r.root_path, r.log_id, r.segment_id, r.flag)
             .await;
         self.count("CleanSegment", &out);
+        measure(
+            LogStoreOp::CleanSegment,
+            &r.bucket_name,
+            &r.root_path,
+            r.log_id,
+            out.is_ok(),
+            started,
+        );
         Ok(Response::new(pb::CleanSegmentResponse {
             status: Some(status_of(&out)),
         }))
