@@ -11,6 +11,8 @@
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 //! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
 //!   fence and completion) that embedded mode talks to.
+//! * [`quorum`]: the replication core as pure code: acknowledgement at `Aq` of `Wq`, the
+//!   last-add-confirmed entry, fence and completion targets after a writer crash.
 
 pub mod client;
 pub mod clock;
@@ -19,3 +21,4 @@ pub mod engine;
 pub mod logstore;
 pub mod message;
 pub mod meta;
+pub mod quorum;
