@@ -209,15 +209,12 @@ fn strip_newline(line: &[u8]) -> &[u8] {
 }
 
 /// The id of the last entry durable now, `None` when the log holds none. Finished segments
-/// use their metadata `lastEntryId`; an Active segment (left by a writer that did not close)
-/// is scanned in storage.
-async fn last_durable(engine: &Engine, log: &LogHandle) -> anyhow::Result<Option<LogMessageId>> {
+/// use their metadata `lastEntryId`; for an Active segment (left by a writer that did not
+/// close) its replicas are asked.
+async fn last_durable(log: &LogHandle) -> anyhow::Result<Option<LogMessageId>> {
     for (&segment_id, meta) in log.segments().await?.iter().rev() {
         let last = if meta.state == SegmentState::Active as i32 {
-            engine
-                .logstore
-                .segment_last_entry_id(log.log_id(), segment_id)
-                .await?
+            log.segment_last_entry_id(segment_id).await?
         } else {
             meta.last_entry_id
         };
@@ -239,7 +236,7 @@ async fn tail(
     let end = if follow {
         None
     } else {
-        match last_durable(engine, &log).await? {
+        match last_durable(&log).await? {
             Some(end) => Some(end),
             None => return Ok(()),
         }
@@ -334,14 +331,13 @@ fn state_name(state: i32) -> &'static str {
 
 /// Reads every entry of a segment through the LogStore read path, which checks each
 /// block's CRC; `last` is the last entry the segment should hold.
-async fn check_segment(engine: &Engine, log_id: i64, segment_id: i64, last: i64) -> Check {
+async fn check_segment(log: &LogHandle, segment_id: i64, last: i64) -> Check {
     const BATCH_ENTRIES: usize = 10_000;
     const BATCH_BYTES: usize = 8 << 20;
     let mut next = 0i64;
     loop {
-        let batch = match engine
-            .logstore
-            .read_batch(log_id, segment_id, next, BATCH_ENTRIES, BATCH_BYTES)
+        let batch = match log
+            .read_segment(segment_id, next, BATCH_ENTRIES, BATCH_BYTES)
             .await
         {
             Ok(b) => b,
@@ -390,8 +386,8 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
     let mut damaged = Vec::new();
     let segments = log.segments().await?;
     for (&segment_id, meta) in &segments {
-        let (last, check) = segment_row(engine, log_id, segment_id, meta).await;
-        let blocks = match engine.logstore.block_count(log_id, segment_id).await {
+        let (last, check) = segment_row(&log, segment_id, meta).await;
+        let blocks = match log.segment_block_count(segment_id).await {
             Ok(n) => n.to_string(),
             Err(e) => {
                 damaged.push(format!("segment {segment_id}: {e}"));
@@ -426,21 +422,12 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
 }
 
 /// The last entry a segment should hold, and its check.
-async fn segment_row(
-    engine: &Engine,
-    log_id: i64,
-    segment_id: i64,
-    meta: &SegmentMetadata,
-) -> (i64, Check) {
+async fn segment_row(log: &LogHandle, segment_id: i64, meta: &SegmentMetadata) -> (i64, Check) {
     if meta.state == SegmentState::Truncated as i32 {
         return (meta.last_entry_id, Check::Skipped("truncated"));
     }
     let last = if meta.state == SegmentState::Active as i32 {
-        match engine
-            .logstore
-            .segment_last_entry_id(log_id, segment_id)
-            .await
-        {
+        match log.segment_last_entry_id(segment_id).await {
             Ok(last) => last,
             Err(e) => return (-1, Check::Damaged(e.to_string())),
         }
@@ -450,7 +437,7 @@ async fn segment_row(
     if last < 0 {
         return (last, Check::Ok { entries: 0 });
     }
-    (last, check_segment(engine, log_id, segment_id, last).await)
+    (last, check_segment(log, segment_id, last).await)
 }
 
 #[cfg(test)]

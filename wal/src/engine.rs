@@ -66,7 +66,7 @@ impl From<&SegmentSyncPolicy> for SyncPolicy {
     }
 }
 
-/// One process's engine: metadata, LogStore and client.
+/// One process's engine: metadata, LogStores and client.
 #[derive(Debug)]
 pub struct Engine {
     /// The configuration in force.
@@ -76,8 +76,8 @@ pub struct Engine {
     /// The metadata provider.
     pub meta: Arc<KvMetadata>,
     /// The in-process LogStore (embedded mode).
-    pub logstore: Arc<LogStore>,
-    /// The client over it.
+    pub logstore: Option<Arc<LogStore>>,
+    /// The client.
     pub client: Client,
 }
 
@@ -154,14 +154,15 @@ impl Engine {
             config,
             data_root,
             meta,
-            logstore,
+            logstore: Some(logstore),
             client,
         })
     }
 
-    /// Flushes and stops every segment processor.
+    /// Flushes and stops what the client's LogStores run in this process (every segment
+    /// processor of an in-process LogStore).
     pub async fn shutdown(&self) {
-        self.logstore.close_all().await;
+        self.client.cluster().shutdown().await;
     }
 }
 

@@ -28,9 +28,10 @@ use proto::meta::{SegmentMetadata, SegmentState};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::Shared;
 use super::error::{ClientError, Result};
-use super::{Shared, embedded_quorum};
-use crate::logstore::{LogStoreError, OnDurable, SegmentProcessor, TryAdd};
+use super::segment::{Appender, Replicas};
+use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
 use crate::meta::{MetaError, WriterLock};
@@ -113,11 +114,7 @@ impl Validity {
 /// (2218) under us, which in embedded mode only happens when another writer fenced and
 /// completed the segment, or the LogStore shut down.
 fn segment_lost(e: &LogStoreError) -> bool {
-    e.is_segment_not_writable()
-        || matches!(
-            e,
-            LogStoreError::WriterClosed { .. } | LogStoreError::InRecoveryMode { .. }
-        )
+    e.is_segment_not_writable() || matches!(e.code(), code::WRITER_CLOSED | code::IN_RECOVERY_MODE)
 }
 
 /// Whether a metadata error means another writer took the log over.
@@ -481,8 +478,9 @@ struct OpenSegment {
     id: i64,
     meta: SegmentMetadata,
     revision: Revision,
-    /// Looked up on the first append (opening it touches storage).
-    processor: Option<Arc<SegmentProcessor>>,
+    replicas: Arc<Replicas>,
+    /// Opened on the first append when opening it at creation failed (it touches storage).
+    appender: Option<Appender>,
     next_entry_id: i64,
     bytes: u64,
     acks: Arc<SegmentAcks>,
@@ -521,7 +519,7 @@ impl Core {
         let Some(seg) = slot.segment.as_mut() else {
             return Some(answer);
         };
-        let Some(processor) = seg.processor.clone() else {
+        let Some(appender) = seg.appender.clone() else {
             return Some(answer);
         };
         if self.roll_due(seg) {
@@ -538,7 +536,7 @@ impl Core {
             permit,
         });
         seg.acks.issue();
-        let r = processor.try_add_entry_with(entry_id, data, || Pending::on_durable(&mut pending));
+        let r = appender.try_add_entry_with(entry_id, data, || Pending::on_durable(&mut pending));
         match (r, pending) {
             (Ok(TryAdd::Taken), _) => {
                 seg.next_entry_id = entry_id + 1;
@@ -576,6 +574,9 @@ impl Core {
         if seg.acks.failed() || seg.bytes >= policy.max_size {
             return true;
         }
+        if seg.appender.as_ref().is_some_and(Appender::wants_roll) {
+            return true;
+        }
         let non_empty = seg.next_entry_id > 0;
         let age_ms = self
             .shared
@@ -586,9 +587,10 @@ impl Core {
         }
         non_empty
             && seg
-                .processor
+                .appender
                 .as_ref()
-                .is_some_and(|p| p.block_count() as u64 >= policy.max_blocks)
+                .and_then(Appender::block_count)
+                .is_some_and(|blocks| blocks as u64 >= policy.max_blocks)
     }
 }
 
@@ -638,33 +640,28 @@ impl WriterTask {
             Ok(p) => p,
             Err(_) => return answer.send(Err(self.core.validity.lose("in-flight limiter closed"))),
         };
-        let (processor, entry_id, acks, segment_id) = {
+        let (appender, replicas, entry_id, acks, segment_id) = {
             let slot = self.core.lock_slot();
             let Some(seg) = slot.segment.as_ref() else {
                 drop(slot);
                 return answer.send(Err(self.core.validity.lose("no writable segment")));
             };
             (
-                seg.processor.clone(),
+                seg.appender.clone(),
+                seg.replicas.clone(),
                 seg.next_entry_id,
                 seg.acks.clone(),
                 seg.id,
             )
         };
-        let processor = match processor {
-            Some(p) => p,
-            None => match self
-                .core
-                .shared
-                .logstore
-                .processor(self.core.log_id, segment_id)
-                .await
-            {
-                Ok(p) => {
+        let appender = match appender {
+            Some(a) => a,
+            None => match Appender::open(&replicas).await {
+                Ok(a) => {
                     if let Some(seg) = self.core.lock_slot().segment.as_mut() {
-                        seg.processor = Some(p.clone());
+                        seg.appender = Some(a.clone());
                     }
-                    p
+                    a
                 }
                 Err(e) => return answer.send(Err(self.core.refused(segment_id, e))),
             },
@@ -677,7 +674,7 @@ impl WriterTask {
         });
         acks.issue();
         let len = data.len() as u64;
-        let r = processor
+        let r = appender
             .add_entry_with(entry_id, data, || Pending::on_durable(&mut pending))
             .await;
         match (r, pending) {
@@ -715,16 +712,25 @@ impl WriterTask {
         Ok(())
     }
 
-    /// Stores the metadata of segment `next_segment_id` (Active) and makes it writable.
+    /// Chooses the replicas of segment `next_segment_id`, stores its metadata (Active,
+    /// with the quorum) and makes it writable.
     async fn open_segment(&mut self) -> Result<()> {
         let core = &self.core;
         let id = self.next_segment_id;
+        let quorum = core.shared.cluster.select_quorum().await?;
+        let replicas = Arc::new(Replicas::from_quorum(
+            &core.shared,
+            &core.log,
+            core.log_id,
+            id,
+            &quorum,
+        )?);
         let meta = SegmentMetadata {
             seg_no: id,
             create_time: core.shared.now_millis(),
             state: SegmentState::Active as i32,
             last_entry_id: -1,
-            quorum: Some(embedded_quorum()),
+            quorum: Some(quorum),
             ..SegmentMetadata::default()
         };
         let revision = match core
@@ -741,15 +747,16 @@ impl WriterTask {
             }
             Err(e) => return Err(e.into()),
         };
-        // The processor is looked up now when that works; a failure here (storage) is left
-        // to the first append, as a failed append leaves the segment open.
-        let processor = core.shared.logstore.processor(core.log_id, id).await.ok();
-        tracing::debug!(log = %core.log, segment = id, "segment opened");
+        // The appender is opened now when that works; a failure here (storage) is left to
+        // the first append, as a failed append leaves the segment open.
+        let appender = Appender::open(&replicas).await.ok();
+        tracing::debug!(log = %core.log, segment = id, nodes = ?replicas.endpoints(), "segment opened");
         core.lock_slot().segment = Some(OpenSegment {
             id,
             meta,
             revision,
-            processor,
+            replicas,
+            appender,
             next_entry_id: 0,
             bytes: 0,
             acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
@@ -781,6 +788,7 @@ impl WriterTask {
             id,
             meta,
             revision,
+            replicas,
             bytes,
             acks,
             ..
@@ -788,23 +796,13 @@ impl WriterTask {
         let core = &self.core;
         let outcome = acks.settle().await;
         core.validity.check()?;
-        let logstore = &core.shared.logstore;
-        let last = match logstore
-            .complete_segment(core.log_id, id, outcome.last_acked)
-            .await
-        {
-            Ok(last) => last,
-            Err(e) if segment_lost(&e) => {
+        let last = match replicas.complete(outcome.last_acked).await {
+            Ok(done) => done.last_entry_id,
+            Err(ClientError::LogStore(e)) if segment_lost(&e) => {
                 return Err(core.validity.lose(format!("completing segment {id}: {e}")));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        if last < outcome.last_acked {
-            return Err(core.validity.lose(format!(
-                "segment {id} completed at entry {last} but entry {} was acknowledged",
-                outcome.last_acked
-            )));
-        }
         let completed = SegmentMetadata {
             state: SegmentState::Completed as i32,
             last_entry_id: last,
@@ -826,7 +824,7 @@ impl WriterTask {
             }
             Err(e) => return Err(e.into()),
         }
-        logstore.close_processor(core.log_id, id).await;
+        replicas.release().await;
         tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
         Ok(())
     }
