@@ -28,6 +28,8 @@ pub mod code {
     pub const QUORUM_FAILED: i32 = 1302;
     /// The segment is not in a state (or mode) that allows the operation.
     pub const SEGMENT_STATE_INVALID: i32 = 1202;
+    /// No replica set could be selected for a new segment (retriable).
+    pub const SELECT_QUORUM_FAILED: i32 = 4001;
 }
 
 /// What went wrong in the client.
@@ -123,6 +125,12 @@ pub enum ClientError {
         /// What the replicas answered.
         reason: String,
     },
+    /// No replica set could be selected for a new segment (4001, retriable).
+    #[error("cannot select the replicas of a new segment: {reason}")]
+    SelectQuorumFailed {
+        /// What the seeds answered.
+        reason: String,
+    },
     /// This client cannot serve a segment's quorum (1202): a segment written in service
     /// mode opened by an embedded client, or the reverse, or a malformed quorum.
     #[error("segment {segment} of log `{log}` cannot be used by this client: {reason}")]
@@ -168,6 +176,7 @@ impl ClientError {
                 code::READER_READ_FAILED
             }
             ClientError::QuorumFailed { .. } => code::QUORUM_FAILED,
+            ClientError::SelectQuorumFailed { .. } => code::SELECT_QUORUM_FAILED,
             ClientError::IncompatibleSegment { .. } => code::SEGMENT_STATE_INVALID,
             ClientError::Meta(e) => e.code(),
             ClientError::LogStore(e) => e.code(),
@@ -179,7 +188,7 @@ impl ClientError {
         match self {
             ClientError::Meta(e) => e.is_retriable(),
             ClientError::LogStore(e) => e.is_retriable(),
-            ClientError::QuorumFailed { .. } => true,
+            ClientError::QuorumFailed { .. } | ClientError::SelectQuorumFailed { .. } => true,
             _ => false,
         }
     }

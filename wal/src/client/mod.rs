@@ -11,9 +11,12 @@
 //! lost race invalidates the older writer, code 1405).
 
 mod auditor;
+pub mod cluster;
 mod error;
+pub mod grpc;
 mod handle;
 mod reader;
+mod replicated;
 mod segment;
 pub mod store;
 mod writer;
@@ -33,6 +36,7 @@ pub use auditor::{AuditReport, Auditor, AuditorHandle};
 pub use error::{ClientError, Result, code};
 pub use handle::LogHandle;
 pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL};
+pub use replicated::ReplicationSettings;
 pub use store::{
     AppendEvent, AppendStream, EmbeddedCluster, LocalLogStoreClient, LogStoreClient,
     LogStoreCluster,
@@ -87,6 +91,11 @@ pub struct ClientSettings {
     /// storage and metadata again when no writer of this process wakes it (Go
     /// `NoDataReadWaitIntervalMs`: 200 ms).
     pub read_poll_interval: Duration,
+    /// How a segment with several replicas sends its appends (service mode).
+    pub replication: ReplicationSettings,
+    /// How long a writer keeps writing a segment that is due to roll (a replica failed, it
+    /// is full or old) when no fresh quorum can be selected yet, before it tries again.
+    pub roll_retry_interval: Duration,
 }
 
 impl ClientSettings {
@@ -122,6 +131,17 @@ impl From<&ClientSection> for ClientSettings {
             read_batch_entries: 200,
             read_batch_bytes: 2 * 1024 * 1024,
             read_poll_interval: Duration::from_millis(200),
+            replication: ReplicationSettings {
+                max_batch_entries: usize::try_from(section.segment_append.max_batch_entries)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+                max_batch_bytes: usize::try_from(section.segment_append.max_batch_bytes)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+                max_retries: section.segment_append.max_retries,
+                ..ReplicationSettings::default()
+            },
+            roll_retry_interval: Duration::from_secs(1),
         }
     }
 }

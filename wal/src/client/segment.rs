@@ -19,10 +19,11 @@ use proto::meta::{QuorumInfo, SegmentMetadata};
 use super::Shared;
 use super::embedded_quorum;
 use super::error::{ClientError, Result};
+use super::replicated::Replicated;
 use super::store::{LogStoreClient, StoreResult};
 use crate::logstore::{
-    CleanScope, CompactResult, LogStore, LogStoreError, OnDurable, ReadEnd, ReadResult,
-    SegmentProcessor, TryAdd, WaitOutcome,
+    CleanScope, CompactResult, LogStore, OnDurable, ReadEnd, ReadResult, SegmentProcessor, TryAdd,
+    WaitOutcome,
 };
 use crate::quorum::{self, Completion, QuorumSpec, RecoveryError};
 
@@ -361,25 +362,33 @@ pub(crate) enum Appender {
     /// The segment's only replica is in process: appends go to its processor directly, in
     /// the caller's call, and the processor's task answers them.
     Direct(Arc<SegmentProcessor>),
+    /// Replicas elsewhere: appends go to all of them and are acknowledged at the ack
+    /// quorum ([`Replicated`]).
+    Replicated(Replicated),
 }
 
 impl Appender {
-    /// The appender of `replicas`' segment (opening it touches storage).
-    pub(crate) async fn open(replicas: &Replicas) -> StoreResult<Appender> {
+    /// The appender of `replicas`' segment (an in-process one touches storage to open).
+    pub(crate) async fn open(replicas: &Replicas, shared: &Shared) -> StoreResult<Appender> {
         match replicas.single_in_process() {
             Some(store) => Ok(Appender::Direct(
                 store
                     .processor(replicas.log_id, replicas.segment_id)
                     .await?,
             )),
-            None => Err(LogStoreError::SegmentStateInvalid {
-                segment: format!("log {} segment {}", replicas.log_id, replicas.segment_id),
-                detail: "this client writes only to an in-process LogStore".into(),
-            }),
+            None => Ok(Appender::Replicated(Replicated::start(
+                replicas.log_id,
+                replicas.segment_id,
+                replicas.spec,
+                replicas.nodes.clone(),
+                shared.settings.replication.clone(),
+                shared.clock.clone(),
+            ))),
         }
     }
 
-    /// [`SegmentProcessor::try_add_entry_with`] on the segment's replicas.
+    /// Takes entry `entry_id` without waiting (see
+    /// [`SegmentProcessor::try_add_entry_with`]).
     #[inline]
     pub(crate) fn try_add_entry_with(
         &self,
@@ -389,10 +398,11 @@ impl Appender {
     ) -> StoreResult<TryAdd> {
         match self {
             Appender::Direct(p) => p.try_add_entry_with(entry_id, data, on_durable),
+            Appender::Replicated(r) => r.try_add_entry_with(entry_id, data, on_durable),
         }
     }
 
-    /// [`SegmentProcessor::add_entry_with`] on the segment's replicas.
+    /// Takes entry `entry_id`, waiting for room (see [`SegmentProcessor::add_entry_with`]).
     pub(crate) async fn add_entry_with(
         &self,
         entry_id: i64,
@@ -401,6 +411,7 @@ impl Appender {
     ) -> StoreResult<()> {
         match self {
             Appender::Direct(p) => p.add_entry_with(entry_id, data, on_durable).await,
+            Appender::Replicated(r) => r.add_entry_with(entry_id, data, on_durable).await,
         }
     }
 
@@ -409,6 +420,7 @@ impl Appender {
     pub(crate) fn block_count(&self) -> Option<usize> {
         match self {
             Appender::Direct(p) => Some(p.block_count()),
+            Appender::Replicated(_) => None,
         }
     }
 
@@ -416,6 +428,16 @@ impl Appender {
     pub(crate) fn wants_roll(&self) -> bool {
         match self {
             Appender::Direct(_) => false,
+            Appender::Replicated(r) => r.wants_roll(),
+        }
+    }
+
+    /// Stops sending, once every append was answered and before the segment completes.
+    pub(crate) fn close(&self) {
+        match self {
+            // The processor is closed when the replicas release the segment.
+            Appender::Direct(_) => {}
+            Appender::Replicated(r) => r.close(),
         }
     }
 }

@@ -138,8 +138,15 @@ pub trait LogStoreClient: Send + Sync + fmt::Debug {
 /// Where a client's LogStores come from.
 #[async_trait]
 pub trait LogStoreCluster: Send + Sync + fmt::Debug {
-    /// The replica set of a new segment, as recorded in its metadata.
+    /// The replica set of a new segment, as recorded in its metadata; may keep trying for
+    /// a while when no set is available.
     async fn select_quorum(&self) -> Result<QuorumInfo, ClientError>;
+
+    /// One quick attempt at [`select_quorum`](Self::select_quorum), for a writer that can
+    /// keep writing its current segment when no fresh set is available yet.
+    async fn try_select_quorum(&self) -> Result<QuorumInfo, ClientError> {
+        self.select_quorum().await
+    }
 
     /// The client of the node at `endpoint` (one of a segment's `QuorumInfo.nodes`).
     fn node(&self, endpoint: &str) -> Result<Arc<dyn LogStoreClient>, ClientError>;

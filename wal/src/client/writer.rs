@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use proto::meta::{SegmentMetadata, SegmentState};
+use proto::meta::{QuorumInfo, SegmentMetadata, SegmentState};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -107,6 +107,15 @@ impl Validity {
     fn lose(&self, reason: impl fmt::Display) -> ClientError {
         self.invalidate(Lost::Taken(reason.to_string()))
     }
+}
+
+/// Why a segment rolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roll {
+    /// An append failed: the segment takes no more.
+    Now,
+    /// Full, old, or a replica failed: roll once a fresh quorum can be selected.
+    WhenQuorum,
 }
 
 /// Whether an append error means this writer can no longer write the segment: Go's
@@ -481,6 +490,9 @@ struct OpenSegment {
     replicas: Arc<Replicas>,
     /// Opened on the first append when opening it at creation failed (it touches storage).
     appender: Option<Appender>,
+    /// A roll that could not find a fresh quorum is not tried again before this (clock
+    /// millis; 0 at first).
+    roll_not_before: i64,
     next_entry_id: i64,
     bytes: u64,
     acks: Arc<SegmentAcks>,
@@ -522,7 +534,7 @@ impl Core {
         let Some(appender) = seg.appender.clone() else {
             return Some(answer);
         };
-        if self.roll_due(seg) {
+        if self.roll_due(seg).is_some() {
             return Some(answer);
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -569,28 +581,26 @@ impl Core {
     }
 
     /// The rolling policy of spec §6.4, evaluated before every write.
-    fn roll_due(&self, seg: &OpenSegment) -> bool {
+    fn roll_due(&self, seg: &OpenSegment) -> Option<Roll> {
+        if seg.acks.failed() {
+            return Some(Roll::Now);
+        }
         let policy = &self.shared.settings.rolling;
-        if seg.acks.failed() || seg.bytes >= policy.max_size {
-            return true;
-        }
-        if seg.appender.as_ref().is_some_and(Appender::wants_roll) {
-            return true;
-        }
+        let now = self.shared.now_millis();
         let non_empty = seg.next_entry_id > 0;
-        let age_ms = self
-            .shared
-            .now_millis()
-            .saturating_sub(seg.meta.create_time);
-        if non_empty && age_ms >= 0 && (age_ms as u64) >= policy.max_interval.saturating_mul(1000) {
-            return true;
-        }
-        non_empty
-            && seg
-                .appender
-                .as_ref()
-                .and_then(Appender::block_count)
-                .is_some_and(|blocks| blocks as u64 >= policy.max_blocks)
+        let age_ms = now.saturating_sub(seg.meta.create_time);
+        let due = seg.bytes >= policy.max_size
+            || seg.appender.as_ref().is_some_and(Appender::wants_roll)
+            || (non_empty
+                && age_ms >= 0
+                && (age_ms as u64) >= policy.max_interval.saturating_mul(1000))
+            || (non_empty
+                && seg
+                    .appender
+                    .as_ref()
+                    .and_then(Appender::block_count)
+                    .is_some_and(|blocks| blocks as u64 >= policy.max_blocks));
+        (due && now >= seg.roll_not_before).then_some(Roll::WhenQuorum)
     }
 }
 
@@ -656,7 +666,7 @@ impl WriterTask {
         };
         let appender = match appender {
             Some(a) => a,
-            None => match Appender::open(&replicas).await {
+            None => match Appender::open(&replicas, &self.core.shared).await {
                 Ok(a) => {
                     if let Some(seg) = self.core.lock_slot().segment.as_mut() {
                         seg.appender = Some(a.clone());
@@ -697,27 +707,59 @@ impl WriterTask {
     }
 
     /// Checks the writer, rolls if due and opens a segment if none is open.
+    ///
+    /// A segment that failed an append rolls at once. One that is only due (full, old, or a
+    /// replica failed while the others still acknowledge) rolls once a fresh quorum is
+    /// selected; while none can be (a three-node cluster with one node down has no fresh
+    /// quorum of three), it keeps taking writes and the roll is tried again after
+    /// [`ClientSettings::roll_retry_interval`](super::ClientSettings::roll_retry_interval).
     async fn prepare(&mut self) -> Result<()> {
         self.core.validity.check()?;
         let due = {
             let slot = self.core.lock_slot();
-            slot.segment.as_ref().is_some_and(|s| self.core.roll_due(s))
+            slot.segment.as_ref().and_then(|s| self.core.roll_due(s))
         };
-        if due {
-            self.roll().await?;
+        let mut next_quorum = None;
+        match due {
+            None => {}
+            Some(Roll::Now) => self.roll().await?,
+            Some(Roll::WhenQuorum) => match self.core.shared.cluster.try_select_quorum().await {
+                Ok(q) => {
+                    self.roll().await?;
+                    next_quorum = Some(q);
+                }
+                Err(e) => {
+                    let retry = self.core.shared.settings.roll_retry_interval;
+                    let mut slot = self.core.lock_slot();
+                    if let Some(seg) = slot.segment.as_mut() {
+                        if seg.roll_not_before == 0 {
+                            tracing::info!(log = %self.core.log, segment = seg.id, error = %e, "segment due to roll but no fresh quorum yet; it keeps taking writes");
+                        } else {
+                            tracing::debug!(log = %self.core.log, segment = seg.id, error = %e, "still no fresh quorum");
+                        }
+                        seg.roll_not_before =
+                            self.core.shared.now_millis().saturating_add(
+                                i64::try_from(retry.as_millis()).unwrap_or(i64::MAX),
+                            );
+                    }
+                }
+            },
         }
         if self.core.lock_slot().segment.is_none() {
-            self.open_segment().await?;
+            self.open_segment(next_quorum).await?;
         }
         Ok(())
     }
 
-    /// Chooses the replicas of segment `next_segment_id`, stores its metadata (Active,
-    /// with the quorum) and makes it writable.
-    async fn open_segment(&mut self) -> Result<()> {
+    /// Stores the metadata of segment `next_segment_id` (Active, with its quorum: `quorum`
+    /// or a new selection) and makes it writable.
+    async fn open_segment(&mut self, quorum: Option<QuorumInfo>) -> Result<()> {
         let core = &self.core;
         let id = self.next_segment_id;
-        let quorum = core.shared.cluster.select_quorum().await?;
+        let quorum = match quorum {
+            Some(q) => q,
+            None => core.shared.cluster.select_quorum().await?,
+        };
         let replicas = Arc::new(Replicas::from_quorum(
             &core.shared,
             &core.log,
@@ -749,7 +791,7 @@ impl WriterTask {
         };
         // The appender is opened now when that works; a failure here (storage) is left to
         // the first append, as a failed append leaves the segment open.
-        let appender = Appender::open(&replicas).await.ok();
+        let appender = Appender::open(&replicas, &core.shared).await.ok();
         tracing::debug!(log = %core.log, segment = id, nodes = ?replicas.endpoints(), "segment opened");
         core.lock_slot().segment = Some(OpenSegment {
             id,
@@ -757,6 +799,7 @@ impl WriterTask {
             revision,
             replicas,
             appender,
+            roll_not_before: 0,
             next_entry_id: 0,
             bytes: 0,
             acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
@@ -789,12 +832,16 @@ impl WriterTask {
             meta,
             revision,
             replicas,
+            appender,
             bytes,
             acks,
             ..
         } = seg;
         let core = &self.core;
         let outcome = acks.settle().await;
+        if let Some(a) = &appender {
+            a.close();
+        }
         core.validity.check()?;
         let last = match replicas.complete(outcome.last_acked).await {
             Ok(done) => done.last_entry_id,
