@@ -126,7 +126,7 @@ impl Cluster {
             probe_timeout: Duration::from_millis(500),
         };
         let select = SelectSettings {
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
         };
@@ -401,4 +401,160 @@ async fn the_engine_runs_service_mode_from_its_configuration() {
 #[ignore = "run by the tests as a child process"]
 fn fake_node_process() {
     fake_node::run_child();
+}
+
+/// How many SIGKILLs each cluster size takes (`WOODPECKER_KILLS` overrides; at least 50
+/// in the run `scripts/test` does).
+fn kills() -> usize {
+    std::env::var("WOODPECKER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+/// Writes issued and not yet answered: (payload, its acknowledgement).
+type InFlight = Vec<(
+    String,
+    std::pin::Pin<Box<dyn std::future::Future<Output = wal::client::Result<LogMessageId>> + Send>>,
+)>;
+
+/// Issues `count` writes now (they are in flight when this returns), tagged with `tag`.
+fn issue(w: &LogWriter, tag: usize, count: usize) -> InFlight {
+    (0..count)
+        .map(|i| {
+            let payload = format!("t{tag}-e{i}");
+            let ack = w.write_async(WriteMessage::new(payload.clone().into_bytes()));
+            (payload, Box::pin(ack) as _)
+        })
+        .collect()
+}
+
+/// The acknowledged writes of `in_flight` (failures are expected while replicas die: those
+/// entries are not counted), and whether the writer was lost.
+async fn settle(in_flight: InFlight) -> (Vec<(String, LogMessageId)>, bool) {
+    let mut acked = Vec::new();
+    let mut lost = false;
+    for (payload, ack) in in_flight {
+        match ack.await {
+            Ok(id) => acked.push((payload, id)),
+            Err(e) => lost |= e.is_writer_lost(),
+        }
+    }
+    (acked, lost)
+}
+
+/// SIGKILLs `per_round` random replica processes while a writer writes, restarts them, and
+/// checks that every acknowledged entry is read back, in id order, exactly once.
+async fn kill_loop(nodes: usize, replicas: u32, per_round: usize) {
+    use rand::seq::IndexedRandom;
+    let mut cluster = Cluster::start_processes(nodes).await;
+    let client = cluster.client(replicas);
+    client.create_log("kills").await.unwrap();
+    let log = client.open_log("kills").await.unwrap();
+    let mut writer = Some(log.open_writer().await.unwrap());
+    let mut acked: Vec<(String, LogMessageId)> = Vec::new();
+    let all: Vec<usize> = (0..nodes).collect();
+    let started = std::time::Instant::now();
+    let mut kills_done = 0;
+    let mut round = 0;
+    while kills_done < kills() {
+        round += 1;
+        let victims: Vec<usize> = all
+            .choose_multiple(&mut rand::rng(), per_round)
+            .copied()
+            .collect();
+        let w = writer.as_ref().unwrap();
+        let before = issue(w, round * 3, 20);
+        for v in &victims {
+            cluster.procs[*v].kill();
+        }
+        kills_done += victims.len();
+        let live: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| !victims.contains(i))
+            .collect();
+        cluster.set_members(&live);
+        let during = issue(w, round * 3 + 1, 20);
+        for batch in [before, during] {
+            acked.extend(settle(batch).await.0);
+        }
+        for v in &victims {
+            cluster.procs[*v].restart();
+        }
+        cluster.set_members(&all);
+        // A writer that lost its segment (too many replicas gone to complete it) is
+        // reopened once the nodes are back: that fences and completes its segments.
+        if !writer.as_ref().unwrap().is_valid() {
+            writer = None;
+            let mut tries = 0;
+            while writer.is_none() {
+                match log.open_writer().await {
+                    Ok(w) => writer = Some(w),
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        tracing::debug!(error = %e, "reopening the writer");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("cannot reopen the writer after round {round}: {e}"),
+                }
+            }
+        }
+        let (after, _) = settle(issue(writer.as_ref().unwrap(), round * 3 + 2, 20)).await;
+        acked.extend(after);
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "{kills_done} kills took too long"
+        );
+    }
+    writer.unwrap().close().await.unwrap();
+    assert!(
+        acked.len() > kills(),
+        "too few writes were acknowledged: {}",
+        acked.len()
+    );
+    // Every acknowledged entry, once, in id order, with its payload.
+    acked.sort_by_key(|(_, id)| *id);
+    for pair in acked.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "{} acknowledged twice", pair[0].1);
+    }
+    let mut reader = log.open_reader(LogMessageId::EARLIEST, None).await.unwrap();
+    let mut want = acked.iter().peekable();
+    let mut prev: Option<LogMessageId> = None;
+    while let Some((payload, id)) = want.peek() {
+        let m = tokio::time::timeout(Duration::from_secs(60), reader.read_next())
+            .await
+            .unwrap_or_else(|_| panic!("no entry after {prev:?}; waiting for {id}"))
+            .unwrap();
+        if let Some(p) = prev {
+            assert!(m.id > p, "{} after {p}", m.id);
+        }
+        prev = Some(m.id);
+        assert!(
+            m.id <= *id,
+            "acknowledged entry {id} was skipped (read {})",
+            m.id
+        );
+        if m.id == *id {
+            assert_eq!(m.payload.as_ref(), payload.as_bytes(), "{id}");
+            want.next();
+        }
+    }
+    reader.close().await.unwrap();
+    eprintln!(
+        "{nodes} nodes, {replicas} replicas: {kills_done} kills, {} acknowledged entries, {} segments, {:?}",
+        acked.len(),
+        log.segments().await.unwrap().len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_lose_no_acknowledged_entry_through_kills_of_one() {
+    kill_loop(3, 3, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_lose_no_acknowledged_entry_through_kills_of_two() {
+    kill_loop(5, 3, 2).await;
 }

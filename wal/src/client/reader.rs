@@ -273,6 +273,7 @@ impl LogReader {
                     self.next.entry_id,
                     max_entries,
                     self.shared.settings.read_batch_bytes,
+                    finished.then_some(last),
                 )
                 .await?;
             let mut entries = batch.entries;

@@ -225,12 +225,16 @@ impl Replicas {
 
     /// A batch from the replica that served the last read, failing over to the others
     /// (spec §6.3): a replica with nothing at `from_entry` yet or an error passes to the
-    /// next; a batch with entries or an end of segment is the answer.
+    /// next; a batch with entries or an end of segment is the answer. When the segment is
+    /// known to hold entries up to `last_entry_id` (its metadata says so), a replica that
+    /// ends before that is a replica behind the others (finalized with less than the
+    /// segment holds) and passes to the next too.
     pub(crate) async fn read_batch(
         &self,
         from_entry: i64,
         max_entries: usize,
         max_bytes: usize,
+        last_entry_id: Option<i64>,
     ) -> Result<ReadResult> {
         let n = self.nodes.len();
         let start = self.preferred.load(Ordering::Relaxed) % n;
@@ -248,6 +252,15 @@ impl Replicas {
                 )
                 .await
             {
+                Ok(b)
+                    if b.entries.is_empty()
+                        && b.end == ReadEnd::Eof
+                        && last_entry_id.is_some_and(|last| from_entry <= last)
+                        && n > 1 =>
+                {
+                    tracing::debug!(log = %self.log, segment = self.segment_id, node = self.nodes[r].endpoint(), from_entry, "replica ends early; trying another replica");
+                    empty = Some(b);
+                }
                 Ok(b) if !b.entries.is_empty() || b.end == ReadEnd::Eof => {
                     self.preferred.store(r, Ordering::Relaxed);
                     return Ok(b);

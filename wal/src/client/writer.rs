@@ -193,6 +193,7 @@ impl LogWriter {
         let task = WriterTask {
             core: core.clone(),
             next_segment_id,
+            select_failed_until: 0,
         };
         tokio::spawn(task.run(rx));
         let lock = lock.map(|lock| {
@@ -608,6 +609,9 @@ impl Core {
 struct WriterTask {
     core: Arc<Core>,
     next_segment_id: i64,
+    /// After a quorum selection failed, writes that need a new segment fail at once until
+    /// this time (clock millis) instead of each waiting out a selection of its own.
+    select_failed_until: i64,
 }
 
 impl WriterTask {
@@ -758,7 +762,25 @@ impl WriterTask {
         let id = self.next_segment_id;
         let quorum = match quorum {
             Some(q) => q,
-            None => core.shared.cluster.select_quorum().await?,
+            None => {
+                let now = core.shared.now_millis();
+                if now < self.select_failed_until {
+                    return Err(ClientError::SelectQuorumFailed {
+                        reason: "the last selection failed moments ago; retry later".into(),
+                    });
+                }
+                match core.shared.cluster.select_quorum().await {
+                    Ok(q) => q,
+                    Err(e) => {
+                        let retry = core.shared.settings.roll_retry_interval;
+                        self.select_failed_until = core
+                            .shared
+                            .now_millis()
+                            .saturating_add(i64::try_from(retry.as_millis()).unwrap_or(i64::MAX));
+                        return Err(e);
+                    }
+                }
+            }
         };
         let replicas = Arc::new(Replicas::from_quorum(
             &core.shared,
