@@ -521,6 +521,9 @@ async fn kill_loop(nodes: usize, replicas: u32, per_round: usize) {
     let mut reader = log.open_reader(LogMessageId::EARLIEST, None).await.unwrap();
     let mut want = acked.iter().peekable();
     let mut prev: Option<LogMessageId> = None;
+    // Every payload read up to the last acknowledged entry, with how often: an acknowledged
+    // payload must not come back a second time at another position either.
+    let mut times: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     while let Some((payload, id)) = want.peek() {
         let m = tokio::time::timeout(Duration::from_secs(60), reader.read_next())
             .await
@@ -530,6 +533,7 @@ async fn kill_loop(nodes: usize, replicas: u32, per_round: usize) {
             assert!(m.id > p, "{} after {p}", m.id);
         }
         prev = Some(m.id);
+        *times.entry(m.payload.to_vec()).or_default() += 1;
         assert!(
             m.id <= *id,
             "acknowledged entry {id} was skipped (read {})",
@@ -541,6 +545,9 @@ async fn kill_loop(nodes: usize, replicas: u32, per_round: usize) {
         }
     }
     reader.close().await.unwrap();
+    for (payload, _) in &acked {
+        assert_eq!(times.get(payload.as_bytes()), Some(&1), "{payload}");
+    }
     eprintln!(
         "{nodes} nodes, {replicas} replicas: {kills_done} kills, {} acknowledged entries, {} segments, {:?}",
         acked.len(),
