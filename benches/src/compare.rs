@@ -501,6 +501,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--milvus-addr",
+                "127.0.0.1:0",
             ])
             .args(["--kafka-partitions", "1"]);
         if let Some(c) = config {
@@ -1162,7 +1164,8 @@ fn start_system(sys: SystemId, tools: &Tools) -> anyhow::Result<Started> {
 }
 
 /// A `woodpecker.yaml` for MinIO segments and etcd metadata (the test services' variables),
-/// with segments under `root` and a fresh etcd prefix and bucket path tagged `tag`.
+/// with segments under `root` and a fresh etcd prefix and bucket path tagged `tag`. The keys
+/// go under that prefix (`prefixMode: configured`), apart from Go Woodpecker's `woodpecker/`.
 fn minio_yaml(root: &Path, tag: &str) -> anyhow::Result<String> {
     let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
     let endpoint = env("WOODPECKER_TEST_S3_ENDPOINT")?;
@@ -1171,7 +1174,7 @@ fn minio_yaml(root: &Path, tag: &str) -> anyhow::Result<String> {
         .rsplit_once(':')
         .context("WOODPECKER_TEST_S3_ENDPOINT is not http://host:port")?;
     Ok(format!(
-        "woodpecker:\n  meta:\n    type: etcd\n  storage:\n    type: minio\n    rootPath: {root}\n\
+        "woodpecker:\n  meta:\n    type: etcd\n    prefixMode: configured\n  storage:\n    type: minio\n    rootPath: {root}\n\
 etcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: compare-{tag}-{uniq}\n\
 minio:\n  address: {host}\n  port: {port}\n  accessKeyID: {ak}\n  secretAccessKey: {sk}\n  bucketName: compare-{tag}\n  rootPath: {tag}-{uniq}\n  createBucket: true\n",
         root = root.display(),

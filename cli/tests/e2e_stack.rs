@@ -26,7 +26,8 @@ fn env(name: &str) -> String {
     })
 }
 
-/// A woodpecker.yaml for MinIO + etcd in a fresh bucket and a fresh etcd root path.
+/// A woodpecker.yaml for MinIO + etcd in a fresh bucket and a fresh etcd root path (used as
+/// the key root: `prefixMode: configured`).
 struct Stack {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -59,6 +60,7 @@ impl Stack {
             "woodpecker:
   meta:
     type: etcd
+    prefixMode: configured   # keys under the fresh etcd.rootPath, apart from other tests
   storage:
     type: minio
     rootPath: {data}

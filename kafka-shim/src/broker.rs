@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
     DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
@@ -18,8 +18,10 @@ use kafka_protocol::messages::{
     describe_configs_response, fetch_response, find_coordinator_response, list_offsets_response,
     metadata_response, produce_response,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use tokio::sync::OnceCell;
+
+use crate::codec::{Body, Request};
 use wal::client::Client;
 use wal::meta::kv::Kv;
 
@@ -28,10 +30,10 @@ use crate::batch::{self, BatchError};
 use crate::error::{KafkaCode, ShimError};
 use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metrics::Metrics;
-use crate::partition::{Partition, PartitionSettings};
+use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
 use crate::topics::{
-    ProducerIds, TOPIC_CONFIG_KEYS, Topic, TopicDefaults, Topics, log_name, valid_topic_name,
-    validate_configs,
+    MAX_RECORDS_PER_REQUEST, ProducerIds, TOPIC_CONFIG_KEYS, Topic, TopicDefaults, Topics,
+    log_name, log_prefix, valid_topic_name, validate_configs,
 };
 
 /// Settings of the broker.
@@ -78,6 +80,8 @@ pub struct Broker {
     client: Client,
     topics: Topics,
     partitions: Mutex<HashMap<(String, i32), PartitionCell>>,
+    /// Pauses between attempts to open a partition whose storage keeps failing.
+    reopen: ReopenBackoff,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     cluster_id: String,
@@ -152,6 +156,7 @@ impl Broker {
             client,
             topics,
             partitions: Mutex::new(HashMap::new()),
+            reopen: ReopenBackoff::default(),
             producer_ids,
             groups,
             cluster_id,
@@ -191,15 +196,20 @@ impl Broker {
             match cell.get() {
                 Some(p) if p.is_failed() => {
                     let fresh: PartitionCell = Arc::default();
-                    map.insert(key, fresh.clone());
+                    map.insert(key.clone(), fresh.clone());
                     (fresh, Some(p.clone()))
                 }
                 _ => (cell, None),
             }
         };
         if let Some(old) = stale {
+            self.reopen.partition_failed(&key, &old);
             old.close().await;
         }
+        if let Some(p) = cell.get() {
+            return Ok(p.clone());
+        }
+        self.reopen.check(&key)?;
         let settings = PartitionSettings {
             tail_cache_bytes: self.config.tail_cache_bytes,
             leader_epoch: 0,
@@ -215,6 +225,7 @@ impl Broker {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "opening a partition failed");
+                self.reopen.open_failed(&key, KafkaCode::KafkaStorageError);
                 KafkaCode::KafkaStorageError
             })?;
             self.metrics.partitions_open.fetch_add(1, Ordering::Relaxed);
@@ -251,9 +262,12 @@ impl Broker {
     async fn delete_topic(&self, topic: &Topic) -> Result<(), ShimError> {
         let cells: Vec<PartitionCell> = {
             let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-            (0..topic.partitions)
-                .filter_map(|i| map.remove(&(topic.name.clone(), i)))
-                .collect()
+            let open: Vec<(String, i32)> = map
+                .keys()
+                .filter(|(t, _)| *t == topic.name)
+                .cloned()
+                .collect();
+            open.iter().filter_map(|k| map.remove(k)).collect()
         };
         for cell in cells {
             if let Some(p) = cell.get() {
@@ -261,11 +275,14 @@ impl Broker {
                 self.metrics.partitions_open.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        for i in 0..topic.partitions {
-            let name = log_name(&topic.name, i);
-            if self.client.log_exists(&name).await? {
-                self.client.delete_log(&name).await?;
-            }
+        // The logs that exist (partitions are created when first used), not every index the
+        // topic claims: a damaged record may claim billions.
+        let logs = self
+            .client
+            .list_logs_with_prefix(&log_prefix(&topic.name))
+            .await?;
+        for name in logs {
+            self.client.delete_log(&name).await?;
         }
         self.groups
             .delete_topic_offsets(&topic.name)
@@ -326,116 +343,78 @@ impl Broker {
         }
     }
 
-    /// Handles one decoded-header request. The ordered part (for Produce: offset assignment
-    /// and issuing the writes) is done before this returns; the returned future finishes the
+    /// Handles one decoded request. The ordered part (for Produce: offset assignment and
+    /// issuing the writes) is done before this returns; the returned future finishes the
     /// request and may run concurrently with later requests of the same connection.
     pub async fn handle(
         self: &Arc<Self>,
-        key: ApiKey,
-        version: i16,
-        mut body: Bytes,
+        request: Request,
     ) -> Result<BoxFuture<'static, Reply>, ShimError> {
-        macro_rules! decode {
-            ($t:ty) => {
-                <$t>::decode(&mut body, version).map_err(|e| ShimError::Malformed {
-                    api: format!("{key:?} v{version}"),
-                    detail: e.to_string(),
-                })?
-            };
-        }
+        let Request {
+            key, version, body, ..
+        } = request;
         let me = self.clone();
         self.metrics.request(key);
-        Ok(match key {
-            ApiKey::Produce => {
-                let req = decode!(ProduceRequest);
-                self.produce(req, version).await
-            }
-            ApiKey::Fetch => {
-                let req = decode!(FetchRequest);
-                Box::pin(async move { me.fetch(req, version).await })
-            }
-            ApiKey::ListOffsets => {
-                let req = decode!(ListOffsetsRequest);
-                Box::pin(async move { me.list_offsets(req, version).await })
-            }
-            ApiKey::Metadata => {
-                let req = decode!(MetadataRequest);
-                Box::pin(async move { me.metadata(req, version).await })
-            }
-            ApiKey::FindCoordinator => {
-                let req = decode!(FindCoordinatorRequest);
+        Ok(match body {
+            Body::Produce(req) => self.produce(req, version).await,
+            Body::Fetch(req) => Box::pin(async move { me.fetch(req, version).await }),
+            Body::ListOffsets(req) => Box::pin(async move { me.list_offsets(req, version).await }),
+            Body::Metadata(req) => Box::pin(async move { me.metadata(req, version).await }),
+            Body::FindCoordinator(req) => {
                 Box::pin(async move { encode(&me.find_coordinator(req, version), version) })
             }
-            ApiKey::InitProducerId => {
-                let req = decode!(InitProducerIdRequest);
+            Body::InitProducerId(req) => {
                 Box::pin(async move { me.init_producer_id(req, version).await })
             }
-            ApiKey::CreateTopics => {
-                let req = decode!(CreateTopicsRequest);
+            Body::CreateTopics(req) => {
                 Box::pin(async move { me.create_topics(req, version).await })
             }
-            ApiKey::DeleteTopics => {
-                let req = decode!(DeleteTopicsRequest);
+            Body::DeleteTopics(req) => {
                 Box::pin(async move { me.delete_topics(req, version).await })
             }
-            ApiKey::DescribeConfigs => {
-                let req = decode!(DescribeConfigsRequest);
+            Body::DescribeConfigs(req) => {
                 Box::pin(async move { encode(&me.describe_configs(req), version) })
             }
-            ApiKey::DescribeCluster => {
-                let req = decode!(DescribeClusterRequest);
+            Body::DescribeCluster(req) => {
                 Box::pin(async move { encode(&me.describe_cluster(req), version) })
             }
-            ApiKey::JoinGroup => {
-                let req = decode!(kafka_protocol::messages::JoinGroupRequest);
+            Body::JoinGroup(req) => {
                 Box::pin(async move { encode(&me.groups.join_group(req, version).await, version) })
             }
-            ApiKey::SyncGroup => {
-                let req = decode!(kafka_protocol::messages::SyncGroupRequest);
+            Body::SyncGroup(req) => {
                 Box::pin(async move { encode(&me.groups.sync_group(req, version).await, version) })
             }
-            ApiKey::Heartbeat => {
-                let req = decode!(kafka_protocol::messages::HeartbeatRequest);
+            Body::Heartbeat(req) => {
                 Box::pin(async move { encode(&me.groups.heartbeat(req, version).await, version) })
             }
-            ApiKey::LeaveGroup => {
-                let req = decode!(kafka_protocol::messages::LeaveGroupRequest);
+            Body::LeaveGroup(req) => {
                 Box::pin(async move { encode(&me.groups.leave_group(req, version).await, version) })
             }
-            ApiKey::OffsetCommit => {
-                let req = decode!(kafka_protocol::messages::OffsetCommitRequest);
-                Box::pin(async move {
-                    let resp = me.groups.offset_commit(req, version, me.as_ref()).await;
-                    encode(&resp, version)
-                })
-            }
-            ApiKey::OffsetFetch => {
-                let req = decode!(kafka_protocol::messages::OffsetFetchRequest);
-                Box::pin(async move {
-                    let resp = me.groups.offset_fetch(req, version, me.as_ref()).await;
-                    encode(&resp, version)
-                })
-            }
-            ApiKey::ListGroups => {
-                let req = decode!(kafka_protocol::messages::ListGroupsRequest);
+            Body::OffsetCommit(req) => Box::pin(async move {
+                let resp = me.groups.offset_commit(req, version, me.as_ref()).await;
+                encode(&resp, version)
+            }),
+            Body::OffsetFetch(req) => Box::pin(async move {
+                let resp = me.groups.offset_fetch(req, version, me.as_ref()).await;
+                encode(&resp, version)
+            }),
+            Body::ListGroups(req) => {
                 Box::pin(async move { encode(&me.groups.list_groups(req, version).await, version) })
             }
-            ApiKey::DescribeGroups => {
-                let req = decode!(kafka_protocol::messages::DescribeGroupsRequest);
+            Body::DescribeGroups(req) => {
                 Box::pin(
                     async move { encode(&me.groups.describe_groups(req, version).await, version) },
                 )
             }
-            ApiKey::DeleteGroups => {
-                let req = decode!(kafka_protocol::messages::DeleteGroupsRequest);
+            Body::DeleteGroups(req) => {
                 Box::pin(
                     async move { encode(&me.groups.delete_groups(req, version).await, version) },
                 )
             }
-            other => {
+            Body::ApiVersions(_) => {
                 return Err(ShimError::Malformed {
-                    api: format!("{other:?} v{version}"),
-                    detail: "not served by this broker".into(),
+                    api: format!("{key:?} v{version}"),
+                    detail: "answered by the listener, not the broker".into(),
                 });
             }
         })
@@ -449,6 +428,7 @@ impl Broker {
         version: i16,
     ) -> BoxFuture<'static, Reply> {
         let acks = req.acks;
+        let timeout_ms = req.timeout_ms;
         let mut issued = Vec::new();
         let transactional = req.transactional_id.is_some();
         for topic_data in req.topic_data {
@@ -496,7 +476,10 @@ impl Broker {
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
                 let result = match outcome {
-                    Ok((p, first, last)) => p.wait_visible(last).await.map(|()| (p, first)),
+                    Ok((p, first, last)) => p
+                        .wait_acknowledged(last, timeout_ms)
+                        .await
+                        .map(|()| (p, first)),
                     Err(code) => Err(code),
                 };
                 match result {
@@ -574,11 +557,12 @@ impl Broker {
                         pd.log_start_offset = start;
                         let budget = (fp.partition_max_bytes.max(0) as usize)
                             .min(max_bytes.saturating_sub(total));
-                        // KIP-74: the first batch of the response is returned whole even
-                        // when it exceeds the limits.
-                        let budget = if total == 0 { budget.max(1) } else { budget };
-                        if budget > 0 || total == 0 {
-                            match p.read(fp.fetch_offset, budget).await {
+                        // KIP-74: the first batch of the first partition with data is
+                        // returned whole even when it exceeds the limits; every other batch
+                        // fits within both the partition's and the response's limit.
+                        let whole_first = total == 0;
+                        if budget > 0 || whole_first {
+                            match p.read(fp.fetch_offset, budget, whole_first).await {
                                 Ok(None) => {
                                     pd.error_code = KafkaCode::OffsetOutOfRange.code();
                                     errors = true;
@@ -768,6 +752,11 @@ impl Broker {
                         metadata_response::MetadataResponseTopic::default()
                             .with_name(Some(TopicName(str_bytes(&name))))
                             .with_error_code(KafkaCode::InvalidTopicException.code())
+                    } else if self.topics.unservable(&name).is_some() {
+                        // Stored but not served (see `Topic::unservable`); never re-created.
+                        metadata_response::MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(str_bytes(&name))))
+                            .with_error_code(KafkaCode::UnknownTopicOrPartition.code())
                     } else if auto_create {
                         let partitions = self.config.topic_defaults.partitions;
                         match self
@@ -899,6 +888,21 @@ impl Broker {
     }
 
     async fn create_topics(self: Arc<Self>, req: CreateTopicsRequest, version: i16) -> Reply {
+        // Like Kafka's controller, refuse the whole request when it would create more than
+        // MAX_RECORDS_PER_REQUEST records (a topic, each partition, each configuration).
+        let records: i64 = req
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = if t.num_partitions == -1 {
+                    i64::from(self.config.topic_defaults.partitions).max(t.assignments.len() as i64)
+                } else {
+                    i64::from(t.num_partitions.max(0))
+                };
+                1 + partitions + t.configs.len() as i64
+            })
+            .sum();
+        let too_large = records > MAX_RECORDS_PER_REQUEST;
         let mut results = Vec::new();
         for t in req.topics {
             let name = t.name.0.as_str().to_string();
@@ -922,7 +926,12 @@ impl Broker {
                         .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
                 })
                 .collect();
-            let refusal: Option<(KafkaCode, String)> = if !valid_topic_name(&name) {
+            let refusal: Option<(KafkaCode, String)> = if too_large {
+                Some((
+                    KafkaCode::PolicyViolation,
+                    "Unable to perform excessively large batch operation.".into(),
+                ))
+            } else if !valid_topic_name(&name) {
                 Some((
                     KafkaCode::InvalidTopicException,
                     format!("`{name}` is not a legal topic name (1-249 of [a-zA-Z0-9._-])"),
@@ -932,10 +941,21 @@ impl Broker {
                     KafkaCode::TopicAlreadyExists,
                     format!("Topic '{name}' already exists."),
                 ))
+            } else if !t.assignments.is_empty() && t.num_partitions != -1 {
+                Some((
+                    KafkaCode::InvalidRequest,
+                    "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
+                ))
             } else if partitions < 1 {
                 Some((
                     KafkaCode::InvalidPartitions,
-                    "the number of partitions must be at least 1".into(),
+                    "Number of partitions was set to an invalid non-positive value.".into(),
+                ))
+            } else if t.replication_factor == 0 || t.replication_factor < -1 {
+                Some((
+                    KafkaCode::InvalidReplicationFactor,
+                    "Replication factor must be larger than 0, or -1 to use the default value."
+                        .into(),
                 ))
             } else if t.replication_factor > 1 {
                 Some((
@@ -1028,7 +1048,7 @@ impl Broker {
         let mut responses = Vec::new();
         for (name, id) in targets {
             let topic = match &name {
-                Some(n) => self.topics.get(n),
+                Some(n) => self.topics.get(n).or_else(|| self.topics.unservable(n)),
                 None => self.topics.all().into_iter().find(|t| t.id == id),
             };
             let mut r = delete_topics_response::DeletableTopicResult::default()

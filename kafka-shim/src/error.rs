@@ -14,6 +14,8 @@ pub enum KafkaCode {
     UnknownTopicOrPartition = 3,
     /// This broker does not lead the partition (also: the partition is being reopened).
     NotLeaderOrFollower = 6,
+    /// The request's `timeout_ms` ran out before the outcome was known.
+    RequestTimedOut = 7,
     /// A batch is larger than `max.message.bytes`.
     MessageTooLarge = 10,
     /// The coordinator is not available.
@@ -32,6 +34,8 @@ pub enum KafkaCode {
     TopicAlreadyExists = 36,
     /// The API version is not supported.
     UnsupportedVersion = 35,
+    /// A request exceeds a policy (Kafka's controller: too many records in one request).
+    PolicyViolation = 44,
     /// Sequence gap for an idempotent producer.
     OutOfOrderSequenceNumber = 45,
     /// The producer epoch is older than the one in force.
@@ -108,4 +112,13 @@ pub enum ShimError {
     /// A response that does not encode (a bug).
     #[error("cannot encode a response: {0}")]
     Encode(String),
+}
+
+impl From<kafka_wire::codec::DecodeError> for ShimError {
+    fn from(e: kafka_wire::codec::DecodeError) -> Self {
+        ShimError::Malformed {
+            api: e.api,
+            detail: e.detail,
+        }
+    }
 }

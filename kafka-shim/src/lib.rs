@@ -7,11 +7,12 @@
 //! served API versions and the mapping.
 //!
 //! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
+//! * [`codec`] and [`batch`] (re-exported from `kafka-wire`): request frames to typed
+//!   requests with every count and length bounded by the frame, and record batches.
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 
-pub mod batch;
 pub mod broker;
 pub mod error;
 pub mod groups;
@@ -22,8 +23,19 @@ pub mod topics;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};
+pub use kafka_wire::{batch, codec};
 pub use metrics::Metrics;
 pub use server::{ServerConfig, serve};
+
+/// The prefix of every log name the Kafka front door owns: partition `p` of topic `t` is the
+/// log `kafka:t:p` ([`topics::log_name`]). Entries of such a log are Kafka record batches;
+/// anything else written there breaks the partition.
+pub const LOG_PREFIX: &str = "kafka:";
+
+/// Whether the log `name` belongs to the Kafka front door (see [`LOG_PREFIX`]).
+pub fn owns_log(name: &str) -> bool {
+    name.starts_with(LOG_PREFIX)
+}
 
 /// What the group coordinator needs to know about topics.
 pub trait TopicCatalog: Send + Sync {

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
+    /// Idle connections closed at the connection limit to admit new ones.
+    pub connections_evicted: AtomicU64,
     /// Connections closed because of a protocol error.
     pub protocol_errors: AtomicU64,
     /// Open connections.
@@ -45,6 +47,7 @@ impl Default for Metrics {
             fetched_bytes: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_evicted: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             partitions_open: AtomicI64::new(0),
@@ -123,6 +126,11 @@ impl Metrics {
                 "woodpecker_kafka_connections_refused_total",
                 "Connections refused at the connection limit.",
                 &self.connections_refused,
+            ),
+            (
+                "woodpecker_kafka_connections_evicted_total",
+                "Idle connections closed at the connection limit to admit new ones.",
+                &self.connections_evicted,
             ),
             (
                 "woodpecker_kafka_protocol_errors_total",

@@ -16,10 +16,11 @@
 //!   not affected.
 //! * Record-level problems (bad CRC, oversized batch) are answered per partition by Produce.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -30,14 +31,17 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, api_versions_response,
 };
-use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
+use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::broker::{Broker, Reply};
+use crate::codec::{self, Body, Prefix};
 use crate::error::{KafkaCode, ShimError};
+use crate::metrics::Metrics;
 
 /// The API versions this broker serves: (key, min, max). Produce advertises min 0 for old
 /// librdkafka feature probing (KAFKA-18659); versions 0-2 cannot be decoded and close the
@@ -75,8 +79,16 @@ fn served(key: ApiKey) -> Option<(i16, i16)> {
 /// Settings of the listener.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Connections served at once; more are closed at accept.
+    /// Connections served at once. At the limit, a new connection takes the place of the
+    /// connection idle the longest (no request in progress for at least
+    /// `evict_idle_after`); when there is none, the new connection is closed.
     pub max_connections: usize,
+    /// How long a connection must have been idle to be closed for a new one at the limit.
+    pub evict_idle_after: Duration,
+    /// A connection with no request in progress and none received for this long is closed
+    /// (Kafka's `connections.max.idle.ms`, 10 minutes). A request sent a byte at a time
+    /// does not count as activity until it is whole.
+    pub idle_timeout: Duration,
     /// The largest request frame (Kafka's `socket.request.max.bytes`).
     pub max_frame_bytes: usize,
     /// Requests of one connection in progress at once.
@@ -89,6 +101,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 1024,
+            evict_idle_after: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
             max_frame_bytes: 100 * 1024 * 1024,
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(10),
@@ -121,7 +135,8 @@ pub async fn serve(
     config: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ShimError> {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let registry = Arc::new(Registry::default());
+    let mut refusals = Refusals::default();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -140,9 +155,9 @@ pub async fn serve(
                     }
                 };
                 let metrics = broker.metrics().clone();
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                let Some(state) = registry.admit(&config, &metrics) else {
                     metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, max = config.max_connections, "connection limit reached; closing the new connection");
+                    refusals.count(config.max_connections);
                     drop(stream);
                     continue;
                 };
@@ -151,9 +166,12 @@ pub async fn serve(
                 let broker = broker.clone();
                 let config = config.clone();
                 let shutdown = shutdown.clone();
+                let registry = registry.clone();
                 connections.spawn(async move {
-                    let _permit = permit;
-                    match connection(stream, peer, broker.clone(), &config, shutdown).await {
+                    let result =
+                        connection(stream, peer, broker.clone(), &config, shutdown, &state).await;
+                    registry.leave(state.id);
+                    match result {
                         Ok(()) => {}
                         // The client went away (reset, broken pipe): nothing to report.
                         Err(ShimError::Io { source, .. }) => {
@@ -182,6 +200,100 @@ pub async fn serve(
     Ok(())
 }
 
+/// What the listener knows of one connection: enough to pick one to close at the limit.
+#[derive(Debug)]
+struct ConnState {
+    id: u64,
+    /// When the last whole request arrived or the last response went out.
+    last_active: Mutex<Instant>,
+    /// Requests received and not yet answered.
+    in_flight: AtomicUsize,
+    /// Told when the listener closes this connection to admit another.
+    evicted: Notify,
+}
+
+impl ConnState {
+    fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| *self.last_active.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The open connections.
+#[derive(Debug, Default)]
+struct Registry {
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Admits a new connection: below the limit, or in place of the connection idle the
+    /// longest if it has been idle long enough. `None`: refused.
+    fn admit(&self, config: &ServerConfig, metrics: &Metrics) -> Option<Arc<ConnState>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= config.max_connections {
+            let now = Instant::now();
+            let idlest = open
+                .values()
+                .filter_map(|c| c.idle_since().map(|t| (t, c.id)))
+                .filter(|(t, _)| now.duration_since(*t) >= config.evict_idle_after)
+                .min()
+                .map(|(_, id)| id)?;
+            let victim = open.remove(&idlest)?;
+            victim.evicted.notify_one();
+            metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        let state = Arc::new(ConnState {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            last_active: Mutex::new(Instant::now()),
+            in_flight: AtomicUsize::new(0),
+            evicted: Notify::new(),
+        });
+        open.insert(state.id, state.clone());
+        Some(state)
+    }
+
+    fn leave(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Refused connections, reported at most once per interval (a flood of them must not
+/// become a flood of log lines).
+#[derive(Debug, Default)]
+struct Refusals {
+    since_report: u64,
+    last_report: Option<Instant>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn count(&mut self, max: usize) {
+        self.since_report += 1;
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
+        {
+            tracing::warn!(
+                refused = self.since_report,
+                max,
+                "connection limit reached with no idle connection to close; refusing new connections"
+            );
+            self.since_report = 0;
+            self.last_report = Some(now);
+        }
+    }
+}
+
 /// A request in progress: its correlation id, response header version and result.
 struct InFlight {
     correlation_id: i32,
@@ -195,6 +307,7 @@ async fn connection(
     broker: Arc<Broker>,
     config: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
+    state: &Arc<ConnState>,
 ) -> Result<(), ShimError> {
     let io = move |context: &str| {
         let context = format!("{context} ({peer})");
@@ -210,7 +323,8 @@ async fn connection(
     // and the wake-up that completes a request (a high watermark moving, a fetch finding
     // data) reaches the task that writes its response directly.
     let max_in_flight = config.max_in_flight.max(1);
-    let writer = tokio::spawn(async move {
+    let writer_state = state.clone();
+    let mut writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
         let mut pending = FuturesOrdered::new();
         let mut open = true;
@@ -237,6 +351,8 @@ async fn connection(
                 Some(done) = pending.next(), if !pending.is_empty() => done,
                 else => break,
             };
+            writer_state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            writer_state.touch();
             let Some(body) = reply? else { continue };
             out.clear();
             out.put_i32(0);
@@ -254,93 +370,171 @@ async fn connection(
     });
     let read_result = async {
         loop {
-            let mut len_buf = [0u8; 4];
-            tokio::select! {
-                r = rd.read_exact(&mut len_buf) => {
-                    if let Err(e) = r {
-                        // A clean close between requests.
-                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            return Ok(());
+            // One whole request, however long the client takes to send it, unless the
+            // connection is closed meanwhile: by shutdown, to admit another at the limit,
+            // or for having been idle (no request in progress) for `idle_timeout`.
+            let read = read_request(&mut rd, config.max_frame_bytes);
+            tokio::pin!(read);
+            let frame = loop {
+                let idle_deadline = state
+                    .idle_since()
+                    .map(|t| t + config.idle_timeout)
+                    .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+                tokio::select! {
+                    r = &mut read => break r,
+                    _ = shutdown.changed() => return Ok(Ended::Closed),
+                    _ = state.evicted.notified() => {
+                        tracing::debug!(%peer, "closing an idle connection to admit a new one");
+                        return Ok(Ended::Closed);
+                    }
+                    _ = tokio::time::sleep_until(idle_deadline) => {
+                        if state.idle_since().is_some_and(|t| t.elapsed() >= config.idle_timeout) {
+                            tracing::debug!(%peer, "closing a connection idle for connections.max.idle.ms");
+                            return Ok(Ended::Closed);
                         }
-                        return Err(ShimError::Io { context: format!("reading a request ({peer})"), source: e });
                     }
                 }
-                _ = shutdown.changed() => return Ok(()),
-            }
-            let len = i32::from_be_bytes(len_buf);
-            if len < 8 || len as usize > config.max_frame_bytes {
-                return Err(ShimError::Malformed {
-                    api: "frame".into(),
-                    detail: format!(
-                        "request size {len} is outside 8..={} (socket.request.max.bytes)",
-                        config.max_frame_bytes
-                    ),
-                });
-            }
-            let mut frame = BytesMut::zeroed(len as usize);
-            rd.read_exact(&mut frame)
-                .await
-                .map_err(|e| ShimError::Io { context: format!("reading a request ({peer})"), source: e })?;
-            let mut frame = frame.freeze();
-            let key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-            let version = i16::from_be_bytes([frame[2], frame[3]]);
-            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            let key = ApiKey::try_from(key_raw).map_err(|_| ShimError::Malformed {
-                api: format!("api key {key_raw}"),
-                detail: "unknown API key".into(),
-            })?;
-            let Some((min, max)) = served(key) else {
-                return Err(ShimError::Malformed {
-                    api: format!("{key:?} v{version}"),
-                    detail: "this API is not served".into(),
-                });
             };
-            if key == ApiKey::ApiVersions {
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                // A clean close between requests.
+                Ok(None) => return Ok(Ended::PeerClosed),
+                Err(e) => return Err(e.into_shim(peer)),
+            };
+            state.in_flight.fetch_add(1, Ordering::AcqRel);
+            state.touch();
+            let prefix = Prefix::read(&frame)?;
+            if prefix.key == ApiKey::ApiVersions as i16 {
                 // Answered here, not by the broker: counted here.
-                broker.metrics().request(key);
+                broker.metrics().request(ApiKey::ApiVersions);
+                let (min, max) = served(ApiKey::ApiVersions).expect("ApiVersions is served");
+                if !(min..=max).contains(&prefix.version) {
+                    // KIP-511: answer in v0 with the ranges we serve.
+                    let body = encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?;
+                    let done = Box::pin(async move { Ok(Some(body)) });
+                    send(&tx, prefix.correlation_id, 0, done).await?;
+                    continue;
+                }
             }
-            if key == ApiKey::ApiVersions && !(min..=max).contains(&version) {
-                // KIP-511: answer in v0 with the ranges we serve.
-                let body = encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?;
-                let done = Box::pin(async move { Ok(Some(body)) });
-                send(&tx, correlation_id, 0, done).await?;
-                continue;
+            let served_range = ApiKey::try_from(prefix.key).ok().and_then(served);
+            match served_range {
+                Some((min, max)) if (min..=max).contains(&prefix.version) => {}
+                Some((min, max)) => {
+                    return Err(ShimError::Malformed {
+                        api: format!("api key {} v{}", prefix.key, prefix.version),
+                        detail: format!("served versions are {min}..={max}"),
+                    });
+                }
+                None => {
+                    return Err(ShimError::Malformed {
+                        api: format!("api key {} v{}", prefix.key, prefix.version),
+                        detail: "this API is not served".into(),
+                    });
+                }
             }
-            let decodable = key.valid_versions();
-            if !(min..=max).contains(&version) || version < decodable.min || version > decodable.max {
-                return Err(ShimError::Malformed {
-                    api: format!("{key:?} v{version}"),
-                    detail: format!("served versions are {min}..={max}"),
-                });
-            }
-            let header = decode_request_header_from_buffer(&mut frame).map_err(|e| ShimError::Malformed {
-                api: format!("{key:?} v{version}"),
-                detail: format!("request header: {e}"),
-            })?;
-            let header_version = key.response_header_version(version);
-            if key == ApiKey::ApiVersions {
+            let request = codec::decode(frame)?;
+            let header_version = request.key.response_header_version(request.version);
+            if let Body::ApiVersions(_) = request.body {
                 // The body (client name and version, v3+) is informational.
-                tracing::debug!(%peer, client = ?header.client_id, "api versions");
+                tracing::debug!(%peer, client = ?request.header.client_id, "api versions");
                 let resp = api_versions(KafkaCode::None);
                 let mut body = BytesMut::new();
-                resp.encode(&mut body, version)
+                resp.encode(&mut body, request.version)
                     .map_err(|e| ShimError::Encode(e.to_string()))?;
                 let done = Box::pin(async move { Ok(Some(body)) });
-                send(&tx, correlation_id, header_version, done).await?;
+                send(&tx, prefix.correlation_id, header_version, done).await?;
                 continue;
             }
-            let rest = broker.handle(key, version, frame).await?;
-            send(&tx, correlation_id, header_version, rest).await?;
+            let rest = broker.handle(request).await?;
+            send(&tx, prefix.correlation_id, header_version, rest).await?;
         }
     }
     .await;
     drop(tx);
-    // Let the writer send what is in flight (also on an error, for earlier requests).
-    let written = writer
-        .await
-        .map_err(|e| ShimError::Encode(format!("connection writer failed: {e}")))?;
+    if let Ok(Ended::PeerClosed) = read_result {
+        // Nobody is left to read the responses: stop waiting for them (a long poll would
+        // hold the connection's slot for its whole wait). Writes already issued by Produce
+        // complete on their own.
+        writer.abort();
+        return Ok(());
+    }
+    // Let the writer send what is in flight (also on an error, for earlier requests), for
+    // at most the shutdown grace period.
+    let written = match tokio::time::timeout(config.shutdown_grace, &mut writer).await {
+        Ok(joined) => {
+            joined.map_err(|e| ShimError::Encode(format!("connection writer failed: {e}")))?
+        }
+        Err(_) => {
+            writer.abort();
+            Ok(())
+        }
+    };
     read_result?;
     written
+}
+
+/// How a connection's reading ended without an error.
+enum Ended {
+    /// The client closed its end.
+    PeerClosed,
+    /// The listener closed it: shutdown, eviction at the limit, or idleness.
+    Closed,
+}
+
+/// Why a request could not be read.
+enum ReadError {
+    Io(std::io::Error),
+    Size(i32, usize),
+}
+
+impl ReadError {
+    fn into_shim(self, peer: SocketAddr) -> ShimError {
+        match self {
+            ReadError::Io(source) => ShimError::Io {
+                context: format!("reading a request ({peer})"),
+                source,
+            },
+            ReadError::Size(len, max) => ShimError::Malformed {
+                api: "frame".into(),
+                detail: format!(
+                    "request size {len} is outside 8..={max} (socket.request.max.bytes)"
+                ),
+            },
+        }
+    }
+}
+
+/// Reads one request frame: its 4-byte size, then that many bytes, growing the buffer as
+/// they arrive (a size prefix alone reserves nothing, so memory follows what a client
+/// sent, not what it announced). `None` at a clean end of stream between requests.
+async fn read_request(
+    rd: &mut (impl tokio::io::AsyncRead + Unpin),
+    max_frame_bytes: usize,
+) -> Result<Option<bytes::Bytes>, ReadError> {
+    const STEP: usize = 64 * 1024;
+    let mut len_buf = [0u8; 4];
+    match rd.read_exact(&mut len_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 8 || len as usize > max_frame_bytes {
+        return Err(ReadError::Size(len, max_frame_bytes));
+    }
+    let len = len as usize;
+    let mut frame = BytesMut::with_capacity(len.min(STEP));
+    while frame.len() < len {
+        let want = (len - frame.len()).min(STEP);
+        frame.reserve(want);
+        let mut chunk = (&mut *rd).take(want as u64);
+        match chunk.read_buf(&mut frame).await {
+            Ok(0) => return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    Ok(Some(frame.freeze()))
 }
 
 async fn send(

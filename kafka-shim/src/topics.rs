@@ -14,9 +14,25 @@ use wal::meta::kv::{Compare, CompareOp, Kv, Txn, TxnOp};
 
 use crate::error::{KafkaCode, ShimError};
 
+/// The most records one CreateTopics request may create: a topic counts one, each of its
+/// partitions and configurations one more. Apache Kafka's controller refuses larger
+/// operations the same way (`POLICY_VIOLATION`, "Unable to perform excessively large batch
+/// operation."); it is also what bounds the partitions of a topic of this broker.
+pub const MAX_RECORDS_PER_REQUEST: i64 = 10_000;
+
+/// The most partitions a stored topic may claim. Nothing this broker creates has more; a
+/// stored record with more (written before the limit existed, or damaged) is not served,
+/// only deleted.
+pub const MAX_PARTITIONS: i32 = MAX_RECORDS_PER_REQUEST as i32;
+
 /// The log holding partition `partition` of `topic`.
 pub fn log_name(topic: &str, partition: i32) -> String {
-    format!("kafka:{topic}:{partition}")
+    format!("{}{partition}", log_prefix(topic))
+}
+
+/// The common prefix of the logs of `topic`'s partitions.
+pub fn log_prefix(topic: &str) -> String {
+    format!("{}{topic}:", crate::LOG_PREFIX)
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -163,12 +179,28 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), String
     Ok(())
 }
 
+impl Topic {
+    /// Why a stored topic cannot be served, if it cannot.
+    pub fn unservable(&self) -> Option<String> {
+        (!(1..=MAX_PARTITIONS).contains(&self.partitions)).then(|| {
+            format!(
+                "topic `{}` claims {} partitions, outside 1..={MAX_PARTITIONS}: it is not served; \
+                 delete it (kafka-topics.sh --delete) to reclaim its name and logs",
+                self.name, self.partitions
+            )
+        })
+    }
+}
+
 /// The topic registry: an in-memory copy of the stored topics.
 #[derive(Debug)]
 pub struct Topics {
     kv: Arc<dyn Kv>,
     prefix: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Stored topics that cannot be served ([`Topic::unservable`]): kept apart so that
+    /// nothing iterates their partitions, but known, so that they can be deleted.
+    unservable: RwLock<BTreeMap<String, Arc<Topic>>>,
 }
 
 impl Topics {
@@ -177,19 +209,38 @@ impl Topics {
         let prefix = format!("{prefix}/topics/");
         let (kvs, _) = kv.get_prefix(&prefix).await?;
         let mut topics = BTreeMap::new();
+        let mut unservable = BTreeMap::new();
         for item in kvs {
             let topic: Topic =
                 serde_json::from_slice(&item.value).map_err(|e| ShimError::Corrupt {
                     what: item.key.clone(),
                     detail: e.to_string(),
                 })?;
-            topics.insert(topic.name.clone(), Arc::new(topic));
+            match topic.unservable() {
+                Some(why) => {
+                    tracing::error!("{why}");
+                    unservable.insert(topic.name.clone(), Arc::new(topic));
+                }
+                None => {
+                    topics.insert(topic.name.clone(), Arc::new(topic));
+                }
+            }
         }
         Ok(Topics {
             kv,
             prefix,
             topics: RwLock::new(topics),
+            unservable: RwLock::new(unservable),
         })
+    }
+
+    /// A stored topic that is not served ([`Topic::unservable`]), by name.
+    pub fn unservable(&self, name: &str) -> Option<Arc<Topic>> {
+        self.unservable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// A topic by name.
@@ -228,7 +279,11 @@ impl Topics {
             if let Some(item) = self.kv.get(&key).await?
                 && let Ok(t) = serde_json::from_slice::<Topic>(&item.value)
             {
-                self.topics
+                let registry = match t.unservable() {
+                    Some(_) => &self.unservable,
+                    None => &self.topics,
+                };
+                registry
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(t.name.clone(), Arc::new(t));
@@ -247,10 +302,12 @@ impl Topics {
     pub async fn remove(&self, name: &str) -> Result<(), ShimError> {
         let key = format!("{}{}", self.prefix, name);
         self.kv.delete(&key).await?;
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        for registry in [&self.topics, &self.unservable] {
+            registry
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
         Ok(())
     }
 }

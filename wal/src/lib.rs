@@ -10,9 +10,11 @@
 //! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 //! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
-//!   fence and completion) that embedded mode talks to.
+//!   fence and completion) that embedded mode talks to, and its staged storage for service mode.
 //! * [`quorum`]: the replication core as pure code: acknowledgement at `Aq` of `Wq`, the
 //!   last-add-confirmed entry, fence and completion targets after a writer crash.
+//! * [`service`]: the service-mode LogStore node: the gRPC server, membership and node
+//!   selection, the admin endpoint.
 
 pub mod client;
 pub mod clock;
@@ -22,3 +24,4 @@ pub mod logstore;
 pub mod message;
 pub mod meta;
 pub mod quorum;
+pub mod service;

@@ -152,6 +152,12 @@ async fn prefixes_are_ordered_and_bounded(s: Store) {
     assert!(rev >= kvs.iter().map(|kv| kv.mod_revision).max().unwrap());
     let (none, _) = s.kv.get_prefix(&s.key("nothing/")).await.unwrap();
     assert!(none.is_empty());
+    // `has_prefix` agrees with `get_prefix`, on a prefix that is also a key's whole name too.
+    assert!(s.kv.has_prefix(&s.key("logs/")).await.unwrap());
+    assert!(s.kv.has_prefix(&s.key("logs/a/segments/1")).await.unwrap());
+    assert!(s.kv.has_prefix(&s.key("log")).await.unwrap());
+    assert!(!s.kv.has_prefix(&s.key("nothing/")).await.unwrap());
+    assert!(!s.kv.has_prefix(&s.key("logs/c")).await.unwrap());
 }
 
 async fn compares(s: Store) {

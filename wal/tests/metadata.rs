@@ -15,6 +15,7 @@ use wal::clock::{ClockRef, ManualClock, SystemClock};
 use wal::meta::embedded::EmbeddedKv;
 use wal::meta::etcd::{EtcdConfig, EtcdKv};
 use wal::meta::kv::Kv;
+use wal::meta::prefix::{PrefixCandidates, PrefixMode, PrefixReason, choose_prefix};
 use wal::meta::{KvMetadata, LockOptions, MetaError, MetadataProvider};
 
 const START_MILLIS: u64 = 1_700_000_000_000;
@@ -456,30 +457,124 @@ async fn values_are_the_go_encodings(e: Env) {
     reader.close().await.unwrap();
 }
 
-async fn prefix_rule_keeps_legacy_stores(e: Env) {
-    // A fresh store: the configured prefix.
-    let clock = e.clock();
-    if e.manual.is_some() {
-        let m = KvMetadata::open(e.kv.clone(), "by-dev", "woodpecker", clock.clone())
-            .await
-            .unwrap();
-        assert_eq!(m.prefix(), "by-dev/woodpecker");
+/// The prefix rule on candidates under a root of this test's own (`<root>/woodpecker` plays the
+/// legacy prefix, `<root>/by-dev/woodpecker` the configured one), so that it runs on a shared
+/// etcd; `a_fresh_store_opens_under_the_published_prefix` covers the real prefixes.
+async fn prefix_rule_never_hides_logs(e: Env) {
+    let root = format!("rule-{}", uuid::Uuid::new_v4().simple());
+    let candidates = PrefixCandidates {
+        legacy: format!("{root}/woodpecker"),
+        configured: format!("{root}/by-dev/woodpecker"),
+    };
+    let choose = |mode| {
+        let kv = e.kv.clone();
+        let candidates = candidates.clone();
+        async move { choose_prefix(kv.as_ref(), mode, &candidates, false).await }
+    };
+    // An empty store: the published Go prefix, unless a mode says otherwise.
+    let c = choose(PrefixMode::Auto).await.unwrap();
+    assert_eq!(
+        (c.prefix.as_str(), c.reason),
+        (candidates.legacy.as_str(), PrefixReason::EmptyStore)
+    );
+    assert!(c.shadowed().is_none());
+    assert_eq!(
+        choose(PrefixMode::Configured).await.unwrap().prefix,
+        candidates.configured
+    );
+    assert_eq!(
+        choose(PrefixMode::Legacy).await.unwrap().prefix,
+        candidates.legacy
+    );
+
+    // A store initialised under the configured prefix (a newer Go release, or woodpecker-rs
+    // before `auto`): kept.
+    let configured = KvMetadata::with_prefix(e.kv.clone(), &candidates.configured, e.clock());
+    configured.init_if_necessary().await.unwrap();
+    configured.create_log("ours").await.unwrap();
+    let c = choose(PrefixMode::Auto).await.unwrap();
+    assert_eq!(
+        (c.prefix.as_str(), c.reason),
+        (candidates.configured.as_str(), PrefixReason::OnlyConfigured)
+    );
+
+    // Then an older Go client writes its fixed prefix: no silent switch in either direction.
+    let legacy = KvMetadata::with_prefix(e.kv.clone(), &candidates.legacy, e.clock());
+    legacy.init_if_necessary().await.unwrap();
+    legacy.create_log("theirs").await.unwrap();
+    let err = choose(PrefixMode::Auto).await.unwrap_err();
+    match &err {
+        MetaError::PrefixConflict {
+            legacy,
+            legacy_logs,
+            configured,
+            configured_logs,
+        } => {
+            assert_eq!(legacy, &candidates.legacy);
+            assert_eq!(legacy_logs, &["theirs"]);
+            assert_eq!(configured, &candidates.configured);
+            assert_eq!(configured_logs, &["ours"]);
+        }
+        other => panic!("expected a prefix conflict, got {other:?}"),
     }
-    let m = KvMetadata::open(e.kv.clone(), "", "", clock.clone())
+    let text = err.to_string();
+    for needle in [
+        "woodpecker.meta.prefixMode",
+        "`legacy`",
+        "`configured`",
+        "1 log: theirs",
+        "1 log: ours",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    assert_eq!(err.code(), 3000);
+    // An explicit choice opens, and says what it does not see.
+    let c = choose(PrefixMode::Configured).await.unwrap();
+    assert_eq!(c.prefix, candidates.configured);
+    let hidden = c.shadowed().expect("the legacy prefix holds a log");
+    assert_eq!(hidden.prefix, candidates.legacy);
+    assert_eq!(hidden.logs.as_deref(), Some(&["theirs".to_string()][..]));
+    let c = choose(PrefixMode::Legacy).await.unwrap();
+    assert_eq!(c.prefix, candidates.legacy);
+    assert_eq!(c.shadowed().unwrap().prefix, candidates.configured);
+
+    // Only the legacy prefix: used, as every Go release would.
+    configured.delete_log_metadata("ours", true).await.unwrap();
+    e.kv.txn(wal::meta::kv::Txn {
+        success: vec![wal::meta::kv::TxnOp::DeletePrefix {
+            prefix: format!("{}/", candidates.configured),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = choose(PrefixMode::Auto).await.unwrap();
+    assert_eq!(
+        (c.prefix.as_str(), c.reason),
+        (candidates.legacy.as_str(), PrefixReason::OnlyLegacy)
+    );
+    // Overridden, it names the logs it passes over.
+    let c = choose(PrefixMode::Configured).await.unwrap();
+    let hidden = c.shadowed().expect("the legacy prefix holds a log");
+    assert_eq!(hidden.logs.as_deref(), Some(&["theirs".to_string()][..]));
+    // One prefix for both: nothing to choose.
+    let same = PrefixCandidates {
+        legacy: candidates.legacy.clone(),
+        configured: candidates.legacy.clone(),
+    };
+    let c = choose_prefix(e.kv.as_ref(), PrefixMode::Auto, &same, true)
         .await
         .unwrap();
-    assert_eq!(m.prefix(), "woodpecker");
-    // A store with keys written by Go Woodpecker v0.1.13 under `woodpecker/`: kept.
-    let marker = format!("woodpecker/logs/legacy-{}", uuid::Uuid::new_v4().simple());
-    e.kv.put(&marker, Bytes::from_static(b""), None)
-        .await
-        .unwrap();
-    let m = KvMetadata::open(e.kv.clone(), "by-dev", "woodpecker", clock)
-        .await
-        .unwrap();
-    let prefix = m.prefix().to_string();
-    e.kv.delete(&marker).await.unwrap();
-    assert_eq!(prefix, "woodpecker");
+    assert_eq!(c.reason, PrefixReason::Same);
+    assert_eq!(c.legacy.logs.as_deref(), Some(&["theirs".to_string()][..]));
+    e.kv.txn(wal::meta::kv::Txn {
+        success: vec![wal::meta::kv::TxnOp::DeletePrefix {
+            prefix: format!("{root}/"),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }
 
 async fn condition_write_first_decision_wins(e: Env) {
@@ -871,8 +966,8 @@ macro_rules! suite {
             }
 
             #[tokio::test]
-            async fn prefix_rule_keeps_legacy_stores() {
-                super::prefix_rule_keeps_legacy_stores(Env::new($kind).await).await;
+            async fn prefix_rule_never_hides_logs() {
+                super::prefix_rule_never_hides_logs(Env::new($kind).await).await;
             }
 
             #[tokio::test]
@@ -924,4 +1019,43 @@ async fn an_unreachable_etcd_names_the_endpoint() {
     let meta_err = MetaError::from(err);
     assert!(meta_err.is_retriable());
     assert_eq!(meta_err.code(), 3001);
+}
+
+/// The real prefixes on a store of this test's own: a fresh store opens under `woodpecker`, and
+/// keys under both prefixes stop `auto` from opening.
+#[tokio::test]
+async fn a_fresh_store_opens_under_the_published_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: ClockRef = Arc::new(ManualClock::new(START_MILLIS));
+    let kv: Arc<dyn Kv> = Arc::new(EmbeddedKv::open(dir.path(), clock.clone()).await.unwrap());
+    let open = |mode| {
+        let kv = kv.clone();
+        let clock = clock.clone();
+        async move { KvMetadata::open(kv, "by-dev", "woodpecker", mode, clock).await }
+    };
+    let m = open(PrefixMode::Auto).await.unwrap();
+    assert_eq!(m.prefix(), "woodpecker");
+    let choice = m.prefix_choice().unwrap();
+    assert_eq!(choice.reason, PrefixReason::EmptyStore);
+    assert_eq!(choice.configured.prefix, "by-dev/woodpecker");
+    m.init_if_necessary().await.unwrap();
+    m.create_log("a").await.unwrap();
+    // Reopened: the same prefix, by its keys this time.
+    let m = open(PrefixMode::Auto).await.unwrap();
+    assert_eq!(m.prefix(), "woodpecker");
+    assert_eq!(m.prefix_choice().unwrap().reason, PrefixReason::OnlyLegacy);
+    assert_eq!(m.list_logs().await.unwrap(), ["a"]);
+    // Someone writes the configured prefix too.
+    let c = open(PrefixMode::Configured).await.unwrap();
+    assert_eq!(c.prefix(), "by-dev/woodpecker");
+    c.init_if_necessary().await.unwrap();
+    c.create_log("b").await.unwrap();
+    assert!(matches!(
+        open(PrefixMode::Auto).await.unwrap_err(),
+        MetaError::PrefixConflict { .. }
+    ));
+    let l = open(PrefixMode::Legacy).await.unwrap();
+    assert_eq!(l.list_logs().await.unwrap(), ["a"]);
+    let c = open(PrefixMode::Configured).await.unwrap();
+    assert_eq!(c.list_logs().await.unwrap(), ["b"]);
 }

@@ -35,7 +35,7 @@ use proto::meta::QuorumInfo;
 pub use auditor::{AuditReport, Auditor, AuditorHandle};
 pub use error::{ClientError, Result, code};
 pub use handle::LogHandle;
-pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL};
+pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL, SkippedEntries};
 pub use replicated::ReplicationSettings;
 pub use store::{
     AppendEvent, AppendStream, EmbeddedCluster, LocalLogStoreClient, LogStoreClient,

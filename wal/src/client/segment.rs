@@ -22,8 +22,8 @@ use super::error::{ClientError, Result};
 use super::replicated::Replicated;
 use super::store::{LogStoreClient, StoreResult};
 use crate::logstore::{
-    CleanScope, CompactResult, LogStore, OnDurable, ReadEnd, ReadResult, SegmentProcessor, TryAdd,
-    WaitOutcome,
+    CleanScope, CompactResult, DamagedBlock, LogStore, OnDurable, ReadEnd, ReadResult,
+    SegmentProcessor, TryAdd, WaitOutcome,
 };
 use crate::quorum::{self, Completion, QuorumSpec, RecoveryError};
 
@@ -354,6 +354,27 @@ impl Replicas {
         )
         .await;
         self.endpoints().into_iter().zip(results).collect()
+    }
+
+    /// Removes the data of a segment that holds no block and says whether it did. Only a
+    /// quorum of one does this (embedded mode): replicas that each decided on their own could
+    /// leave the segment gone from some and present on others, so a larger quorum answers
+    /// `false` and the segment is completed empty.
+    pub(crate) async fn discard_if_empty(&self) -> StoreResult<bool> {
+        match self.nodes.as_slice() {
+            [only] => {
+                only.discard_segment_if_empty(self.log_id, self.segment_id)
+                    .await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The damaged blocks the first replica that answers reports.
+    pub(crate) async fn damaged_blocks(&self) -> Result<Vec<DamagedBlock>> {
+        let (log_id, segment_id) = (self.log_id, self.segment_id);
+        self.first_answer(|n| async move { n.damaged_blocks(log_id, segment_id).await })
+            .await
     }
 
     /// Waits for `entry_id` through a writer in this process (a quorum of one in process);

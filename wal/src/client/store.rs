@@ -31,7 +31,8 @@ use tokio::sync::mpsc;
 use super::error::ClientError;
 use super::{EMBEDDED_NODE, embedded_quorum};
 use crate::logstore::{
-    Backend, CleanScope, CompactResult, LogStore, LogStoreError, ReadResult, WaitOutcome,
+    Backend, CleanScope, CompactResult, DamagedBlock, LogStore, LogStoreError, ReadResult,
+    WaitOutcome,
 };
 
 /// Result alias of the boundary.
@@ -132,6 +133,24 @@ pub trait LogStoreClient: Send + Sync + fmt::Debug {
     /// node is in process; a remote node answers [`WaitOutcome::NoWriter`] (poll).
     async fn wait_for_entry(&self, _log_id: i64, _segment_id: i64, _entry_id: i64) -> WaitOutcome {
         WaitOutcome::NoWriter
+    }
+
+    /// Removes the segment's data if it holds no block and says whether it did (see
+    /// [`LogStore::discard_segment_if_empty`]). The LogStore service has no such call, so a
+    /// remote node answers `false` and the writer completes the segment empty, as Go does.
+    async fn discard_segment_if_empty(&self, _log_id: i64, _segment_id: i64) -> StoreResult<bool> {
+        Ok(false)
+    }
+
+    /// The segment's blocks that do not verify (see [`LogStore::damaged_blocks`]). The
+    /// LogStore service has no such call: a remote node reports none, and a reader fails
+    /// over to another replica when one answers a read with a corruption error.
+    async fn damaged_blocks(
+        &self,
+        _log_id: i64,
+        _segment_id: i64,
+    ) -> StoreResult<Vec<DamagedBlock>> {
+        Ok(Vec::new())
     }
 }
 
@@ -323,6 +342,16 @@ impl LogStoreClient for LocalLogStoreClient {
         self.store
             .wait_for_entry(log_id, segment_id, entry_id)
             .await
+    }
+
+    async fn discard_segment_if_empty(&self, log_id: i64, segment_id: i64) -> StoreResult<bool> {
+        self.store
+            .discard_segment_if_empty(log_id, segment_id)
+            .await
+    }
+
+    async fn damaged_blocks(&self, log_id: i64, segment_id: i64) -> StoreResult<Vec<DamagedBlock>> {
+        self.store.damaged_blocks(log_id, segment_id).await
     }
 }
 

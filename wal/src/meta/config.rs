@@ -2,8 +2,10 @@
 //!
 //! `woodpecker.meta.type` is `etcd` in the Go schema (its only value there, and the default when
 //! a YAML file leaves it out); this project adds `embedded`, the single-process store that the
-//! zero-configuration `woodpecker serve` uses. `woodpecker.meta.prefix` joins `etcd.rootPath`
-//! to form the root of every key (spec section 4), for both stores.
+//! zero-configuration `woodpecker serve` uses. The root of every key is chosen by
+//! `woodpecker.meta.prefixMode` (this project's extension, [`super::prefix`]) between the fixed
+//! `woodpecker` of published Go Woodpecker and `<etcd.rootPath>/<woodpecker.meta.prefix>`, the
+//! same way for both stores.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use super::embedded::EmbeddedKv;
 use super::error::{MetaError, MetaResult};
 use super::etcd::{EtcdConfig, EtcdKv};
 use super::kv::Kv;
+use super::prefix::PrefixMode;
 use super::provider::{KvMetadata, MetadataProvider};
 use crate::clock::ClockRef;
 
@@ -35,8 +38,12 @@ pub struct MetaSection {
     /// `type`: `etcd` or `embedded`.
     #[serde(rename = "type")]
     pub kind: MetaType,
-    /// `prefix`: joined to `etcd.rootPath` to form the key root (default `woodpecker`).
+    /// `prefix`: joined to `etcd.rootPath` to form the configured key root (default
+    /// `woodpecker`).
     pub prefix: String,
+    /// `prefixMode`: `auto`, `legacy` or `configured` (this project's extension; see
+    /// [`super::prefix`]).
+    pub prefix_mode: PrefixMode,
     /// `embeddedDir`: directory of the embedded store (default: `meta` under the data root).
     pub embedded_dir: String,
 }
@@ -46,6 +53,7 @@ impl Default for MetaSection {
         MetaSection {
             kind: MetaType::Etcd,
             prefix: "woodpecker".into(),
+            prefix_mode: PrefixMode::Auto,
             embedded_dir: String::new(),
         }
     }
@@ -62,18 +70,33 @@ impl MetaSection {
     }
 }
 
-/// Opens the configured store, resolves the key root (keeping a legacy `woodpecker` root that
-/// already holds data) and initialises it if needed.
+/// Opens the configured store, chooses the key root by `woodpecker.meta.prefixMode` and
+/// initialises it if needed.
 ///
-/// Errors name what to fix: an `etcd.*` setting, an unreachable etcd (its endpoints), or an
-/// embedded directory that another process holds.
+/// Errors name what to fix: an `etcd.*` setting, an unreachable etcd (its endpoints), an
+/// embedded directory that another process holds, or keys under both candidate roots
+/// ([`MetaError::PrefixConflict`]).
 pub async fn open_metadata(
     meta: &MetaSection,
     etcd: &EtcdConfig,
     data_root: &Path,
     clock: ClockRef,
 ) -> MetaResult<Arc<KvMetadata>> {
-    let kv: Arc<dyn Kv> = match meta.kind {
+    let kv = open_kv(meta, etcd, data_root, clock.clone()).await?;
+    let provider =
+        KvMetadata::open(kv, &etcd.root_path, &meta.prefix, meta.prefix_mode, clock).await?;
+    provider.init_if_necessary().await?;
+    Ok(Arc::new(provider))
+}
+
+/// Opens the configured key-value store, without choosing a prefix or writing anything.
+pub async fn open_kv(
+    meta: &MetaSection,
+    etcd: &EtcdConfig,
+    data_root: &Path,
+    clock: ClockRef,
+) -> MetaResult<Arc<dyn Kv>> {
+    Ok(match meta.kind {
         MetaType::Etcd => {
             if let Err(e) = etcd.validate() {
                 return Err(MetaError::Rejected(e.to_string()));
@@ -81,12 +104,9 @@ pub async fn open_metadata(
             Arc::new(EtcdKv::connect(etcd).await?)
         }
         MetaType::Embedded => {
-            Arc::new(EmbeddedKv::open(meta.embedded_dir(data_root), Arc::clone(&clock)).await?)
+            Arc::new(EmbeddedKv::open(meta.embedded_dir(data_root), clock).await?)
         }
-    };
-    let provider = KvMetadata::open(kv, &etcd.root_path, &meta.prefix, clock).await?;
-    provider.init_if_necessary().await?;
-    Ok(Arc::new(provider))
+    })
 }
 
 #[cfg(test)]
@@ -98,9 +118,13 @@ mod tests {
     fn reads_the_go_section_and_the_extension() {
         let go: MetaSection = serde_yaml_ng::from_str("type: etcd\nprefix: woodpecker\n").unwrap();
         assert_eq!(go, MetaSection::default());
-        let ours: MetaSection =
-            serde_yaml_ng::from_str("type: embedded\nembeddedDir: /srv/wp-meta\n").unwrap();
+        let ours: MetaSection = serde_yaml_ng::from_str(
+            "type: embedded\nembeddedDir: /srv/wp-meta\nprefixMode: configured\n",
+        )
+        .unwrap();
         assert_eq!(ours.kind, MetaType::Embedded);
+        assert_eq!(ours.prefix_mode, PrefixMode::Configured);
+        assert_eq!(MetaSection::default().prefix_mode, PrefixMode::Auto);
         assert_eq!(
             ours.embedded_dir(Path::new("/data")),
             PathBuf::from("/srv/wp-meta")
@@ -123,7 +147,8 @@ mod tests {
         let provider = open_metadata(&meta, &EtcdConfig::default(), dir.path(), clock.clone())
             .await
             .unwrap();
-        assert_eq!(provider.prefix(), "by-dev/woodpecker");
+        // A fresh store takes the prefix published Go Woodpecker uses.
+        assert_eq!(provider.prefix(), "woodpecker");
         assert_eq!(provider.create_log("a").await.unwrap().log_id, 1);
         assert!(dir.path().join("meta").is_dir());
         drop(provider);
@@ -132,6 +157,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.list_logs().await.unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_initialised_under_the_configured_prefix_stays_there() {
+        // Stores written before `auto` existed keep `by-dev/woodpecker`: no migration.
+        let dir = tempfile::tempdir().unwrap();
+        let clock: ClockRef = Arc::new(ManualClock::new(1_000));
+        let configured = MetaSection {
+            kind: MetaType::Embedded,
+            prefix_mode: PrefixMode::Configured,
+            ..MetaSection::default()
+        };
+        let first = open_metadata(
+            &configured,
+            &EtcdConfig::default(),
+            dir.path(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.prefix(), "by-dev/woodpecker");
+        first.create_log("old").await.unwrap();
+        drop(first);
+        let auto = MetaSection {
+            kind: MetaType::Embedded,
+            ..MetaSection::default()
+        };
+        let again = open_metadata(&auto, &EtcdConfig::default(), dir.path(), clock)
+            .await
+            .unwrap();
+        assert_eq!(again.prefix(), "by-dev/woodpecker");
+        assert_eq!(again.list_logs().await.unwrap(), ["old"]);
     }
 
     #[tokio::test]

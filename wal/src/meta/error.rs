@@ -89,6 +89,28 @@ pub enum MetaError {
         /// The log name.
         log: String,
     },
+    /// Woodpecker keys exist under both the legacy and the configured root prefix, and
+    /// `woodpecker.meta.prefixMode` is `auto`: choosing either would hide the other's logs.
+    #[error(
+        "the metadata store holds Woodpecker keys under two root prefixes: `{legacy}` ({}) and \
+         `{configured}` ({}); refusing to pick one, which would hide the other's logs. Set \
+         woodpecker.meta.prefixMode to `legacy` to use `{legacy}` (the fixed prefix of Go \
+         Woodpecker up to v0.1.29 and Milvus 2.6) or to `configured` to use `{configured}` \
+         (etcd.rootPath/woodpecker.meta.prefix, as Go Woodpecker v0.1.30 and later on a fresh \
+         store); `woodpecker meta prefix` shows both",
+        super::prefix::name_list(legacy_logs, 5),
+        super::prefix::name_list(configured_logs, 5)
+    )]
+    PrefixConflict {
+        /// The legacy prefix (`woodpecker`).
+        legacy: String,
+        /// The logs under it.
+        legacy_logs: Vec<String>,
+        /// `<etcd.rootPath>/<woodpecker.meta.prefix>`.
+        configured: String,
+        /// The logs under it.
+        configured_logs: Vec<String>,
+    },
     /// Another writer holds the log's writer lock.
     #[error("log `{log}` has a writer already (lock held by {holder})")]
     LockHeld {
@@ -113,7 +135,7 @@ impl MetaError {
         match self {
             MetaError::Unavailable { .. } => 3001,
             MetaError::Rejected(_) | MetaError::KeyAlreadyExists { .. } => 3002,
-            MetaError::Init { .. } => 3000,
+            MetaError::Init { .. } | MetaError::PrefixConflict { .. } => 3000,
             MetaError::CorruptValue { .. } => 3004,
             MetaError::LogNotFound { .. } | MetaError::KeyNotExists { .. } => 3012,
             MetaError::LogAlreadyExists { .. } => 3013,

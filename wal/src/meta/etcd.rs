@@ -818,6 +818,19 @@ impl Kv for EtcdKv {
         Ok((self.key_values(resp.take_kvs())?, revision))
     }
 
+    async fn has_prefix(&self, prefix: &str) -> Result<bool, KvError> {
+        let mut kv = self.inner.kv.clone();
+        let options = ec::GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_limit(1);
+        let resp = self
+            .bound()
+            .run("get prefix", None, kv.get(prefix, Some(options)))
+            .await?;
+        Ok(!resp.kvs().is_empty())
+    }
+
     async fn put(
         &self,
         key: &str,

@@ -1,4 +1,4 @@
-//! The Go project's etcd key layout, and the rule that picks its root prefix.
+//! The Go project's etcd key layout under one root prefix.
 //!
 //! | key | value |
 //! |---|---|
@@ -14,25 +14,12 @@
 //! | `<P>/marking/<logId>/<segId>` | `SegmentCompactedNotifyStatus` |
 //! | `<P>/logs-deleted/<name>-<unixNano>[/segments/<id>]` | parked copies of a deleted log |
 //!
-//! `<P>` is `<etcd.rootPath>/<woodpecker.meta.prefix>` (for Milvus `by-dev/woodpecker`), unless
-//! a store already holds keys under the legacy prefix `woodpecker` written by Go Woodpecker
-//! v0.1.13 (Milvus 2.6): then `woodpecker` is kept, so both see the same logs.
+//! `<P>` is chosen by [`super::prefix`]: `woodpecker` (the fixed prefix of Go Woodpecker up to
+//! v0.1.29 and of Milvus 2.6) or `<etcd.rootPath>/<woodpecker.meta.prefix>` (Go Woodpecker
+//! v0.1.30 and later on a fresh store).
 
-/// The prefix Go Woodpecker v0.1.13 hard-codes, and the fallback for an empty one.
+/// The prefix Go Woodpecker up to v0.1.29 hard-codes, and the fallback for an empty one.
 pub const LEGACY_PREFIX: &str = "woodpecker";
-
-/// Keys whose presence under the legacy prefix marks a legacy store.
-pub const LEGACY_MARKER_KEYS: [&str; 5] = [
-    "instance",
-    "version",
-    "logidgen",
-    "quorumidgen",
-    "conditionwrite",
-];
-
-/// Sub-prefixes whose presence under the legacy prefix marks a legacy store.
-pub const LEGACY_MARKER_PREFIXES: [&str; 5] =
-    ["logs/", "quorums/", "logstores/", "readers/", "cleaning/"];
 
 /// Joins `etcd.rootPath` and `woodpecker.meta.prefix` like Go's `path.Join`, falling back to
 /// `woodpecker` when the result is empty or `.`.

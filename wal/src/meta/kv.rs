@@ -273,6 +273,12 @@ pub trait Kv: Send + Sync + Debug + 'static {
     /// Every key starting with `prefix`, in key order, and the store revision of the read.
     async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError>;
 
+    /// Whether any key starts with `prefix`. Stores that can answer without reading every such
+    /// key (etcd: a keys-only read limited to one) override this.
+    async fn has_prefix(&self, prefix: &str) -> Result<bool, KvError> {
+        Ok(!self.get_prefix(prefix).await?.0.is_empty())
+    }
+
     /// Sets a key; returns the new store revision.
     async fn put(
         &self,

@@ -14,11 +14,13 @@ pub mod etcd;
 pub mod keys;
 pub mod kv;
 pub mod lock;
+pub mod prefix;
 pub mod provider;
 pub mod readers;
 
 pub use config::{MetaSection, MetaType, open_metadata};
 pub use error::{MetaError, MetaResult};
 pub use lock::{LockOptions, WriterLock};
+pub use prefix::{PrefixChoice, PrefixMode};
 pub use provider::{KvMetadata, MetadataProvider, Versioned};
 pub use readers::ReaderRegistration;

@@ -29,12 +29,10 @@ use proto::meta::{
 };
 
 use super::error::{MetaError, MetaResult};
-use super::keys::{
-    self, Keys, LEGACY_MARKER_KEYS, LEGACY_MARKER_PREFIXES, LEGACY_PREFIX, log_name_of,
-    valid_log_name,
-};
+use super::keys::{Keys, log_name_of, valid_log_name};
 use super::kv::{Compare, CompareOp, KeyValue, Kv, Revision, Txn, TxnOp, TxnOpResult};
 use super::lock::{LockOptions, WriterLock};
+use super::prefix::{PrefixCandidates, PrefixChoice, PrefixMode, choose_prefix, name_list};
 use super::readers::ReaderRegistration;
 use crate::clock::ClockRef;
 
@@ -114,6 +112,16 @@ pub trait MetadataProvider: Send + Sync + fmt::Debug {
     ) -> MetaResult<Revision>;
     /// Deletes a segment's metadata.
     async fn delete_segment_metadata(&self, log: &str, segment_id: i64) -> MetaResult<()>;
+    /// Deletes a segment's metadata if it is still at `revision`: what a writer does to give
+    /// up a segment it created and never got an entry into. [`MetaError::RevisionInvalid`]
+    /// when it changed (another writer fenced and completed it), [`MetaError::KeyNotExists`]
+    /// when it is gone.
+    async fn delete_segment_metadata_at(
+        &self,
+        log: &str,
+        segment_id: i64,
+        revision: Revision,
+    ) -> MetaResult<()>;
 
     /// Records a reader's position under a lease that is kept alive until the registration is
     /// closed or dropped.
@@ -191,6 +199,7 @@ pub struct KvMetadata {
     kv: Arc<dyn Kv>,
     keys: Keys,
     clock: ClockRef,
+    choice: Option<PrefixChoice>,
 }
 
 impl fmt::Debug for KvMetadata {
@@ -227,28 +236,53 @@ impl KvMetadata {
             kv,
             keys: Keys::new(prefix),
             clock,
+            choice: None,
         }
     }
 
-    /// A provider under the prefix the Go rule picks: `<etcd.rootPath>/<woodpecker.meta.prefix>`,
-    /// or the legacy `woodpecker` when keys of a Go Woodpecker v0.1.13 store exist there.
+    /// A provider under the prefix `mode` chooses between the legacy `woodpecker` and
+    /// `<etcd.rootPath>/<woodpecker.meta.prefix>` ([`super::prefix`]). The choice is logged
+    /// (a warning when the other prefix holds logs this provider will not see) and kept
+    /// ([`KvMetadata::prefix_choice`]).
+    ///
+    /// Fails with [`MetaError::PrefixConflict`] in `auto` mode when both prefixes hold keys.
     pub async fn open(
         kv: Arc<dyn Kv>,
         etcd_root: &str,
         meta_prefix: &str,
+        mode: PrefixMode,
         clock: ClockRef,
     ) -> MetaResult<Self> {
-        let configured = keys::configured_prefix(etcd_root, meta_prefix);
-        let prefix = if configured != LEGACY_PREFIX && has_legacy_keys(kv.as_ref()).await? {
-            tracing::info!(
-                configured = %configured,
-                "metadata keys found under the legacy prefix `woodpecker`; using it"
+        let candidates = PrefixCandidates::new(etcd_root, meta_prefix);
+        let choice = choose_prefix(kv.as_ref(), mode, &candidates, false).await?;
+        tracing::info!(
+            store = %kv.endpoint(),
+            prefix = %choice.prefix,
+            mode = %choice.mode,
+            "metadata keys under `{}/`: {}",
+            choice.prefix,
+            choice.reason
+        );
+        if let Some(other) = choice.shadowed() {
+            tracing::warn!(
+                store = %kv.endpoint(),
+                prefix = %choice.prefix,
+                "metadata keys also exist under `{}/` ({}), which this process does not see: \
+                 woodpecker.meta.prefixMode is `{}`; set it to `{}` to use them instead",
+                other.prefix,
+                name_list(other.logs.as_deref().unwrap_or_default(), 10),
+                choice.mode,
+                if other.prefix == candidates.legacy { "legacy" } else { "configured" }
             );
-            LEGACY_PREFIX.to_string()
-        } else {
-            configured
-        };
-        Ok(Self::with_prefix(kv, &prefix, clock))
+        }
+        let mut provider = Self::with_prefix(kv, &choice.prefix, clock);
+        provider.choice = Some(choice);
+        Ok(provider)
+    }
+
+    /// How the prefix was chosen, when [`KvMetadata::open`] chose it.
+    pub fn prefix_choice(&self) -> Option<&PrefixChoice> {
+        self.choice.as_ref()
     }
 
     /// The key layout in use.
@@ -349,21 +383,6 @@ impl KvMetadata {
                 detail: "segment key does not end in a decimal segment id".into(),
             })
     }
-}
-
-async fn has_legacy_keys(kv: &dyn Kv) -> MetaResult<bool> {
-    for key in LEGACY_MARKER_KEYS {
-        if kv.get(&format!("{LEGACY_PREFIX}/{key}")).await?.is_some() {
-            return Ok(true);
-        }
-    }
-    for prefix in LEGACY_MARKER_PREFIXES {
-        let (found, _) = kv.get_prefix(&format!("{LEGACY_PREFIX}/{prefix}")).await?;
-        if !found.is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[async_trait]
@@ -623,6 +642,33 @@ impl MetadataProvider for KvMetadata {
             Ok(())
         } else {
             Err(MetaError::KeyNotExists { key })
+        }
+    }
+
+    async fn delete_segment_metadata_at(
+        &self,
+        log: &str,
+        segment_id: i64,
+        revision: Revision,
+    ) -> MetaResult<()> {
+        Self::check_name(log)?;
+        let key = self.keys.segment(log, segment_id);
+        let out = self
+            .txn(Txn {
+                compares: vec![Compare::mod_revision(&key, CompareOp::Equal, revision)],
+                success: vec![TxnOp::Delete { key: key.clone() }],
+                failure: vec![TxnOp::Get { key: key.clone() }],
+            })
+            .await?;
+        if out.succeeded {
+            Ok(())
+        } else if first_get(&out.results, 0).is_none() {
+            Err(MetaError::KeyNotExists { key })
+        } else {
+            Err(MetaError::RevisionInvalid {
+                key,
+                expected: revision,
+            })
         }
     }
 

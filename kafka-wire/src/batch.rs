@@ -1,6 +1,6 @@
 //! Kafka record batches (magic 2), read without decompressing.
 //!
-//! The shim stores batches as the producer sent them. It reads the fixed 61-byte header,
+//! The front door stores batches as the producer sent them. It reads the fixed 61-byte header,
 //! checks the CRC-32C (which covers everything from the attributes to the end) and patches the
 //! two fields that sit outside the CRC: the base offset (bytes 0..8) and the partition leader
 //! epoch (bytes 12..16).
@@ -221,10 +221,16 @@ fn records_reader<'a>(
         1 => Box::new(flate2::read::GzDecoder::new(body)),
         2 => Box::new(SnappyReader::new(body)),
         3 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
-        4 => Box::new(
-            zstd::stream::read::Decoder::with_buffer(body)
-                .map_err(|e| BatchError::Malformed(format!("zstd: {e}")))?,
-        ),
+        4 => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(body)
+                .map_err(|e| BatchError::Malformed(format!("zstd: {e}")))?;
+            // The window a frame may ask the decoder to hold: producers compress batches of
+            // at most a few MiB, and a tiny frame must not make the decoder allocate 128 MiB.
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| BatchError::Malformed(format!("zstd: {e}")))?;
+            Box::new(decoder)
+        }
         other => return Err(BatchError::Compression(other)),
     })
 }
@@ -242,6 +248,12 @@ struct SnappyReader<'a> {
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 /// The largest decompressed snappy block accepted.
 const MAX_SNAPPY_BLOCK: usize = 64 << 20;
+/// The most a snappy block can expand: its best element, a copy with a 2-byte offset,
+/// writes 64 bytes from 3. A block claiming more than this multiple of its size (plus its
+/// length preamble) is malformed, and is refused before anything is allocated for it.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+/// The largest zstd window (log2 bytes) a batch may ask for: 16 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
 impl<'a> SnappyReader<'a> {
     fn new(body: &'a [u8]) -> Self {
@@ -286,8 +298,11 @@ impl<'a> SnappyReader<'a> {
         };
         self.started = true;
         let size = snap::raw::decompress_len(compressed).map_err(|e| bad(e.to_string()))?;
-        if size > MAX_SNAPPY_BLOCK {
-            return Err(bad(format!("snappy block of {size} bytes")));
+        if size > MAX_SNAPPY_BLOCK || size > compressed.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+            return Err(bad(format!(
+                "a snappy block of {} bytes claims {size} bytes decompressed",
+                compressed.len()
+            )));
         }
         self.block.resize(size, 0);
         snap::raw::Decoder::new()
@@ -359,12 +374,13 @@ pub fn find_record(
     Ok(None)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    //! Valid batches for tests.
     use super::*;
 
     /// A valid uncompressed batch of `count` records with the given producer fields.
-    pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
+    pub fn batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
         let mut records = Vec::new();
         for i in 0..count {
             // length varint, attributes, ts delta, offset delta, key len -1, value len 1, value, headers 0
@@ -404,6 +420,12 @@ pub(crate) mod tests {
     fn zigzag(v: i32) -> u8 {
         ((v << 1) ^ (v >> 31)) as u8
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::batch;
+    use super::*;
 
     #[test]
     fn a_valid_batch_is_read_and_patched() {
@@ -476,5 +498,146 @@ pub(crate) mod tests {
         assert_eq!(h.last_sequence(), 0);
         let h = read_header(&batch(3, 7, 0, 10)).unwrap();
         assert_eq!(h.last_sequence(), 12);
+    }
+
+    /// The records section of [`batch`] (uncompressed), and a batch holding `body` as
+    /// its records section compressed with `codec`.
+    fn records_section(count: i32) -> Vec<u8> {
+        batch(count, -1, -1, -1)[HEADER_LEN..].to_vec()
+    }
+
+    fn compressed_batch(codec: i16, count: i32, body: &[u8]) -> Bytes {
+        let mut b = batch(count, -1, -1, -1)[..HEADER_LEN].to_vec();
+        let len = (HEADER_LEN - LOG_OVERHEAD + body.len()) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[21..23].copy_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(body);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    fn compress(codec: i16, raw: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        match codec {
+            1 => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(raw).unwrap();
+                e.finish().unwrap()
+            }
+            2 => snap::raw::Encoder::new().compress_vec(raw).unwrap(),
+            3 => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(raw).unwrap();
+                e.finish().unwrap()
+            }
+            4 => zstd::encode_all(raw, 3).unwrap(),
+            _ => unreachable!("a codec"),
+        }
+    }
+
+    /// Java's xerial framing of snappy: magic, version, compatible version, then
+    /// length-prefixed raw blocks.
+    fn xerial(raw: &[u8], block: usize) -> Vec<u8> {
+        let mut out = XERIAL_MAGIC.to_vec();
+        out.extend_from_slice(&1i32.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+        for chunk in raw.chunks(block) {
+            let c = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[test]
+    fn every_codec_is_read_and_snappy_in_both_framings() {
+        let raw = records_section(5);
+        for codec in 1..=4 {
+            let b = compressed_batch(codec, 5, &compress(codec, &raw));
+            let mut n = 0;
+            find_record(&b, |_, _| {
+                n += 1;
+                false
+            })
+            .unwrap_or_else(|e| panic!("codec {codec}: {e}"));
+            assert_eq!(n, 5, "codec {codec}");
+        }
+        let b = compressed_batch(2, 5, &xerial(&raw, 7));
+        assert_eq!(find_record(&b, |o, _| o == 4).unwrap(), Some((4, 1000)));
+    }
+
+    #[test]
+    fn a_snappy_block_claiming_more_than_snappy_can_expand_is_refused() {
+        // A raw block whose preamble claims 60 MiB, followed by 3 bytes.
+        let body = [0x80, 0x80, 0x80, 0x1e, 0x00, 0x00, 0x00];
+        let b = compressed_batch(2, 1, &body);
+        let err = find_record(&b, |_, _| false).unwrap_err().to_string();
+        assert!(err.contains("claims 62914560 bytes"), "{err}");
+        // The same inside xerial framing.
+        let mut framed = xerial(&[], 1);
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        let b = compressed_batch(2, 1, &framed);
+        assert!(find_record(&b, |_, _| false).is_err());
+        // What snappy really makes of 1 MiB of zeros (its best ratio) is read.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        let mut reader = SnappyReader::new(&packed);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+        assert_eq!(out, zeros);
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+        use std::io::Write;
+        let raw = records_section(2);
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
+            .unwrap();
+        e.include_contentsize(false).unwrap();
+        e.write_all(&raw).unwrap();
+        let b = compressed_batch(4, 2, &e.finish().unwrap());
+        let err = find_record(&b, |_, _| false).unwrap_err().to_string();
+        assert!(err.contains("records"), "{err}");
+    }
+
+    /// Writes the fuzz targets' seed inputs (`kafka-wire/fuzz/seeds/`): run with
+    /// `cargo test -p woodpecker-kafka-wire --lib write_batch_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes files: run by hand to refresh the fuzz seeds"]
+    fn write_batch_fuzz_seeds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let write = |target: &str, name: &str, bytes: &[u8]| {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        };
+        let raw = records_section(3);
+        let mut with_mode = vec![1u8];
+        with_mode.extend_from_slice(&batch(3, -1, -1, -1));
+        write("record_batch", "uncompressed", &with_mode);
+        let mut two = vec![1u8];
+        two.extend_from_slice(&batch(2, 7, 0, 5));
+        two.extend_from_slice(&batch(1, 7, 0, 7));
+        write("record_batch", "two-idempotent", &two);
+        for (codec, name) in [(1, "gzip"), (2, "snappy-raw"), (3, "lz4"), (4, "zstd")] {
+            let packed = compress(codec, &raw);
+            let mut seed = vec![1u8];
+            seed.extend_from_slice(&compressed_batch(codec, 3, &packed));
+            write("record_batch", name, &seed);
+            // compressed_records: mode = codec - 1 + 4 * (count - 1).
+            let mut seed = vec![(codec - 1) as u8 + 4 * 2];
+            seed.extend_from_slice(&packed);
+            write("compressed_records", name, &seed);
+        }
+        let framed = xerial(&raw, 9);
+        let mut seed = vec![1u8];
+        seed.extend_from_slice(&compressed_batch(2, 3, &framed));
+        write("record_batch", "snappy-xerial", &seed);
+        let mut seed = vec![1u8 + 4 * 2];
+        seed.extend_from_slice(&framed);
+        write("compressed_records", "snappy-xerial", &seed);
     }
 }

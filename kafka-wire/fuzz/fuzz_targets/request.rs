@@ -1,0 +1,48 @@
+//! A request frame as the listener receives it (the bytes after the 4-byte size) through
+//! `codec::decode`: the bounds walk, the header and the body decoder of every API the broker
+//! serves. It must return, never panic, and never allocate beyond libFuzzer's
+//! `-malloc_limit_mb` (the run script sets it far below what an unchecked count asks for).
+//! A frame that decodes must encode again.
+#![no_main]
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::Encodable;
+use kafka_wire::codec::{Body, decode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    let Ok(request) = decode(Bytes::copy_from_slice(input)) else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    let v = request.version;
+    macro_rules! encode {
+        ($($variant:ident),*) => {
+            match &request.body {
+                $(Body::$variant(b) => { let _ = b.encode(&mut out, v); })*
+            }
+        };
+    }
+    encode!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        InitProducerId,
+        DescribeConfigs,
+        DeleteGroups,
+        DescribeCluster
+    );
+});
