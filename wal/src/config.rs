@@ -759,9 +759,9 @@ impl Config {
             w.client.session_monitor.check_interval,
             "woodpecker.client.sessionMonitor.checkInterval",
         )?;
-        if w.storage.kind == storage::config::StorageType::Service {
-            w.client.quorum.validate_for_service()?;
-        }
+        // `storage.type: service` is also a LogStore node's own setting (`woodpecker
+        // logstore`), which has no quorum section: the client checks its seeds when it
+        // builds its cluster (`ServiceCluster::new`).
         if w.meta.kind == crate::meta::MetaType::Etcd {
             self.etcd
                 .validate()

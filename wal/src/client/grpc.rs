@@ -641,6 +641,22 @@ impl LogStoreClient for GrpcLogStoreClient {
         Ok(usize::try_from(r.block_count).unwrap_or(0))
     }
 
+    async fn notify_segment_compacted(&self, log_id: i64, segment_id: i64) -> StoreResult<()> {
+        let (bucket_name, root_path) = self.tenant();
+        let req = pb::NotifySegmentCompactedRequest {
+            bucket_name,
+            root_path,
+            log_id,
+            segment_id,
+        };
+        let r = self
+            .unary("NotifySegmentCompacted", |mut s| async move {
+                s.notify_segment_compacted(req).await
+            })
+            .await?;
+        self.check(r.status.as_ref())
+    }
+
     async fn update_last_add_confirmed(
         &self,
         log_id: i64,

@@ -277,7 +277,7 @@ impl LogHandle {
     ) -> Result<ReadResult> {
         self.replicas(segment_id)
             .await?
-            .read_batch(from_entry, max_entries, max_bytes, None)
+            .read_batch(from_entry, max_entries, max_bytes, None, false)
             .await
     }
 }

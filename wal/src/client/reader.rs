@@ -344,6 +344,7 @@ impl LogReader {
                     max_entries,
                     self.shared.settings.read_batch_bytes,
                     finished.then_some(last),
+                    seg.state == SegmentState::Sealed as i32,
                 )
                 .await?;
             let mut entries = batch.entries;

@@ -229,7 +229,35 @@ impl Replicas {
     /// known to hold entries up to `last_entry_id` (its metadata says so), a replica that
     /// ends before that is a replica behind the others (finalized with less than the
     /// segment holds) and passes to the next too.
+    ///
+    /// A `sealed` segment (compacted into object storage) that no replica serves is one whose
+    /// replicas do not know of the compaction (a notification missed, a node that lost its
+    /// disk): they are told (NotifySegmentCompacted, which makes a node read the segment from
+    /// object storage) and asked once more.
     pub(crate) async fn read_batch(
+        &self,
+        from_entry: i64,
+        max_entries: usize,
+        max_bytes: usize,
+        last_entry_id: Option<i64>,
+        sealed: bool,
+    ) -> Result<ReadResult> {
+        let first = self
+            .read_once(from_entry, max_entries, max_bytes, last_entry_id)
+            .await;
+        let served = match &first {
+            Ok(b) => !b.entries.is_empty() || b.end == ReadEnd::Eof,
+            Err(_) => false,
+        };
+        if served || !sealed {
+            return first;
+        }
+        self.notify_compacted(None).await;
+        self.read_once(from_entry, max_entries, max_bytes, last_entry_id)
+            .await
+    }
+
+    async fn read_once(
         &self,
         from_entry: i64,
         max_entries: usize,
@@ -328,9 +356,12 @@ impl Replicas {
     pub(crate) async fn compact(&self, expected_last: i64) -> Result<CompactResult> {
         let mut short = None;
         let mut failed = None;
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             match node.compact_segment(self.log_id, self.segment_id).await {
-                Ok(r) if r.last_entry_id >= expected_last => return Ok(r),
+                Ok(r) if r.last_entry_id >= expected_last => {
+                    self.notify_compacted(Some(i)).await;
+                    return Ok(r);
+                }
                 Ok(r) => {
                     tracing::debug!(log = %self.log, segment = self.segment_id, node = node.endpoint(), last = r.last_entry_id, expected_last, "replica compacted short of the segment");
                     short = Some(r);
@@ -343,6 +374,25 @@ impl Replicas {
             (None, Some(e)) => Err(e.into()),
             (None, None) => unreachable!("a segment has at least one replica"),
         }
+    }
+
+    /// Tells the replicas (but `except`, the one that compacted) that the segment is in
+    /// object storage, so that they serve it from there and reclaim their local copies. Best
+    /// effort: a replica that misses it keeps its local copy, which still serves reads, and
+    /// is told again by a reader that finds it without the segment (see
+    /// [`read_batch`](Self::read_batch)).
+    pub(crate) async fn notify_compacted(&self, except: Option<usize>) {
+        let calls = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except)
+            .map(|(_, n)| async move {
+                if let Err(e) = n.notify_segment_compacted(self.log_id, self.segment_id).await {
+                    tracing::debug!(log = %self.log, segment = self.segment_id, node = n.endpoint(), error = %e, "replica not told of the compaction");
+                }
+            });
+        join_all(calls).await;
     }
 
     /// Cleans the segment on every replica; the outcome per node endpoint.

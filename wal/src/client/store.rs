@@ -98,6 +98,13 @@ pub trait LogStoreClient: Send + Sync + fmt::Debug {
     /// CompactSegment: merges a completed segment's blocks into object storage.
     async fn compact_segment(&self, log_id: i64, segment_id: i64) -> StoreResult<CompactResult>;
 
+    /// NotifySegmentCompacted: another replica compacted the segment into object storage;
+    /// this node serves it from there and reclaims its local copy. An in-process LogStore
+    /// (the only replica) has nothing to do.
+    async fn notify_segment_compacted(&self, _log_id: i64, _segment_id: i64) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// GetSegmentLastAddConfirmed: the node's last entry id of the segment (−1: none).
     async fn get_segment_last_add_confirmed(
         &self,
