@@ -592,11 +592,21 @@ impl LogStoreClient for GrpcLogStoreClient {
             reason: "CompactSegment answered without the segment's metadata".into(),
             retriable: true,
         })?;
+        let compacted = meta.state == SegmentState::Sealed as i32;
+        let mut last_entry_id = meta.last_entry_id;
+        if compacted && last_entry_id <= 0 {
+            // Go's LogStore answers only state, size and sealed time: ask the node how far
+            // the segment it compacted goes, so that a short compaction (Go #242) is still
+            // seen by the caller.
+            last_entry_id = self
+                .get_segment_last_add_confirmed(log_id, segment_id)
+                .await?;
+        }
         Ok(CompactResult {
             size: u64::try_from(meta.size).unwrap_or(0),
             blocks: 0,
-            last_entry_id: meta.last_entry_id,
-            compacted: meta.state == SegmentState::Sealed as i32,
+            last_entry_id,
+            compacted,
         })
     }
 
