@@ -18,7 +18,7 @@
 //!   fsync spans;
 //! * every `woodpecker` flag that the Dockerfile, the compose file and the Helm chart use
 //!   exists in this build, the LogStore nodes' included (off by default in the chart, in a
-//!   profile in the compose file: the server does not use them yet).
+//!   profile in the compose file: the files' server keeps its segments in MinIO).
 //!
 //! Without the services the first test fails (it never skips).
 
@@ -1044,7 +1044,7 @@ fn every_flag_the_deployment_files_use_exists() -> Result<()> {
             let profiles = strings(&service["profiles"]).unwrap_or_default();
             ensure!(
                 profiles == ["service-mode"],
-                "compose service {name} runs a LogStore outside the service-mode profile (the server does not use them yet)"
+                "compose service {name} runs a LogStore outside the service-mode profile (the compose server does not need them)"
             );
         }
         if let Ok(test) = strings(&service["healthcheck"]["test"])
@@ -1083,7 +1083,7 @@ fn every_flag_the_deployment_files_use_exists() -> Result<()> {
     let values = yaml(&deployments().join("helm/woodpecker/values.yaml"))?;
     ensure!(
         values["logstore"]["enabled"].as_bool() == Some(false),
-        "the chart's LogStores must be off by default (the server does not use them yet)"
+        "the chart's LogStores must be off by default (its default config does not use them)"
     );
 
     for (place, sub, flags) in &uses {
