@@ -40,8 +40,22 @@ pub enum KafkaCode {
     OutOfOrderSequenceNumber = 45,
     /// The producer epoch is older than the one in force.
     InvalidProducerEpoch = 47,
+    /// The principal may not use the topic for this operation.
+    TopicAuthorizationFailed = 29,
+    /// The principal may not use the group for this operation.
+    GroupAuthorizationFailed = 30,
+    /// The principal may not perform this operation on the cluster.
+    ClusterAuthorizationFailed = 31,
+    /// The SASL mechanism asked for is not enabled on the listener.
+    UnsupportedSaslMechanism = 33,
+    /// A request arrived in a SASL state that does not allow it.
+    IllegalSaslState = 34,
     /// The transactional id is not supported.
     TransactionalIdAuthorizationFailed = 53,
+    /// No authorizer is configured (ACL APIs).
+    SecurityDisabled = 54,
+    /// SASL authentication failed.
+    SaslAuthenticationFailed = 58,
     /// Storage failed under the partition.
     KafkaStorageError = 56,
     /// The producer id is not known.
@@ -54,6 +68,10 @@ pub enum KafkaCode {
     TopicDeletionDisabled = 73,
     /// The resource is not known.
     ResourceNotFound = 91,
+    /// The same resource appears twice in one request.
+    DuplicateResource = 92,
+    /// A credential does not meet the broker's rules.
+    UnacceptableCredential = 93,
     /// An unknown server error.
     UnknownServerError = -1,
 }
@@ -109,6 +127,9 @@ pub enum ShimError {
         /// Why.
         detail: String,
     },
+    /// A client failed to authenticate, or broke the SASL rules; its connection is closed.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// A response that does not encode (a bug).
     #[error("cannot encode a response: {0}")]
     Encode(String),

@@ -12,12 +12,16 @@
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
+//! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
+//!   (private) `access` module.
 
+mod access;
 pub mod broker;
 pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod partition;
+pub mod security;
 pub mod server;
 pub mod topics;
 

@@ -316,6 +316,7 @@ async fn connection(
     stream
         .set_nodelay(true)
         .map_err(io("setting TCP_NODELAY"))?;
+    let session = broker.default_session();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<InFlight>(config.max_in_flight.max(1));
     // The waiting parts of the requests in flight run here, together, and their responses go
@@ -445,7 +446,7 @@ async fn connection(
                 send(&tx, prefix.correlation_id, header_version, done).await?;
                 continue;
             }
-            let rest = broker.handle(request).await?;
+            let rest = broker.handle(&session, request).await?;
             send(&tx, prefix.correlation_id, header_version, rest).await?;
         }
     }
