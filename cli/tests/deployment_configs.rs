@@ -96,6 +96,7 @@ fn service_overrides(needs: &Needs, id: &str) -> Vec<(String, String)> {
         set("ETCD__ENDPOINTS", env("WOODPECKER_TEST_ETCD_ENDPOINT"));
         set("ETCD__ROOTPATH", format!("wp-deploy-{id}"));
         set("WOODPECKER__META__PREFIX", format!("wp-deploy-{id}"));
+        set("WOODPECKER__META__PREFIXMODE", "configured".into());
     } else {
         // Nobody answers there: a file that needs nothing must not try it.
         set("ETCD__ENDPOINTS", "127.0.0.1:1".into());
@@ -203,6 +204,8 @@ fn every_deployment_config_starts_as_its_comments_say() {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--milvus-addr",
+                "127.0.0.1:0",
             ])
             .envs(service_overrides(&needs, &id))
             .env_remove("RUST_LOG")
@@ -262,6 +265,12 @@ fn list_with(overrides: &[(&str, String)]) -> Output {
         .env(
             "WOODPECKER_CONFIG__WOODPECKER__META__PREFIX",
             format!("wp-secret-{id}"),
+        )
+        // Keys under this run's own root, whatever other tests left under `woodpecker/` on
+        // the shared etcd (a recorded condition-write decision would skip the bucket check).
+        .env(
+            "WOODPECKER_CONFIG__WOODPECKER__META__PREFIXMODE",
+            "configured",
         )
         .env("WOODPECKER_CONFIG__MINIO__REQUESTTIMEOUTMS", "3000")
         .env_remove("RUST_LOG");

@@ -638,3 +638,45 @@ async fn a_damaged_block_fails_the_reads_that_reach_it_until_skipped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_read_next_dropped_before_it_finishes_loses_no_message() {
+    both(|env| async move {
+        let client = env.client(small_segments());
+        let h = env.log(&client, "cancel-safe").await;
+        let w = h.open_writer().await.unwrap();
+        let ids = write_range(&w, 0..20).await;
+        w.close().await.unwrap();
+
+        // Each read gets a time budget and is dropped when it runs out, as a caller that
+        // gives up on a read when something else happens first (a select) does; the budget
+        // doubles after every drop, so that each read finishes eventually. Reads are dropped
+        // at every await on the way: metadata, storage, and recording the read position when
+        // a segment is crossed.
+        let mut r = h.open_reader(LogMessageId::EARLIEST, None).await.unwrap();
+        let mut got = Vec::new();
+        let first_budget = Duration::from_micros(5);
+        let (mut budget, mut dropped) = (first_budget, 0);
+        while got.len() < ids.len() {
+            match tokio::time::timeout(budget, r.read_next()).await {
+                Ok(m) => {
+                    got.push(m.unwrap());
+                    budget = first_budget;
+                }
+                Err(_) => {
+                    dropped += 1;
+                    budget *= 2;
+                    assert!(budget < Duration::from_secs(10), "a read takes 10 s");
+                }
+            }
+        }
+        eprintln!("{dropped} reads dropped before they finished");
+        assert!(dropped > 0);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.id, ids[i]);
+            assert_msg(m, i);
+        }
+        r.close().await.unwrap();
+    })
+    .await;
+}

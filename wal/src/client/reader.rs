@@ -203,11 +203,17 @@ impl LogReader {
     /// storage failures (their own codes; retriable ones may be retried on this reader).
     pub async fn read_next(&mut self) -> Result<LogMessage> {
         loop {
-            if let Some((entry_id, data)) = self.cache.pop_front() {
+            if let Some(&(entry_id, _)) = self.cache.front() {
                 let id = LogMessageId::new(self.next.segment_id, entry_id);
+                // Recorded before the entry leaves the cache: this is the one await between
+                // taking an entry and returning it, and a future dropped here must not lose
+                // the entry (recording twice is harmless).
+                self.record_position(id).await;
+                let Some((_, data)) = self.cache.pop_front() else {
+                    continue;
+                };
                 self.next = id.next_in_segment();
                 let msg = LogMessage::decode(id, data)?;
-                self.record_position(id).await;
                 return Ok(msg);
             }
             self.fill().await?;
