@@ -186,7 +186,14 @@ fn encode_body(body: &Body, version: i16) -> BytesMut {
         InitProducerId,
         DescribeConfigs,
         DeleteGroups,
-        DescribeCluster
+        DescribeCluster,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions
     )
 }
 
