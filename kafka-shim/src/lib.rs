@@ -12,6 +12,8 @@
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
+//! * [`txn`]: the transaction coordinator (exactly-once: transactional producers, markers,
+//!   transactional offset commits).
 
 pub mod broker;
 pub mod error;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};
