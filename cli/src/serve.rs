@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use kafka_shim::topics::TopicDefaults;
+use kafka_shim::txn::TxnSettings;
 use kafka_shim::{Broker, BrokerConfig, Metrics, ServerConfig};
 use milvus_adapter::{Adapter, AdapterConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +76,14 @@ pub(crate) struct ServeArgs {
     /// Close Kafka connections idle this long (connections.max.idle.ms).
     #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     kafka_connections_max_idle_ms: u64,
+    /// The longest transaction timeout a producer may ask for (transaction.max.timeout.ms);
+    /// more is INVALID_TRANSACTION_TIMEOUT.
+    #[arg(long, default_value_t = 900_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_transaction_max_timeout_ms: u64,
+    /// How often open transactions are checked against their timeout and aborted when past
+    /// it (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    kafka_transaction_check_ms: u64,
 }
 
 fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
@@ -124,6 +133,11 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         },
         retention_check_interval: Duration::from_secs(args.retention_check_secs),
         tail_cache_bytes: args.kafka_tail_cache_mib.saturating_mul(1024 * 1024),
+        transactions: TxnSettings {
+            max_timeout: Duration::from_millis(args.kafka_transaction_max_timeout_ms),
+            abort_check_interval: Duration::from_millis(args.kafka_transaction_check_ms),
+            ..TxnSettings::default()
+        },
         ..BrokerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -137,6 +151,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     .await
     .context("starting the Kafka broker")?;
     let retention = broker.spawn_retention();
+    let transaction_timeouts = broker.spawn_transaction_timeouts();
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_config = ServerConfig {
         max_connections: args.max_connections as usize,
@@ -196,6 +211,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         Err(e) => eprintln!("woodpecker: the Milvus WAL service failed: {e}"),
     }
     retention.abort();
+    transaction_timeouts.abort();
     let _ = metrics_task.await;
     broker.shutdown().await;
     Ok(())

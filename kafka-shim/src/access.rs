@@ -6,13 +6,15 @@
 //!
 //! | API | checked | refused with |
 //! |---|---|---|
-//! | Produce | WRITE topic | `TOPIC_AUTHORIZATION_FAILED` per partition |
+//! | Produce | WRITE transactional id (when given), WRITE topic | `TRANSACTIONAL_ID_`/`TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | Fetch | READ topic | `TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | ListOffsets | DESCRIBE topic | `TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | Metadata | DESCRIBE topic; auto-creation: CREATE cluster or topic | unauthorized topics left out of "all topics", `TOPIC_AUTHORIZATION_FAILED` when named |
 //! | CreateTopics | CREATE cluster or topic | `TOPIC_AUTHORIZATION_FAILED` per topic |
 //! | DeleteTopics | DELETE topic | `TOPIC_AUTHORIZATION_FAILED` per topic |
 //! | DescribeConfigs | DESCRIBE_CONFIGS topic / cluster | `TOPIC_`/`CLUSTER_AUTHORIZATION_FAILED` per resource |
+//! | EndTxn | WRITE transactional id | `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` |
+//! | AddOffsetsToTxn | WRITE transactional id, READ group | `TRANSACTIONAL_ID_`/`GROUP_AUTHORIZATION_FAILED` |
 //! | InitProducerId | transactional id: WRITE on it; else IDEMPOTENT_WRITE cluster or WRITE on some topic | `TRANSACTIONAL_ID_`/`CLUSTER_AUTHORIZATION_FAILED` |
 //! | FindCoordinator | DESCRIBE group / transactional id | `GROUP_`/`TRANSACTIONAL_ID_AUTHORIZATION_FAILED` |
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup | READ group | `GROUP_AUTHORIZATION_FAILED` |
@@ -29,16 +31,16 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
-    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeAclsRequest, DescribeAclsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribeUserScramCredentialsRequest,
-    DescribeUserScramCredentialsResponse, FindCoordinatorResponse, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupResponse, alter_user_scram_credentials_response, create_acls_response,
-    delete_acls_response, delete_groups_response, describe_acls_response, describe_groups_response,
-    describe_user_scram_credentials_response, offset_commit_response,
+    AddOffsetsToTxnResponse, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeAclsRequest, DescribeAclsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse, EndTxnResponse, FindCoordinatorResponse,
+    HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupResponse, alter_user_scram_credentials_response,
+    create_acls_response, delete_acls_response, delete_groups_response, describe_acls_response,
+    describe_groups_response, describe_user_scram_credentials_response, offset_commit_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -91,6 +93,10 @@ impl Broker {
         let group_denied =
             |group: &str| !self.allowed(session, Operation::Read, ResourceType::Group, group);
         let code = KafkaCode::GroupAuthorizationFailed.code();
+        // The transaction APIs need WRITE on the transactional id first.
+        let txn_denied =
+            |id: &str| !self.allowed(session, Operation::Write, ResourceType::TransactionalId, id);
+        let txn_code = KafkaCode::TransactionalIdAuthorizationFailed.code();
         match body {
             Body::JoinGroup(r) if group_denied(r.group_id.as_str()) => {
                 let mut resp = JoinGroupResponse::default().with_error_code(code);
@@ -143,6 +149,23 @@ impl Broker {
                         version,
                     )
                 })
+            }
+            Body::EndTxn(r) if txn_denied(r.transactional_id.as_str()) => Some(encode(
+                &EndTxnResponse::default().with_error_code(txn_code),
+                version,
+            )),
+            Body::AddOffsetsToTxn(r) => {
+                let code = if txn_denied(r.transactional_id.as_str()) {
+                    txn_code
+                } else if group_denied(r.group_id.as_str()) {
+                    KafkaCode::GroupAuthorizationFailed.code()
+                } else {
+                    return None;
+                };
+                Some(encode(
+                    &AddOffsetsToTxnResponse::default().with_error_code(code),
+                    version,
+                ))
             }
             _ => None,
         }

@@ -38,6 +38,7 @@ use crate::topics::{
     MAX_RECORDS_PER_REQUEST, ProducerIds, TOPIC_CONFIG_KEYS, Topic, TopicDefaults, Topics,
     log_name, log_prefix, valid_topic_name, validate_configs,
 };
+use crate::txn::{TxnCoordinator, TxnSettings};
 
 /// Settings of the broker.
 #[derive(Debug, Clone)]
@@ -64,6 +65,8 @@ pub struct BrokerConfig {
     /// The broker's `advertised.listeners` as DescribeConfigs reports it (default:
     /// `PLAINTEXT://<advertised_host>:<advertised_port>`).
     pub advertised_listeners: Option<String>,
+    /// Transaction-coordinator settings.
+    pub transactions: TxnSettings,
 }
 
 impl Default for BrokerConfig {
@@ -79,6 +82,7 @@ impl Default for BrokerConfig {
             groups: GroupSettings::default(),
             authorizer: None,
             advertised_listeners: None,
+            transactions: TxnSettings::default(),
         }
     }
 }
@@ -97,6 +101,7 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     authorizer: Option<Authorizer>,
     credentials: Credentials,
+    txn: TxnCoordinator,
     cluster_id: String,
     metrics: Arc<Metrics>,
 }
@@ -165,11 +170,12 @@ impl Broker {
             None => None,
         };
         let credentials = Credentials::new(kv.clone(), &prefix);
+        let txn = TxnCoordinator::open(kv.clone(), &prefix, config.transactions.clone()).await?;
         let producer_ids = ProducerIds::new(kv, &prefix);
         metrics
             .topics
             .store(topics.all().len() as i64, Ordering::Relaxed);
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             client,
             topics,
@@ -179,9 +185,66 @@ impl Broker {
             groups,
             authorizer,
             credentials,
+            txn,
             cluster_id,
             metrics,
-        }))
+        });
+        // Transactions a crash left prepared are completed before anything is served, as a
+        // Kafka coordinator does when it loads its log; expired open ones are aborted.
+        broker.txn.check_transactions(&broker).await;
+        Ok(broker)
+    }
+
+    /// The transaction coordinator.
+    pub fn txn(&self) -> &TxnCoordinator {
+        &self.txn
+    }
+
+    /// A producer id never handed out before.
+    pub(crate) async fn next_producer_id(&self) -> Result<i64, ShimError> {
+        self.producer_ids.next().await
+    }
+
+    /// Has partition `partition` of `topic` write a transaction marker (what Kafka's
+    /// WriteTxnMarkers asks of a partition leader) and waits until it is durable. A topic
+    /// deleted meanwhile has nothing to mark.
+    pub(crate) async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::batch::Marker,
+        timestamp: i64,
+    ) -> Result<(), KafkaCode> {
+        let Some(t) = self.topics.get(topic) else {
+            return Ok(());
+        };
+        let p = self.partition(&t, partition).await?;
+        p.write_marker(
+            producer_id,
+            producer_epoch,
+            marker,
+            crate::txn::COORDINATOR_EPOCH,
+            timestamp,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts the periodic transaction check: prepared transactions are completed and open
+    /// ones past their timeout aborted.
+    pub fn spawn_transaction_timeouts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        let every = self.config.transactions.abort_check_interval;
+        let clock = self.config.transactions.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.sleep(every).await;
+                let Some(broker) = me.upgrade() else { return };
+                broker.txn.check_transactions(&broker).await;
+            }
+        })
     }
 
     /// The cluster id.
@@ -481,6 +544,25 @@ impl Broker {
             Body::AlterUserScramCredentials(req) => {
                 Box::pin(async move { me.alter_scram_credentials(&s, req, version).await })
             }
+            Body::AddPartitionsToTxn(req) => {
+                Box::pin(async move { me.add_partitions_to_txn(req, version).await })
+            }
+            Body::AddOffsetsToTxn(req) => {
+                Box::pin(async move { me.add_offsets_to_txn(req, version).await })
+            }
+            Body::EndTxn(req) => Box::pin(async move { me.end_txn(req, version).await }),
+            Body::TxnOffsetCommit(req) => {
+                Box::pin(async move { me.txn_offset_commit(req, version).await })
+            }
+            Body::DescribeProducers(req) => {
+                Box::pin(async move { me.describe_producers(req, version).await })
+            }
+            Body::DescribeTransactions(req) => {
+                Box::pin(async move { me.describe_transactions(req, version).await })
+            }
+            Body::ListTransactions(req) => {
+                Box::pin(async move { me.list_transactions(req, version).await })
+            }
             Body::ApiVersions(_) | Body::SaslHandshake(_) | Body::SaslAuthenticate(_) => {
                 return Err(ShimError::Malformed {
                     api: format!("{key:?} v{version}"),
@@ -501,14 +583,19 @@ impl Broker {
         let acks = req.acks;
         let timeout_ms = req.timeout_ms;
         let mut issued = Vec::new();
-        let transactional = req.transactional_id.is_some();
+        let transactional_id = req
+            .transactional_id
+            .as_ref()
+            .map(|t| t.as_str().to_string());
         for topic_data in req.topic_data {
             let name = topic_data.name.0.as_str().to_string();
             let topic = self.topics.get(&name);
             for part in topic_data.partition_data {
                 let index = part.index;
                 let outcome: Result<(Arc<Partition>, i64, i64), KafkaCode> = async {
-                    if transactional {
+                    if transactional_id.as_deref().is_some_and(|t| {
+                        !self.allowed(session, Operation::Write, ResourceType::TransactionalId, t)
+                    }) {
                         return Err(KafkaCode::TransactionalIdAuthorizationFailed);
                     }
                     if !self.allowed(session, Operation::Write, ResourceType::Topic, &name) {
@@ -528,6 +615,17 @@ impl Broker {
                         if h.compression() == 4 && version < 7 {
                             return Err(KafkaCode::UnsupportedCompressionType);
                         }
+                    }
+                    // A transactional batch only into a partition of its producer's open
+                    // transaction (Kafka's verification, KIP-890); one without a
+                    // transactional id in the request cannot be checked.
+                    if let Some((h, _)) = batches.iter().find(|(h, _)| h.is_transactional()) {
+                        let id = transactional_id
+                            .as_deref()
+                            .ok_or(KafkaCode::InvalidTxnState)?;
+                        self.txn
+                            .check_produce(id, h.producer_id, h.producer_epoch, &name, index)
+                            .await?;
                     }
                     let bytes: u64 = batches.iter().map(|(h, _)| h.size as u64).sum();
                     let records: i64 = batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
@@ -593,6 +691,9 @@ impl Broker {
             usize::MAX
         };
         let min_bytes = req.min_bytes.max(0) as usize;
+        // read_committed: nothing at or past the last stable offset, and the aborted
+        // transactions of what is returned.
+        let committed_only = req.isolation_level == 1;
         // Resolve the partitions once.
         let mut wanted = Vec::new();
         for t in &req.topics {
@@ -617,6 +718,7 @@ impl Broker {
                     .with_partition_index(fp.partition)
                     .with_high_watermark(-1)
                     .with_last_stable_offset(-1)
+                    .with_aborted_transactions(None)
                     .with_log_start_offset(-1);
                 if version >= 11 {
                     pd.preferred_read_replica = BrokerId(-1);
@@ -628,9 +730,13 @@ impl Broker {
                     }
                     Ok(p) => {
                         let (start, hwm) = p.offsets();
+                        let lso = p.last_stable_offset();
                         pd.high_watermark = hwm;
-                        pd.last_stable_offset = hwm;
+                        pd.last_stable_offset = lso;
                         pd.log_start_offset = start;
+                        // Kafka lists aborted transactions (maybe none) to read_committed
+                        // fetches only; read_uncommitted ones get null.
+                        pd.aborted_transactions = committed_only.then(Vec::new);
                         let budget = (fp.partition_max_bytes.max(0) as usize)
                             .min(max_bytes.saturating_sub(total));
                         // KIP-74: the first batch of the first partition with data is
@@ -638,7 +744,10 @@ impl Broker {
                         // fits within both the partition's and the response's limit.
                         let whole_first = total == 0;
                         if budget > 0 || whole_first {
-                            match p.read(fp.fetch_offset, budget, whole_first).await {
+                            match p
+                                .read(fp.fetch_offset, budget, whole_first, committed_only)
+                                .await
+                            {
                                 Ok(None) => {
                                     pd.error_code = KafkaCode::OffsetOutOfRange.code();
                                     errors = true;
@@ -658,6 +767,23 @@ impl Broker {
                                         let mut buf = BytesMut::with_capacity(size);
                                         for b in &batches {
                                             buf.extend_from_slice(b);
+                                        }
+                                        if committed_only {
+                                            let end = batches
+                                                .last()
+                                                .and_then(|b| batch::read_header(b).ok())
+                                                .map_or(lso, |h| h.base_offset + h.offset_count());
+                                            pd.aborted_transactions = Some(
+                                                p.aborted_between(fp.fetch_offset, end)
+                                                    .into_iter()
+                                                    .map(|a| {
+                                                        fetch_response::AbortedTransaction::default(
+                                                        )
+                                                        .with_producer_id(a.producer_id.into())
+                                                        .with_first_offset(a.first_offset)
+                                                    })
+                                                    .collect(),
+                                            );
                                         }
                                         total += size;
                                         pd.records = Some(buf.freeze());
@@ -736,6 +862,10 @@ impl Broker {
                             r.leader_epoch = 0;
                         }
                         match p.timestamp {
+                            // read_committed consumers end at the last stable offset.
+                            -1 if version >= 2 && req.isolation_level == 1 => {
+                                r.offset = part.last_stable_offset();
+                            }
                             -1 => r.offset = hwm,
                             -2 => r.offset = start,
                             -3 if version >= 7 => match part.max_timestamp().await {
@@ -938,11 +1068,11 @@ impl Broker {
         let node = BrokerId(self.config.node_id);
         let host = str_bytes(&session.advertised_host);
         let port = session.advertised_port;
-        // Transactions are not served: no transaction coordinator.
-        let code = if req.key_type == 0 {
+        // This node coordinates every group (key type 0) and transactional id (1).
+        let code = if req.key_type == 0 || req.key_type == 1 {
             KafkaCode::None
         } else {
-            KafkaCode::CoordinatorNotAvailable
+            KafkaCode::InvalidRequest
         };
         if version >= 4 {
             let coordinators = req
@@ -977,14 +1107,29 @@ impl Broker {
 
     async fn init_producer_id(self: Arc<Self>, req: InitProducerIdRequest, version: i16) -> Reply {
         let mut resp = InitProducerIdResponse::default();
-        if req
-            .transactional_id
-            .as_ref()
-            .is_some_and(|t| !t.0.as_str().is_empty())
-        {
-            resp.error_code = KafkaCode::TransactionalIdAuthorizationFailed.code();
-            resp.producer_id = (-1).into();
-            resp.producer_epoch = -1;
+        if let Some(id) = req.transactional_id.as_ref() {
+            // Kafka: an empty transactional id is INVALID_REQUEST; any other is the
+            // transaction coordinator's.
+            let expected = (version >= 3 && req.producer_id.0 >= 0)
+                .then_some((req.producer_id.0, req.producer_epoch));
+            let outcome = if id.is_empty() {
+                Err(KafkaCode::InvalidRequest)
+            } else {
+                self.txn
+                    .init_producer_id(&self, id.as_str(), req.transaction_timeout_ms, expected)
+                    .await
+            };
+            match outcome {
+                Ok((pid, epoch)) => {
+                    resp.producer_id = pid.into();
+                    resp.producer_epoch = epoch;
+                }
+                Err(code) => {
+                    resp.error_code = code.code();
+                    resp.producer_id = (-1).into();
+                    resp.producer_epoch = -1;
+                }
+            }
             return encode(&resp, version);
         }
         let pid = req.producer_id.0;
@@ -1373,6 +1518,11 @@ impl Broker {
                 "1".to_string(),
                 false,
             ),
+            (
+                "transaction.max.timeout.ms",
+                self.config.transactions.max_timeout.as_millis().to_string(),
+                true,
+            ),
         ];
         all.into_iter()
             .filter(|(k, _, _)| {
@@ -1422,6 +1572,7 @@ fn config_type(key: &str) -> i8 {
         | "min.insync.replicas"
         | "message.max.bytes"
         | "num.partitions"
+        | "transaction.max.timeout.ms"
         | "broker.id" => 3,
         "default.replication.factor"
         | "offsets.topic.replication.factor"

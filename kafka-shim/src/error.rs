@@ -56,6 +56,22 @@ pub enum KafkaCode {
     SecurityDisabled = 54,
     /// SASL authentication failed.
     SaslAuthenticationFailed = 58,
+    /// The producer attempted a transactional operation in an invalid state.
+    InvalidTxnState = 48,
+    /// The producer id is not the one the transactional id holds.
+    InvalidProducerIdMapping = 49,
+    /// The transaction timeout is larger than `transaction.max.timeout.ms` (or not positive).
+    InvalidTransactionTimeout = 50,
+    /// The transactional id is ending a transaction; retry.
+    ConcurrentTransactions = 51,
+    /// The request was not attempted because another part of it failed.
+    OperationNotAttempted = 55,
+    /// A newer producer with the same transactional id fenced this one.
+    ProducerFenced = 90,
+    /// The transactional id is not known.
+    TransactionalIdNotFound = 105,
+    /// Committed offset metadata is larger than allowed.
+    OffsetMetadataTooLarge = 12,
     /// Storage failed under the partition.
     KafkaStorageError = 56,
     /// The producer id is not known.

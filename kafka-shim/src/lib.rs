@@ -14,6 +14,8 @@
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
+//! * [`txn`]: the transaction coordinator (exactly-once: transactional producers, markers,
+//!   transactional offset commits).
 
 mod access;
 pub mod broker;
@@ -24,6 +26,7 @@ pub mod partition;
 pub mod security;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};

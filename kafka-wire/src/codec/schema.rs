@@ -143,6 +143,9 @@ use Ty::{Bool, Bytes, Int8, Int16, Int32, Int64, Records, String, Uuid};
 
 const STRINGS: Ty = Ty::Array(&String);
 const INT32S: Ty = Ty::Array(&Int32);
+/// `AddPartitionsToTxnTopic`, a common structure of AddPartitionsToTxn.
+const ADD_PARTITIONS_TO_TXN_TOPIC: Ty =
+    Ty::Struct(&[f("Name", "0+", String), f("Partitions", "0+", INT32S)]);
 
 /// Every request the broker decodes, by API key.
 #[rustfmt::skip]
@@ -339,6 +342,49 @@ pub(crate) const APIS: &[Api] = &[
         f("ProducerId", "3+", Int64),
         f("ProducerEpoch", "3+", Int16),
     ]),
+    api(24, "AddPartitionsToTxnRequest", "0-5", "3+", &[
+        f("Transactions", "4+", Ty::Array(&Ty::Struct(&[
+            f("TransactionalId", "4+", String),
+            f("ProducerId", "4+", Int64),
+            f("ProducerEpoch", "4+", Int16),
+            f("VerifyOnly", "4+", Bool),
+            f("Topics", "4+", Ty::Array(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+        ]))),
+        f("V3AndBelowTransactionalId", "0-3", String),
+        f("V3AndBelowProducerId", "0-3", Int64),
+        f("V3AndBelowProducerEpoch", "0-3", Int16),
+        f("V3AndBelowTopics", "0-3", Ty::Array(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+    ]),
+    api(25, "AddOffsetsToTxnRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("GroupId", "0+", String),
+    ]),
+    api(26, "EndTxnRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("Committed", "0+", Bool),
+    ]),
+    api(28, "TxnOffsetCommitRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("GroupId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("GenerationId", "3+", Int32),
+        f("MemberId", "3+", String),
+        f("GroupInstanceId", "3+", String),
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Partitions", "0+", Ty::Array(&Ty::Struct(&[
+                f("PartitionIndex", "0+", Int32),
+                f("CommittedOffset", "0+", Int64),
+                f("CommittedLeaderEpoch", "2+", Int32),
+                f("CommittedMetadata", "0+", String),
+            ]))),
+        ]))),
+    ]),
     api(29, "DescribeAclsRequest", "0-3", "2+", &[
         f("ResourceTypeFilter", "0+", Int8),
         f("ResourceNameFilter", "0+", String),
@@ -406,6 +452,20 @@ pub(crate) const APIS: &[Api] = &[
     api(60, "DescribeClusterRequest", "0-1", "0+", &[
         f("IncludeClusterAuthorizedOperations", "0+", Bool),
         f("EndpointType", "1+", Int8),
+    ]),
+    api(61, "DescribeProducersRequest", "0", "0+", &[
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("PartitionIndexes", "0+", INT32S),
+        ]))),
+    ]),
+    api(65, "DescribeTransactionsRequest", "0", "0+", &[
+        f("TransactionalIds", "0+", STRINGS),
+    ]),
+    api(66, "ListTransactionsRequest", "0-1", "0+", &[
+        f("StateFilters", "0+", STRINGS),
+        f("ProducerIdFilters", "0+", Ty::Array(&Int64)),
+        f("DurationFilter", "1+", Int64),
     ]),
 ];
 

@@ -193,7 +193,14 @@ fn encode_body(body: &Body, version: i16) -> BytesMut {
         CreateAcls,
         DeleteAcls,
         DescribeUserScramCredentials,
-        AlterUserScramCredentials
+        AlterUserScramCredentials,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions
     )
 }
 
