@@ -32,7 +32,7 @@ pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};
 pub use kafka_wire::{batch, codec};
 pub use metrics::Metrics;
-pub use server::{ServerConfig, serve};
+pub use server::{Listener, ServerConfig, serve, serve_listener};
 
 /// The prefix of every log name the Kafka front door owns: partition `p` of topic `t` is the
 /// log `kafka:t:p` ([`topics::log_name`]). Entries of such a log are Kafka record batches;
