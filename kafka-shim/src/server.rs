@@ -85,9 +85,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
-    (ApiKey::DescribeAcls, 0, 3),
-    (ApiKey::CreateAcls, 0, 3),
-    (ApiKey::DeleteAcls, 0, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
