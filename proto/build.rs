@@ -1,5 +1,5 @@
-//! Generates the prost messages and the tonic `LogStore` client and server from
-//! `proto/*.proto` at build time.
+//! Generates the prost messages and the tonic clients and servers (`LogStore`,
+//! `MilvusWal`) from `proto/*.proto` at build time.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so building needs no
 //! system installation. The path is handed to prost-build directly
@@ -11,7 +11,11 @@
 use std::error::Error;
 
 const PROTO_DIR: &str = "proto";
-const PROTOS: [&str; 2] = ["proto/meta.proto", "proto/logstore.proto"];
+const PROTOS: [&str; 3] = [
+    "proto/meta.proto",
+    "proto/logstore.proto",
+    "proto/milvus_wal.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=build.rs");

@@ -520,6 +520,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--milvus-addr",
+                "127.0.0.1:0",
             ])
             .args(["--kafka-partitions", "1"]);
         if let Some(c) = config {

@@ -563,6 +563,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--milvus-addr",
+                "127.0.0.1:0",
             ])
             .args(["--kafka-partitions", "1"])
             .stdin(Stdio::null())

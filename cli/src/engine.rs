@@ -7,6 +7,7 @@
 //! store in `<data dir>/meta`.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, anyhow};
 use wal::clock::SystemClock;
@@ -21,6 +22,18 @@ const ENV_PREFIX: &str = "WOODPECKER_CONFIG__";
 
 /// The configuration used without `--config`: everything in one process, nothing to install.
 pub(crate) const DEFAULT_YAML: &str = wal::config::EMBEDDED_DEFAULT_YAML;
+
+/// The secret values of the configuration in use (`minio.secretAccessKey`,
+/// `minio.gcpCredentialJSON`, `etcd.auth.password`), so that an error text can be cleaned of
+/// them before it is printed ([`redact`]).
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// `text` without credentials: URL query strings and user info, and the configured secrets.
+pub(crate) fn redact(text: &str) -> String {
+    let text = storage::redact::urls(text);
+    let secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    storage::redact::secrets(&text, &secrets).into_owned()
+}
 
 /// The global options every command takes.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +70,15 @@ pub(crate) fn load_config(opts: &EngineOptions) -> anyhow::Result<Config> {
             anyhow!("{e} (in the default configuration with environment overrides)")
         })?,
     };
+    *SECRETS.lock().unwrap_or_else(PoisonError::into_inner) = [
+        &cfg.minio.secret_access_key,
+        &cfg.minio.gcp_credential_json,
+        &cfg.etcd.auth.password,
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .cloned()
+    .collect();
     if let Some(dir) = &opts.data_dir {
         let dir = dir
             .to_str()

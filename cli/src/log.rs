@@ -10,8 +10,9 @@ use clap::Subcommand;
 use proto::meta::{SegmentMetadata, SegmentState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
-use wal::client::LogHandle;
-use wal::message::{LogMessageId, WriteMessage};
+use wal::client::{LogHandle, LogReader};
+use wal::logstore::DamagedBlock;
+use wal::message::{LogMessage, LogMessageId, WriteMessage};
 
 use crate::engine::Engine;
 
@@ -32,12 +33,19 @@ pub(crate) enum LogCommand {
     List,
     /// Append one entry per stdin line; print each entry's id (SEG:ENTRY), in input order,
     /// once it is durable. Empty lines are skipped with a warning (an entry cannot be
-    /// empty).
+    /// empty). Logs of the Kafka front door (`kafka:<topic>:<partition>`) are refused: their
+    /// entries must be Kafka record batches.
     Write {
         /// The log name.
         name: String,
+        /// Write to a log of the Kafka front door anyway (its partition then fails on the
+        /// entries written here).
+        #[arg(long)]
+        force: bool,
     },
-    /// Print the payloads of a log, one per line.
+    /// Print the payloads of a log, one per line. A damaged block stops it with an error
+    /// naming the block and the entries it held (exit 1), unless --skip-damaged; entries a
+    /// repair marked lost are reported on stderr, not printed.
     Tail {
         /// The log name.
         name: String,
@@ -53,8 +61,14 @@ pub(crate) enum LogCommand {
         /// exits after the last entry that was durable when it started.
         #[arg(long)]
         follow: bool,
+        /// Step over the entries of damaged blocks instead of stopping there, reporting each
+        /// skipped range on stderr.
+        #[arg(long)]
+        skip_damaged: bool,
     },
-    /// Move the truncation point of a log to SEG:ENTRY (inclusive).
+    /// Move the truncation point of a log to SEG:ENTRY (inclusive). Refused, changing
+    /// nothing, below the current truncation point (it never moves back) and past the last
+    /// durable entry.
     Truncate {
         /// The log name.
         name: String,
@@ -71,6 +85,22 @@ pub(crate) enum LogCommand {
     Inspect {
         /// The log name.
         name: String,
+    },
+    /// Find the damaged blocks of a log (every block is read and checked) and say exactly
+    /// which entries each makes unreadable. Nothing changes without --apply (and the command
+    /// exits 1 when it found damage); with it, each damaged block of a local segment is
+    /// replaced by a block of the same entries marked lost (the damaged file is kept beside
+    /// it), so that readers and the Kafka front door go past them. Stop writers first: an
+    /// Active segment is fenced and completed before it is repaired.
+    Repair {
+        /// The log name.
+        name: String,
+        /// Only this segment.
+        #[arg(long, value_name = "SEG")]
+        segment: Option<i64>,
+        /// Rewrite the damaged segments (without it, only report).
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -124,18 +154,81 @@ pub(crate) async fn run(engine: &Engine, cmd: LogCommand) -> anyhow::Result<()> 
             }
             out.flush().await?;
         }
-        LogCommand::Write { name } => write(engine, &name).await?,
-        LogCommand::Tail { name, from, follow } => tail(engine, &name, from, follow).await?,
-        LogCommand::Truncate { name, id } => {
-            client.open_log(&name).await?.truncate(id).await?;
-            eprintln!("log `{name}` truncated at {id} (inclusive)");
+        LogCommand::Write { name, force } => {
+            refuse_kafka_log(&name, force)?;
+            write(engine, &name).await?;
         }
+        LogCommand::Tail {
+            name,
+            from,
+            follow,
+            skip_damaged,
+        } => tail(engine, &name, from, follow, skip_damaged).await?,
+        LogCommand::Truncate { name, id } => truncate(engine, &name, id).await?,
         LogCommand::Delete { name } => {
             client.delete_log(&name).await?;
             eprintln!("deleted log `{name}`");
         }
         LogCommand::Inspect { name } => inspect(engine, &name).await?,
+        LogCommand::Repair {
+            name,
+            segment,
+            apply,
+        } => repair(engine, &name, segment, apply).await?,
     }
+    Ok(())
+}
+
+/// Refuses a write to a log of the Kafka front door unless `force`: its partition reads every
+/// entry as a Kafka record batch, and fails (until the entry is truncated away) on a line
+/// written here.
+fn refuse_kafka_log(name: &str, force: bool) -> anyhow::Result<()> {
+    if !kafka_shim::owns_log(name) {
+        return Ok(());
+    }
+    if force {
+        eprintln!(
+            "woodpecker: warning: writing to `{name}`, a log of the Kafka front door, because of \
+             --force: its partition will fail on these entries (they are not Kafka batches)"
+        );
+        return Ok(());
+    }
+    bail!(
+        "log `{name}` belongs to the Kafka front door (names starting with `{}`): its entries \
+         must be Kafka record batches and a line written here breaks the partition (\"not a \
+         Kafka batch\"); produce to the topic with a Kafka client instead, or pass --force to \
+         write anyway; nothing was written",
+        kafka_shim::LOG_PREFIX
+    )
+}
+
+/// `log truncate`: refuses, changing nothing, a point below the current truncation point and
+/// one past the last durable entry; the same point again is a no-op.
+async fn truncate(engine: &Engine, name: &str, id: LogMessageId) -> anyhow::Result<()> {
+    let log = engine.client.open_log(name).await?;
+    if let Some(current) = log.truncation_point().await? {
+        if id < current {
+            bail!(
+                "cannot truncate log `{name}` at {id}: it is truncated at {current} already and \
+                 the truncation point never moves back; nothing changed"
+            );
+        }
+        if id == current {
+            eprintln!("log `{name}` is truncated at {id} already; nothing changed");
+            return Ok(());
+        }
+    }
+    match last_durable(engine, &log).await? {
+        None => {
+            bail!("cannot truncate log `{name}` at {id}: the log holds no entries; nothing changed")
+        }
+        Some(end) if id > end => bail!(
+            "cannot truncate log `{name}` at {id}: its last durable entry is {end}; nothing changed"
+        ),
+        Some(_) => {}
+    }
+    log.truncate(id).await?;
+    eprintln!("log `{name}` truncated at {id} (inclusive)");
     Ok(())
 }
 
@@ -228,12 +321,96 @@ async fn last_durable(engine: &Engine, log: &LogHandle) -> anyhow::Result<Option
     Ok(None)
 }
 
+/// Consecutive entries a repair marked lost, reported as one line when the run ends.
+struct LostRun {
+    first: LogMessageId,
+    last: LogMessageId,
+    why: String,
+}
+
+/// Reports a run of lost entries on stderr.
+fn report_lost(name: &str, run: &mut Option<LostRun>) {
+    if let Some(r) = run.take() {
+        let which = if r.first == r.last {
+            format!("entry {} of log `{name}` was", r.first)
+        } else {
+            format!("entries {}..={} of log `{name}` were", r.first, r.last)
+        };
+        eprintln!(
+            "woodpecker: warning: {which} lost to a damaged block and repaired as markers: {}",
+            r.why
+        );
+    }
+}
+
+/// The next message `log tail` prints: stepping over damaged blocks when `skip_damaged`
+/// (each reported on stderr), else failing there with an error that names the damaged block
+/// and says how to read on; entries a repair marked lost are passed over and reported on
+/// stderr, one line per run.
+async fn next_to_print(
+    name: &str,
+    reader: &mut LogReader,
+    skip_damaged: bool,
+    lost: &mut Option<LostRun>,
+) -> anyhow::Result<LogMessage> {
+    loop {
+        let msg = match reader.read_next().await {
+            Ok(msg) => msg,
+            Err(e) if e.code() == wal::logstore::code::CORRUPT => {
+                let at = reader.position();
+                // Where the damaged entries end: for the hint, or to go on.
+                let skipped = reader.skip_damaged().await?;
+                match (skip_damaged, skipped) {
+                    (true, Some(s)) => {
+                        eprintln!(
+                            "woodpecker: warning: skipped entries {}..={} of log `{name}`: {}: {}",
+                            s.first,
+                            s.last,
+                            s.block.position(),
+                            s.block.detail
+                        );
+                        continue;
+                    }
+                    (false, Some(s)) => bail!(
+                        "{e}; stopped at {at}: to read on, `woodpecker log tail {name} --from {}` \
+                         or --skip-damaged; `woodpecker log repair {name}` reports and repairs \
+                         damaged blocks",
+                        s.last.next_in_segment()
+                    ),
+                    (_, None) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match msg.lost() {
+            Some(why) => match lost {
+                Some(run) if run.why == why && run.last.next_in_segment() == msg.id => {
+                    run.last = msg.id;
+                }
+                _ => {
+                    report_lost(name, lost);
+                    *lost = Some(LostRun {
+                        first: msg.id,
+                        last: msg.id,
+                        why: why.to_string(),
+                    });
+                }
+            },
+            None => {
+                report_lost(name, lost);
+                return Ok(msg);
+            }
+        }
+    }
+}
+
 /// `log tail`.
 async fn tail(
     engine: &Engine,
     name: &str,
     from: StartPosition,
     follow: bool,
+    skip_damaged: bool,
 ) -> anyhow::Result<()> {
     let log = engine.client.open_log(name).await?;
     let end = if follow {
@@ -246,11 +423,12 @@ async fn tail(
     };
     let mut reader = log.open_reader(from.id(), Some("cli")).await?;
     let mut out = BufWriter::new(tokio::io::stdout());
+    let mut lost = None;
     let result = async {
         match end {
             Some(end) => {
                 while reader.position() <= end {
-                    let msg = reader.read_next().await?;
+                    let msg = next_to_print(name, &mut reader, skip_damaged, &mut lost).await?;
                     if msg.id > end {
                         break;
                     }
@@ -267,7 +445,7 @@ async fn tail(
                             signal?;
                             break;
                         }
-                        msg = reader.read_next() => {
+                        msg = next_to_print(name, &mut reader, skip_damaged, &mut lost) => {
                             let msg = msg?;
                             out.write_all(&msg.payload).await?;
                             out.write_all(b"\n").await?;
@@ -281,6 +459,9 @@ async fn tail(
         anyhow::Ok(())
     }
     .await;
+    // What was printed before an error stays printed.
+    let _ = out.flush().await;
+    report_lost(name, &mut lost);
     let closed = reader.close().await;
     result?;
     closed.context("cannot close the reader")?;
@@ -415,13 +596,163 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
             .as_bytes(),
         )
         .await?;
+        if matches!(check, Check::Damaged(_)) {
+            // Each damaged block, and the entries it makes unreadable.
+            if let Ok(blocks) = engine.logstore.damaged_blocks(log_id, segment_id).await {
+                for d in blocks {
+                    out.write_all(
+                        format!("{:>10}{}\n", "", describe_damage(segment_id, &d)).as_bytes(),
+                    )
+                    .await?;
+                }
+            }
+        }
     }
     out.write_all(format!("{} segment(s), {} damaged\n", segments.len(), damaged.len()).as_bytes())
         .await?;
     out.flush().await?;
     if !damaged.is_empty() {
-        bail!("log `{name}` is damaged: {}", damaged.join("; "));
+        bail!(
+            "log `{name}` is damaged: {}; `woodpecker log repair {name}` says what is lost and repairs it",
+            damaged.join("; ")
+        );
     }
+    Ok(())
+}
+
+/// One damaged block, for a line of output: where, what is wrong, which entries it held.
+fn describe_damage(segment_id: i64, d: &DamagedBlock) -> String {
+    let place = match &d.object {
+        Some(_) => d.position(),
+        None => format!("{} of data.log", d.position()),
+    };
+    let entries = if !d.end_known() {
+        format!(
+            "entries from {segment_id}:{} on cannot be read",
+            d.first_entry_id
+        )
+    } else if d.entry_count() == 0 {
+        "it holds no entry".to_string()
+    } else {
+        format!(
+            "entries {segment_id}:{}..={segment_id}:{} ({}) cannot be read",
+            d.first_entry_id,
+            d.last_entry_id,
+            d.entry_count()
+        )
+    };
+    format!("segment {segment_id} {place}: {}; {entries}", d.detail)
+}
+
+/// `log repair`: reports every damaged block; with `apply`, fences and completes the Active
+/// segments that hold one and rewrites each damaged local segment with lost-entry markers in
+/// place of the damaged blocks.
+async fn repair(engine: &Engine, name: &str, only: Option<i64>, apply: bool) -> anyhow::Result<()> {
+    let log = engine.client.open_log(name).await?;
+    let log_id = log.log_id();
+    let segments = log.segments().await?;
+    if let Some(seg) = only
+        && !segments.contains_key(&seg)
+    {
+        bail!("log `{name}` has no segment {seg}");
+    }
+    let mut out = BufWriter::new(tokio::io::stdout());
+    let mut found: Vec<(i64, Vec<DamagedBlock>)> = Vec::new();
+    let mut checked = 0;
+    for (&seg, meta) in &segments {
+        if only.is_some_and(|o| o != seg) || meta.state == SegmentState::Truncated as i32 {
+            continue;
+        }
+        checked += 1;
+        let damaged = engine
+            .logstore
+            .damaged_blocks(log_id, seg)
+            .await
+            .with_context(|| format!("cannot check segment {seg} of log `{name}`"))?;
+        for d in &damaged {
+            out.write_all(format!("{}\n", describe_damage(seg, d)).as_bytes())
+                .await?;
+        }
+        if !damaged.is_empty() {
+            found.push((seg, damaged));
+        }
+    }
+    let blocks: usize = found.iter().map(|(_, d)| d.len()).sum();
+    let entries: u64 = found
+        .iter()
+        .flat_map(|(_, d)| d.iter())
+        .map(DamagedBlock::entry_count)
+        .sum();
+    out.write_all(
+        format!(
+            "{checked} segment(s) checked: {blocks} damaged block(s) in {} segment(s), {entries} entries unreadable\n",
+            found.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    out.flush().await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !apply {
+        bail!(
+            "log `{name}` has damaged blocks; nothing changed. `woodpecker log repair {name} \
+             --apply` replaces each by a block of the same entries marked lost (property {}), \
+             keeping the damaged file beside it, so that readers and Kafka consumers go past \
+             them; the entries listed above stay lost",
+            wal::message::LOST_PROPERTY
+        );
+    }
+    let active: Vec<i64> = found
+        .iter()
+        .map(|(seg, _)| *seg)
+        .filter(|seg| segments[seg].state == SegmentState::Active as i32)
+        .collect();
+    if !active.is_empty() {
+        // Only a finished segment is rewritten: taking the log over fences and completes its
+        // Active segments (keeping their damaged blocks in the footer's index).
+        let writer = log.open_writer().await.with_context(|| {
+            format!("cannot take log `{name}` over to complete segment(s) {active:?}")
+        })?;
+        writer.close().await?;
+        eprintln!("took log `{name}` over: segment(s) {active:?} fenced and completed");
+    }
+    for (seg, _) in &found {
+        let seg = *seg;
+        let repaired = engine
+            .logstore
+            .repair_segment(log_id, seg, move |_, d| {
+                let why = format!(
+                    "{} of segment {seg} failed a check: {}",
+                    d.position(),
+                    d.detail
+                );
+                WriteMessage::lost(why.clone())
+                    .encode()
+                    .map_or_else(|_| why.into_bytes(), |b| b.to_vec())
+            })
+            .await
+            .with_context(|| format!("cannot repair segment {seg} of log `{name}`"))?;
+        match repaired {
+            Some(r) => {
+                for d in &r.replaced {
+                    eprintln!(
+                        "segment {seg}: {} replaced; entries {seg}:{}..={seg}:{} are now lost-entry markers",
+                        d.position(),
+                        d.first_entry_id,
+                        d.last_entry_id
+                    );
+                }
+                eprintln!(
+                    "segment {seg}: the damaged file is kept as {}",
+                    r.kept.display()
+                );
+            }
+            None => eprintln!("segment {seg}: nothing left to repair"),
+        }
+    }
+    eprintln!("repaired log `{name}`: {entries} entries stay lost, marked as such");
     Ok(())
 }
 

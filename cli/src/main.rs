@@ -13,6 +13,7 @@
 
 mod engine;
 mod log;
+mod logstore;
 mod meta;
 mod serve;
 
@@ -57,9 +58,11 @@ enum Command {
     /// Run the engine with the Kafka listener and a Prometheus metrics endpoint until SIGTERM
     /// or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Run a service-mode LogStore node (gRPC, gossip, admin HTTP) until SIGTERM or Ctrl-C.
+    Logstore(logstore::LogstoreArgs),
 }
 
-/// The commands that run on an open engine.
+/// The commands that run on an open engine (metadata, storage, client).
 enum EngineCommand {
     Log(log::LogCommand),
     Serve(serve::ServeArgs),
@@ -67,7 +70,10 @@ enum EngineCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    init_tracing(matches!(
+        cli.command,
+        Command::Serve(_) | Command::Logstore(_)
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,7 +92,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}").replace('\n', " ");
+            // Errors quote what failed, URLs included: never the credentials in them.
+            let text = engine::redact(&format!("{e:#}")).replace('\n', " ");
             eprintln!("woodpecker: error: {text}");
             ExitCode::FAILURE
         }
@@ -121,6 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         // Works without the engine, which may refuse to open for the reason it shows.
         Command::Meta(cmd) => return meta::run(&opts, cmd).await,
+        // A LogStore node needs no metadata store and no client: only its settings.
+        Command::Logstore(args) => {
+            return logstore::run(engine::load_config(&opts)?, args).await;
+        }
         Command::Log(cmd) => EngineCommand::Log(cmd),
         Command::Serve(args) => EngineCommand::Serve(args),
     };

@@ -1,10 +1,11 @@
-//! `woodpecker serve`: the engine, the Kafka listener and the metrics endpoint in one
-//! process.
+//! `woodpecker serve`: the engine, the Kafka listener, the Milvus WAL gRPC service and the
+//! metrics endpoint in one process.
 //!
-//! On start it prints `kafka listening on HOST:PORT` and `metrics listening on HOST:PORT` to
-//! stdout (with the real ports when port 0 was asked for). SIGTERM or Ctrl-C stops it
-//! cleanly: no new connections, in-flight requests finish, every partition's writer is
-//! closed (its data flushed and its segment completed), then the engine; exit status 0.
+//! On start it prints `kafka listening on HOST:PORT`, `milvus wal listening on HOST:PORT` and
+//! `metrics listening on HOST:PORT` to stdout (with the real ports when port 0 was asked
+//! for). SIGTERM or Ctrl-C stops it cleanly: no new connections, in-flight requests finish,
+//! Milvus read and append streams end, every partition's and every Milvus session's writer
+//! is closed (its data flushed and its segment completed), then the engine; exit status 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use clap::Args;
 use kafka_shim::topics::TopicDefaults;
 use kafka_shim::txn::TxnSettings;
 use kafka_shim::{Broker, BrokerConfig, Metrics, ServerConfig};
+use milvus_adapter::{Adapter, AdapterConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use wal::clock::SystemClock;
 
 use crate::engine::Engine;
 
@@ -31,6 +34,13 @@ pub(crate) struct ServeArgs {
     /// [default: the listener's address].
     #[arg(long, value_name = "HOST:PORT")]
     advertised_kafka_addr: Option<String>,
+    /// Address of the Milvus WAL gRPC service (woodpecker.milvus.v1.MilvusWal).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9096")]
+    milvus_addr: SocketAddr,
+    /// Seconds a Milvus session lives without an append stream and without a call (its
+    /// client is presumed gone; its writer is closed).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    milvus_session_ttl_secs: u64,
     /// Address of the Prometheus metrics endpoint (GET /metrics).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9095")]
     metrics_addr: SocketAddr,
@@ -99,6 +109,10 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", args.metrics_addr))?;
     let metrics_addr = metrics_listener.local_addr()?;
+    let milvus_listener = TcpListener::bind(args.milvus_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--milvus-addr)", args.milvus_addr))?;
+    let milvus_addr = milvus_listener.local_addr()?;
     let (host, port) = match &args.advertised_kafka_addr {
         Some(a) => split_host_port(a)?,
         None if kafka_addr.ip().is_unspecified() => bail!(
@@ -150,11 +164,32 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         server_config,
         stop_rx.clone(),
     ));
+    let adapter = Adapter::new(
+        engine.client.clone(),
+        engine.meta.kv().clone(),
+        engine.meta.keys().prefix(),
+        SystemClock::shared(),
+        AdapterConfig {
+            session_ttl: Duration::from_secs(args.milvus_session_ttl_secs),
+            ..AdapterConfig::default()
+        },
+    );
+    let milvus = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(milvus_adapter::serve(
+            milvus_listener,
+            adapter,
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        ))
+    };
     let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, stop_rx));
     println!("kafka listening on {kafka_addr}");
+    println!("milvus wal listening on {milvus_addr}");
     println!("metrics listening on {metrics_addr}");
     eprintln!(
-        "woodpecker: serving Kafka on {kafka_addr} (cluster {}), metrics on http://{metrics_addr}/metrics; data in {}",
+        "woodpecker: serving Kafka on {kafka_addr} (cluster {}), the Milvus WAL on {milvus_addr}, metrics on http://{metrics_addr}/metrics; data in {}",
         broker.cluster_id(),
         engine.data_root.display()
     );
@@ -170,6 +205,11 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         Ok(Err(e)) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
         Err(e) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
     }
+    match milvus.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("woodpecker: the Milvus WAL service failed: {e}"),
+        Err(e) => eprintln!("woodpecker: the Milvus WAL service failed: {e}"),
+    }
     retention.abort();
     transaction_timeouts.abort();
     let _ = metrics_task.await;
@@ -177,7 +217,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {

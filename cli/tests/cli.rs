@@ -171,6 +171,93 @@ fn truncate_moves_the_earliest_position() {
     assert!(stderr(&out).contains("`a`"), "{}", stderr(&out));
 }
 
+/// The truncation point of log `a`, as `log inspect` shows it.
+fn truncation_shown(dir: &Path) -> String {
+    let out = ok(woodpecker(dir, &["log", "inspect", "a"]));
+    stdout(&out).lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn truncate_refuses_to_move_back_or_past_the_end_and_changes_nothing() {
+    let dir = log_with_100_entries();
+    ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:49"]));
+    let before = truncation_shown(dir.path());
+    assert!(before.contains("truncated at 0:49"), "{before}");
+
+    // Below the current point.
+    let out = fails(woodpecker(dir.path(), &["log", "truncate", "a", "0:0"]));
+    let err = stderr(&out);
+    assert!(err.contains("truncated at 0:49 already"), "{err}");
+    assert!(err.contains("nothing changed"), "{err}");
+    assert!(!err.contains("truncated at 0:0 (inclusive)"), "{err}");
+    assert_eq!(truncation_shown(dir.path()), before);
+
+    // Past the end: in a segment that does not exist, and past the last entry of the last one.
+    for past in ["5:0", "1:0", "0:100"] {
+        let out = fails(woodpecker(dir.path(), &["log", "truncate", "a", past]));
+        let err = stderr(&out);
+        assert!(err.contains("last durable entry is 0:99"), "{past}: {err}");
+        assert!(err.contains("nothing changed"), "{past}: {err}");
+        assert_eq!(truncation_shown(dir.path()), before);
+    }
+
+    // The same point again changes nothing and is not an error; a later one moves it.
+    let out = ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:49"]));
+    assert!(stderr(&out).contains("already"), "{}", stderr(&out));
+    ok(woodpecker(dir.path(), &["log", "truncate", "a", "0:99"]));
+    assert!(truncation_shown(dir.path()).contains("truncated at 0:99"));
+
+    // An empty log has nothing to truncate.
+    ok(woodpecker(dir.path(), &["log", "create", "empty"]));
+    let out = fails(woodpecker(dir.path(), &["log", "truncate", "empty", "0:0"]));
+    assert!(
+        stderr(&out).contains("holds no entries"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn write_refuses_logs_of_the_kafka_front_door_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(woodpecker(dir.path(), &["log", "create", "kafka:demo:1"]));
+    let out = fails(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:demo:1"],
+        b"not a batch\n",
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("Kafka front door"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(stdout(&out), "");
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "kafka:demo:1"]));
+    assert_eq!(stdout(&out), "", "nothing was written");
+    let out = ok(woodpecker(dir.path(), &["log", "inspect", "kafka:demo:1"]));
+    assert!(stdout(&out).contains("0 segment(s)"), "{}", stdout(&out));
+
+    // Refused by name, whether or not the log exists.
+    let out = fails(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:other:0"],
+        b"x\n",
+    ));
+    assert!(
+        stderr(&out).contains("Kafka front door"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ok(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "kafka:demo:1", "--force"],
+        b"forced\n",
+    ));
+    assert_eq!(stdout(&out), "0:0\n");
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "kafka:demo:1"]));
+    assert_eq!(stdout(&out), "forced\n");
+}
+
 #[test]
 fn inspect_shows_segments_and_checks_them() {
     let dir = log_with_100_entries();
@@ -186,23 +273,34 @@ fn inspect_shows_segments_and_checks_them() {
     assert!(text.contains("1 segment(s), 0 damaged"), "{text}");
 }
 
+/// Damages the payload `needle` in segment 0 of log `a`.
+fn damage(dir: &Path, needle: &[u8]) {
+    let path = data_file(dir, 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("payload in data.log");
+    bytes[at + 5] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+fn lines_of(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("line-{i}")).collect()
+}
+
 #[test]
 fn a_damaged_block_is_reported_and_never_printed() {
     let dir = log_with_100_entries();
-    let path = data_file(dir.path(), 0);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(7)
-        .position(|w| w == b"line-50")
-        .expect("payload in data.log");
-    bytes[at + 5] = b'X'; // "line-X0"
-    std::fs::write(&path, &bytes).unwrap();
+    damage(dir.path(), b"line-50");
 
     let out = fails(woodpecker(dir.path(), &["log", "inspect", "a"]));
     assert!(stdout(&out).contains("DAMAGED"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("cannot be read"), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("segment 0"), "{err}");
     assert!(err.contains("block"), "{err}");
+    assert!(err.contains("log repair"), "{err}");
 
     let out = fails(woodpecker(dir.path(), &["log", "tail", "a"]));
     assert!(!stdout(&out).contains("line-X0"), "{}", stdout(&out));
@@ -265,6 +363,102 @@ fn meta_prefix_shows_where_the_keys_are() {
         text.contains("configured: by-dev/woodpecker/ (1 log: b)"),
         "{text}"
     );
+}
+
+#[test]
+fn damaged_blocks_are_read_around_skipped_and_repaired() {
+    let dir = log_with_100_entries();
+    ok(woodpecker_with_input(
+        dir.path(),
+        &["log", "write", "a"],
+        b"more-0\nmore-1\n",
+    ));
+    damage(dir.path(), b"line-50");
+    let original = std::fs::read(data_file(dir.path(), 0)).unwrap();
+
+    // Tail stops at the damaged block with what it held and how to read on; what came before
+    // it is printed.
+    let out = fails(woodpecker(dir.path(), &["log", "tail", "a"]));
+    let err = stderr(&out);
+    assert!(err.contains("cannot be read"), "{err}");
+    assert!(err.contains("--skip-damaged"), "{err}");
+    let printed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let first_lost = printed.len();
+    assert!(first_lost <= 50, "{printed:?}");
+    assert_eq!(printed, lines_of(0..first_lost));
+    let from = err
+        .split("--from ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no --from hint: {err}"))
+        .to_string();
+    let resume: usize = from.trim_start_matches("0:").parse().unwrap();
+    assert!(resume > 50, "{from}");
+
+    // The entries after it, in the same segment and the next, are all there.
+    let out = ok(woodpecker(
+        dir.path(),
+        &["log", "tail", "a", "--from", &from],
+    ));
+    let mut after = lines_of(resume..100);
+    after.extend(["more-0".to_string(), "more-1".to_string()]);
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), after);
+
+    // --skip-damaged prints everything else and says what it skipped.
+    let out = ok(woodpecker(
+        dir.path(),
+        &["log", "tail", "a", "--skip-damaged"],
+    ));
+    let mut readable = lines_of(0..first_lost);
+    readable.extend(after.clone());
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), readable);
+    let skipped = format!("skipped entries 0:{first_lost}..=0:{}", resume - 1);
+    assert!(stderr(&out).contains(&skipped), "{}", stderr(&out));
+
+    // repair reports exactly what is lost and changes nothing without --apply.
+    let out = fails(woodpecker(dir.path(), &["log", "repair", "a"]));
+    let report = stdout(&out);
+    let lost = format!(
+        "entries 0:{first_lost}..=0:{} ({}) cannot be read",
+        resume - 1,
+        resume - first_lost
+    );
+    assert!(report.contains(&lost), "{report}");
+    assert!(
+        report.contains("1 damaged block(s) in 1 segment(s)"),
+        "{report}"
+    );
+    assert!(stderr(&out).contains("nothing changed"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(data_file(dir.path(), 0)).unwrap(), original);
+
+    let out = ok(woodpecker(dir.path(), &["log", "repair", "a", "--apply"]));
+    let err = stderr(&out);
+    assert!(err.contains("lost-entry markers"), "{err}");
+    assert!(err.contains("kept as"), "{err}");
+    let kept: Vec<_> = std::fs::read_dir(data_file(dir.path(), 0).parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.log.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    // Whole again: inspect and repair find nothing; tail prints everything readable and
+    // reports each lost entry on stderr.
+    ok(woodpecker(dir.path(), &["log", "inspect", "a"]));
+    let out = ok(woodpecker(dir.path(), &["log", "repair", "a"]));
+    assert!(
+        stdout(&out).contains("0 damaged block(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ok(woodpecker(dir.path(), &["log", "tail", "a"]));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), readable);
+    let lost_line = format!(
+        "entries 0:{first_lost}..=0:{} of log `a` were lost to a damaged block",
+        resume - 1
+    );
+    assert!(stderr(&out).contains(&lost_line), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
 
 #[test]

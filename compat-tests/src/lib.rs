@@ -38,6 +38,14 @@ pub fn woodpecker_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Listener addresses to ask for (`None`: any free port on 127.0.0.1).
+#[derive(Debug, Default, Clone, Copy)]
+struct Addrs {
+    kafka: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    milvus: Option<SocketAddr>,
+}
+
 /// A running `woodpecker serve`.
 #[derive(Debug)]
 pub struct Server {
@@ -49,6 +57,8 @@ pub struct Server {
     pub kafka_addr: SocketAddr,
     /// The Prometheus metrics endpoint.
     pub metrics_addr: SocketAddr,
+    /// The Milvus WAL gRPC service.
+    pub milvus_addr: SocketAddr,
 }
 
 impl Server {
@@ -61,25 +71,23 @@ impl Server {
     pub async fn start_with(extra_args: &[&str]) -> Result<Server> {
         let temp = tempfile::tempdir().context("creating a data directory")?;
         let data_dir = temp.path().join("data");
-        let mut server = Self::spawn(&data_dir, None, None, extra_args).await?;
+        let mut server = Self::spawn(&data_dir, Addrs::default(), extra_args).await?;
         server._temp = Some(temp);
         Ok(server)
     }
 
     /// Starts a server on `data_dir` (kept after the server stops).
     pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Result<Server> {
-        Self::spawn(data_dir, None, None, extra_args).await
+        Self::spawn(data_dir, Addrs::default(), extra_args).await
     }
 
-    async fn spawn(
-        data_dir: &Path,
-        kafka_addr: Option<SocketAddr>,
-        metrics_addr: Option<SocketAddr>,
-        extra_args: &[&str],
-    ) -> Result<Server> {
+    async fn spawn(data_dir: &Path, addrs: Addrs, extra_args: &[&str]) -> Result<Server> {
         let bin = woodpecker_bin()?;
-        let kafka = kafka_addr.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
-        let metrics = metrics_addr.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+        let any =
+            |a: Option<SocketAddr>| a.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+        let kafka = any(addrs.kafka);
+        let metrics = any(addrs.metrics);
+        let milvus = any(addrs.milvus);
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -88,6 +96,8 @@ impl Server {
             .arg(&kafka)
             .arg("--metrics-addr")
             .arg(&metrics)
+            .arg("--milvus-addr")
+            .arg(&milvus)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -100,14 +110,17 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut kafka_addr = None;
         let mut metrics_addr = None;
+        let mut milvus_addr = None;
         let ready = async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(addr) = line.strip_prefix("kafka listening on ") {
                     kafka_addr = Some(addr.trim().parse::<SocketAddr>()?);
                 } else if let Some(addr) = line.strip_prefix("metrics listening on ") {
                     metrics_addr = Some(addr.trim().parse::<SocketAddr>()?);
+                } else if let Some(addr) = line.strip_prefix("milvus wal listening on ") {
+                    milvus_addr = Some(addr.trim().parse::<SocketAddr>()?);
                 }
-                if kafka_addr.is_some() && metrics_addr.is_some() {
+                if kafka_addr.is_some() && metrics_addr.is_some() && milvus_addr.is_some() {
                     return Ok::<_, anyhow::Error>(true);
                 }
             }
@@ -129,6 +142,7 @@ impl Server {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             kafka_addr: kafka_addr.context("no kafka address")?,
             metrics_addr: metrics_addr.context("no metrics address")?,
+            milvus_addr: milvus_addr.context("no milvus address")?,
         })
     }
 
@@ -193,14 +207,12 @@ impl Server {
         let mut last = None;
         // The port may linger for a moment after the old process exits.
         for _ in 0..50 {
-            match Self::spawn(
-                &self.data_dir,
-                Some(self.kafka_addr),
-                Some(self.metrics_addr),
-                &args,
-            )
-            .await
-            {
+            let addrs = Addrs {
+                kafka: Some(self.kafka_addr),
+                metrics: Some(self.metrics_addr),
+                milvus: Some(self.milvus_addr),
+            };
+            match Self::spawn(&self.data_dir, addrs, &args).await {
                 Ok(mut next) => {
                     self.child = next.child.take();
                     return Ok(());

@@ -109,6 +109,7 @@ async fn a_wildcard_listener_needs_an_advertised_address() -> Result<()> {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--kafka-addr", "0.0.0.0:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--milvus-addr", "127.0.0.1:0"])
         .output()
         .await?;
     assert!(!out.status.success());

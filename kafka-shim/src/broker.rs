@@ -30,7 +30,7 @@ use crate::batch::{self, BatchError};
 use crate::error::{KafkaCode, ShimError};
 use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metrics::Metrics;
-use crate::partition::{Partition, PartitionSettings};
+use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
 use crate::topics::{
     MAX_RECORDS_PER_REQUEST, ProducerIds, TOPIC_CONFIG_KEYS, Topic, TopicDefaults, Topics,
     log_name, log_prefix, valid_topic_name, validate_configs,
@@ -84,6 +84,8 @@ pub struct Broker {
     client: Client,
     topics: Topics,
     partitions: Mutex<HashMap<(String, i32), PartitionCell>>,
+    /// Pauses between attempts to open a partition whose storage keeps failing.
+    reopen: ReopenBackoff,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     txn: TxnCoordinator,
@@ -160,6 +162,7 @@ impl Broker {
             client,
             topics,
             partitions: Mutex::new(HashMap::new()),
+            reopen: ReopenBackoff::default(),
             producer_ids,
             groups,
             txn,
@@ -256,15 +259,20 @@ impl Broker {
             match cell.get() {
                 Some(p) if p.is_failed() => {
                     let fresh: PartitionCell = Arc::default();
-                    map.insert(key, fresh.clone());
+                    map.insert(key.clone(), fresh.clone());
                     (fresh, Some(p.clone()))
                 }
                 _ => (cell, None),
             }
         };
         if let Some(old) = stale {
+            self.reopen.partition_failed(&key, &old);
             old.close().await;
         }
+        if let Some(p) = cell.get() {
+            return Ok(p.clone());
+        }
+        self.reopen.check(&key)?;
         let settings = PartitionSettings {
             tail_cache_bytes: self.config.tail_cache_bytes,
             leader_epoch: 0,
@@ -280,6 +288,7 @@ impl Broker {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "opening a partition failed");
+                self.reopen.open_failed(&key, KafkaCode::KafkaStorageError);
                 KafkaCode::KafkaStorageError
             })?;
             self.metrics.partitions_open.fetch_add(1, Ordering::Relaxed);
@@ -501,6 +510,7 @@ impl Broker {
         version: i16,
     ) -> BoxFuture<'static, Reply> {
         let acks = req.acks;
+        let timeout_ms = req.timeout_ms;
         let mut issued = Vec::new();
         let transactional_id = req
             .transactional_id
@@ -559,7 +569,10 @@ impl Broker {
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
                 let result = match outcome {
-                    Ok((p, first, last)) => p.wait_visible(last).await.map(|()| (p, first)),
+                    Ok((p, first, last)) => p
+                        .wait_acknowledged(last, timeout_ms)
+                        .await
+                        .map(|()| (p, first)),
                     Err(code) => Err(code),
                 };
                 match result {

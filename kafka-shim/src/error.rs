@@ -14,6 +14,8 @@ pub enum KafkaCode {
     UnknownTopicOrPartition = 3,
     /// This broker does not lead the partition (also: the partition is being reopened).
     NotLeaderOrFollower = 6,
+    /// The request's `timeout_ms` ran out before the outcome was known.
+    RequestTimedOut = 7,
     /// A batch is larger than `max.message.bytes`.
     MessageTooLarge = 10,
     /// The coordinator is not available.

@@ -30,6 +30,16 @@ pub use kafka_wire::{batch, codec};
 pub use metrics::Metrics;
 pub use server::{ServerConfig, serve};
 
+/// The prefix of every log name the Kafka front door owns: partition `p` of topic `t` is the
+/// log `kafka:t:p` ([`topics::log_name`]). Entries of such a log are Kafka record batches;
+/// anything else written there breaks the partition.
+pub const LOG_PREFIX: &str = "kafka:";
+
+/// Whether the log `name` belongs to the Kafka front door (see [`LOG_PREFIX`]).
+pub fn owns_log(name: &str) -> bool {
+    name.starts_with(LOG_PREFIX)
+}
+
 /// What the group coordinator needs to know about topics.
 pub trait TopicCatalog: Send + Sync {
     /// The number of partitions of `topic`, or `None` when it does not exist.

@@ -17,14 +17,46 @@
 //! is acknowledged. A failed write poisons the partition: the broker reopens it from the log
 //! on the next request, which fences the old writer and finds exactly what was made durable.
 //!
+//! # Errors a producer sees
+//!
+//! A produce is answered within its `timeout_ms`, as Kafka answers it:
+//!
+//! * storage failed under the write (a full disk, an IO error, the metadata store):
+//!   `KAFKA_STORAGE_ERROR` (56), what a Kafka broker answers for a partition on a failed log
+//!   directory; the batch is not acknowledged. Clients retry it (it is retriable in the Java
+//!   client and librdkafka) until their delivery timeout;
+//! * another writer took the log over, or the partition is closing: `NOT_LEADER_OR_FOLLOWER`
+//!   (6), as for a leader that moved;
+//! * nothing decided within `timeout_ms` (storage slow, not failed): `REQUEST_TIMED_OUT` (7),
+//!   as for acks=all when the replicas do not answer in time. As in Kafka, the batch may still
+//!   become durable afterwards; an idempotent producer's retry of it is then answered as a
+//!   duplicate.
+//!
+//! A partition that failed on storage is reopened only after a pause that grows with each
+//! attempt that fails again ([`ReopenBackoff`]); meanwhile its requests get the same error at
+//! once. Once storage has room again the next reopen succeeds and writes go on: nothing needs
+//! a restart, nothing acknowledged is lost, and no attempt leaves an empty segment behind
+//! (the engine's writer gives a segment it never got an entry into up).
+//!
 //! # Reads
 //!
 //! Recent batches stay in memory (up to the tail-cache budget); older ones are read back
 //! through a small pool of log readers kept at the position the last fetch ended.
+//!
+//! # Damaged blocks
+//!
+//! A damaged block does not keep a partition offline: the scan at open reports it (with its
+//! entries and, once the next batch is read, its offsets), steps over it and goes on. A
+//! fetch of one of its offsets gets `CORRUPT_MESSAGE`, which the Java consumer raises as
+//! "Encountered corrupt message when fetching offset ..." (a consumer seeks past it to go
+//! on); a fetch before it stops short of it. Once `woodpecker log repair --apply` replaced the
+//! block by lost-entry markers, its offsets are a gap that consumers go past, as in a
+//! compacted topic.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -97,6 +129,19 @@ struct Index {
     ongoing: std::collections::BTreeMap<i64, i64>,
     /// Aborted transactions, in marker order (so also by last offset).
     aborted: Vec<AbortedTxn>,
+    /// Offsets of batches in damaged blocks, in order: fetched, they are CORRUPT_MESSAGE.
+    holes: Vec<Hole>,
+}
+
+/// The offsets of batches a damaged block held (between the batches around it).
+#[derive(Debug)]
+struct Hole {
+    first: i64,
+    last: i64,
+    /// Which entries of which block, and what is wrong.
+    what: String,
+    /// Whether a fetch of it was logged already (consumers retry such fetches: one line).
+    warned: AtomicBool,
 }
 
 impl Index {
@@ -124,6 +169,13 @@ impl Index {
             }
             self.first_cached = self.first_cached.saturating_sub(1);
         }
+    }
+
+    /// The damaged block holding `offset`, if one does.
+    fn hole_at(&self, offset: i64) -> Option<&Hole> {
+        self.holes
+            .iter()
+            .find(|h| h.first <= offset && offset <= h.last)
     }
 
     fn position(&self, offset: i64) -> Option<usize> {
@@ -340,6 +392,10 @@ pub struct Partition {
     index: Mutex<Index>,
     hwm: watch::Sender<i64>,
     failed: AtomicBool,
+    /// The Kafka error code of the failure, once `failed` is set.
+    failure: AtomicI16,
+    /// Whether a write was acknowledged since the partition opened.
+    acknowledged_any: AtomicBool,
     readers: tokio::sync::Mutex<Vec<LogReader>>,
     auditor: Mutex<Option<wal::client::AuditorHandle>>,
 }
@@ -408,8 +464,44 @@ impl Partition {
                 .await
                 .map_err(err)?;
             let scanned = async {
+                // A damaged block whose batches' offsets are known once the next batch is.
+                let mut open_hole: Option<(String, LogMessageId)> = None;
                 loop {
-                    let msg = reader.read_next().await?;
+                    let msg = match reader.read_next().await {
+                        Ok(msg) => msg,
+                        Err(e) if e.code() == wal::logstore::code::CORRUPT => {
+                            let Some(skipped) = reader.skip_damaged().await? else {
+                                return Err(e);
+                            };
+                            let what = format!(
+                                "entries {}..={} of log `{log_name}` ({}: {})",
+                                skipped.first,
+                                skipped.last,
+                                skipped.block.position(),
+                                skipped.block.detail
+                            );
+                            tracing::error!(topic, partition, damaged = %what,
+                                "a damaged block: its batches cannot be read, and fetches of their offsets get CORRUPT_MESSAGE until `woodpecker log repair {log_name} --apply`");
+                            if skipped.last >= target {
+                                tracing::error!(topic, partition, damaged = %what,
+                                    "the last batches of the log are in a damaged block: their offsets are unknown, and new batches take offsets after the last readable one");
+                                return Ok(());
+                            }
+                            open_hole = Some((what, skipped.last));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(why) = msg.lost() {
+                        // A repair put this marker where a damaged block's entry was: its
+                        // batch is gone, and consumers go past its offsets as past those of a
+                        // compacted topic.
+                        tracing::info!(topic, partition, entry = %msg.id, why, "a batch lost to a damaged block (repaired) is left out");
+                        if msg.id >= target {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     let not_kafka = |e: batch::BatchError| ClientError::ReadFailed {
                         log: log_name.to_string(),
                         reason: format!("entry {} is not a Kafka batch: {e}", msg.id),
@@ -449,6 +541,17 @@ impl Partition {
                             index.ongoing.insert(h.base_offset, h.producer_id);
                         }
                     }
+                    if let Some((what, _)) = open_hole.take() {
+                        let first = index.committed.back().map_or(0, |e| e.last + 1);
+                        if first < entry.base {
+                            index.holes.push(Hole {
+                                first,
+                                last: entry.base - 1,
+                                what,
+                                warned: AtomicBool::new(false),
+                            });
+                        }
+                    }
                     index.cached += entry.size;
                     index.stored += entry.size as u64;
                     index.committed.push_back(entry);
@@ -462,6 +565,10 @@ impl Partition {
             let closed = reader.close().await;
             scanned.map_err(err)?;
             closed.map_err(err)?;
+            for h in &index.holes {
+                tracing::error!(topic, partition, first_offset = h.first, last_offset = h.last, damaged = %h.what,
+                    "offsets of a damaged block: fetches get CORRUPT_MESSAGE; consumers can seek past them");
+            }
         }
         index.log_start = index.committed.front().map_or(0, |e| e.base);
         index.high_watermark = index.committed.back().map_or(0, |e| e.last + 1);
@@ -490,6 +597,8 @@ impl Partition {
             index: Mutex::new(index),
             hwm,
             failed: AtomicBool::new(false),
+            failure: AtomicI16::new(KafkaCode::NotLeaderOrFollower.code()),
+            acknowledged_any: AtomicBool::new(false),
             readers: tokio::sync::Mutex::new(Vec::new()),
             auditor: Mutex::new(Some(auditor)),
         }))
@@ -504,7 +613,26 @@ impl Partition {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// The Kafka error its requests get once it failed (see the module docs).
+    pub fn failure_code(&self) -> KafkaCode {
+        if self.failure.load(Ordering::Acquire) == KafkaCode::KafkaStorageError.code() {
+            KafkaCode::KafkaStorageError
+        } else {
+            KafkaCode::NotLeaderOrFollower
+        }
+    }
+
+    /// Whether a write was acknowledged since the partition opened.
+    pub fn acknowledged_any(&self) -> bool {
+        self.acknowledged_any.load(Ordering::Acquire)
+    }
+
     fn fail(&self, why: &ClientError) {
+        // Set before `failed`, which readers of the code check first.
+        if !self.is_failed() {
+            self.failure
+                .store(write_failure_code(why).code(), Ordering::Release);
+        }
         if !self.failed.swap(true, Ordering::AcqRel) {
             tracing::warn!(topic = %self.topic, partition = self.index_no, error = %why, "write failed; the partition will be reopened from its log");
         }
@@ -649,7 +777,7 @@ impl Partition {
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> Result<(i64, i64), KafkaCode> {
         if self.is_failed() {
-            return Err(KafkaCode::NotLeaderOrFollower);
+            return Err(self.failure_code());
         }
         let mut guard = self.write.lock().await;
         let Some(side) = guard.as_mut() else {
@@ -752,6 +880,7 @@ impl Partition {
             if !moved {
                 return;
             }
+            self.acknowledged_any.store(true, Ordering::Release);
             ix.evict(self.settings.tail_cache_bytes);
             ix.high_watermark
         };
@@ -766,12 +895,25 @@ impl Partition {
                 return Ok(());
             }
             if self.is_failed() {
-                return Err(KafkaCode::NotLeaderOrFollower);
+                return Err(self.failure_code());
             }
             if rx.changed().await.is_err() {
                 return Err(KafkaCode::NotLeaderOrFollower);
             }
         }
+    }
+
+    /// [`wait_visible`](Self::wait_visible) within a produce request's `timeout_ms`:
+    /// `REQUEST_TIMED_OUT` when neither the acknowledgement nor a failure came in time. A
+    /// timeout of zero or less waits for the outcome.
+    pub async fn wait_acknowledged(&self, last: i64, timeout_ms: i32) -> Result<(), KafkaCode> {
+        if timeout_ms <= 0 {
+            return self.wait_visible(last).await;
+        }
+        let limit = Duration::from_millis(timeout_ms.unsigned_abs().into());
+        tokio::time::timeout(limit, self.wait_visible(last))
+            .await
+            .unwrap_or(Err(KafkaCode::RequestTimedOut))
     }
 
     /// Batches from the one holding `offset`, up to `max_bytes` in all; with `whole_first`,
@@ -801,6 +943,13 @@ impl Partition {
             if offset >= limit {
                 return Ok(Some(Vec::new()));
             }
+            if let Some(hole) = ix.hole_at(offset) {
+                if !hole.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(topic = %self.topic, partition = self.index_no, offset, damaged = %hole.what,
+                        "fetch of an offset of a damaged block: CORRUPT_MESSAGE (said once per block)");
+                }
+                return Err(KafkaCode::CorruptMessage);
+            }
             let Some(start) = ix.position(offset) else {
                 return Ok(Some(Vec::new()));
             };
@@ -811,6 +960,10 @@ impl Partition {
                     break;
                 }
                 if bytes + e.size > max_bytes && !(out.is_empty() && whole_first) {
+                    break;
+                }
+                // A damaged block's offsets come next: the next fetch starts there and fails.
+                if !out.is_empty() && ix.hole_at(e.base - 1).is_some() {
                     break;
                 }
                 bytes += e.size;
@@ -839,7 +992,7 @@ impl Partition {
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading stored batches failed");
                     if result.is_empty() {
-                        return Err(KafkaCode::KafkaStorageError);
+                        return Err(read_failure_code(&e));
                     }
                     return Ok(Some(result));
                 }
@@ -911,7 +1064,7 @@ impl Partition {
         }
         let mut read = self.read_stored(&[id]).await.map_err(|e| {
             tracing::warn!(topic = %self.topic, partition = self.index_no, error = %e, "reading a stored batch failed");
-            KafkaCode::KafkaStorageError
+            read_failure_code(&e)
         })?;
         read.pop().ok_or(KafkaCode::KafkaStorageError)
     }
@@ -1035,6 +1188,104 @@ impl Partition {
         }
         self.failed.store(true, Ordering::Release);
         self.hwm.send_modify(|_| {});
+    }
+}
+
+/// The Kafka error for a failed write (see the module docs): the writer lost the log to
+/// another writer, or closed, is a moved leader; anything else failed in storage.
+fn write_failure_code(e: &ClientError) -> KafkaCode {
+    match e {
+        ClientError::WriterLost { .. } | ClientError::WriterClosed { .. } => {
+            KafkaCode::NotLeaderOrFollower
+        }
+        _ => KafkaCode::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for a stored batch that could not be read: a damaged block is
+/// `CORRUPT_MESSAGE` (the Java consumer throws "Encountered corrupt message when fetching
+/// offset ..." instead of retrying for ever), any other failure `KAFKA_STORAGE_ERROR`.
+fn read_failure_code(e: &ClientError) -> KafkaCode {
+    if e.code() == wal::logstore::code::CORRUPT {
+        KafkaCode::CorruptMessage
+    } else {
+        KafkaCode::KafkaStorageError
+    }
+}
+
+/// Spaces out the attempts to open a partition while its storage keeps failing: without it a
+/// full disk makes every produce fence, scan and write the log again (each attempt also
+/// costing a metadata write or two). A failed open, or a reopened partition that failed on
+/// storage before acknowledging a write, waits twice as long as the attempt before it, from
+/// [`FIRST`](Self::FIRST) up to [`MAX`](Self::MAX); meanwhile the partition's requests get
+/// the failure's code at once. A partition that acknowledged writes before it failed starts
+/// over at `FIRST`.
+#[derive(Debug, Default)]
+pub struct ReopenBackoff {
+    failing: Mutex<HashMap<(String, i32), Failing>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    attempts: u32,
+    retry_at: tokio::time::Instant,
+    code: KafkaCode,
+}
+
+impl ReopenBackoff {
+    /// The pause after the first failed attempt.
+    pub const FIRST: Duration = Duration::from_millis(100);
+    /// The longest pause: how long a partition may stay failed once storage has room again.
+    pub const MAX: Duration = Duration::from_secs(2);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err(code)` while `key` waits for its next attempt.
+    pub fn check(&self, key: &(String, i32)) -> Result<(), KafkaCode> {
+        match self.lock().get(key) {
+            Some(f) if tokio::time::Instant::now() < f.retry_at => Err(f.code),
+            _ => Ok(()),
+        }
+    }
+
+    /// An attempt to open `key` failed with `code`.
+    pub fn open_failed(&self, key: &(String, i32), code: KafkaCode) {
+        self.record(key, code, false);
+    }
+
+    /// `old`, the open partition of `key`, failed and is being replaced. A moved leader
+    /// reopens at once; a storage failure waits.
+    pub fn partition_failed(&self, key: &(String, i32), old: &Partition) {
+        match old.failure_code() {
+            KafkaCode::KafkaStorageError => {
+                self.record(key, KafkaCode::KafkaStorageError, old.acknowledged_any())
+            }
+            _ => {
+                self.lock().remove(key);
+            }
+        }
+    }
+
+    fn record(&self, key: &(String, i32), code: KafkaCode, start_over: bool) {
+        let mut failing = self.lock();
+        let attempts = match failing.get(key) {
+            Some(f) if !start_over => f.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let pause = Self::FIRST
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+            .min(Self::MAX);
+        tracing::debug!(topic = %key.0, partition = key.1, attempts, ?pause, "partition failing; next attempt after a pause");
+        failing.insert(
+            key.clone(),
+            Failing {
+                attempts,
+                retry_at: tokio::time::Instant::now() + pause,
+                code,
+            },
+        );
     }
 }
 

@@ -32,7 +32,7 @@ pub fn log_name(topic: &str, partition: i32) -> String {
 
 /// The common prefix of the logs of `topic`'s partitions.
 pub fn log_prefix(topic: &str) -> String {
-    format!("kafka:{topic}:")
+    format!("{}{topic}:", crate::LOG_PREFIX)
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.

@@ -24,8 +24,12 @@
 //! code that must still write the v0.1.13 value -1 sets it under
 //! `#[allow(deprecated)]`.
 //!
-//! The project's own Milvus WAL service definition will be added to this crate
-//! by its own issue; nothing here depends on it.
+//! * [`milvus`] (`woodpecker.milvus.v1`): the project's own service, not shared
+//!   with Go Woodpecker: Milvus 2.6's WAL contract (`MilvusWal`: open a pchannel
+//!   with a term, append, read, truncate, close) with its client
+//!   ([`milvus::milvus_wal_client`]) and server ([`milvus::milvus_wal_server`]).
+//!   Its `MessageId` has the field numbers of `LogMessageIdData`, so both encode
+//!   to the same bytes.
 
 /// Metadata records (`woodpecker.proto.meta`), the values kept in etcd.
 // Generated code: shield the workspace lints from whatever a codegen release emits.
@@ -40,4 +44,13 @@ pub mod meta {
 #[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 pub mod logstore {
     tonic::include_proto!("woodpecker.proto.logstore");
+}
+
+/// The Milvus WAL service (`woodpecker.milvus.v1`), the project's own: requests,
+/// responses, error details, the durable term record, and the generated client and
+/// server.
+// Generated code: shield the workspace lints from whatever a codegen release emits.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod milvus {
+    tonic::include_proto!("woodpecker.milvus.v1");
 }

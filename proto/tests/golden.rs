@@ -324,3 +324,48 @@ fn node_meta_double_and_late_fields() {
          58 01",
     );
 }
+
+#[test]
+fn milvus_message_id_encodes_like_log_message_id_data() {
+    // The Milvus WAL service's id carries Woodpecker's field numbers and types, so Milvus's
+    // stored form (base64 of these bytes) is the same whichever message encoded it.
+    for (seg, entry, expected) in [
+        (0, 0, ""),
+        (3, 7, "08 03 10 07"),
+        (0, 300, "10 ac 02"),
+        (
+            -1,
+            -1,
+            "08 ff ff ff ff ff ff ff ff ff 01 10 ff ff ff ff ff ff ff ff ff 01",
+        ),
+    ] {
+        let id = proto::milvus::MessageId {
+            segment_id: seg,
+            entry_id: entry,
+        };
+        check(&id, expected);
+        let data = LogMessageIdData {
+            seg_id: seg,
+            entry_id: entry,
+        };
+        assert_eq!(id.encode_to_vec(), data.encode_to_vec());
+    }
+}
+
+#[test]
+fn milvus_error_detail_and_term_record() {
+    let detail = proto::milvus::ErrorDetail {
+        reason: proto::milvus::ErrorReason::Fenced as i32,
+        message: "f".into(),
+        term: 2,
+        code: 1405,
+    };
+    // reason 1, message "f", term 2, code 1405 (0x57d: fd 0a).
+    check(&detail, "08 01 12 01 66 18 02 20 fd 0a");
+    let record = proto::milvus::PChannelTerm {
+        term: 5,
+        owner: "ab".into(),
+        updated_at_ms: 1,
+    };
+    check(&record, "08 05 12 02 61 62 18 01");
+}

@@ -5,6 +5,7 @@
 //! * [`object`]: object stores (S3 and S3-compatible, GCS, Azure, local files, memory) behind
 //!   `Arc<dyn ObjectStore>`, with conditional create, fence objects, the condition-write
 //!   capability probe and decorators for retries, fault injection and counters.
+//! * [`redact`]: credentials out of error texts (URL query strings, user info, secrets).
 //! * [`segment`]: the layouts of one segment, as objects (`N.blk`, `footer.blk`, `m_N.blk`) and
 //!   as a local `data.log` file.
 //!
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod object;
+pub mod redact;
 pub mod segment;
 
 pub use error::{Error, Result};

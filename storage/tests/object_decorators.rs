@@ -302,6 +302,11 @@ async fn an_unreachable_endpoint_names_the_address() {
     let msg = err.to_string();
     assert_eq!(setting(err), "minio.address", "{msg}");
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    // The bucket check goes out as a pre-signed URL: its query (access key id, signature)
+    // is never quoted.
+    assert!(!msg.contains("X-Amz"), "{msg}");
+    assert!(!msg.contains(&cfg.access_key_id), "{msg}");
+    assert!(!msg.contains(&cfg.secret_access_key), "{msg}");
 }
 
 #[tokio::test]
@@ -344,6 +349,15 @@ async fn a_missing_bucket_names_the_bucket() {
         .unwrap_err();
     let msg = err.to_string();
     assert_eq!(setting(err), "minio.bucketName", "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "bucket `{}` does not exist at {}",
+            cfg.bucket_name,
+            cfg.endpoint_url()
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains(&cfg.secret_access_key), "{msg}");
 }
 
 #[tokio::test]

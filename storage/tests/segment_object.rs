@@ -330,9 +330,10 @@ async fn corrupt_block_is_reported(kind: Kind) {
     let e = env(kind).await;
     let objects = SegmentObjects::new(e.storage.clone(), 12, 4);
     let mut w = ObjectSegmentWriter::new(objects.clone(), 0, FORMAT_V6).unwrap();
-    let all = entries(0..8);
+    let all = entries(0..12);
     w.append_block(&all[0..4]).await.unwrap();
     w.append_block(&all[4..8]).await.unwrap();
+    w.append_block(&all[8..12]).await.unwrap();
     let key = objects.block_key(1);
     let mut bytes = e.storage.get(&key).await.unwrap().to_vec();
     let at = bytes.len() - 3;
@@ -353,8 +354,44 @@ async fn corrupt_block_is_reported(kind: Kind) {
         other => panic!("expected corruption, got {other:?}"),
     }
     // Entries before the damaged block are still readable on their own.
-    let batch = ObjectSegmentReader::new(objects).read(0, 1).await.unwrap();
+    let batch = ObjectSegmentReader::new(objects.clone())
+        .read(0, 1)
+        .await
+        .unwrap();
     expect_ids(&batch.entries, 0..4);
+
+    // Without a footer and with one: a read starting in the damaged block names what it
+    // lost, and the blocks after it are read.
+    for finalized in [false, true] {
+        if finalized {
+            w.finalize().await.unwrap();
+        }
+        let mut reader = ObjectSegmentReader::new(objects.clone());
+        let err = reader.read(4, usize::MAX).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("entries 4..=7 (4) cannot be read; the segment goes on at entry 8"),
+            "finalized {finalized}: {err}"
+        );
+        let (got, end) = read_all(&mut reader, 8).await;
+        expect_ids(&got, 8..12);
+        if finalized {
+            assert!(matches!(end, BatchEnd::EndOfSegment));
+        }
+        let damaged = objects.damaged_blocks().await.unwrap();
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert_eq!(damaged[0].block_number, 1);
+        assert_eq!(
+            (damaged[0].first_entry_id, damaged[0].last_entry_id),
+            (4, 7)
+        );
+        assert!(
+            damaged[0]
+                .object
+                .as_deref()
+                .is_some_and(|k| k.ends_with("1.blk"))
+        );
+    }
 }
 
 async fn read_all_result(

@@ -168,7 +168,7 @@ impl Default for SessionMonitor {
 }
 
 /// `woodpecker.logstore`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LogstoreSection {
     /// `segmentSyncPolicy`.
@@ -181,6 +181,10 @@ pub struct LogstoreSection {
     pub retention_policy: RetentionPolicy,
     /// `fencePolicy`.
     pub fence_policy: FencePolicy,
+    /// `processorCleanupPolicy` (service-mode LogStore nodes).
+    pub processor_cleanup_policy: ProcessorCleanupPolicy,
+    /// `diskWatermarkPolicy` (service-mode LogStore nodes).
+    pub disk_watermark_policy: DiskWatermarkPolicy,
     /// `formatVersion` (this project's extension): the block format written, 6 (default) or 5
     /// (readable by the Go Woodpecker of Milvus 2.6). Both are read either way.
     pub format_version: u16,
@@ -194,6 +198,8 @@ impl Default for LogstoreSection {
             segment_read_policy: SegmentReadPolicy::default(),
             retention_policy: RetentionPolicy::default(),
             fence_policy: FencePolicy::default(),
+            processor_cleanup_policy: ProcessorCleanupPolicy::default(),
+            disk_watermark_policy: DiskWatermarkPolicy::default(),
             format_version: 6,
         }
     }
@@ -278,6 +284,100 @@ impl Default for SegmentReadPolicy {
             max_fetch_threads: 32,
         }
     }
+}
+
+/// `woodpecker.logstore.processorCleanupPolicy`: when a LogStore node closes segment
+/// processors nobody used for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ProcessorCleanupPolicy {
+    /// `cleanupInterval`: seconds between scans for idle processors.
+    pub cleanup_interval: u64,
+    /// `maxIdleTime`: seconds without appends after which a processor is closed.
+    pub max_idle_time: u64,
+    /// `shutdownTimeout`: seconds a clean stop waits for processors to close.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for ProcessorCleanupPolicy {
+    fn default() -> Self {
+        ProcessorCleanupPolicy {
+            cleanup_interval: 60,
+            max_idle_time: 300,
+            shutdown_timeout: 15,
+        }
+    }
+}
+
+/// `woodpecker.logstore.diskWatermarkPolicy`: write backpressure when the disk holding a
+/// LogStore node's local segments fills up. Ratios are used / (used + available), as `df`
+/// shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DiskWatermarkPolicy {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `softThresholdRatio`: above it appends are refused at random, more often the fuller the
+    /// disk (with `throttleEnabled`).
+    pub soft_threshold_ratio: f64,
+    /// `hardThresholdRatio`: at or above it every append is refused (1.0 or more: never).
+    pub hard_threshold_ratio: f64,
+    /// `minFreeBytes`: available bytes at or below which every append is refused (a number of
+    /// bytes or a size such as `1GB`, `512Mi`; units are powers of 1024).
+    #[serde(deserialize_with = "byte_size")]
+    pub min_free_bytes: u64,
+    /// `sampleInterval`: seconds between disk samples.
+    pub sample_interval: u64,
+    /// `throttleEnabled`.
+    pub throttle_enabled: bool,
+}
+
+impl Default for DiskWatermarkPolicy {
+    fn default() -> Self {
+        DiskWatermarkPolicy {
+            enabled: true,
+            soft_threshold_ratio: 0.80,
+            hard_threshold_ratio: 0.90,
+            min_free_bytes: 1 << 30,
+            sample_interval: 10,
+            throttle_enabled: true,
+        }
+    }
+}
+
+/// A byte count as a number or a string with an optional unit (`K`, `M`, `G`, `T`, each
+/// optionally followed by `B`, `i` or `iB`; powers of 1024).
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n),
+        Raw::S(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `1GB`, `512Mi`, `4096`, `2 KiB` (powers of 1024).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (a number with an optional K/M/G/T unit)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KI" | "KIB" => 10,
+        "M" | "MB" | "MI" | "MIB" => 20,
+        "G" | "GB" | "GI" | "GIB" => 30,
+        "T" | "TB" | "TI" | "TIB" => 40,
+        _ => return Err(format!("`{text}` has an unknown unit")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// `woodpecker.logstore.retentionPolicy`.
@@ -430,6 +530,28 @@ impl Config {
         positive(
             w.logstore.segment_compaction_policy.max_bytes,
             "woodpecker.logstore.segmentCompactionPolicy.maxBytes",
+        )?;
+        positive(
+            w.logstore.processor_cleanup_policy.cleanup_interval,
+            "woodpecker.logstore.processorCleanupPolicy.cleanupInterval",
+        )?;
+        positive(
+            w.logstore.processor_cleanup_policy.max_idle_time,
+            "woodpecker.logstore.processorCleanupPolicy.maxIdleTime",
+        )?;
+        let dw = &w.logstore.disk_watermark_policy;
+        if !(dw.soft_threshold_ratio > 0.0 && dw.soft_threshold_ratio <= dw.hard_threshold_ratio) {
+            return Err(ConfigError::new(
+                "woodpecker.logstore.diskWatermarkPolicy.softThresholdRatio",
+                format!(
+                    "require 0 < softThresholdRatio <= hardThresholdRatio, got {} and {}",
+                    dw.soft_threshold_ratio, dw.hard_threshold_ratio
+                ),
+            ));
+        }
+        positive(
+            dw.sample_interval,
+            "woodpecker.logstore.diskWatermarkPolicy.sampleInterval",
         )?;
         positive(
             w.logstore.segment_read_policy.max_batch_size,
@@ -750,6 +872,31 @@ mod tests {
         assert_eq!(
             Config::from_yaml_str_with_env("", bad).unwrap_err().setting,
             "minio.port"
+        );
+    }
+
+    #[test]
+    fn disk_watermark_sizes_and_ratios() {
+        assert_eq!(parse_byte_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_byte_size(" 2 KiB"), Ok(2048));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert!(parse_byte_size("1 parsec").is_err());
+        let cfg = Config::from_yaml_str(
+            "woodpecker:\n  logstore:\n    diskWatermarkPolicy:\n      minFreeBytes: 2GB\n      hardThresholdRatio: 0.95\n",
+        )
+        .unwrap();
+        let dw = cfg.woodpecker.logstore.disk_watermark_policy;
+        assert_eq!(dw.min_free_bytes, 2 << 30);
+        assert_eq!(dw.hard_threshold_ratio, 0.95);
+        assert!(dw.enabled && dw.throttle_enabled);
+        let e = Config::from_yaml_str(
+            "woodpecker:\n  logstore:\n    diskWatermarkPolicy:\n      softThresholdRatio: 0.95\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.setting,
+            "woodpecker.logstore.diskWatermarkPolicy.softThresholdRatio"
         );
     }
 

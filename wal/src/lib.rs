@@ -10,7 +10,9 @@
 //! * [`message`]: messages and message ids in the Go project's encodings.
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 //! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
-//!   fence and completion) that embedded mode talks to.
+//!   fence and completion) that embedded mode talks to, and its staged storage for service mode.
+//! * [`service`]: the service-mode LogStore node: the gRPC server, membership and node
+//!   selection, the admin endpoint.
 
 pub mod client;
 pub mod clock;
@@ -19,3 +21,4 @@ pub mod engine;
 pub mod logstore;
 pub mod message;
 pub mod meta;
+pub mod service;

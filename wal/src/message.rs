@@ -156,6 +156,12 @@ impl FromStr for LogMessageId {
     }
 }
 
+/// The property that marks an entry `woodpecker log repair` put where a damaged block's entry
+/// was: its value says which block and what was wrong, and its payload is empty. Readers get
+/// such entries like any other ([`LogMessage::lost`] tells them apart); the Kafka front door
+/// leaves their offsets out.
+pub const LOST_PROPERTY: &str = "woodpecker-rs.lost";
+
 /// A message to append: a payload and string properties.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WriteMessage {
@@ -178,6 +184,12 @@ impl WriteMessage {
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
+    }
+
+    /// The entry `woodpecker log repair` writes in place of one it could not read: no
+    /// payload, and [`LOST_PROPERTY`] set to `why`.
+    pub fn lost(why: impl Into<String>) -> Self {
+        WriteMessage::default().with_property(LOST_PROPERTY, why)
     }
 
     /// Refuses a message with neither payload nor properties, as Go does.
@@ -214,6 +226,12 @@ pub struct LogMessage {
 }
 
 impl LogMessage {
+    /// Why the entry was lost, when it is a marker `woodpecker log repair` put in place of an
+    /// entry of a damaged block ([`WriteMessage::lost`]).
+    pub fn lost(&self) -> Option<&str> {
+        self.properties.get(LOST_PROPERTY).map(String::as_str)
+    }
+
     /// Decodes stored entry bytes (zero-copy for the payload).
     pub fn decode(id: LogMessageId, bytes: Bytes) -> Result<Self, MessageError> {
         let layout = LogMessageLayout::decode(bytes).map_err(|e| MessageError::Malformed {
@@ -329,5 +347,22 @@ mod tests {
             LogMessage::decode(LogMessageId::new(0, 1), Bytes::from_static(&[0xff, 0xff])),
             Err(MessageError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn lost_markers_are_told_apart() {
+        let bytes = WriteMessage::lost("block 3 at offset 4096: crc")
+            .encode()
+            .unwrap();
+        let m = LogMessage::decode(LogMessageId::new(0, 7), bytes).unwrap();
+        assert_eq!(m.lost(), Some("block 3 at offset 4096: crc"));
+        assert!(m.payload.is_empty());
+        let plain = WriteMessage::new(&b"x"[..]).encode().unwrap();
+        assert_eq!(
+            LogMessage::decode(LogMessageId::EARLIEST, plain)
+                .unwrap()
+                .lost(),
+            None
+        );
     }
 }

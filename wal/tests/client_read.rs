@@ -548,3 +548,131 @@ async fn reader_record_lives_while_reading_and_goes_on_close() {
     })
     .await;
 }
+
+/// Damages the block holding message `i` of segment 0 (one entry per block here): a byte of
+/// its payload in `data.log`, or of its `N.blk` object.
+async fn damage_message(env: &Env, log_id: i64, i: usize) {
+    let needle = format!("m-{i:04}").into_bytes();
+    match &env.backend {
+        Backend::Local(dir) => {
+            let path = dir
+                .join(log_id.to_string())
+                .join("0")
+                .join(storage::segment::local::DATA_FILE);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .expect("payload in data.log");
+            bytes[at + 2] ^= 0x20;
+            std::fs::write(&path, bytes).unwrap();
+        }
+        Backend::Object(storage) => {
+            let objects = storage::segment::object::SegmentObjects::new(storage.clone(), log_id, 0);
+            let key = objects.block_key(i as i32);
+            let mut bytes = storage.get(&key).await.unwrap().to_vec();
+            let at = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .expect("payload in the block");
+            bytes[at + 2] ^= 0x20;
+            storage.put(&key, Bytes::from(bytes)).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_block_fails_the_reads_that_reach_it_until_skipped() {
+    both(|env| async move {
+        let client = env.client(no_rolling());
+        let log = env.log(&client, "damaged").await;
+        let w = log.open_writer().await.unwrap();
+        write_range(&w, 0..6).await;
+        // A writer that did not close: its Active segment is fenced and completed by the
+        // next one, which must keep the blocks after the damage.
+        drop(w);
+        damage_message(&env, log.log_id(), 3).await;
+        let w = log.open_writer().await.unwrap();
+        assert_eq!(w.write(msg(6)).await.unwrap(), id(1, 0));
+        w.close().await.unwrap();
+        let segs = log.segments().await.unwrap();
+        assert_eq!(
+            segs[&0].last_entry_id, 5,
+            "the blocks after the damage are kept"
+        );
+
+        let mut r = log.open_reader(LogMessageId::EARLIEST, None).await.unwrap();
+        for (i, m) in read_n(&mut r, 3).await.iter().enumerate() {
+            assert_msg(m, i);
+        }
+        // Every read at the damaged block fails the same way, at once.
+        for _ in 0..2 {
+            let e = within(r.read_next()).await.unwrap_err();
+            assert_eq!(e.code(), 8007, "{e}");
+            let text = e.to_string();
+            assert!(text.contains("segment 0"), "{text}");
+            assert!(text.contains("block 3"), "{text}");
+            assert!(text.contains("entries 3..=3 (1) cannot be read"), "{text}");
+            assert_eq!(r.position(), id(0, 3));
+        }
+        let skipped = r
+            .skip_damaged()
+            .await
+            .unwrap()
+            .expect("a damaged block here");
+        assert_eq!((skipped.first, skipped.last), (id(0, 3), id(0, 3)));
+        assert_eq!(skipped.block.block_number, 3);
+        let rest = read_n(&mut r, 3).await;
+        assert_msg(&rest[0], 4);
+        assert_msg(&rest[1], 5);
+        assert_msg(&rest[2], 6);
+        assert_eq!(rest[2].id, id(1, 0));
+        // Nothing damaged where the reader stands now.
+        assert!(r.skip_damaged().await.unwrap().is_none());
+        r.close().await.unwrap();
+
+        // A reader opened after the damaged block never meets it.
+        let mut r = log.open_reader(id(0, 4), None).await.unwrap();
+        assert_msg(&read_n(&mut r, 1).await[0], 4);
+
+#[tokio::test]
+async fn a_read_next_dropped_before_it_finishes_loses_no_message() {
+    both(|env| async move {
+        let client = env.client(small_segments());
+        let h = env.log(&client, "cancel-safe").await;
+        let w = h.open_writer().await.unwrap();
+        let ids = write_range(&w, 0..20).await;
+        w.close().await.unwrap();
+
+        // Each read gets a time budget and is dropped when it runs out, as a caller that
+        // gives up on a read when something else happens first (a select) does; the budget
+        // doubles after every drop, so that each read finishes eventually. Reads are dropped
+        // at every await on the way: metadata, storage, and recording the read position when
+        // a segment is crossed.
+        let mut r = h.open_reader(LogMessageId::EARLIEST, None).await.unwrap();
+        let mut got = Vec::new();
+        let first_budget = Duration::from_micros(5);
+        let (mut budget, mut dropped) = (first_budget, 0);
+        while got.len() < ids.len() {
+            match tokio::time::timeout(budget, r.read_next()).await {
+                Ok(m) => {
+                    got.push(m.unwrap());
+                    budget = first_budget;
+                }
+                Err(_) => {
+                    dropped += 1;
+                    budget *= 2;
+                    assert!(budget < Duration::from_secs(10), "a read takes 10 s");
+                }
+            }
+        }
+        eprintln!("{dropped} reads dropped before they finished");
+        assert!(dropped > 0);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.id, ids[i]);
+            assert_msg(m, i);
+        }
+        r.close().await.unwrap();
+    })
+    .await;
+}

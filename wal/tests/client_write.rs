@@ -630,13 +630,61 @@ async fn a_storage_failure_invalidates_the_writer_and_keeps_what_was_acknowledge
         a.write(msg(1)).await.unwrap();
         faults.add_rule(FaultRule::fail(&[Op::Put]).permanent());
         let e = a.write(msg(2)).await.unwrap_err();
-        assert_eq!(e.code(), 1405, "{e}");
-        assert_eq!(a.write(msg(3)).await.unwrap_err().code(), 1405);
+        assert!(matches!(e, ClientError::StorageFailed { .. }), "{e}");
+        assert_eq!(e.code(), 8103, "{e}");
+        assert_eq!(a.write(msg(3)).await.unwrap_err().code(), 8103);
         faults.clear();
         let b = h.open_writer().await.unwrap();
         assert_eq!(segments(&h).await[0].1.last_entry_id, 1);
         assert_eq!(b.write(msg(4)).await.unwrap(), id(1, 0));
         assert_eq!(env.read_segment(h.log_id(), 0).await.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_writer_stopped_by_storage_gives_up_the_segment_it_never_got_an_entry_into() {
+    let (faults, storage) = faulty_storage();
+    let env = Env::build(Kind::Memory, Some(storage)).await;
+    within(async {
+        let client = env.client(no_rolling());
+        client.create_log("log").await.unwrap();
+        let h = client.open_log("log").await.unwrap();
+        let a = h.open_writer().await.unwrap();
+        assert_eq!(a.write(msg(0)).await.unwrap(), id(0, 0));
+        a.close().await.unwrap();
+
+        // Storage refuses every block: each writer creates a segment and fails in it.
+        faults.add_rule(FaultRule::fail(&[Op::Put]).permanent());
+        for _ in 0..3 {
+            let b = h.open_writer().await.unwrap();
+            let e = b.write(msg(1)).await.unwrap_err();
+            assert_eq!(e.code(), 8103, "{e}");
+            assert_eq!(
+                segments(&h).await.len(),
+                2,
+                "segment 1 exists while writing"
+            );
+            b.close().await.unwrap();
+            // Given up on close: no empty segment stays behind.
+            let segs = segments(&h).await;
+            assert_eq!(segs.len(), 1, "{segs:?}");
+            assert!(completed(&segs[0].1));
+            assert_eq!(segs[0].1.last_entry_id, 0);
+        }
+
+        // Storage works again: the next writer takes the given-up id.
+        faults.clear();
+        let c = h.open_writer().await.unwrap();
+        assert_eq!(c.write(msg(2)).await.unwrap(), id(1, 0));
+        c.close().await.unwrap();
+        let read: Vec<String> = env
+            .read_segment(h.log_id(), 1)
+            .await
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        assert_eq!(read, ["m-0002"]);
     })
     .await;
 }

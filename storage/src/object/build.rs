@@ -77,7 +77,8 @@ pub async fn build_object_storage(cfg: &MinioConfig, opts: BuildOptions) -> Resu
     if policy.max_retries > 0 {
         store = Arc::new(RetryingStore::new(store, policy));
     }
-    let storage = ObjectStorage::new(store, kind, caps, &cfg.bucket_name, &cfg.root_path)?;
+    let storage = ObjectStorage::new(store, kind, caps, &cfg.bucket_name, &cfg.root_path)?
+        .with_endpoint(&store_location(cfg));
     if cfg.create_bucket {
         match s3_for_bucket {
             Some(s3) => ensure_s3_bucket(cfg, &s3).await?,
@@ -269,11 +270,15 @@ async fn ensure_s3_bucket(cfg: &MinioConfig, s3: &object_store::aws::AmazonS3) -
         .build()
         .map_err(|e| Error::config("minio.useSSL", e.to_string()))?;
     let endpoint = cfg.endpoint_url();
+    // The request URLs are pre-signed: their query strings hold the access key id and a
+    // signature, so an error names the endpoint and never the URL.
     let unreachable = |e: reqwest::Error| {
+        let e = e.without_url();
+        let cause = crate::redact::urls(&error_chain(&e)).into_owned();
         Error::config(
             "minio.address",
             format!(
-                "cannot reach the object store at {endpoint} (check minio.address, minio.port and minio.useSSL): {e}"
+                "cannot reach the object store at {endpoint} (check minio.address, minio.port and minio.useSSL): {cause}"
             ),
         )
     };
@@ -281,7 +286,7 @@ async fn ensure_s3_bucket(cfg: &MinioConfig, s3: &object_store::aws::AmazonS3) -
     let head_url = s3
         .signed_url(http::Method::HEAD, &root, Duration::from_secs(300))
         .await
-        .map_err(|e| Error::config("minio.accessKeyID", e.to_string()))?;
+        .map_err(|e| Error::config("minio.accessKeyID", crate::redact::urls(&e.to_string())))?;
     let head = client
         .head(head_url.as_str())
         .send()
@@ -313,7 +318,7 @@ async fn ensure_s3_bucket(cfg: &MinioConfig, s3: &object_store::aws::AmazonS3) -
     let put_url = s3
         .signed_url(http::Method::PUT, &root, Duration::from_secs(300))
         .await
-        .map_err(|e| Error::config("minio.accessKeyID", e.to_string()))?;
+        .map_err(|e| Error::config("minio.accessKeyID", crate::redact::urls(&e.to_string())))?;
     let put = client
         .put(put_url.as_str())
         .send()
@@ -334,9 +339,36 @@ async fn ensure_s3_bucket(cfg: &MinioConfig, s3: &object_store::aws::AmazonS3) -
         format!(
             "bucket `{}` does not exist at {endpoint} and could not be created (HTTP {status}): {}",
             cfg.bucket_name,
-            body.trim()
+            crate::redact::urls(body.trim())
         ),
     ))
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text stops at the outermost one).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Where the store is, for messages: the endpoint URL of S3-compatible stores and private
+/// Azure endpoints, the directory of `local`, the provider otherwise.
+fn store_location(cfg: &MinioConfig) -> String {
+    match cfg.cloud_provider {
+        CloudProvider::Memory => "memory".to_string(),
+        CloudProvider::Local => cfg.address.trim().to_string(),
+        CloudProvider::Gcpnative => "Google Cloud Storage".to_string(),
+        CloudProvider::Azure if cfg.address.trim().is_empty() => "Azure Blob Storage".to_string(),
+        _ => cfg.endpoint_url(),
+    }
 }
 
 /// Checks that the bucket of a GCS or Azure store exists (they are not created automatically).
@@ -358,7 +390,7 @@ async fn check_bucket(cfg: &MinioConfig, storage: &ObjectStorage) -> Result<()> 
                 cfg.bucket_name
             ),
         )),
-        Err(e) => Err(super::map_store_error("list", cfg.bucket_name.clone(), e)),
+        Err(e) => Err(storage.map_err("list", "", e)),
     }
 }
 

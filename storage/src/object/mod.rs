@@ -44,7 +44,7 @@ use object_store::{
 pub use build::{BuildOptions, Built, build_object_storage};
 pub use object_store::ObjectMeta;
 
-use crate::error::{BoxError, Error, Result};
+use crate::error::{Error, Result};
 
 /// The body of a fence object.
 pub const FENCE_BODY: &[u8] = b"F";
@@ -132,6 +132,8 @@ struct Inner {
     caps: Capabilities,
     condition_write: AtomicBool,
     bucket: String,
+    /// Where the store is (scheme, host and port; no credentials), for messages only.
+    endpoint: String,
 }
 
 impl fmt::Debug for ObjectStorage {
@@ -165,8 +167,24 @@ impl ObjectStorage {
                 caps,
                 condition_write: AtomicBool::new(true),
                 bucket: bucket.into(),
+                endpoint: String::new(),
             }),
         })
+    }
+
+    /// Names the store's endpoint (`scheme://host:port`, never with credentials) in messages
+    /// such as "bucket `b` does not exist at http://host:9000". Call it right after
+    /// [`new`](Self::new), before the storage is cloned; on a shared one it does nothing.
+    pub fn with_endpoint(mut self, endpoint: &str) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.endpoint = crate::redact::urls(endpoint).into_owned();
+        }
+        self
+    }
+
+    /// The bucket name given at creation (used in messages).
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
     }
 
     /// An in-memory store, for tests and ephemeral use.
@@ -235,7 +253,8 @@ impl ObjectStorage {
             .unwrap_or(full)
     }
 
-    fn describe(&self, key: &str) -> String {
+    /// `bucket/root/key`, as messages name an object.
+    pub fn describe(&self, key: &str) -> String {
         let path = self.path(key);
         if self.inner.bucket.is_empty() {
             path.to_string()
@@ -499,8 +518,24 @@ impl ObjectStorage {
         Ok(())
     }
 
-    /// Maps a backend error to this crate's contract.
+    /// Maps a backend error to this crate's contract; a missing bucket is named with the
+    /// store's endpoint.
     pub(crate) fn map_err(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+        if is_missing_bucket(&e) {
+            let at = if self.inner.endpoint.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", self.inner.endpoint)
+            };
+            return Error::config(
+                "minio.bucketName",
+                format!(
+                    "bucket `{}` does not exist{at} ({op} of {}); create it or set minio.createBucket: true",
+                    self.inner.bucket,
+                    self.describe(key)
+                ),
+            );
+        }
         map_store_error(op, self.describe(key), e)
     }
 }
@@ -515,28 +550,27 @@ pub fn has_fence_metadata(attributes: &Attributes) -> bool {
     })
 }
 
-/// Maps an `object_store` error to [`Error`], classifying what may pass as transient.
+/// Maps an `object_store` error to [`Error`], classifying what may pass as transient. The
+/// backend's message is kept as text with the query strings and user info of URLs removed
+/// ([`crate::redact::urls`]): an HTTP client's error quotes the URL it failed on.
 pub fn map_store_error(op: &'static str, path: String, e: object_store::Error) -> Error {
     use object_store::Error as E;
+    let text = crate::redact::urls(&e.to_string()).into_owned();
     if is_transient(&e) {
         return Error::Transient {
             op,
             path,
-            source: Box::new(e),
+            source: text.into(),
         };
     }
-    let text = e.to_string();
+    let missing_bucket = is_missing_bucket(&e);
     match e {
-        E::NotFound { .. }
-            if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") =>
-        {
-            Error::config(
-                "minio.bucketName",
-                format!(
-                    "the bucket does not exist ({path}); create it or set minio.createBucket: true"
-                ),
-            )
-        }
+        E::NotFound { .. } if missing_bucket => Error::config(
+            "minio.bucketName",
+            format!(
+                "the bucket does not exist ({path}); create it or set minio.createBucket: true"
+            ),
+        ),
         E::NotFound { .. } => Error::NotFound { path },
         E::AlreadyExists { .. } => Error::AlreadyExists { path },
         E::NotSupported { .. } | E::NotImplemented { .. } => Error::Unsupported {
@@ -548,12 +582,21 @@ pub fn map_store_error(op: &'static str, path: String, e: object_store::Error) -
                 "the store refused the credentials for {op} on {path} (check minio.accessKeyID, minio.secretAccessKey or minio.useIAM): {text}"
             ),
         ),
-        other => Error::Backend {
+        _ => Error::Backend {
             op,
             path,
-            source: Box::new(other) as BoxError,
+            source: text.into(),
         },
     }
+}
+
+/// Whether the store said the bucket (or Azure container) does not exist.
+fn is_missing_bucket(e: &object_store::Error) -> bool {
+    if !matches!(e, object_store::Error::NotFound { .. }) {
+        return false;
+    }
+    let text = e.to_string();
+    text.contains("NoSuchBucket") || text.contains("ContainerNotFound")
 }
 
 /// Whether an `object_store` error may pass on its own: connection trouble, timeouts, throttling,

@@ -108,12 +108,15 @@ pub async fn probe_condition_write(storage: &ObjectStorage) -> Result<ProbeRepor
 
 async fn run_steps(storage: &ObjectStorage, a: &str, b: &str) -> Result<ProbeReport> {
     let mut steps = Vec::with_capacity(6);
-    // Transport failures abort the probe with the error; anything else is an observation.
-    fn check<T>(r: &Result<T>) -> Result<()> {
+    // Transport failures and settings to fix abort the probe with the error; anything else
+    // is an observation. A setting error (a missing bucket, refused credentials) is passed on
+    // as it is: it names the setting, the bucket and the endpoint.
+    fn check<T>(r: &Result<T>, storage: &ObjectStorage, key: &str) -> Result<()> {
         match r {
-            Err(e @ (Error::Transient { .. } | Error::Config { .. })) => Err(Error::Backend {
+            Err(Error::Config { setting, message }) => Err(Error::config(setting, message)),
+            Err(e @ Error::Transient { .. }) => Err(Error::Backend {
                 op: "condition-write probe",
-                path: String::new(),
+                path: storage.describe(key),
                 source: e.to_string().into(),
             }),
             _ => Ok(()),
@@ -122,7 +125,7 @@ async fn run_steps(storage: &ObjectStorage, a: &str, b: &str) -> Result<ProbeRep
     macro_rules! step {
         ($name:expr, $expected:expr, $result:expr, $pass:expr) => {{
             let r = $result;
-            check(&r)?;
+            check(&r, storage, a)?;
             let passed = $pass(&r);
             steps.push(ProbeStep {
                 name: $name,

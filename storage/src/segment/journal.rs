@@ -49,6 +49,11 @@
 //! root (in this process or another) gets `None` from [`Journal::open`] and syncs each block
 //! in its own file, as without a journal.
 //!
+//! Failures: a commit that cannot be written or synced (a full disk) fails its blocks, and
+//! the file is cut back to where the commit started, so that replay never meets a record of
+//! it; later commits go on in the same file once there is room again. Only when that cut fails
+//! too is the journal stopped (every later commit fails until the store is reopened).
+//!
 //! Record layout (little-endian): magic `WPJ1` (u32), body length (u32), CRC-32 of the body
 //! (u32); body = the journal file's sequence number (u64), path length (u16), the segment
 //! directory relative to the root (UTF-8, `/` separated), offset in `data.log` (u64), the
@@ -142,8 +147,9 @@ struct Queue {
     /// When the current file is old enough to rotate (it holds something).
     rotate_at: Option<Instant>,
     closed: bool,
-    /// A journal write or sync failed: the journal file is in an unknown state, so nothing
-    /// more is committed through it (appends fail; the segments' writers stop).
+    /// A journal write or sync failed and what it left could not be cut off: the journal
+    /// file is in an unknown state, so nothing more is committed through it (appends fail;
+    /// the segments' writers stop).
     failed: Option<String>,
 }
 
@@ -351,6 +357,14 @@ impl Shared {
         }
     }
 
+    /// Fails the blocks of one commit that could not be written; the journal goes on.
+    fn fail_commit(&self, batch: Vec<Pending>, detail: String) {
+        tracing::warn!(error = %detail, blocks = batch.len(), "a journal commit failed; its blocks fail");
+        for p in batch {
+            let _ = p.done.send(Err(journal_failed(&self.files.dir, &detail)));
+        }
+    }
+
     /// Marks the journal failed and fails `batch` and everything waiting with it.
     fn fail(&self, batch: Vec<Pending>, detail: String) {
         tracing::error!(error = %detail, "journal write failed; local appends stop");
@@ -448,6 +462,17 @@ fn pad(buf: &mut impl Sink, seq: u64) {
     }
     const ZEROS: [u8; 2 * ALIGN] = [0; 2 * ALIGN];
     encode(buf, seq, "", 0, &ZEROS[..gap - RECORD_OVERHEAD]);
+}
+
+/// Removes what a failed commit may have left at the end of `current` (a short write, or
+/// records whose sync failed): the file is cut back to where the commit started and synced.
+/// Replay must never find a record of a commit that was not acknowledged, because its block
+/// may be written differently later. Cutting a file frees blocks and needs no space, so this
+/// works on a full disk.
+fn cut_failed_commit(current: &Current) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(&current.path)?;
+    f.set_len(current.size)?;
+    f.sync_all()
 }
 
 /// Writes one commit at the end of `current`, durably: through `O_DIRECT | O_DSYNC`, or a
@@ -572,7 +597,15 @@ impl Committer {
                 }
                 Err(e) => {
                     let detail = format!("writing {}: {e}", current.path.display());
-                    shared.fail(batch, detail);
+                    match cut_failed_commit(current) {
+                        // The file ends where it did before: the journal goes on, and only
+                        // this commit's blocks fail (a full disk may have room again later).
+                        Ok(()) => shared.fail_commit(batch, detail),
+                        Err(cut) => shared.fail(
+                            batch,
+                            format!("{detail}; the failed commit could not be cut off: {cut}"),
+                        ),
+                    }
                 }
             }
         }

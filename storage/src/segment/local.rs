@@ -19,17 +19,27 @@
 //! * [`LocalSegmentWriter::open_for_recovery`] trusts a footer only when its index describes
 //!   the file exactly. Otherwise it scans blocks from offset 25, verifying every CRC, and
 //!   **truncates the file** after the last complete valid block, so that what a crash left
-//!   half-written can never be read and later appends continue a clean file.
+//!   half-written can never be read and later appends continue a clean file. A damaged block
+//!   that valid blocks follow is not a torn write: it is kept, and so is everything after it
+//!   ([`Recovery::damaged`]); the footer written later lists it, so the file still describes
+//!   itself exactly.
 //! * [`LocalSegmentReader`] may run while a writer appends: it re-reads the file's tail on
-//!   every call and only hands out blocks whose CRCs it verified. A bad block that is all there
-//!   is an [`Error::Corrupt`] naming the file and the block, never skipped; a block still being
-//!   written is "no more yet".
+//!   every call and only hands out blocks whose CRCs it verified. A damaged block is an
+//!   [`Error::Corrupt`] naming the file, the block, its offset, what is wrong and which entries
+//!   are lost ([`DamagedBlock`]), never skipped silently: a read that reaches it returns the
+//!   entries before it, and the next read (from its first entry) fails. Reads from entries
+//!   after it go on, also past a damaged block header (the reader finds the next block that
+//!   verifies). A block still being written is "no more yet".
+//! * [`check_segment`] verifies a whole file without changing it, and [`repair_segment`]
+//!   rewrites a finalized one with each damaged block replaced by a block of the same
+//!   entries, each entry given by the caller (a marker saying it was lost).
 //!
 //! The file is read and written with plain `std::fs` calls on the blocking pool; there is no
 //! mmap and no preallocation. The journal never changes the file's layout: replay writes
 //! journaled blocks back at their offsets before any segment is opened.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +54,7 @@ use crate::codec::{
     HeaderRecord, INDEX_RECORD_LEN, IndexRecord, RECORD_HEADER_LEN, RecordType, decode_block_data,
     encode_block, footer_from_tail,
 };
+use crate::segment::DamagedBlock;
 use crate::segment::journal::{Journal, MAX_JOURNALED_BLOCK};
 use crate::{Error, Result};
 
@@ -146,6 +157,9 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Whether `write.fence` exists.
     pub fenced: bool,
+    /// Damaged blocks that valid blocks follow: kept (they are in `blocks`, as a footer's
+    /// index will list them), never cut off with what follows them.
+    pub damaged: Vec<DamagedBlock>,
 }
 
 /// A snapshot of a writer's state.
@@ -375,6 +389,7 @@ impl LocalSegmentWriter {
 
 impl WriterInner {
     fn create(dir: &Path, first_entry_id: i64, format_version: u16) -> Result<Self> {
+        let made_dir = !exists(dir)?;
         fs::create_dir_all(dir).map_err(|e| io_error("create_dir", dir, e))?;
         let path = dir.join(DATA_FILE);
         let mut file = OpenOptions::new()
@@ -390,10 +405,21 @@ impl WriterInner {
         };
         let mut buf = Vec::with_capacity(HEADER_RECORD_LEN);
         header.encode(&mut buf);
-        file.write_all(&buf)
-            .map_err(|e| io_error("write", &path, e))?;
-        file.sync_all().map_err(|e| io_error("fsync", &path, e))?;
-        sync_dir(dir)?;
+        let written = file
+            .write_all(&buf)
+            .map_err(|e| io_error("write", &path, e))
+            .and_then(|()| file.sync_all().map_err(|e| io_error("fsync", &path, e)))
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = written {
+            // A full disk, typically. A file without its whole header can never hold an entry;
+            // left behind, it would read as a damaged segment. Nothing of it was acknowledged.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            if made_dir {
+                let _ = fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
         Ok(Self {
             fence_path: dir.join(FENCE_FILE),
             path,
@@ -425,14 +451,18 @@ impl WriterInner {
             .at(format!("{} header record", path.display()))
         })?;
 
-        let (blocks, end, footer) = match read_footer(&mut file, &path, size, &header)? {
+        let (blocks, end, footer, damaged) = match read_footer(&mut file, &path, size, &header)? {
             Some((footer, blocks)) => {
                 let end = footer.index_offset;
-                (blocks, end, Some(footer))
+                (blocks, end, Some(footer), Vec::new())
             }
             None => {
-                let (blocks, end) = scan_verified(&mut file, &path, size, &header)?;
-                (blocks, end, None)
+                let scanned = scan_verified(&mut file, &path, size, &header)?;
+                for d in &scanned.damaged {
+                    tracing::error!(path = %path.display(), position = %d.position(), error = %d.detail, lost = %d.lost(),
+                        "damaged block in a segment file; the blocks after it are kept (see `woodpecker log repair`)");
+                }
+                (scanned.blocks, scanned.end, None, scanned.damaged)
             }
         };
         let truncated_bytes = if footer.is_none() && end < size {
@@ -466,6 +496,7 @@ impl WriterInner {
             footer,
             truncated_bytes,
             fenced,
+            damaged,
         };
         Ok((inner, recovery))
     }
@@ -625,6 +656,22 @@ impl WriterInner {
                 ),
             });
         }
+        if let Some(empty) = self
+            .blocks
+            .iter()
+            .find(|b| b.last_entry_id < b.first_entry_id)
+        {
+            // Bytes between blocks that held no entry (not what a damaged block leaves): an
+            // index cannot describe them. `repair_segment` cannot either; the file needs an
+            // operator.
+            return Err(Error::corrupt(
+                format!("{} at offset {}", self.path.display(), empty.offset),
+                format!(
+                    "{} bytes between blocks hold no entry; the file cannot be finalized as it is",
+                    empty.size
+                ),
+            ));
+        }
         let n = self.blocks.len();
         let index_length = u32::try_from(n * INDEX_RECORD_LEN).map_err(|_| Error::Unsupported {
             what: "an index of 4 GiB or more".into(),
@@ -710,9 +757,15 @@ struct ReaderInner {
     /// File size when the footer was last probed for.
     probed_size: u64,
     footer: Option<FooterRecord>,
-    /// A bad record where the next block should start: `(location, detail)`. Reads stop there
-    /// with an error rather than treat it as the end.
+    /// A bad record where the next block should start, that no valid block follows (yet):
+    /// `(location, detail)`. Reads stop there with an error rather than treat it as the end.
     corrupt_at: Option<(String, String)>,
+    /// Where the search for a valid block after `corrupt_at` last found none: (offset, file
+    /// size); searched again only once the file grew.
+    resync_failed: Option<(u64, u64)>,
+    /// Damaged blocks among `blocks`, by offset: stretches found while scanning, and blocks
+    /// whose data failed its CRC when read.
+    damaged: HashMap<u64, DamagedBlock>,
     /// The last block read and verified: a reader going forward with a byte limit smaller
     /// than a block asks for the same block several times in a row, and blocks never change.
     last_block: Option<(BlockInfo, Vec<Bytes>)>,
@@ -737,6 +790,8 @@ impl LocalSegmentReader {
                     probed_size: 0,
                     footer: None,
                     corrupt_at: None,
+                    resync_failed: None,
+                    damaged: HashMap::new(),
                     last_block: None,
                 })
             }
@@ -789,12 +844,34 @@ impl ReaderInner {
         let start = self.blocks.partition_point(|b| b.last_entry_id < entry_id);
         'blocks: for i in start..self.blocks.len() {
             let info = self.blocks[i];
-            let block = match &self.last_block {
-                Some((cached, entries)) if *cached == info => entries.clone(),
-                _ => {
-                    let entries = self.read_block(&info)?;
-                    self.last_block = Some((info, entries.clone()));
-                    entries
+            let read = match &self.last_block {
+                Some((cached, entries)) if *cached == info => Ok(entries.clone()),
+                _ if self.damaged.contains_key(&info.offset) => Err(None),
+                _ => match self.read_block(&info) {
+                    Ok(entries) => {
+                        self.last_block = Some((info, entries.clone()));
+                        Ok(entries)
+                    }
+                    Err(Error::Corrupt { detail, .. }) => {
+                        let d = damaged_block(&info, detail);
+                        self.damaged.insert(info.offset, d);
+                        Err(None)
+                    }
+                    Err(e) => Err(Some(e)),
+                },
+            };
+            let block = match read {
+                Ok(block) => block,
+                Err(Some(e)) => return Err(e),
+                // Damaged: the entries before it are good; a read that starts at it fails,
+                // naming it and what it lost.
+                Err(None) if entries.is_empty() => {
+                    let d = &self.damaged[&info.offset];
+                    return Err(d.error(self.path.display()));
+                }
+                Err(None) => {
+                    end = BatchEnd::More;
+                    break 'blocks;
                 }
             };
             for (offset, data) in block.into_iter().enumerate() {
@@ -866,30 +943,64 @@ impl ReaderInner {
                 .blocks
                 .last()
                 .map_or(header.first_entry_id, |b| b.last_entry_id.saturating_add(1));
-            match next_block(&mut self.file, &self.path, self.scanned_to, size)? {
-                Next::Block(info) => {
-                    if let Some(problem) = out_of_sequence(&info, next_id) {
-                        self.corrupt_at = Some((block_location(&self.path, &info), problem));
+            let next_number = self
+                .blocks
+                .last()
+                .map_or(0, |b| b.block_number.saturating_add(1));
+            let (location, problem) =
+                match next_block(&mut self.file, &self.path, self.scanned_to, size)? {
+                    Next::Block(info) => match out_of_sequence(&info, next_id) {
+                        None => {
+                            self.scanned_to = info.end();
+                            self.blocks.push(info);
+                            continue;
+                        }
+                        Some(problem) => (block_location(&self.path, &info), problem),
+                    },
+                    Next::Corrupt(e) => (
+                        format!(
+                            "{} block {next_number} at offset {}",
+                            self.path.display(),
+                            self.scanned_to
+                        ),
+                        e.to_string(),
+                    ),
+                    Next::End | Next::Torn | Next::Trailer => {
+                        self.corrupt_at = None;
                         return Ok(());
                     }
-                    self.scanned_to = info.end();
-                    self.blocks.push(info);
-                }
-                Next::Corrupt(e) => {
-                    let location = format!(
-                        "{} block {} at offset {}",
-                        self.path.display(),
-                        self.blocks.len(),
-                        self.scanned_to
-                    );
-                    self.corrupt_at = Some((location, e.to_string()));
-                    return Ok(());
-                }
-                Next::End | Next::Torn | Next::Trailer => {
-                    self.corrupt_at = None;
-                    return Ok(());
-                }
-            }
+                };
+            // A damaged block header: the blocks go on at the next block that verifies.
+            let found = if self.resync_failed == Some((self.scanned_to, size)) {
+                None
+            } else {
+                find_next_block(
+                    &mut self.file,
+                    &self.path,
+                    self.scanned_to + 1,
+                    size,
+                    next_id,
+                )?
+            };
+            let Some(found) = found else {
+                self.resync_failed = Some((self.scanned_to, size));
+                self.corrupt_at = Some((location, problem));
+                return Ok(());
+            };
+            let d = DamagedBlock {
+                block_number: next_number,
+                block_count: found.block_number.saturating_sub(next_number).max(1),
+                offset: self.scanned_to,
+                len: found.offset - self.scanned_to,
+                first_entry_id: next_id,
+                last_entry_id: found.first_entry_id.saturating_sub(1),
+                object: None,
+                detail: problem,
+            };
+            self.blocks.push(stretch_info(&d));
+            self.damaged.insert(d.offset, d);
+            self.corrupt_at = None;
+            self.scanned_to = found.offset;
         }
     }
 
@@ -979,42 +1090,384 @@ fn out_of_sequence(info: &BlockInfo, next_id: i64) -> Option<String> {
     }
 }
 
-/// Scans blocks from offset 25 verifying every CRC; returns the valid blocks and where they end.
+/// A block whose header is intact and whose data does not verify.
+fn damaged_block(info: &BlockInfo, detail: impl fmt::Display) -> DamagedBlock {
+    DamagedBlock {
+        block_number: info.block_number,
+        block_count: 1,
+        offset: info.offset,
+        len: u64::from(info.size),
+        first_entry_id: info.first_entry_id,
+        last_entry_id: info.last_entry_id,
+        object: None,
+        detail: detail.to_string(),
+    }
+}
+
+/// A damaged stretch as an index entry (for a footer that describes the file as it is).
+fn stretch_info(d: &DamagedBlock) -> BlockInfo {
+    BlockInfo {
+        block_number: d.block_number,
+        offset: d.offset,
+        size: u32::try_from(d.len).unwrap_or(u32::MAX),
+        first_entry_id: d.first_entry_id,
+        last_entry_id: d.last_entry_id,
+    }
+}
+
+/// What a scan of blocks from offset 25 found.
+#[derive(Debug, Default)]
+struct Scanned {
+    /// The blocks in order, damaged stretches included (as the index of a footer lists them),
+    /// up to the last block that verifies.
+    blocks: Vec<BlockInfo>,
+    /// The damaged stretches among `blocks`.
+    damaged: Vec<DamagedBlock>,
+    /// Where the last block that verifies ends.
+    end: u64,
+    /// What follows `end` when it is neither the end of the file nor an index: (offset, why).
+    /// A torn last write, or damage that no valid block follows (they look the same).
+    tail: Option<(u64, String)>,
+}
+
+/// Scans blocks from offset 25, verifying every CRC. A damaged block is stepped over (by its
+/// header's length, or to the next block that verifies when its header is damaged too) and
+/// recorded when a valid block follows it; what no valid block follows is the tail.
 fn scan_verified(
     file: &mut File,
     path: &Path,
     size: u64,
     header: &HeaderRecord,
-) -> Result<(Vec<BlockInfo>, u64)> {
-    let mut blocks: Vec<BlockInfo> = Vec::new();
+) -> Result<Scanned> {
+    let mut out = Scanned {
+        end: HEADER_RECORD_LEN as u64,
+        ..Scanned::default()
+    };
+    // Damage seen since the last block that verified; kept only once one follows it.
+    let mut pending: Vec<DamagedBlock> = Vec::new();
     let mut pos = HEADER_RECORD_LEN as u64;
+    let mut next_id = header.first_entry_id;
+    let mut next_number = 0i32;
     loop {
-        let next_id = blocks
-            .last()
-            .map_or(header.first_entry_id, |b| b.last_entry_id.saturating_add(1));
-        let info = match next_block(file, path, pos, size)? {
-            Next::Block(info) => info,
-            Next::Corrupt(e) => {
-                tracing::warn!(path = %path.display(), offset = pos, error = %e, "recovery stops at a corrupt record");
+        let problem = match next_block(file, path, pos, size)? {
+            Next::Block(info) => match out_of_sequence(&info, next_id) {
+                None => {
+                    match verify_block(file, path, &info) {
+                        Ok(()) => {
+                            for d in pending.drain(..) {
+                                out.blocks.push(stretch_info(&d));
+                                out.damaged.push(d);
+                            }
+                            out.blocks.push(info);
+                            out.end = info.end();
+                        }
+                        Err(e) => pending.push(damaged_block(&info, e)),
+                    }
+                    pos = info.end();
+                    next_id = info.last_entry_id.saturating_add(1);
+                    next_number = info.block_number.saturating_add(1);
+                    continue;
+                }
+                Some(problem) => problem,
+            },
+            Next::Corrupt(e) => e.to_string(),
+            Next::Torn => {
+                out.tail = Some((pos, "a block is cut short".into()));
                 break;
             }
-            Next::End | Next::Torn | Next::Trailer => break,
+            Next::End | Next::Trailer => break,
         };
-        if let Some(problem) = out_of_sequence(&info, next_id) {
-            tracing::warn!(path = %path.display(), offset = pos, %problem, "recovery stops at a block out of sequence");
-            break;
+        match find_next_block(file, path, pos + 1, size, next_id)? {
+            Some(found) => {
+                pending.push(DamagedBlock {
+                    block_number: next_number,
+                    block_count: found.block_number.saturating_sub(next_number).max(1),
+                    offset: pos,
+                    len: found.offset - pos,
+                    first_entry_id: next_id,
+                    last_entry_id: found.first_entry_id.saturating_sub(1),
+                    object: None,
+                    detail: problem,
+                });
+                next_id = found.first_entry_id;
+                next_number = found.block_number;
+                pos = found.offset;
+            }
+            None => {
+                out.tail = Some((pos, problem));
+                break;
+            }
         }
-        let buf = Bytes::from(read_at(file, path, info.offset, info.size as usize)?);
-        let verified = BlockHeaderRecord::decode(&buf)
-            .and_then(|(h, len)| decode_block_data(&h, &buf.slice(len..)).map(|_| ()));
-        if let Err(e) = verified {
-            tracing::warn!(path = %path.display(), offset = pos, error = %e, "recovery stops at a corrupt block");
-            break;
-        }
-        pos = info.end();
-        blocks.push(info);
     }
-    Ok((blocks, pos))
+    if let Some(first) = pending.first() {
+        out.tail = Some((first.offset, first.detail.clone()));
+    }
+    Ok(out)
+}
+
+/// Reads a block and checks its header against `info` and its data against the CRCs.
+fn verify_block(file: &mut File, path: &Path, info: &BlockInfo) -> std::result::Result<(), String> {
+    let buf = Bytes::from(
+        read_at(file, path, info.offset, info.size as usize).map_err(|e| e.to_string())?,
+    );
+    let (h, len) = BlockHeaderRecord::decode(&buf).map_err(|e| e.to_string())?;
+    if BlockInfo::from_header(info.offset, &h) != Some(*info) {
+        return Err(format!(
+            "block header {h:?} disagrees with the index entry {info:?}"
+        ));
+    }
+    decode_block_data(&h, &buf.slice(len..))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The first block after `from` whose header and data verify and whose entries could follow
+/// entry `next_id - 1`: where the blocks go on after a stretch that does not decode. Reads
+/// the rest of the file; only damaged files get here.
+fn find_next_block(
+    file: &mut File,
+    path: &Path,
+    from: u64,
+    size: u64,
+    next_id: i64,
+) -> Result<Option<BlockInfo>> {
+    if from + BLOCK_HEADER_RECORD_LEN as u64 > size {
+        return Ok(None);
+    }
+    let buf = Bytes::from(read_at(file, path, from, (size - from) as usize)?);
+    let block_type = RecordType::BlockHeader.as_u8();
+    let payload_len = (BLOCK_HEADER_RECORD_LEN - RECORD_HEADER_LEN) as u32;
+    for q in 0..=buf.len() - BLOCK_HEADER_RECORD_LEN {
+        // A block header record: type 5, payload length 28 (cheap checks before the CRC).
+        if buf[q + 4] != block_type
+            || u32::from_le_bytes([buf[q + 5], buf[q + 6], buf[q + 7], buf[q + 8]]) != payload_len
+        {
+            continue;
+        }
+        let Ok((h, len)) = BlockHeaderRecord::decode(&buf[q..]) else {
+            continue;
+        };
+        if h.first_entry_id < next_id || h.last_entry_id < h.first_entry_id {
+            continue;
+        }
+        let Some(end) = (q as u64).checked_add(h.block_size()) else {
+            continue;
+        };
+        if end > buf.len() as u64 {
+            continue;
+        }
+        if decode_block_data(&h, &buf.slice(q + len..end as usize)).is_ok()
+            && let Some(info) = BlockInfo::from_header(from + q as u64, &h)
+        {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
+}
+
+/// What [`check_segment`] found in a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCheck {
+    /// The segment header record.
+    pub header: HeaderRecord,
+    /// The footer, when the file is finalized.
+    pub footer: Option<FooterRecord>,
+    /// Blocks that verify.
+    pub valid_blocks: usize,
+    /// Damaged blocks followed by valid ones (or listed in the footer's index), in order.
+    pub damaged: Vec<DamagedBlock>,
+    /// The last entry of the last block that verifies (`first_entry_id - 1` when none).
+    pub last_entry_id: i64,
+    /// Bytes of the file.
+    pub size: u64,
+    /// What follows the last valid block when it is not the end or an index: (offset, why).
+    /// A torn last write, which recovery cuts off; or damage no valid block follows.
+    pub tail: Option<(u64, String)>,
+}
+
+/// Reads and verifies every block of `dir/data.log` without changing it: following the
+/// footer's index when the file is finalized, else scanning (past damaged blocks, as recovery
+/// does). `Ok(None)` when there is no `data.log`.
+pub async fn check_segment(dir: impl AsRef<Path>) -> Result<Option<SegmentCheck>> {
+    let dir = dir.as_ref().to_path_buf();
+    blocking(move || {
+        let path = dir.join(DATA_FILE);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("open", &path, e)),
+        };
+        let size = file_size(&file, &path)?;
+        let header = read_header(&mut file, &path, size)?.ok_or_else(|| {
+            CodecError::Truncated {
+                needed: HEADER_RECORD_LEN as u64,
+                available: size as usize,
+            }
+            .at(format!("{} header record", path.display()))
+        })?;
+        let none_yet = header.first_entry_id.saturating_sub(1);
+        if let Some((footer, blocks)) = read_footer(&mut file, &path, size, &header)? {
+            let mut damaged = Vec::new();
+            let mut last_entry_id = none_yet;
+            for info in &blocks {
+                match verify_block(&mut file, &path, info) {
+                    Ok(()) => last_entry_id = info.last_entry_id,
+                    Err(e) => damaged.push(damaged_block(info, e)),
+                }
+            }
+            return Ok(Some(SegmentCheck {
+                header,
+                footer: Some(footer),
+                valid_blocks: blocks.len() - damaged.len(),
+                damaged,
+                last_entry_id,
+                size,
+                tail: None,
+            }));
+        }
+        let scanned = scan_verified(&mut file, &path, size, &header)?;
+        Ok(Some(SegmentCheck {
+            header,
+            footer: None,
+            valid_blocks: scanned.blocks.len() - scanned.damaged.len(),
+            last_entry_id: scanned.blocks.last().map_or(none_yet, |b| b.last_entry_id),
+            damaged: scanned.damaged,
+            size,
+            tail: scanned.tail,
+        }))
+    })
+    .await
+}
+
+/// What [`repair_segment`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// The damaged blocks that were replaced, in order.
+    pub replaced: Vec<DamagedBlock>,
+    /// Where the damaged file was kept, byte for byte.
+    pub kept: PathBuf,
+    /// Bytes of the new `data.log`.
+    pub size: u64,
+}
+
+/// Name prefix of the damaged file [`repair_segment`] keeps: `data.log.damaged-<unix secs>`.
+pub const DAMAGED_FILE_PREFIX: &str = "data.log.damaged-";
+
+/// Rewrites the finalized segment in `dir` with each damaged block (one its footer's index
+/// lists and that does not verify) replaced by a block of the same number and entry ids,
+/// whose entry `id` is `lost(id, damaged block)`. Every other block is copied byte for byte,
+/// and the index and footer are written for the new layout. The new file replaces `data.log`
+/// in one rename, and the damaged file is kept beside it (a hard link made first:
+/// `data.log` exists throughout). `Ok(None)`, changing nothing, when no block is damaged.
+///
+/// The segment must be finalized: a segment without a footer may still be written (fence and
+/// complete it first, which keeps its damaged blocks in the index). Nothing else may write the
+/// file meanwhile, and no journal may hold blocks of it (the caller holds the root's journal,
+/// which replayed them when it opened).
+pub async fn repair_segment<F>(dir: impl AsRef<Path>, lost: F) -> Result<Option<Repaired>>
+where
+    F: Fn(i64, &DamagedBlock) -> Vec<u8> + Send + 'static,
+{
+    let dir = dir.as_ref().to_path_buf();
+    blocking(move || {
+        let path = dir.join(DATA_FILE);
+        let mut file = File::open(&path).map_err(|e| io_error("open", &path, e))?;
+        let size = file_size(&file, &path)?;
+        let header = read_header(&mut file, &path, size)?.ok_or_else(|| {
+            Error::corrupt(format!("{} header record", path.display()), "truncated")
+        })?;
+        let Some((footer, blocks)) = read_footer(&mut file, &path, size, &header)? else {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "repair of {}: the segment has no footer, so it may still be written; fence \
+                     and complete it first",
+                    path.display()
+                ),
+            });
+        };
+        let mut damaged = HashMap::new();
+        for info in &blocks {
+            if let Err(e) = verify_block(&mut file, &path, info) {
+                damaged.insert(info.offset, damaged_block(info, e));
+            }
+        }
+        if damaged.is_empty() {
+            return Ok(None);
+        }
+
+        let mut out = Vec::with_capacity(size as usize);
+        header.encode(&mut out);
+        let mut index = Vec::with_capacity(blocks.len());
+        let mut replaced = Vec::new();
+        for info in &blocks {
+            let offset = out.len() as u64;
+            match damaged.remove(&info.offset) {
+                Some(d) => {
+                    let entries: Vec<Vec<u8>> = (d.first_entry_id..=d.last_entry_id)
+                        .map(|id| lost(id, &d))
+                        .collect();
+                    let h =
+                        encode_block(None, d.block_number, d.first_entry_id, &entries, &mut out);
+                    index.push(BlockInfo::from_header(offset, &h).ok_or_else(|| {
+                        Error::Unsupported {
+                            what: "a replacement block of 4 GiB or more".into(),
+                        }
+                    })?);
+                    replaced.push(d);
+                }
+                None => {
+                    out.extend_from_slice(&read_at(
+                        &mut file,
+                        &path,
+                        info.offset,
+                        info.size as usize,
+                    )?);
+                    index.push(BlockInfo { offset, ..*info });
+                }
+            }
+        }
+        let end = out.len() as u64;
+        let index_length =
+            u32::try_from(index.len() * INDEX_RECORD_LEN).map_err(|_| Error::Unsupported {
+                what: "an index of 4 GiB or more".into(),
+            })?;
+        for info in &index {
+            info.index_record().encode(&mut out);
+        }
+        FooterRecord {
+            total_blocks: index.len() as i32,
+            total_records: index.len() as u32,
+            total_size: end + u64::from(index_length),
+            index_offset: end,
+            index_length,
+            ..footer
+        }
+        .encode(&mut out);
+
+        let staged = dir.join(format!("{DATA_FILE}.repair"));
+        let _ = fs::remove_file(&staged);
+        let mut new = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+            .map_err(|e| io_error("create", &staged, e))?;
+        new.write_all(&out)
+            .and_then(|()| new.sync_all())
+            .map_err(|e| io_error("write", &staged, e))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = dir.join(format!("{DAMAGED_FILE_PREFIX}{secs}"));
+        fs::hard_link(&path, &kept).map_err(|e| io_error("link", &kept, e))?;
+        fs::rename(&staged, &path).map_err(|e| io_error("rename", &staged, e))?;
+        sync_dir(&dir)?;
+        Ok(Some(Repaired {
+            replaced,
+            kept,
+            size: out.len() as u64,
+        }))
+    })
+    .await
 }
 
 /// Reads the header record; `None` while the file is shorter than one.
@@ -1575,21 +2028,177 @@ mod tests {
             // Block 0 alone is fine.
             let batch = r.read_from(0, 1).await.unwrap();
             assert_eq!(data(&batch), all[..1]);
-            // Reading into block 1 fails, naming the file and the block.
-            let err = r.read_from(0, usize::MAX).await.unwrap_err();
+            // A read reaching block 1 returns what comes before it, and says there is more.
+            let batch = r.read_from(0, usize::MAX).await.unwrap();
+            assert_eq!(data(&batch), all[..2]);
+            assert_eq!(batch.end, BatchEnd::More);
+            // A read starting in it fails, naming the file, the block, the offset, what is
+            // wrong and which entries are lost.
+            let err = r.read_from(2, usize::MAX).await.unwrap_err();
             let Error::Corrupt { location, detail } = &err else {
                 panic!("{err:?}")
             };
             assert!(
-                location.contains("data.log block 1 at offset"),
+                location.contains(&format!("data.log block 1 at offset {}", infos[1].offset)),
                 "{location}"
             );
             assert!(detail.contains("crc"), "{detail}");
-            assert!(r.read_from(2, 1).await.is_err());
+            assert!(
+                detail.contains("entries 2..=3 (2) cannot be read; the segment goes on at entry 4"),
+                "{detail}"
+            );
+            assert!(r.read_from(3, 1).await.is_err());
             // Block 2 is still readable on its own.
             let batch = read_all(&r, 4).await;
             assert_eq!(data(&batch), all[4..]);
+
+            let check = check_segment(tmp.path()).await.unwrap().unwrap();
+            assert_eq!(check.valid_blocks, 2);
+            assert_eq!(check.damaged.len(), 1);
+            assert_eq!(check.damaged[0].offset, infos[1].offset);
+            assert_eq!(
+                (
+                    check.damaged[0].first_entry_id,
+                    check.damaged[0].last_entry_id
+                ),
+                (2, 3)
+            );
+            assert_eq!(check.last_entry_id, 5);
+            assert_eq!(check.footer.is_some(), finalize);
         }
+    }
+
+    #[tokio::test]
+    async fn recovery_keeps_a_damaged_block_and_everything_after_it() {
+        // The block header is damaged too: recovery finds block 2 by its own header.
+        for header_damage in [false, true] {
+            let (mut bytes, infos, all) = image(&[2, 2, 2], false).await;
+            let at = if header_damage {
+                10
+            } else {
+                BLOCK_HEADER_RECORD_LEN + 3
+            };
+            bytes[infos[1].offset as usize + at] ^= 0x10;
+            let tmp = tempfile::tempdir().unwrap();
+            fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+
+            let (w, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+                .await
+                .unwrap();
+            assert_eq!(recovery.truncated_bytes, 0, "nothing cut off");
+            assert_eq!(file_len(tmp.path()), bytes.len() as u64);
+            assert_eq!(recovery.last_entry_id, 5);
+            assert_eq!(recovery.damaged.len(), 1);
+            let d = &recovery.damaged[0];
+            assert_eq!(
+                (d.block_number, d.offset, d.len),
+                (1, infos[1].offset, u64::from(infos[1].size))
+            );
+            assert_eq!((d.first_entry_id, d.last_entry_id), (2, 3));
+            assert_eq!(recovery.blocks.len(), 3);
+
+            // Appends go on after the last block; the footer lists the damaged block, so the
+            // file still describes itself and reads stay the same.
+            w.append_block(6, &[b"more"]).await.unwrap();
+            let footer = w.finalize(None).await.unwrap();
+            assert_eq!(footer.total_blocks, 4);
+            assert_eq!(footer.lac, 6);
+            let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+            let batch = read_all(&r, 0).await;
+            assert_eq!(data(&batch), all[..2]);
+            assert_eq!(batch.end, BatchEnd::More);
+            let err = r.read_from(2, usize::MAX).await.unwrap_err();
+            assert!(err.to_string().contains("entries 2..=3"), "{err}");
+            let batch = read_all(&r, 4).await;
+            let mut expected = all[4..].to_vec();
+            expected.push(b"more".to_vec());
+            assert_eq!(data(&batch), expected);
+            assert_eq!(batch.end, BatchEnd::Eof);
+            let (_, again) = LocalSegmentWriter::open_for_recovery(tmp.path())
+                .await
+                .unwrap();
+            assert_eq!(again.footer, Some(footer));
+        }
+    }
+
+    #[tokio::test]
+    async fn repair_replaces_damaged_blocks_and_keeps_the_damaged_file() {
+        let (mut bytes, infos, all) = image(&[2, 3, 2, 1], true).await;
+        bytes[infos[1].offset as usize + BLOCK_HEADER_RECORD_LEN + 5] ^= 0x01;
+        bytes[infos[3].offset as usize + BLOCK_HEADER_RECORD_LEN + 5] ^= 0x01;
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
+
+        let repaired = repair_segment(tmp.path(), |id, d| {
+            format!("lost {id} of block {}", d.block_number).into_bytes()
+        })
+        .await
+        .unwrap()
+        .expect("something to repair");
+        assert_eq!(repaired.replaced.len(), 2);
+        assert_eq!(
+            (
+                repaired.replaced[0].first_entry_id,
+                repaired.replaced[0].last_entry_id
+            ),
+            (2, 4)
+        );
+        assert_eq!(
+            (
+                repaired.replaced[1].first_entry_id,
+                repaired.replaced[1].last_entry_id
+            ),
+            (7, 7)
+        );
+        assert_eq!(
+            fs::read(&repaired.kept).unwrap(),
+            bytes,
+            "the damaged file is kept"
+        );
+        assert!(
+            repaired
+                .kept
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(DAMAGED_FILE_PREFIX)
+        );
+
+        let check = check_segment(tmp.path()).await.unwrap().unwrap();
+        assert!(check.damaged.is_empty());
+        assert_eq!(check.valid_blocks, 4);
+        assert_eq!(check.size, repaired.size);
+        let r = LocalSegmentReader::open(tmp.path()).await.unwrap();
+        let batch = read_all(&r, 0).await;
+        let mut expected = all.clone();
+        for id in [2usize, 3, 4] {
+            expected[id] = format!("lost {id} of block 1").into_bytes();
+        }
+        expected[7] = b"lost 7 of block 3".to_vec();
+        assert_eq!(data(&batch), expected);
+        assert_eq!(batch.end, BatchEnd::Eof);
+        // Recovery trusts the new footer; nothing left to repair.
+        let (_, recovery) = LocalSegmentWriter::open_for_recovery(tmp.path())
+            .await
+            .unwrap();
+        assert!(recovery.footer.is_some());
+        assert!(
+            repair_segment(tmp.path(), |_, _| Vec::new())
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A segment without a footer is refused, unchanged.
+        let (mut open, infos, _) = image(&[2, 2], false).await;
+        open[infos[0].offset as usize + BLOCK_HEADER_RECORD_LEN + 5] ^= 0x01;
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(DATA_FILE), &open).unwrap();
+        let err = repair_segment(tmp.path(), |_, _| Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no footer"), "{err}");
+        assert_eq!(fs::read(tmp.path().join(DATA_FILE)).unwrap(), open);
     }
 
     #[tokio::test]

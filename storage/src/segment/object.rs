@@ -29,6 +29,7 @@ use crate::codec::{
 };
 use crate::error::{Error, Result};
 use crate::object::{Created, Fence, ObjectStorage};
+use crate::segment::DamagedBlock;
 
 /// File name of the footer object.
 pub const FOOTER_OBJECT: &str = "footer.blk";
@@ -167,34 +168,40 @@ impl SegmentObjects {
     }
 
     /// Lists the blocks present from `0.blk` on (decoding each block's header only through a
-    /// full read and check), stopping at the first gap or fence object.
+    /// full read and check), stopping at the first gap or fence object. A block that does not
+    /// decode but that a valid block follows is listed too, with the entries the blocks
+    /// around it leave for it (and in [`BlockScan::damaged`]); a damaged block that is the
+    /// last one is an [`Error::Corrupt`]: nothing says which entries it held.
     pub async fn scan_blocks(&self) -> Result<BlockScan> {
         if let Some(footer) = self.read_footer().await? {
             return Ok(BlockScan {
                 blocks: footer.blocks.clone(),
                 fenced_at: None,
                 footer: Some(footer),
+                damaged: Vec::new(),
             });
         }
-        let mut blocks = Vec::new();
+        let mut blocks: Vec<IndexRecord> = Vec::new();
+        let mut damaged: Vec<DamagedBlock> = Vec::new();
+        // A damaged block waiting for the block after it (which says where its entries end).
+        let mut pending: Option<(DamagedBlock, Error)> = None;
         let mut n = 0;
         loop {
-            match self.read_raw_block(n).await? {
-                RawBlock::Missing => {
-                    return Ok(BlockScan {
-                        blocks,
-                        fenced_at: None,
-                        footer: None,
-                    });
-                }
-                RawBlock::Fence => {
-                    return Ok(BlockScan {
-                        blocks,
-                        fenced_at: Some(n),
-                        footer: None,
-                    });
-                }
-                RawBlock::Block { block, size } => {
+            let end = match self.read_raw_block(n).await {
+                Ok(RawBlock::Missing) => Some(None),
+                Ok(RawBlock::Fence) => Some(Some(n)),
+                Ok(RawBlock::Block { block, size }) => {
+                    if let Some((mut d, _)) = pending.take() {
+                        d.last_entry_id = block.block_header.first_entry_id.saturating_sub(1);
+                        blocks.push(IndexRecord {
+                            block_number: d.block_number,
+                            start_offset: i64::from(d.block_number),
+                            block_size: u32::try_from(d.len).unwrap_or(u32::MAX),
+                            first_entry_id: d.first_entry_id,
+                            last_entry_id: d.last_entry_id,
+                        });
+                        damaged.push(d);
+                    }
                     blocks.push(IndexRecord {
                         block_number: n,
                         start_offset: i64::from(n),
@@ -202,7 +209,47 @@ impl SegmentObjects {
                         first_entry_id: block.block_header.first_entry_id,
                         last_entry_id: block.block_header.last_entry_id,
                     });
+                    None
                 }
+                Err(e @ Error::Corrupt { .. }) => {
+                    if let Some((_, first_error)) = pending {
+                        return Err(first_error);
+                    }
+                    let len = match self.storage.stat(&self.block_key(n)).await {
+                        Ok(Some(info)) => info.size,
+                        _ => 0,
+                    };
+                    let detail = match &e {
+                        Error::Corrupt { detail, .. } => detail.clone(),
+                        _ => e.to_string(),
+                    };
+                    let d = DamagedBlock {
+                        block_number: n,
+                        block_count: 1,
+                        offset: 0,
+                        len,
+                        first_entry_id: blocks
+                            .last()
+                            .map_or(0, |b| b.last_entry_id.saturating_add(1)),
+                        last_entry_id: i64::MAX,
+                        object: Some(self.block_key(n)),
+                        detail,
+                    };
+                    pending = Some((d, e));
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(fenced_at) = end {
+                if let Some((_, e)) = pending {
+                    return Err(e);
+                }
+                return Ok(BlockScan {
+                    blocks,
+                    fenced_at,
+                    footer: None,
+                    damaged,
+                });
             }
             n += 1;
         }
@@ -248,6 +295,108 @@ impl SegmentObjects {
             ));
         }
         Ok(block)
+    }
+
+    /// The blocks that do not decode, without changing anything: every block the footer's
+    /// index lists, or (without a footer) every block from `0.blk` up to the first missing
+    /// one or the fence. Where a block's entries end is known from the footer or the block
+    /// after it.
+    pub async fn damaged_blocks(&self) -> Result<Vec<DamagedBlock>> {
+        let mut damaged = Vec::new();
+        if let Some(footer) = self.read_footer().await? {
+            let merged = footer.is_compacted();
+            for index in &footer.blocks {
+                let key = if merged {
+                    self.merged_key(index.block_number)
+                } else {
+                    self.block_key(index.block_number)
+                };
+                let body = match self.storage.get(&key).await {
+                    Ok(b) => b,
+                    Err(Error::NotFound { .. }) => {
+                        damaged.push(damaged_object(
+                            &key,
+                            index,
+                            0,
+                            "listed in footer.blk but missing",
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let checked = self
+                    .decode_block(&body, index.block_number, merged)
+                    .and_then(|b| {
+                        if b.block_header.first_entry_id != index.first_entry_id
+                            || b.block_header.last_entry_id != index.last_entry_id
+                        {
+                            return Err(Error::corrupt(
+                                self.location(&key),
+                                "entry range differs from the footer index",
+                            ));
+                        }
+                        Ok(())
+                    });
+                match checked {
+                    Ok(()) => {}
+                    Err(Error::Corrupt { detail, .. }) => {
+                        damaged.push(damaged_object(&key, index, body.len(), detail));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(damaged);
+        }
+        let mut next_id = 0i64;
+        let mut n = 0;
+        loop {
+            match self.read_raw_block(n).await {
+                Ok(RawBlock::Missing | RawBlock::Fence) => return Ok(damaged),
+                Ok(RawBlock::Block { block, .. }) => {
+                    if let Some(last) = damaged.last_mut()
+                        && !last.end_known()
+                    {
+                        last.last_entry_id = block.block_header.first_entry_id.saturating_sub(1);
+                    }
+                    next_id = block.block_header.last_entry_id.saturating_add(1);
+                }
+                Err(Error::Corrupt { detail, .. }) => {
+                    let len = match self.storage.stat(&self.block_key(n)).await {
+                        Ok(Some(info)) => info.size,
+                        _ => 0,
+                    };
+                    damaged.push(DamagedBlock {
+                        block_number: n,
+                        block_count: 1,
+                        offset: 0,
+                        len,
+                        first_entry_id: next_id,
+                        last_entry_id: i64::MAX,
+                        object: Some(self.block_key(n)),
+                        detail,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+            n += 1;
+        }
+    }
+
+    /// Whether the segment holds no block object (original, merged, fence) and no footer:
+    /// only, perhaps, a `write.lock`.
+    pub async fn holds_no_block(&self) -> Result<bool> {
+        let prefix = self.prefix();
+        for meta in self.storage.list(&prefix).await? {
+            let key = self.storage.relative_key(&meta.location);
+            if key
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.ends_with(".blk"))
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Deletes the segment's objects: `flag` 0 everything (`*.blk`, `footer.blk`, `*.lock`),
@@ -305,6 +454,8 @@ pub struct BlockScan {
     pub fenced_at: Option<i32>,
     /// The footer, when the segment is finalized.
     pub footer: Option<SegmentFooter>,
+    /// Damaged blocks among `blocks` (found without a footer; with one, reads find them).
+    pub damaged: Vec<DamagedBlock>,
 }
 
 /// What [`SegmentObjects::fence`] found and did.
@@ -629,10 +780,7 @@ impl SegmentObjects {
         }
         let version = old.footer.version;
         let first_entry = old.blocks.first().map_or(0, |b| b.first_entry_id);
-        let mut merged: Vec<IndexRecord> = Vec::new();
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_bytes = 0usize;
-        let mut next_entry = first_entry;
+        let mut writer = MergedWriter::new(self, version, first_entry, max_bytes);
         for index in &old.blocks {
             let bytes = self
                 .storage
@@ -648,26 +796,10 @@ impl SegmentObjects {
                 ));
             }
             for entry in block.entries {
-                pending_bytes += entry.len();
-                pending.push(entry);
-                if pending_bytes >= max_bytes {
-                    let first = next_entry;
-                    next_entry += pending.len() as i64;
-                    merged.push(
-                        self.put_merged(merged.len(), first, first_entry, version, &pending)
-                            .await?,
-                    );
-                    pending.clear();
-                    pending_bytes = 0;
-                }
+                writer.push(entry).await?;
             }
         }
-        if !pending.is_empty() {
-            merged.push(
-                self.put_merged(merged.len(), next_entry, first_entry, version, &pending)
-                    .await?,
-            );
-        }
+        let merged = writer.finish().await?;
         let footer = SegmentFooter {
             footer: FooterRecord {
                 total_blocks: i32::try_from(merged.len()).unwrap_or(i32::MAX),
@@ -693,35 +825,6 @@ impl SegmentObjects {
         Ok(footer)
     }
 
-    async fn put_merged(
-        &self,
-        m: usize,
-        first: i64,
-        segment_first: i64,
-        version: u16,
-        entries: &[Bytes],
-    ) -> Result<IndexRecord> {
-        let m = i32::try_from(m).unwrap_or(i32::MAX);
-        let header = (m == 0).then_some(HeaderRecord {
-            version,
-            flags: FOOTER_FLAG_COMPACTED,
-            first_entry_id: segment_first,
-        });
-        let mut out = Vec::new();
-        let bh = codec::encode_block(header.as_ref(), m, first, entries, &mut out);
-        let size = u32::try_from(out.len()).unwrap_or(u32::MAX);
-        self.storage
-            .put(&self.merged_key(m), Bytes::from(out))
-            .await?;
-        Ok(IndexRecord {
-            block_number: m,
-            start_offset: i64::from(m),
-            block_size: size,
-            first_entry_id: bh.first_entry_id,
-            last_entry_id: bh.last_entry_id,
-        })
-    }
-
     async fn delete_leftover_originals(&self) -> Result<()> {
         for meta in self.storage.list(&self.prefix()).await? {
             let key = self.storage.relative_key(&meta.location).to_string();
@@ -734,6 +837,126 @@ impl SegmentObjects {
                 self.storage.delete(&key).await?;
             }
         }
+        Ok(())
+    }
+}
+
+impl SegmentObjects {
+    /// Writes `footer` as `footer.blk` with a conditional create, the commit point of a
+    /// compaction that produced no originals (service mode). A footer already there (an earlier
+    /// attempt, or another replica's compaction) is read and returned instead.
+    pub async fn put_footer_if_absent(&self, footer: &SegmentFooter) -> Result<SegmentFooter> {
+        let key = self.footer_key();
+        match self.storage.put_if_absent(&key, footer.encode()).await {
+            Ok(_) => Ok(footer.clone()),
+            Err(Error::AlreadyExists { .. }) => self
+                .read_footer()
+                .await?
+                .ok_or(Error::NotFound { path: key }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// How merged blocks record their position in the footer index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergedOffsets {
+    /// `startOffset` = the merged block's number (embedded compaction, spec §5.2).
+    BlockNumber,
+    /// `startOffset` = 0 (service-mode staged compaction, spec §5.4).
+    Zero,
+}
+
+/// Writes entries, in id order, as merged blocks `m_0.blk`, `m_1.blk`, ... of about `max_bytes`
+/// each (a block closes once its payload reaches `max_bytes`): `m_0.blk` opens with a header
+/// record carrying the compacted flag. Merged blocks are written with plain PUTs (a retried
+/// compaction overwrites them with the same bytes); the caller commits them with a footer.
+#[derive(Debug)]
+pub struct MergedWriter<'a> {
+    objects: &'a SegmentObjects,
+    version: u16,
+    segment_first: i64,
+    max_bytes: usize,
+    offsets: MergedOffsets,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    next_entry: i64,
+    merged: Vec<IndexRecord>,
+}
+
+impl<'a> MergedWriter<'a> {
+    /// A writer of `objects`' merged blocks, for a segment whose first entry is
+    /// `segment_first`, in format `version`.
+    pub fn new(
+        objects: &'a SegmentObjects,
+        version: u16,
+        segment_first: i64,
+        max_bytes: usize,
+    ) -> Self {
+        MergedWriter {
+            objects,
+            version,
+            segment_first,
+            max_bytes: max_bytes.max(1),
+            offsets: MergedOffsets::BlockNumber,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            next_entry: segment_first,
+            merged: Vec::new(),
+        }
+    }
+
+    /// Records `offsets` in the index instead of block numbers.
+    pub fn with_offsets(mut self, offsets: MergedOffsets) -> Self {
+        self.offsets = offsets;
+        self
+    }
+
+    /// Adds the next entry; uploads a block once `max_bytes` of payload are pending.
+    pub async fn push(&mut self, entry: Bytes) -> Result<()> {
+        self.pending_bytes += entry.len();
+        self.pending.push(entry);
+        if self.pending_bytes >= self.max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads what is pending and returns the index of every merged block, in order.
+    pub async fn finish(mut self) -> Result<Vec<IndexRecord>> {
+        if !self.pending.is_empty() {
+            self.flush().await?;
+        }
+        Ok(self.merged)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let m = i32::try_from(self.merged.len()).unwrap_or(i32::MAX);
+        let header = (m == 0).then_some(HeaderRecord {
+            version: self.version,
+            flags: FOOTER_FLAG_COMPACTED,
+            first_entry_id: self.segment_first,
+        });
+        let mut out = Vec::new();
+        let bh = codec::encode_block(header.as_ref(), m, self.next_entry, &self.pending, &mut out);
+        let size = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        self.objects
+            .storage
+            .put(&self.objects.merged_key(m), Bytes::from(out))
+            .await?;
+        self.next_entry += self.pending.len() as i64;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.merged.push(IndexRecord {
+            block_number: m,
+            start_offset: match self.offsets {
+                MergedOffsets::BlockNumber => i64::from(m),
+                MergedOffsets::Zero => 0,
+            },
+            block_size: size,
+            first_entry_id: bh.first_entry_id,
+            last_entry_id: bh.last_entry_id,
+        });
         Ok(())
     }
 }
@@ -768,6 +991,9 @@ pub struct ObjectSegmentReader {
     footer: Option<SegmentFooter>,
     /// Blocks seen while probing, by number.
     probed: BTreeMap<i32, IndexRecord>,
+    /// Damaged blocks stepped over while probing, with the last entry they held (known from
+    /// the block after them).
+    skipped: BTreeMap<i32, i64>,
     fenced_at: Option<i32>,
 }
 
@@ -778,6 +1004,7 @@ impl ObjectSegmentReader {
             objects,
             footer: None,
             probed: BTreeMap::new(),
+            skipped: BTreeMap::new(),
             fenced_at: None,
         }
     }
@@ -852,18 +1079,36 @@ impl ObjectSegmentReader {
                 }
                 Err(e) => return Err(e),
             };
-            let block = self
+            let checked = self
                 .objects
-                .decode_block(&body, index.block_number, merged)?;
-            if block.block_header.first_entry_id != index.first_entry_id
-                || block.block_header.last_entry_id != index.last_entry_id
-            {
-                return Err(Error::corrupt(
-                    self.objects.location(&key),
-                    "entry range differs from the footer index",
-                ));
+                .decode_block(&body, index.block_number, merged)
+                .and_then(|block| {
+                    if block.block_header.first_entry_id != index.first_entry_id
+                        || block.block_header.last_entry_id != index.last_entry_id
+                    {
+                        return Err(Error::corrupt(
+                            self.objects.location(&key),
+                            "entry range differs from the footer index",
+                        ));
+                    }
+                    Ok(block)
+                });
+            match checked {
+                Ok(block) => push_entries(&block, from, &mut entries, &mut bytes),
+                // The entries before it are good; a read that starts at it fails, naming it
+                // and what it lost.
+                Err(Error::Corrupt { .. }) if !entries.is_empty() => {
+                    return Ok(ReadBatch {
+                        entries,
+                        end: BatchEnd::Budget,
+                    });
+                }
+                Err(Error::Corrupt { detail, .. }) => {
+                    let d = damaged_object(&key, &index, body.len(), detail);
+                    return Err(d.error(self.objects.location("")));
+                }
+                Err(e) => return Err(e),
             }
-            push_entries(&block, from, &mut entries, &mut bytes);
             i += 1;
         }
         Ok(ReadBatch {
@@ -881,7 +1126,11 @@ impl ObjectSegmentReader {
             .values()
             .find(|b| b.last_entry_id >= from)
             .map(|b| b.block_number)
-            .unwrap_or_else(|| self.probed.keys().next_back().map_or(0, |last| last + 1));
+            .unwrap_or_else(|| {
+                let probed = self.probed.keys().next_back().copied();
+                let skipped = self.skipped.keys().next_back().copied();
+                probed.max(skipped).map_or(0, |last| last + 1)
+            });
         loop {
             if bytes >= max_bytes && !entries.is_empty() {
                 return Ok(ReadBatch {
@@ -895,7 +1144,53 @@ impl ObjectSegmentReader {
                     end: BatchEnd::EndOfSegment,
                 });
             }
-            match self.objects.read_raw_block(n).await? {
+            let raw = match self.objects.read_raw_block(n).await {
+                Ok(raw) => raw,
+                Err(Error::Corrupt { .. }) if !entries.is_empty() => {
+                    return Ok(ReadBatch {
+                        entries,
+                        end: BatchEnd::Budget,
+                    });
+                }
+                Err(Error::Corrupt { detail, .. }) => {
+                    // Where the damaged block ends is only known from the block after it.
+                    let first = match self.skipped.get(&(n - 1)) {
+                        Some(last) => last.saturating_add(1),
+                        None => self
+                            .probed
+                            .get(&(n - 1))
+                            .map_or(0, |b| b.last_entry_id.saturating_add(1)),
+                    };
+                    let next = match self.objects.read_raw_block(n + 1).await {
+                        Ok(RawBlock::Block { block, .. }) => Some(block.block_header),
+                        _ => None,
+                    };
+                    if let Some(next) = next
+                        && next.first_entry_id > first
+                        && next.first_entry_id <= from
+                    {
+                        // Wholly before the asked entry: step over it.
+                        self.skipped
+                            .insert(n, next.first_entry_id.saturating_sub(1));
+                        n += 1;
+                        continue;
+                    }
+                    let d = DamagedBlock {
+                        block_number: n,
+                        block_count: 1,
+                        offset: 0,
+                        len: 0,
+                        first_entry_id: first,
+                        last_entry_id: next
+                            .map_or(i64::MAX, |h| h.first_entry_id.saturating_sub(1)),
+                        object: Some(self.objects.block_key(n)),
+                        detail,
+                    };
+                    return Err(d.error(self.objects.location("")));
+                }
+                Err(e) => return Err(e),
+            };
+            match raw {
                 RawBlock::Missing => {
                     return Ok(ReadBatch {
                         entries,
@@ -910,16 +1205,19 @@ impl ObjectSegmentReader {
                     });
                 }
                 RawBlock::Block { block, size } => {
-                    if let Some(prev) = self.probed.get(&(n - 1))
-                        && prev.last_entry_id + 1 != block.block_header.first_entry_id
+                    let prev_last = match self.skipped.get(&(n - 1)) {
+                        Some(last) => Some(*last),
+                        None => self.probed.get(&(n - 1)).map(|b| b.last_entry_id),
+                    };
+                    if let Some(prev_last) = prev_last
+                        && prev_last + 1 != block.block_header.first_entry_id
                     {
                         return Err(Error::corrupt(
                             self.objects.location(format!("block {n}.blk")),
                             format!(
-                                "starts at entry {} but block {} ended at {}",
+                                "starts at entry {} but block {} ended at {prev_last}",
                                 block.block_header.first_entry_id,
                                 n - 1,
-                                prev.last_entry_id
                             ),
                         ));
                     }
@@ -938,6 +1236,25 @@ impl ObjectSegmentReader {
             }
             n += 1;
         }
+    }
+}
+
+/// A block object that does not decode, where the footer's index says what it held.
+fn damaged_object(
+    key: &str,
+    index: &IndexRecord,
+    len: usize,
+    detail: impl std::fmt::Display,
+) -> DamagedBlock {
+    DamagedBlock {
+        block_number: index.block_number,
+        block_count: 1,
+        offset: 0,
+        len: len as u64,
+        first_entry_id: index.first_entry_id,
+        last_entry_id: index.last_entry_id,
+        object: Some(key.to_string()),
+        detail: detail.to_string(),
     }
 }
 

@@ -68,6 +68,17 @@ pub enum ClientError {
         /// What showed the loss.
         reason: String,
     },
+    /// Storage could not take a write (a full disk, an IO error; 8103): this write and every
+    /// later one of the writer fail; everything acknowledged stays. The log is still this
+    /// writer's: close it (which gives up a segment the failure left empty, so that no empty
+    /// segment stays behind) and open a new writer when storage works again.
+    #[error("writer of log `{log}` stopped on a storage failure, reopen a writer: {reason}")]
+    StorageFailed {
+        /// The log name.
+        log: String,
+        /// The storage failure.
+        reason: String,
+    },
     /// The writer was closed (1405, as Go's invalidated writer).
     #[error("writer of log `{log}` is closed, open a new writer")]
     WriterClosed {
@@ -137,6 +148,7 @@ impl ClientError {
             ClientError::WriterLost { .. } | ClientError::WriterClosed { .. } => {
                 code::WRITER_LOCK_LOST
             }
+            ClientError::StorageFailed { .. } => crate::logstore::code::STORAGE_NOT_WRITABLE,
             ClientError::TruncateFailed { .. } => code::TRUNCATE_FAILED,
             ClientError::Truncated { .. } | ClientError::ReadFailed { .. } => {
                 code::READER_READ_FAILED
@@ -204,5 +216,13 @@ mod tests {
         });
         assert_eq!(fenced.code(), 8104);
         assert!(!fenced.is_retriable());
+        let storage = ClientError::StorageFailed {
+            log: log(),
+            reason: "No space left on device".into(),
+        };
+        assert_eq!(storage.code(), 8103);
+        assert!(!storage.is_writer_lost());
+        assert!(!storage.is_retriable());
+        assert!(storage.to_string().contains("No space left"));
     }
 }

@@ -27,7 +27,7 @@ use proto::meta::QuorumInfo;
 pub use auditor::{AuditReport, Auditor, AuditorHandle};
 pub use error::{ClientError, Result, code};
 pub use handle::LogHandle;
-pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL};
+pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL, SkippedEntries};
 pub use writer::LogWriter;
 
 /// The address Go's embedded client records as the single replica of every segment.

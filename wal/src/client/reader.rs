@@ -24,6 +24,14 @@
 //! therefore wakes the reader as soon as its entry is durable; a writer in another process
 //! is seen at the next poll (storage and metadata are read again).
 //!
+//! # Damaged blocks
+//!
+//! A read that reaches a block that does not verify returns the entries before it; the read
+//! that starts in it fails with the LogStore's corruption error (8007), naming the segment,
+//! the block, its offset, what is wrong and which entries it held, every time it is asked
+//! (never a hang, never a silent skip). [`LogReader::skip_damaged`] moves past those entries
+//! when the caller decides to, and says which they were.
+//!
 //! # Reader record
 //!
 //! Opening registers a `ReaderTempInfo` named `<log>-r-<unixNano>` (or
@@ -43,7 +51,7 @@ use proto::meta::{SegmentMetadata, SegmentState};
 
 use super::Shared;
 use super::error::{ClientError, Result};
-use crate::logstore::{ReadEnd, WaitOutcome};
+use crate::logstore::{DamagedBlock, ReadEnd, WaitOutcome};
 use crate::message::{LogMessage, LogMessageId};
 use crate::meta::ReaderRegistration;
 
@@ -63,6 +71,17 @@ pub(crate) fn reader_name(log: &str, base: Option<&str>, now_millis: u64) -> Str
         Some(base) if !base.is_empty() => format!("{log}-r-{base}-{nanos}"),
         _ => format!("{log}-r-{nanos}"),
     }
+}
+
+/// Entries [`LogReader::skip_damaged`] stepped over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntries {
+    /// The first entry skipped (the reader's position).
+    pub first: LogMessageId,
+    /// The last entry skipped.
+    pub last: LogMessageId,
+    /// The damaged block that held them: where it is and what is wrong.
+    pub block: DamagedBlock,
 }
 
 fn is_finished(meta: &SegmentMetadata) -> bool {
@@ -184,15 +203,68 @@ impl LogReader {
     /// storage failures (their own codes; retriable ones may be retried on this reader).
     pub async fn read_next(&mut self) -> Result<LogMessage> {
         loop {
-            if let Some((entry_id, data)) = self.cache.pop_front() {
+            if let Some(&(entry_id, _)) = self.cache.front() {
                 let id = LogMessageId::new(self.next.segment_id, entry_id);
+                // Recorded before the entry leaves the cache: this is the one await between
+                // taking an entry and returning it, and a future dropped here must not lose
+                // the entry (recording twice is harmless).
+                self.record_position(id).await;
+                let Some((_, data)) = self.cache.pop_front() else {
+                    continue;
+                };
                 self.next = id.next_in_segment();
                 let msg = LogMessage::decode(id, data)?;
-                self.record_position(id).await;
                 return Ok(msg);
             }
             self.fill().await?;
         }
+    }
+
+    /// After [`read_next`](Self::read_next) failed on a damaged block (a
+    /// [`LogStoreError::Corrupt`](crate::logstore::LogStoreError::Corrupt), 8007), moves the
+    /// reader past the entries that block held and says which they were; the next read goes
+    /// on after them. `Ok(None)`, moving nothing, when no damaged block holds the reader's
+    /// position (the failure was something else), or when nothing says where the damaged
+    /// entries end (damage at the end of a segment still being written). Skipping gives up
+    /// entries: it is never done implicitly, and callers report what they skipped. Storage
+    /// reads the whole segment to find the block.
+    pub async fn skip_damaged(&mut self) -> Result<Option<SkippedEntries>> {
+        let seg = self.next.segment_id;
+        let at = self.next.entry_id;
+        let damaged = self
+            .shared
+            .logstore
+            .damaged_blocks(self.log_id, seg)
+            .await?;
+        let Some(mut block) = damaged
+            .into_iter()
+            .find(|d| d.first_entry_id <= at && at <= d.last_entry_id)
+        else {
+            return Ok(None);
+        };
+        if !block.end_known() {
+            // Only the metadata of a finished segment can say where it ends.
+            let meta = self
+                .shared
+                .meta
+                .get_segment_metadata(&self.log, seg)
+                .await?
+                .value;
+            if !is_finished(&meta) || meta.last_entry_id < at {
+                return Ok(None);
+            }
+            block.last_entry_id = meta.last_entry_id;
+        }
+        self.cache.clear();
+        let last = LogMessageId::new(seg, block.last_entry_id);
+        self.next = last.next_in_segment();
+        tracing::debug!(log = %self.log, reader = %self.name, first = %LogMessageId::new(seg, at), %last,
+            position = %block.position(), error = %block.detail, "reader moved past the entries of a damaged block");
+        Ok(Some(SkippedEntries {
+            first: LogMessageId::new(seg, at),
+            last,
+            block,
+        }))
     }
 
     /// Closes the reader and deletes its `ReaderTempInfo`.

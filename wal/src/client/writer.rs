@@ -17,7 +17,14 @@
 //!
 //! A not-writable LogStore error (8104 fenced by a newer writer, …) or a metadata conflict
 //! (3011, 3014) invalidates the writer: that write and every later one fail with
-//! [`ClientError::WriterLost`] (1405). Acknowledged entries are never taken back.
+//! [`ClientError::WriterLost`] (1405). A block storage could not take (8103: a full disk, an
+//! IO error) stops the writer the same way with [`ClientError::StorageFailed`]; the log is
+//! still its own then. Acknowledged entries are never taken back.
+//!
+//! No empty segment is left behind: a segment the writer created but never got an entry
+//! into (its first block failed) is given up when the writer rolls or closes instead of
+//! being completed, when storage holds nothing of it (its data removed, then its metadata
+//! deleted at the revision the writer stored), and its id is used again.
 
 use std::fmt;
 use std::future::Future;
@@ -68,6 +75,8 @@ struct Validity {
 #[derive(Debug, Clone)]
 enum Lost {
     Taken(String),
+    /// Storage failed under the writer; the log is still its own.
+    Storage(String),
     Closed,
 }
 
@@ -85,6 +94,10 @@ impl Validity {
                 log: self.log.clone(),
                 reason: reason.clone(),
             },
+            Lost::Storage(reason) => ClientError::StorageFailed {
+                log: self.log.clone(),
+                reason: reason.clone(),
+            },
             Lost::Closed => ClientError::WriterClosed {
                 log: self.log.clone(),
             },
@@ -95,8 +108,14 @@ impl Validity {
     fn invalidate(&self, lost: Lost) -> ClientError {
         let mut guard = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            if let Lost::Taken(reason) = &lost {
-                tracing::warn!(log = %self.log, reason = %reason, "writer invalidated");
+            match &lost {
+                Lost::Taken(reason) => {
+                    tracing::warn!(log = %self.log, reason = %reason, "writer invalidated");
+                }
+                Lost::Storage(reason) => {
+                    tracing::warn!(log = %self.log, reason = %reason, "writer stopped: storage failed");
+                }
+                Lost::Closed => {}
             }
             *guard = Some(lost);
         }
@@ -105,6 +124,21 @@ impl Validity {
 
     fn lose(&self, reason: impl fmt::Display) -> ClientError {
         self.invalidate(Lost::Taken(reason.to_string()))
+    }
+
+    /// Why the writer is no longer valid; `None` while it is.
+    fn lost(&self) -> Option<Lost> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Invalidates the writer after a LogStore error that ends its segment: a storage
+    /// failure (8103) stops it, anything else (a fence, …) means it lost the log.
+    fn segment_ended(&self, segment_id: i64, e: &LogStoreError) -> ClientError {
+        let reason = format!("segment {segment_id} is not writable: {e}");
+        match e {
+            LogStoreError::StorageNotWritable { .. } => self.invalidate(Lost::Storage(reason)),
+            _ => self.invalidate(Lost::Taken(reason)),
+        }
     }
 }
 
@@ -419,9 +453,7 @@ impl SegmentAcks {
 
     fn failure_answer(&self, e: &LogStoreError) -> Result<LogMessageId> {
         if segment_lost(e) {
-            Err(self
-                .validity
-                .lose(format!("segment {} is not writable: {e}", self.segment_id)))
+            Err(self.validity.segment_ended(self.segment_id, e))
         } else {
             Err(ClientError::LogStore(e.clone()))
         }
@@ -562,8 +594,7 @@ impl Core {
     /// The error for an append the processor refused.
     fn refused(&self, segment_id: i64, e: LogStoreError) -> ClientError {
         if segment_lost(&e) {
-            self.validity
-                .lose(format!("segment {segment_id} is not writable: {e}"))
+            self.validity.segment_ended(segment_id, &e)
         } else {
             // Nothing was taken: the id stays free for the next write.
             e.into()
@@ -788,6 +819,12 @@ impl WriterTask {
         let core = &self.core;
         let outcome = acks.settle().await;
         core.validity.check()?;
+        if outcome.last_acked < 0 && self.give_up_empty(id, revision).await {
+            // Its id is the next segment's.
+            self.next_segment_id = id;
+            return Ok(());
+        }
+        let core = &self.core;
         let logstore = &core.shared.logstore;
         let last = match logstore
             .complete_segment(core.log_id, id, outcome.last_acked)
@@ -831,13 +868,63 @@ impl WriterTask {
         Ok(())
     }
 
+    /// Gives up segment `id`, which holds no acknowledged entry, when storage holds nothing
+    /// of it either: its data, then its metadata (at `revision`, so only if no other writer
+    /// touched it since). Whether it is gone; a failure is logged and leaves the segment to be
+    /// completed (here, or by the next writer's fencing).
+    async fn give_up_empty(&self, id: i64, revision: Revision) -> bool {
+        let core = &self.core;
+        match core
+            .shared
+            .logstore
+            .discard_segment_if_empty(core.log_id, id)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(log = %core.log, segment = id, error = %e, "cannot remove an empty segment's data; it will be completed");
+                return false;
+            }
+        }
+        match core
+            .shared
+            .meta
+            .delete_segment_metadata_at(&core.log, id, revision)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(log = %core.log, segment = id, "empty segment given up");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(log = %core.log, segment = id, error = %e, "cannot delete an empty segment's metadata; it will be completed");
+                false
+            }
+        }
+    }
+
     async fn close(&mut self) -> Result<()> {
         let seg = self.core.lock_slot().segment.take();
-        if self.core.validity.check().is_err() {
+        if let Some(lost) = self.core.validity.lost() {
             // Lost or closed: the segment is not ours to complete. Wait until every issued
-            // write has its answer.
+            // write has its answer. A writer stopped by storage still owns the log: an
+            // empty segment it leaves is given up rather than left to be completed empty.
             if let Some(seg) = seg {
-                seg.acks.settle().await;
+                let outcome = seg.acks.settle().await;
+                if matches!(lost, Lost::Storage(_)) {
+                    // The processor's writer failed: the next writer's fencing must reopen
+                    // the segment from storage (recovery) rather than find it broken here.
+                    let given_up =
+                        outcome.last_acked < 0 && self.give_up_empty(seg.id, seg.revision).await;
+                    if !given_up {
+                        let core = &self.core;
+                        core.shared
+                            .logstore
+                            .close_processor(core.log_id, seg.id)
+                            .await;
+                    }
+                }
             }
             self.core.validity.invalidate(Lost::Closed);
             return Ok(());

@@ -48,6 +48,8 @@ pub mod code {
     pub const STORAGE_NOT_WRITABLE: i32 = 8103;
     /// A fence stands in the segment (not-writable).
     pub const SEGMENT_FENCED: i32 = 8104;
+    /// A compaction of the segment is already running on this LogStore.
+    pub const ALREADY_COMPACTING: i32 = 2110;
     /// Local file system error (retriable).
     pub const FS_ERROR: i32 = 9000;
     /// Object storage error (retriable).
@@ -168,6 +170,13 @@ pub enum LogStoreError {
         detail: String,
     },
 
+    /// A compaction of the segment is already running here.
+    #[error("segment {segment} is already being compacted")]
+    AlreadyCompacting {
+        /// `log <id> segment <id>`.
+        segment: String,
+    },
+
     /// A storage operation failed (fence, finalize, open); it may pass on retry.
     #[error("storage error ({kind:?}): {source}")]
     Storage {
@@ -193,6 +202,7 @@ impl LogStoreError {
             LogStoreError::Corrupt { .. } => code::CORRUPT,
             LogStoreError::SegmentNotFound { .. } => code::SEGMENT_NOT_FOUND,
             LogStoreError::SegmentStateInvalid { .. } => code::SEGMENT_STATE_INVALID,
+            LogStoreError::AlreadyCompacting { .. } => code::ALREADY_COMPACTING,
             LogStoreError::Storage {
                 kind: StorageKind::Object,
                 ..

@@ -12,6 +12,11 @@
 //! LogStore's processor acknowledged, and same-process readers wait on
 //! [`LogStore::wait_for_entry`] instead of polling.
 //!
+//! [`staged`] is the service-mode storage of one tenant on top of a local-file LogStore: local
+//! `data.log` files while a segment is active, the client's completion LAC in the local
+//! footer ([`FooterLac::Given`]), reads capped at the LAC, and compaction into the object
+//! layout by one replica.
+//!
 //! Errors carry the Go wire codes ([`LogStoreError::code`]). Time comes from the injected
 //! [`Clock`](crate::clock::Clock) only.
 
@@ -20,6 +25,7 @@ mod error;
 mod policy;
 mod processor;
 mod reader;
+pub mod staged;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,9 +40,12 @@ pub use buffer::{Admit, ReadyBatch, SequentialBuffer};
 pub use error::{LogStoreError, Result, StorageKind, code};
 pub use policy::{FormatVersion, SyncPolicy};
 pub use processor::{
-    AppendReceipt, DurableState, OnDurable, SegmentLocation, SegmentProcessor, TryAdd, WriterPhase,
+    AppendReceipt, DurableState, FooterLac, OnDurable, SegmentLocation, SegmentProcessor, TryAdd,
+    WriterPhase,
 };
 pub use reader::{CleanScope, CompactResult, ReadEnd, ReadResult, WaitOutcome};
+pub use storage::segment::DamagedBlock;
+pub use storage::segment::local::Repaired;
 
 use crate::clock::ClockRef;
 
@@ -92,6 +101,8 @@ pub struct LogStore {
     /// Group commit for local segments (see [`storage::segment::journal`]); `None` on object
     /// storage, or when another store holds this root's journal.
     journal: Option<Arc<Journal>>,
+    /// What local footers record as LAC on completion.
+    footer_lac: FooterLac,
 }
 
 impl LogStore {
@@ -118,7 +129,15 @@ impl LogStore {
             processors: Mutex::new(HashMap::new()),
             read_state: reader::ReadStateRef::default(),
             journal,
+            footer_lac: FooterLac::LastEntry,
         })
+    }
+
+    /// Makes completion record the LAC the client names in local footers (service mode, see
+    /// [`FooterLac::Given`]).
+    pub fn with_footer_lac(mut self, footer_lac: FooterLac) -> Self {
+        self.footer_lac = footer_lac;
+        self
     }
 
     /// The backend.
@@ -145,6 +164,7 @@ impl LogStore {
                         self.version,
                         self.clock.clone(),
                         self.journal.clone(),
+                        self.footer_lac,
                     )
                     .await?;
                     self.forget_cleaned(log_id, segment_id);
@@ -194,6 +214,29 @@ impl LogStore {
         if let Some(p) = slot.as_ref().and_then(|s| s.get()) {
             p.close().await;
         }
+    }
+
+    /// Closes the processors that have been idle for `max_idle` (see
+    /// [`SegmentProcessor::is_idle`]) and returns how many. A later request for such a
+    /// segment reopens it from storage, in recovery mode (spec §7.4, `processorCleanupPolicy`).
+    pub async fn close_idle(&self, max_idle: std::time::Duration) -> usize {
+        let idle: Vec<(i64, i64)> = self
+            .processors
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, slot)| slot.get().is_some_and(|p| p.is_idle(max_idle)))
+            .map(|(k, _)| *k)
+            .collect();
+        for (log_id, segment_id) in &idle {
+            self.close_processor(*log_id, *segment_id).await;
+        }
+        idle.len()
+    }
+
+    /// How many processors are open.
+    pub async fn open_processors(&self) -> usize {
+        self.processors.lock().await.len()
     }
 
     /// Closes every processor (flushes what is contiguous and stops the tasks) and checkpoints

@@ -26,12 +26,14 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use storage::codec::HEADER_RECORD_LEN;
 use storage::object::ObjectStorage;
 use storage::segment::journal::Journal;
 use storage::segment::local::{BlockInfo, BlockWrite, DATA_FILE, LocalSegmentWriter};
@@ -191,6 +193,8 @@ struct Shared {
     eager: bool,
     /// The last durable id and phase, for readers in this process.
     durable: watch::Sender<DurableState>,
+    /// Clock milliseconds of the last append, fence or completion (idle-processor cleanup).
+    last_active: AtomicU64,
 }
 
 impl Shared {
@@ -238,6 +242,17 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// What a local segment's footer records as its LAC when the segment is completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FooterLac {
+    /// The last entry written (embedded mode: the LogStore is the only replica).
+    #[default]
+    LastEntry,
+    /// The LAC the completing client names (service mode: the quorum's completion target,
+    /// which bounds what replicas serve, spec §5.4).
+    Given,
+}
+
 /// Where a processor's segment lives.
 #[derive(Debug, Clone)]
 pub enum SegmentLocation {
@@ -252,6 +267,7 @@ pub struct SegmentProcessor {
     log_id: i64,
     segment_id: i64,
     shared: Arc<Shared>,
+    clock: ClockRef,
     commands: mpsc::UnboundedSender<Command>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -273,6 +289,8 @@ impl SegmentProcessor {
     /// Opens the processor of `segment_id` in `log_id` and starts its task. A segment that
     /// already holds data (blocks, a footer, a fence, or a `data.log`) is opened in recovery
     /// mode: appends fail with 2218 (8104 when fenced), fence and complete work.
+    // The LogStore is the only caller and passes its own settings through.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         location: SegmentLocation,
         log_id: i64,
@@ -281,6 +299,7 @@ impl SegmentProcessor {
         version: FormatVersion,
         clock: ClockRef,
         journal: Option<Arc<Journal>>,
+        footer_lac: FooterLac,
     ) -> Result<SegmentProcessor> {
         let segment: Arc<str> = format!("log {log_id} segment {segment_id}").into();
         let (writer, mode, durable, blocks) = match location {
@@ -318,12 +337,14 @@ impl SegmentProcessor {
             policy,
             eager,
             durable: durable_tx,
+            last_active: AtomicU64::new(clock.now_millis()),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let flusher = Flusher {
             shared: shared.clone(),
             writer,
-            clock,
+            clock: clock.clone(),
+            footer_lac,
             finalized_last: None,
             in_flight: FuturesOrdered::new(),
             deferred: false,
@@ -333,6 +354,7 @@ impl SegmentProcessor {
             log_id,
             segment_id,
             shared,
+            clock,
             commands,
             task: Mutex::new(Some(task)),
         })
@@ -437,6 +459,7 @@ impl SegmentProcessor {
         waiter: F,
     ) -> Result<Option<F>> {
         let policy = &self.shared.policy;
+        self.touch();
         let mut st = self.shared.lock();
         if entry_id >= 0 && entry_id <= st.buffer.durable_id() {
             drop(st);
@@ -503,15 +526,19 @@ impl SegmentProcessor {
     /// fence (a fence object after the last block, or `write.fence`) and returns the last
     /// entry id stored (-1 when empty). Entries left in the window fail with 8104.
     pub async fn fence(&self) -> Result<i64> {
+        self.touch();
         let (tx, rx) = oneshot::channel();
         self.send(Command::Fence(tx))?;
         rx.await.map_err(|_| self.closed())?
     }
 
     /// Completes the segment: stops appends (2216), flushes and awaits everything
-    /// contiguous, writes the footer and returns the last entry id. Idempotent. `lac` is
-    /// ignored as in Go's embedded mode: the footer's LAC is the last block's last entry.
+    /// contiguous, writes the footer and returns the last entry id. Idempotent (a second call
+    /// returns the first one's answer). With [`FooterLac::LastEntry`] `lac` is ignored as in
+    /// Go's embedded mode (the footer's LAC is the last block's last entry); with
+    /// [`FooterLac::Given`] a local footer records `lac` (service mode, spec §5.4).
     pub async fn complete(&self, lac: i64) -> Result<i64> {
+        self.touch();
         let (tx, rx) = oneshot::channel();
         self.send(Command::Complete(lac, tx))?;
         rx.await.map_err(|_| self.closed())?
@@ -527,6 +554,25 @@ impl SegmentProcessor {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+
+    fn touch(&self) {
+        self.shared
+            .last_active
+            .store(self.clock.now_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether nothing is buffered or in flight and nothing was appended, fenced or completed
+    /// for `max_idle` (by the processor's clock): closing it then loses nothing.
+    pub fn is_idle(&self, max_idle: std::time::Duration) -> bool {
+        let idle_for = self
+            .clock
+            .now_millis()
+            .saturating_sub(self.shared.last_active.load(Ordering::Relaxed));
+        let st = self.shared.lock();
+        st.buffer.is_empty()
+            && st.buffer.in_flight_bytes() == 0
+            && u128::from(idle_for) >= max_idle.as_millis()
     }
 
     /// The last durable entry id (-1 when none).
@@ -603,15 +649,35 @@ async fn open_local(
     journal: Option<Arc<Journal>>,
 ) -> Result<Opened> {
     let err = |e| LogStoreError::storage(segment, StorageKind::Local, e);
-    let exists = tokio::fs::try_exists(dir.join(DATA_FILE))
-        .await
-        .map_err(|e| {
-            err(storage::Error::Backend {
+    let path = dir.join(DATA_FILE);
+    let len = match tokio::fs::metadata(&path).await {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(err(storage::Error::Backend {
                 op: "stat",
-                path: dir.display().to_string(),
+                path: path.display().to_string(),
+                source: Box::new(e),
+            }));
+        }
+    };
+    let mut exists = len.is_some();
+    if let Some(len) = len
+        && len < HEADER_RECORD_LEN as u64
+    {
+        // A create that did not get its header written (a crash, or a full disk whose clean-up
+        // failed too): the file never held an entry, since none is taken before the header
+        // is synced. It is created afresh rather than read as a damaged segment.
+        tracing::warn!(segment, path = %path.display(), len, "segment file shorter than its header; creating it again");
+        tokio::fs::remove_file(&path).await.map_err(|e| {
+            err(storage::Error::Backend {
+                op: "remove",
+                path: path.display().to_string(),
                 source: Box::new(e),
             })
         })?;
+        exists = false;
+    }
     if exists {
         let (w, recovery) = LocalSegmentWriter::open_for_recovery(&dir)
             .await
@@ -665,6 +731,7 @@ struct Flusher {
     shared: Arc<Shared>,
     writer: Writer,
     clock: ClockRef,
+    footer_lac: FooterLac,
     finalized_last: Option<i64>,
     /// Blocks in flight, oldest first. Consecutive flushes overlap (object segments: up to
     /// `max_flush_threads` uploads; local segments: up to [`LOCAL_IN_FLIGHT`] journal
@@ -991,7 +1058,11 @@ impl Flusher {
                 .map(|o| o.last_entry_id)
                 .map_err(|e| LogStoreError::storage(&segment, StorageKind::Object, e))?,
             Writer::Local(w) => {
-                w.finalize(None)
+                let lac = match self.footer_lac {
+                    FooterLac::LastEntry => None,
+                    FooterLac::Given => Some(lac),
+                };
+                w.finalize(lac)
                     .await
                     .map_err(|e| LogStoreError::storage(&segment, StorageKind::Local, e))?;
                 w.status().await.last_entry_id

@@ -6,7 +6,9 @@
 //! has not seen; local segments through a cached [`LocalSegmentReader`], which re-reads the
 //! file's tail on each call. Every block is length- and CRC-checked by storage before any of
 //! its entries is returned; a damaged block is [`LogStoreError::Corrupt`] (8007) naming log,
-//! segment and block.
+//! segment, block, offset and the entries it held. A batch that reaches one ends before it;
+//! reads of the entries after it go on ([`LogStore::damaged_blocks`] lists them,
+//! [`LogStore::repair_segment`] replaces them with lost-entry markers).
 //!
 //! # Only acknowledged entries
 //!
@@ -47,8 +49,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 
 use bytes::Bytes;
-use storage::codec::{ScanStop, scan_blocks};
-use storage::segment::local::{self, DATA_FILE, LocalSegmentReader};
+use storage::segment::DamagedBlock;
+use storage::segment::local::{self, DATA_FILE, LocalSegmentReader, Repaired};
 use storage::segment::object::{self, DeleteScope, ObjectSegmentReader, SegmentObjects};
 use tokio::sync::Mutex;
 
@@ -299,7 +301,7 @@ impl LogStore {
         Ok(Some(reader))
     }
 
-    fn evict_reader(&self, log_id: i64, segment_id: i64) {
+    pub(super) fn evict_reader(&self, log_id: i64, segment_id: i64) {
         self.read_state().readers.remove(&(log_id, segment_id));
     }
 
@@ -482,6 +484,54 @@ impl LogStore {
         Ok(())
     }
 
+    /// Removes segment (log, segment) from storage if it holds no block, and says whether it
+    /// did. For a writer giving up a segment it never got an entry into (a full disk, say):
+    /// completing it would leave an empty segment in the log for each such failure. This
+    /// LogStore's processor of the segment is closed first; nothing may be buffered in it
+    /// (the writer waited for the answer of every append). A segment with a block, a fence or
+    /// a footer is left as it is (`Ok(false)`): it is not empty, or not this writer's any
+    /// more. Storage keeps no trace, so the segment id can be created again.
+    pub async fn discard_segment_if_empty(&self, log_id: i64, segment_id: i64) -> Result<bool> {
+        let segment = segment_name(log_id, segment_id);
+        self.close_processor(log_id, segment_id).await;
+        self.evict_reader(log_id, segment_id);
+        match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Object(storage) => {
+                let objects = SegmentObjects::new(storage, log_id, segment_id);
+                let err = |e| LogStoreError::storage(&segment, StorageKind::Object, e);
+                if !objects.holds_no_block().await.map_err(err)? {
+                    return Ok(false);
+                }
+                objects.delete(DeleteScope::All).await.map_err(err)?;
+            }
+            SegmentLocation::Local(dir) => {
+                let data = dir.join(DATA_FILE);
+                match tokio::fs::metadata(&data).await {
+                    Ok(m) if m.len() > storage::codec::HEADER_RECORD_LEN as u64 => {
+                        return Ok(false);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(fs_error(&segment, "stat", &data, e)),
+                }
+                let fence = dir.join(local::FENCE_FILE);
+                match tokio::fs::try_exists(&fence).await {
+                    Ok(false) => {}
+                    Ok(true) => return Ok(false),
+                    Err(e) => return Err(fs_error(&segment, "stat", &fence, e)),
+                }
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(fs_error(&segment, "remove", &dir, e)),
+                }
+            }
+        }
+        self.forget_cleaned(log_id, segment_id);
+        tracing::info!(segment, "empty segment discarded");
+        Ok(true)
+    }
+
     /// The last entry id of (log, segment) (-1 when it holds none or does not exist): the
     /// processor's durable id when this LogStore writes it, else from storage without
     /// changing it (object: the footer or a block scan; local: a read-only scan of
@@ -504,6 +554,76 @@ impl LogStore {
                 .await?
                 .map_or(-1, |s| s.last_entry_id)),
         }
+    }
+
+    /// The blocks of (log, segment) in storage that do not verify, read without changing
+    /// anything (every block is read and checked): what a reader would fail on, with the
+    /// entries each held. Empty when the segment is whole (or does not exist).
+    pub async fn damaged_blocks(&self, log_id: i64, segment_id: i64) -> Result<Vec<DamagedBlock>> {
+        let segment = segment_name(log_id, segment_id);
+        match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Object(storage) => SegmentObjects::new(storage, log_id, segment_id)
+                .damaged_blocks()
+                .await
+                .map_err(|e| LogStoreError::read(&segment, StorageKind::Object, e)),
+            SegmentLocation::Local(dir) => Ok(local::check_segment(&dir)
+                .await
+                .map_err(|e| LogStoreError::read(&segment, StorageKind::Local, e))?
+                .map_or_else(Vec::new, |c| c.damaged)),
+        }
+    }
+
+    /// Rewrites the completed local segment (log, segment) with each damaged block replaced
+    /// by a block of the same entries, entry `id` being `lost(id, block)` (a marker saying it
+    /// was lost; see [`storage::segment::local::repair_segment`]); the damaged file is kept
+    /// beside it. `Ok(None)` when nothing is damaged. This LogStore's processor and reader of
+    /// the segment are closed first.
+    ///
+    /// Refused, changing nothing: on object storage (not supported: the damaged block objects
+    /// are reported by [`damaged_blocks`](Self::damaged_blocks), and stay as they are); for
+    /// a segment without a footer (complete it first: a writer's fencing does); and when
+    /// another process holds this root's journal (it may still replay old blocks into the
+    /// file: stop that process first).
+    pub async fn repair_segment<F>(
+        &self,
+        log_id: i64,
+        segment_id: i64,
+        lost: F,
+    ) -> Result<Option<Repaired>>
+    where
+        F: Fn(i64, &DamagedBlock) -> Vec<u8> + Send + 'static,
+    {
+        let segment = segment_name(log_id, segment_id);
+        let dir = match self.backend.segment_location(log_id, segment_id) {
+            SegmentLocation::Local(dir) => dir,
+            SegmentLocation::Object(_) => {
+                return Err(LogStoreError::SegmentStateInvalid {
+                    segment,
+                    detail: "repairing object-storage segments is not supported; their damaged \
+                             blocks are reported and readers can skip them"
+                        .into(),
+                });
+            }
+        };
+        if self.journal.is_none() {
+            return Err(LogStoreError::SegmentStateInvalid {
+                segment,
+                detail: "another process holds this data directory's journal (is `woodpecker \
+                         serve` running on it?); stop it first"
+                    .into(),
+            });
+        }
+        self.close_processor(log_id, segment_id).await;
+        self.evict_reader(log_id, segment_id);
+        local::repair_segment(&dir, lost)
+            .await
+            .map_err(|e| match e {
+                storage::Error::Unsupported { what } => LogStoreError::SegmentStateInvalid {
+                    segment: segment.clone(),
+                    detail: what,
+                },
+                e => LogStoreError::read(&segment, StorageKind::Local, e),
+            })
     }
 
     /// Blocks of (log, segment) (0 when it does not exist): the processor's count when this
@@ -543,27 +663,27 @@ fn fs_error(segment: &str, op: &'static str, path: &Path, e: std::io::Error) -> 
     )
 }
 
-/// Scans `dir/data.log` read-only (the whole file is read); `None` when it does not exist.
+/// Verifies `dir/data.log` read-only (the whole file is read; past damaged blocks, as
+/// recovery does); `None` when it does not exist.
 async fn inspect_local(segment: &str, dir: &Path) -> Result<Option<LocalSummary>> {
     let path: PathBuf = dir.join(DATA_FILE);
-    let image = match tokio::fs::read(&path).await {
-        Ok(b) => Bytes::from(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fs_error(segment, "read", &path, e)),
+    let Some(check) = local::check_segment(dir)
+        .await
+        .map_err(|e| LogStoreError::read(segment, StorageKind::Local, e))?
+    else {
+        return Ok(None);
     };
-    let report = scan_blocks(&image, 0);
-    if let ScanStop::Corrupt(e) = &report.stop {
-        tracing::warn!(segment, path = %path.display(), offset = report.end, error = %e,
-            "damaged block after the valid prefix; recovery would truncate it");
+    for d in &check.damaged {
+        tracing::debug!(segment, path = %path.display(), position = %d.position(), error = %d.detail, lost = %d.lost(),
+            "damaged block in a segment file (see `woodpecker log repair`)");
     }
-    let last_entry_id = match (report.blocks.last(), report.header) {
-        (Some(b), _) => b.block_header.last_entry_id,
-        (None, Some(h)) => h.first_entry_id - 1,
-        (None, None) => -1,
-    };
+    if let Some((offset, why)) = &check.tail {
+        tracing::debug!(segment, path = %path.display(), offset, error = %why,
+            "torn or damaged bytes after the last valid block; recovery would cut them off");
+    }
     Ok(Some(LocalSummary {
-        size: image.len() as u64,
-        blocks: report.blocks.len(),
-        last_entry_id,
+        size: check.size,
+        blocks: check.valid_blocks + check.damaged.len(),
+        last_entry_id: check.last_entry_id,
     }))
 }

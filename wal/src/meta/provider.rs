@@ -112,6 +112,16 @@ pub trait MetadataProvider: Send + Sync + fmt::Debug {
     ) -> MetaResult<Revision>;
     /// Deletes a segment's metadata.
     async fn delete_segment_metadata(&self, log: &str, segment_id: i64) -> MetaResult<()>;
+    /// Deletes a segment's metadata if it is still at `revision`: what a writer does to give
+    /// up a segment it created and never got an entry into. [`MetaError::RevisionInvalid`]
+    /// when it changed (another writer fenced and completed it), [`MetaError::KeyNotExists`]
+    /// when it is gone.
+    async fn delete_segment_metadata_at(
+        &self,
+        log: &str,
+        segment_id: i64,
+        revision: Revision,
+    ) -> MetaResult<()>;
 
     /// Records a reader's position under a lease that is kept alive until the registration is
     /// closed or dropped.
@@ -632,6 +642,33 @@ impl MetadataProvider for KvMetadata {
             Ok(())
         } else {
             Err(MetaError::KeyNotExists { key })
+        }
+    }
+
+    async fn delete_segment_metadata_at(
+        &self,
+        log: &str,
+        segment_id: i64,
+        revision: Revision,
+    ) -> MetaResult<()> {
+        Self::check_name(log)?;
+        let key = self.keys.segment(log, segment_id);
+        let out = self
+            .txn(Txn {
+                compares: vec![Compare::mod_revision(&key, CompareOp::Equal, revision)],
+                success: vec![TxnOp::Delete { key: key.clone() }],
+                failure: vec![TxnOp::Get { key: key.clone() }],
+            })
+            .await?;
+        if out.succeeded {
+            Ok(())
+        } else if first_get(&out.results, 0).is_none() {
+            Err(MetaError::KeyNotExists { key })
+        } else {
+            Err(MetaError::RevisionInvalid {
+                key,
+                expected: revision,
+            })
         }
     }
 
