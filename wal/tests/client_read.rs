@@ -634,6 +634,10 @@ async fn a_damaged_block_fails_the_reads_that_reach_it_until_skipped() {
         // A reader opened after the damaged block never meets it.
         let mut r = log.open_reader(id(0, 4), None).await.unwrap();
         assert_msg(&read_n(&mut r, 1).await[0], 4);
+        r.close().await.unwrap();
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn a_read_next_dropped_before_it_finishes_loses_no_message() {
