@@ -1125,7 +1125,7 @@ impl Broker {
                     resp.producer_epoch = epoch;
                 }
                 Err(code) => {
-                    resp.error_code = code.code();
+                    resp.error_code = code.fenced_for(version, 4).code();
                     resp.producer_id = (-1).into();
                     resp.producer_epoch = -1;
                 }

@@ -97,6 +97,17 @@ impl KafkaCode {
     pub fn code(self) -> i16 {
         self as i16
     }
+
+    /// `PRODUCER_FENCED` as a request of `version` may receive it: before `first` (the version
+    /// that introduced the code, KIP-588) Kafka answers `INVALID_PRODUCER_EPOCH`, which older
+    /// clients handle the same way. Any other code is unchanged.
+    pub fn fenced_for(self, version: i16, first: i16) -> KafkaCode {
+        if self == KafkaCode::ProducerFenced && version < first {
+            KafkaCode::InvalidProducerEpoch
+        } else {
+            self
+        }
+    }
 }
 
 impl From<KafkaCode> for i16 {

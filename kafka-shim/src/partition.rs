@@ -124,13 +124,13 @@ struct Index {
     first_cached: usize,
     /// Bytes of `committed`.
     stored: u64,
-    /// Offsets of batches in damaged blocks, in order: fetched, they are CORRUPT_MESSAGE.
-    holes: Vec<Hole>,
     /// Open transactions: first offset -> producer id. The last stable offset is the
     /// smallest of these, or the high watermark when there is none.
     ongoing: std::collections::BTreeMap<i64, i64>,
     /// Aborted transactions, in marker order (so also by last offset).
     aborted: Vec<AbortedTxn>,
+    /// Offsets of batches in damaged blocks, in order: fetched, they are CORRUPT_MESSAGE.
+    holes: Vec<Hole>,
 }
 
 /// The offsets of batches a damaged block held (between the batches around it).

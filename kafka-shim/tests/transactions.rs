@@ -348,6 +348,29 @@ async fn a_new_producer_fences_the_old_one_and_aborts_what_it_left_open() -> Res
     assert_eq!((err, pid2, e2), (0, pid, e0 + 2));
     // The zombie: fenced at the coordinator and at the partition.
     assert_eq!(end(&mut c, "z", pid, e0, true).await?, 90);
+    // Versions from before PRODUCER_FENCED (KIP-588) get INVALID_PRODUCER_EPOCH instead.
+    let old_end: EndTxnResponse = c
+        .call(
+            &EndTxnRequest::default()
+                .with_transactional_id(tid("z"))
+                .with_producer_id(pid.into())
+                .with_producer_epoch(e0)
+                .with_committed(true),
+            1,
+        )
+        .await?;
+    assert_eq!(old_end.error_code, 47);
+    let old_offsets: AddOffsetsToTxnResponse = c
+        .call(
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(tid("z"))
+                .with_producer_id(pid.into())
+                .with_producer_epoch(e0)
+                .with_group_id(GroupId(StrBytes::from_static_str("g"))),
+            1,
+        )
+        .await?;
+    assert_eq!(old_offsets.error_code, 47);
     assert_eq!(add_partitions(&mut c, "z", pid, e0, "f", &[0]).await?, [90]);
     assert_eq!(
         add_partitions(&mut c, "z", pid + 1, e2, "f", &[0]).await?,

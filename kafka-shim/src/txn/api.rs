@@ -125,6 +125,10 @@ impl Broker {
                     &req.v3_and_below_topics,
                 )
                 .await;
+            let codes: Vec<KafkaCode> = codes
+                .into_iter()
+                .map(|c| c.fenced_for(version, 2))
+                .collect();
             resp.results_by_topic_v3_and_below =
                 Self::txn_topic_results(&req.v3_and_below_topics, &codes);
             return encode(&resp, version);
@@ -172,7 +176,7 @@ impl Broker {
             }
         };
         encode(
-            &AddOffsetsToTxnResponse::default().with_error_code(code.code()),
+            &AddOffsetsToTxnResponse::default().with_error_code(code.fenced_for(version, 2).code()),
             version,
         )
     }
@@ -198,7 +202,7 @@ impl Broker {
             }
         };
         encode(
-            &EndTxnResponse::default().with_error_code(code.code()),
+            &EndTxnResponse::default().with_error_code(code.fenced_for(version, 2).code()),
             version,
         )
     }
