@@ -14,6 +14,10 @@
 //! | DeleteTopics | DELETE topic | `TOPIC_AUTHORIZATION_FAILED` per topic |
 //! | DescribeConfigs | DESCRIBE_CONFIGS topic / cluster | `TOPIC_`/`CLUSTER_AUTHORIZATION_FAILED` per resource |
 //! | EndTxn | WRITE transactional id | `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` |
+//! | AddPartitionsToTxn v0-3 | WRITE transactional id, WRITE topic | `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` everywhere, or `TOPIC_AUTHORIZATION_FAILED` for denied topics and `OPERATION_NOT_ATTEMPTED` for the rest |
+//! | AddPartitionsToTxn v4+ | CLUSTER_ACTION cluster | `CLUSTER_AUTHORIZATION_FAILED` |
+//! | TxnOffsetCommit | WRITE transactional id, READ group | `TRANSACTIONAL_ID_`/`GROUP_AUTHORIZATION_FAILED` per partition (READ on the topics is not checked yet) |
+//! | DescribeProducers, DescribeTransactions, ListTransactions | not checked yet | |
 //! | AddOffsetsToTxn | WRITE transactional id, READ group | `TRANSACTIONAL_ID_`/`GROUP_AUTHORIZATION_FAILED` |
 //! | InitProducerId | transactional id: WRITE on it; else IDEMPOTENT_WRITE cluster or WRITE on some topic | `TRANSACTIONAL_ID_`/`CLUSTER_AUTHORIZATION_FAILED` |
 //! | FindCoordinator | DESCRIBE group / transactional id | `GROUP_`/`TRANSACTIONAL_ID_AUTHORIZATION_FAILED` |
@@ -41,6 +45,10 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupResponse, alter_user_scram_credentials_response,
     create_acls_response, delete_acls_response, delete_groups_response, describe_acls_response,
     describe_groups_response, describe_user_scram_credentials_response, offset_commit_response,
+};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnResponse, TxnOffsetCommitResponse, add_partitions_to_txn_response,
+    txn_offset_commit_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -149,6 +157,97 @@ impl Broker {
                         version,
                     )
                 })
+            }
+            Body::AddPartitionsToTxn(r) if version <= 3 => {
+                let txn = txn_denied(r.v3_and_below_transactional_id.as_str());
+                let topic_denied =
+                    |t: &str| !self.allowed(session, Operation::Write, ResourceType::Topic, t);
+                if !txn
+                    && !r
+                        .v3_and_below_topics
+                        .iter()
+                        .any(|t| topic_denied(t.name.as_str()))
+                {
+                    return None;
+                }
+                // Kafka: every partition refused for the transactional id; else the
+                // unauthorized topics' partitions refused and the others not attempted.
+                let results = r
+                    .v3_and_below_topics
+                    .iter()
+                    .map(|t| {
+                        let code = if txn {
+                            KafkaCode::TransactionalIdAuthorizationFailed
+                        } else if topic_denied(t.name.as_str()) {
+                            KafkaCode::TopicAuthorizationFailed
+                        } else {
+                            KafkaCode::OperationNotAttempted
+                        };
+                        add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_results_by_partition(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                            .with_partition_index(*p)
+                                            .with_partition_error_code(code.code())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                Some(encode(
+                    &AddPartitionsToTxnResponse::default()
+                        .with_results_by_topic_v3_and_below(results),
+                    version,
+                ))
+            }
+            // v4+ is what brokers send one another (verification): CLUSTER_ACTION.
+            Body::AddPartitionsToTxn(_)
+                if !self.allowed(
+                    session,
+                    Operation::ClusterAction,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                ) =>
+            {
+                Some(encode(
+                    &AddPartitionsToTxnResponse::default()
+                        .with_error_code(KafkaCode::ClusterAuthorizationFailed.code()),
+                    version,
+                ))
+            }
+            Body::TxnOffsetCommit(r) => {
+                let code = if txn_denied(r.transactional_id.as_str()) {
+                    KafkaCode::TransactionalIdAuthorizationFailed
+                } else if group_denied(r.group_id.as_str()) {
+                    KafkaCode::GroupAuthorizationFailed
+                } else {
+                    return None;
+                };
+                let topics = r
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        txn_offset_commit_response::TxnOffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code.code())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                Some(encode(
+                    &TxnOffsetCommitResponse::default().with_topics(topics),
+                    version,
+                ))
             }
             Body::EndTxn(r) if txn_denied(r.transactional_id.as_str()) => Some(encode(
                 &EndTxnResponse::default().with_error_code(txn_code),

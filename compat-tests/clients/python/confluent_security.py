@@ -10,7 +10,9 @@ Scenario (prints `RESULT <json>`, see common.py):
       refused with librdkafka's authentication error. alice (PLAIN and SCRAM-SHA-256) is
       refused by the ACLs (TOPIC_AUTHORIZATION_FAILED) until the admin allows her WRITE and
       READ on TOPIC and READ on her group; then she produces and consumes. DescribeAcls shows
-      the bindings, DeleteAcls removes them and alice is refused again.
+      the bindings. Her transactional producer is refused (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+      until WRITE on its transactional id is allowed, then commits a transaction. DeleteAcls
+      removes the bindings and alice is refused again.
 """
 
 import sys
@@ -114,6 +116,18 @@ def security(run, bootstrap, ca, admin_password, topic):
             codes == [KafkaError.TOPIC_AUTHORIZATION_FAILED],
             f"produce without WRITE: {codes}",
         )
+    with run.step("alice's transactional producer without WRITE on its transactional id"):
+        p = Producer(dict(alice, **{"transactional.id": "alice-tx"}))
+        try:
+            p.init_transactions(TIMEOUT)
+            run.fail("init_transactions succeeded without WRITE on the transactional id")
+        except KafkaException as e:
+            code = e.args[0].code()
+            run.result["txn_denied"] = str(code)
+            run.check(
+                code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                f"init_transactions without ACLs: {e}",
+            )
     with run.step("admin allows alice"):
         bindings = [
             AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:alice", "*",
@@ -151,14 +165,24 @@ def security(run, bootstrap, ca, admin_password, topic):
         c.close()
         run.result["consumed"] = got
         run.check(got == ["a1", "a2", "a3"], f"consumed {got}")
+    with run.step("alice commits a transaction once WRITE on her transactional id is allowed"):
+        binding = AclBinding(ResourceType.TRANSACTIONAL_ID, "alice-tx", ResourcePatternType.LITERAL,
+                             "User:alice", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+        admin.create_acls([binding])[binding].result(TIMEOUT)
+        p = Producer(dict(alice, **{"transactional.id": "alice-tx"}))
+        p.init_transactions(TIMEOUT)
+        p.begin_transaction()
+        p.produce(topic, b"in a transaction")
+        p.commit_transaction(TIMEOUT)
+        run.result["txn_committed"] = True
     with run.step("admin deletes alice's ACLs"):
         deleted = admin.delete_acls(
             [AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, "User:alice", None,
                               AclOperation.ANY, AclPermissionType.ANY)]
         )
         n = sum(len(f.result(TIMEOUT)) for f in deleted.values())
-        run.result["deleted_acls"] = n
-        run.check(n == 3, f"deleted {n} bindings")
+        run.result["deleted_acls"] = n  # the three above and the transactional id's
+        run.check(n == 4, f"deleted {n} bindings")
         codes = produce(alice, topic, ["denied again"])
         run.check(
             codes == [KafkaError.TOPIC_AUTHORIZATION_FAILED],
