@@ -1,7 +1,8 @@
 //! TLS, SASL and ACLs of the Kafka front door, judged by clients nobody here wrote:
 //! confluent-kafka (librdkafka, configured with the settings Milvus's Kafka WAL passes
 //! through) and Kafka's own Java tools (`kafka-topics.sh`, the producer perf tool and the
-//! console consumer, all with the Java client) over a SASL_SSL listener with SCRAM, beside a
+//! console consumer, all with the Java client), and the Java client's transactional
+//! producer and `read_committed` consumer, over a SASL_SSL listener with SCRAM, beside a
 //! PLAINTEXT listener of the same server.
 //!
 //! Certificates are made in the test with the `openssl` command (a CA and a server
@@ -316,8 +317,60 @@ async fn kafka_java_tools_over_sasl_ssl_scram() -> Result<()> {
         out.status
     );
 
-    // TODO(transactions over TLS + SCRAM): the Java transactional producer and
-    // read_committed consumer of compat-tests/tests/transactions.rs (TxnClients.java) run
-    // here once TxnClients takes client properties (security.protocol, sasl.*, ssl.*).
+    s.server.stop().await
+}
+
+/// The Java client's transactional producer and `read_committed` consumer, unchanged, over
+/// TLS + SCRAM-SHA-512 (the client programs of `transactions.rs`, `TxnClients.java`, with the
+/// client settings of a properties file): committed and aborted transactions,
+/// `sendOffsetsToTransaction` and zombie fencing, as the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_transactions_over_sasl_ssl_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-512")?;
+    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
+    let main = "woodpecker/compat/TxnClients.java";
+    let source = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("clients/java/src/main/java")
+            .join(main),
+    )?;
+    let compiled = classpath
+        .split(':')
+        .map(|entry| Path::new(entry).join(main))
+        .find(|p| p.is_file())
+        .context("WOODPECKER_COMPAT_JAVA_CP has no compiled TxnClients: run scripts/compat-tools install")?;
+    ensure!(
+        std::fs::read(&compiled)? == source,
+        "the compiled Java clients were not built from the current {main}: run scripts/compat-tools install"
+    );
+    let n = 200;
+    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
+    cmd.arg("-cp")
+        .arg(classpath)
+        .arg("woodpecker.compat.TxnClients")
+        .args(["txn", &s.sasl_ssl, "st-in", "st-out", "st-group"])
+        .arg(n.to_string())
+        .env("WOODPECKER_COMPAT_CLIENT_PROPERTIES", &admin);
+    let out = output("java txn over SASL_SSL", cmd).await?;
+    let line = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("no RESULT line")?;
+    let v: Value = serde_json::from_str(line)?;
+    ensure!(
+        v["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{v}"
+    );
+    // Every fourth transaction of ten records was aborted.
+    ensure!(
+        v["committed_written"] == 150 && v["aborted_written"] == 50,
+        "{v}"
+    );
+    ensure!(v["read_committed"] == 150, "{v}");
+    ensure!(v["read_uncommitted"] == n, "{v}");
+    ensure!(v["out_read_committed"] == 150, "{v}");
+    ensure!(v["fenced"] == "ProducerFencedException", "{v}");
     s.server.stop().await
 }
