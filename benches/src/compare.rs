@@ -22,6 +22,9 @@
 //!   `ProducerPerformance` (the same tool, unchanged, for the shim, Kafka and Tansu); Pulsar with
 //!   `pulsar-perf` on a topic with 1 / 16 partitions; this engine natively and Go Woodpecker
 //!   write 1 KiB entries to one log (16 logs for 16 partitions is not measured natively).
+//! * **1 KiB records in transactions, 1 partition**: the same with `ProducerPerformance`'s
+//!   transactional producer (`--transactional-id`, a commit every [`TXN_DURATION_MS`]), for the
+//!   Kafka-protocol systems that serve transactions (this engine's shim and Kafka).
 //!
 //! Throughput is MiB/s of payload; latency is per write or record, issue to acknowledgement,
 //! in milliseconds. Backend ceilings (local disk with fdatasync, PUTs to the S3-compatible
@@ -72,15 +75,24 @@ pub enum Workload {
     Records1,
     /// The same on 16 partitions.
     Records16,
+    /// 1 KiB records, acks=all, one partition, in transactions committed every
+    /// [`TXN_DURATION_MS`] (an exactly-once producer).
+    Txn1,
 }
+
+/// How long each transaction of the transactional workload stays open before it is committed
+/// (ProducerPerformance's `--transaction-duration-ms`; Kafka Streams commits every 100 ms under
+/// exactly-once).
+pub const TXN_DURATION_MS: u64 = 100;
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Big,
         Workload::Small,
         Workload::Records1,
         Workload::Records16,
+        Workload::Txn1,
     ];
 
     /// A short label.
@@ -90,6 +102,7 @@ impl Workload {
             Workload::Small => "1 KiB, one at a time (latency)",
             Workload::Records1 => "1 KiB records, 1 partition",
             Workload::Records16 => "1 KiB records, 16 partitions",
+            Workload::Txn1 => "1 KiB records in transactions, 1 partition",
         }
     }
 
@@ -100,6 +113,7 @@ impl Workload {
             Workload::Small => "small",
             Workload::Records1 => "records1",
             Workload::Records16 => "records16",
+            Workload::Txn1 => "txn1",
         }
     }
 }
@@ -316,7 +330,12 @@ impl SystemId {
     pub fn supports(self, w: Workload) -> bool {
         match self {
             // One log per client: 16 partitions are Kafka and Pulsar territory.
-            SystemId::Native(_) | SystemId::Go(_) => w != Workload::Records16,
+            SystemId::Native(_) | SystemId::Go(_) => {
+                !matches!(w, Workload::Records16 | Workload::Txn1)
+            }
+            // Transactions are a Kafka-protocol feature this engine's shim and Kafka serve;
+            // Pulsar's differ, and Tansu's prebuilt binary does not serve them.
+            SystemId::Pulsar | SystemId::Tansu => w != Workload::Txn1,
             _ => true,
         }
     }
@@ -562,6 +581,17 @@ impl Drop for Serve {
 
 // --- drivers ---------------------------------------------------------------------------------
 
+/// How `ProducerPerformance` produces.
+#[derive(Debug, Clone, Copy, Default)]
+struct Producing {
+    /// Records per second offered (`None`: as fast as it can).
+    throughput: Option<usize>,
+    /// `max.in.flight.requests.per.connection` (`None`: the default, 5).
+    in_flight: Option<usize>,
+    /// In transactions committed every [`TXN_DURATION_MS`].
+    transactional: bool,
+}
+
 /// Drives Kafka-protocol brokers with Kafka's own tools.
 struct KafkaTools {
     classpath: String,
@@ -619,10 +649,18 @@ impl KafkaTools {
         topic: &str,
         records: usize,
         size: usize,
-        throughput: Option<usize>,
-        in_flight: Option<usize>,
+        how: Producing,
     ) -> anyhow::Result<Figure> {
+        let Producing {
+            throughput,
+            in_flight,
+            transactional,
+        } = how;
         let mut cmd = self.java("org.apache.kafka.tools.ProducerPerformance");
+        if transactional {
+            cmd.args(["--transactional-id", &format!("{topic}-producer")])
+                .args(["--transaction-duration-ms", &TXN_DURATION_MS.to_string()]);
+        }
         cmd.args(["--topic", topic])
             .args(["--num-records", &records.to_string()])
             .args(["--record-size", &size.to_string()])
@@ -655,7 +693,13 @@ impl KafkaTools {
     fn warm_up(&self, s: &Settings, bootstrap: &str) -> anyhow::Result<()> {
         let topic = format!("cmp-warmup-{}", uuid::Uuid::new_v4().simple());
         self.create_topic(bootstrap, &topic, 1)?;
-        let r = self.produce(bootstrap, &topic, s.warmup_records, KIB, None, None);
+        let r = self.produce(
+            bootstrap,
+            &topic,
+            s.warmup_records,
+            KIB,
+            Producing::default(),
+        );
         self.delete_topic(bootstrap, &topic);
         r.map(|_| ())
     }
@@ -692,8 +736,10 @@ impl KafkaTools {
                     topic,
                     s.big_entries,
                     MIB,
-                    None,
-                    Some(s.big_in_flight.min(5)),
+                    Producing {
+                        in_flight: Some(s.big_in_flight.min(5)),
+                        ..Producing::default()
+                    },
                 )
             }
             Workload::Small => {
@@ -705,17 +751,31 @@ impl KafkaTools {
                 } else {
                     s.small_rate
                 };
-                self.produce(bootstrap, topic, s.small_entries, KIB, Some(rate), Some(1))
+                self.produce(
+                    bootstrap,
+                    topic,
+                    s.small_entries,
+                    KIB,
+                    Producing {
+                        throughput: Some(rate),
+                        in_flight: Some(1),
+                        ..Producing::default()
+                    },
+                )
             }
-            Workload::Records1 | Workload::Records16 => {
-                let p = if w == Workload::Records1 { 1 } else { 16 };
+            Workload::Records1 | Workload::Records16 | Workload::Txn1 => {
+                let p = if w == Workload::Records16 { 16 } else { 1 };
                 self.create_topic(bootstrap, topic, p)?;
                 let records = if backend == Backend::Minio {
                     s.records_object
                 } else {
                     s.records
                 };
-                self.produce(bootstrap, topic, records, KIB, None, None)
+                let how = Producing {
+                    transactional: w == Workload::Txn1,
+                    ..Producing::default()
+                };
+                self.produce(bootstrap, topic, records, KIB, how)
             }
         }
     }
@@ -814,6 +874,7 @@ fn pulsar_workload(s: &Settings, peer: &Peer, w: Workload, tag: &str) -> anyhow:
         Workload::Big => (s.big_entries, MIB, 10_000_000, s.big_in_flight),
         Workload::Small => (s.small_entries, KIB, s.small_rate, 1),
         Workload::Records1 | Workload::Records16 => (s.records, KIB, 10_000_000, 1000),
+        Workload::Txn1 => bail!("transactions are not driven through pulsar-perf"),
     };
     if w == Workload::Records16 {
         let mut cmd = Command::new("curl");
@@ -1465,7 +1526,7 @@ impl Report {
             (SystemId::Kafka, "Apache Kafka"),
             (SystemId::KafkaFsync, "Apache Kafka with fsync per batch"),
         ] {
-            for w in [Workload::Records1, Workload::Records16] {
+            for w in [Workload::Records1, Workload::Records16, Workload::Txn1] {
                 if let (Some(a), Some(b)) = (self.fig(shim, w), self.fig(kafka, w)) {
                     out.push(format!(
                         "Kafka shim vs {name}, {}: throughput {:.2}× ({}), p99 {:.2}× ({})",
@@ -1608,7 +1669,8 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "* Kafka-protocol systems are driven by Apache Kafka 3.9.1's `ProducerPerformance` (default producer: idempotent, batch.size 16 KiB, linger.ms 0, 5 requests in flight; 1 MiB records with max.request.size raised; latency runs with 1 request in flight). Topics are created with `TopicCommand`. Apache Kafka runs twice: with its defaults (it acknowledges before fsync) and with `log.flush.interval.messages=1` (fsync before acknowledging, the durability this engine gives); Pulsar's bookie syncs its journal before acknowledging (`journalSyncData=true`); Tansu's prebuilt binary only has in-memory and S3 storage, so it runs in memory; this engine and Go Woodpecker acknowledge after fsync (local) or a completed PUT (MinIO)."
+            "* Kafka-protocol systems are driven by Apache Kafka 3.9.1's `ProducerPerformance` (default producer: idempotent, batch.size 16 KiB, linger.ms 0, 5 requests in flight; 1 MiB records with max.request.size raised; latency runs with 1 request in flight; the transactional run with `--transactional-id` and `--transaction-duration-ms {}`). Topics are created with `TopicCommand`. Apache Kafka runs twice: with its defaults (it acknowledges before fsync) and with `log.flush.interval.messages=1` (fsync before acknowledging, the durability this engine gives); Pulsar's bookie syncs its journal before acknowledging (`journalSyncData=true`); Tansu's prebuilt binary only has in-memory and S3 storage, so it runs in memory; this engine and Go Woodpecker acknowledge after fsync (local) or a completed PUT (MinIO).",
+            TXN_DURATION_MS
         );
         let _ = writeln!(
             md,
@@ -1759,7 +1821,8 @@ OPTIONS:
                          system on one backend: native-local, native-minio, shim-local,
                          shim-minio, go-local, go-minio, kafka-default, kafka-fsync
     --workloads a,b      workloads: big (1 MiB entries), small (1 KiB latency), records1,
-                         records16 (Kafka-style) [default: all]
+                         records16 (Kafka-style), txn1 (Kafka-style in transactions)
+                         [default: all]
     --records N          1 KiB records per Kafka-style run [default: 1000000]
     --warmup N           unmeasured 1 KiB records each started server on local disk takes
                          first in each round; 0 for none [default: 200000]
