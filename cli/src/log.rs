@@ -218,7 +218,7 @@ async fn truncate(engine: &Engine, name: &str, id: LogMessageId) -> anyhow::Resu
             return Ok(());
         }
     }
-    match last_durable(engine, &log).await? {
+    match last_durable(&log).await? {
         None => {
             bail!("cannot truncate log `{name}` at {id}: the log holds no entries; nothing changed")
         }
@@ -302,15 +302,12 @@ fn strip_newline(line: &[u8]) -> &[u8] {
 }
 
 /// The id of the last entry durable now, `None` when the log holds none. Finished segments
-/// use their metadata `lastEntryId`; an Active segment (left by a writer that did not close)
-/// is scanned in storage.
-async fn last_durable(engine: &Engine, log: &LogHandle) -> anyhow::Result<Option<LogMessageId>> {
+/// use their metadata `lastEntryId`; for an Active segment (left by a writer that did not
+/// close) its replicas are asked.
+async fn last_durable(log: &LogHandle) -> anyhow::Result<Option<LogMessageId>> {
     for (&segment_id, meta) in log.segments().await?.iter().rev() {
         let last = if meta.state == SegmentState::Active as i32 {
-            engine
-                .logstore
-                .segment_last_entry_id(log.log_id(), segment_id)
-                .await?
+            log.segment_last_entry_id(segment_id).await?
         } else {
             meta.last_entry_id
         };
@@ -416,7 +413,7 @@ async fn tail(
     let end = if follow {
         None
     } else {
-        match last_durable(engine, &log).await? {
+        match last_durable(&log).await? {
             Some(end) => Some(end),
             None => return Ok(()),
         }
@@ -515,14 +512,13 @@ fn state_name(state: i32) -> &'static str {
 
 /// Reads every entry of a segment through the LogStore read path, which checks each
 /// block's CRC; `last` is the last entry the segment should hold.
-async fn check_segment(engine: &Engine, log_id: i64, segment_id: i64, last: i64) -> Check {
+async fn check_segment(log: &LogHandle, segment_id: i64, last: i64) -> Check {
     const BATCH_ENTRIES: usize = 10_000;
     const BATCH_BYTES: usize = 8 << 20;
     let mut next = 0i64;
     loop {
-        let batch = match engine
-            .logstore
-            .read_batch(log_id, segment_id, next, BATCH_ENTRIES, BATCH_BYTES)
+        let batch = match log
+            .read_segment(segment_id, next, BATCH_ENTRIES, BATCH_BYTES)
             .await
         {
             Ok(b) => b,
@@ -571,8 +567,8 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
     let mut damaged = Vec::new();
     let segments = log.segments().await?;
     for (&segment_id, meta) in &segments {
-        let (last, check) = segment_row(engine, log_id, segment_id, meta).await;
-        let blocks = match engine.logstore.block_count(log_id, segment_id).await {
+        let (last, check) = segment_row(&log, segment_id, meta).await;
+        let blocks = match log.segment_block_count(segment_id).await {
             Ok(n) => n.to_string(),
             Err(e) => {
                 damaged.push(format!("segment {segment_id}: {e}"));
@@ -598,7 +594,9 @@ async fn inspect(engine: &Engine, name: &str) -> anyhow::Result<()> {
         .await?;
         if matches!(check, Check::Damaged(_)) {
             // Each damaged block, and the entries it makes unreadable.
-            if let Ok(blocks) = engine.logstore.damaged_blocks(log_id, segment_id).await {
+            if let Some(store) = &engine.logstore
+                && let Ok(blocks) = store.damaged_blocks(log_id, segment_id).await
+            {
                 for d in blocks {
                     out.write_all(
                         format!("{:>10}{}\n", "", describe_damage(segment_id, &d)).as_bytes(),
@@ -648,6 +646,16 @@ fn describe_damage(segment_id: i64, d: &DamagedBlock) -> String {
 /// segments that hold one and rewrites each damaged local segment with lost-entry markers in
 /// place of the damaged blocks.
 async fn repair(engine: &Engine, name: &str, only: Option<i64>, apply: bool) -> anyhow::Result<()> {
+    // Repair reads and rewrites segment files where this process stores them; with
+    // `storage.type: service` they are on the LogStore nodes, which this command cannot
+    // rewrite.
+    let Some(store) = engine.logstore.clone() else {
+        bail!(
+            "log repair works on this process's own storage; with storage.type: service the \
+             segments are on the LogStore nodes: run it with a configuration that names the \
+             storage directly; nothing changed"
+        );
+    };
     let log = engine.client.open_log(name).await?;
     let log_id = log.log_id();
     let segments = log.segments().await?;
@@ -664,8 +672,7 @@ async fn repair(engine: &Engine, name: &str, only: Option<i64>, apply: bool) -> 
             continue;
         }
         checked += 1;
-        let damaged = engine
-            .logstore
+        let damaged = store
             .damaged_blocks(log_id, seg)
             .await
             .with_context(|| format!("cannot check segment {seg} of log `{name}`"))?;
@@ -720,8 +727,7 @@ async fn repair(engine: &Engine, name: &str, only: Option<i64>, apply: bool) -> 
     }
     for (seg, _) in &found {
         let seg = *seg;
-        let repaired = engine
-            .logstore
+        let repaired = store
             .repair_segment(log_id, seg, move |_, d| {
                 let why = format!(
                     "{} of segment {seg} failed a check: {}",
@@ -757,21 +763,12 @@ async fn repair(engine: &Engine, name: &str, only: Option<i64>, apply: bool) -> 
 }
 
 /// The last entry a segment should hold, and its check.
-async fn segment_row(
-    engine: &Engine,
-    log_id: i64,
-    segment_id: i64,
-    meta: &SegmentMetadata,
-) -> (i64, Check) {
+async fn segment_row(log: &LogHandle, segment_id: i64, meta: &SegmentMetadata) -> (i64, Check) {
     if meta.state == SegmentState::Truncated as i32 {
         return (meta.last_entry_id, Check::Skipped("truncated"));
     }
     let last = if meta.state == SegmentState::Active as i32 {
-        match engine
-            .logstore
-            .segment_last_entry_id(log_id, segment_id)
-            .await
-        {
+        match log.segment_last_entry_id(segment_id).await {
             Ok(last) => last,
             Err(e) => return (-1, Check::Damaged(e.to_string())),
         }
@@ -781,7 +778,7 @@ async fn segment_row(
     if last < 0 {
         return (last, Check::Ok { entries: 0 });
     }
-    (last, check_segment(engine, log_id, segment_id, last).await)
+    (last, check_segment(log, segment_id, last).await)
 }
 
 #[cfg(test)]

@@ -541,8 +541,9 @@ fn a_config_file_is_used_and_a_bad_one_names_the_setting() {
         &["log", "list", "--config", service.to_str().unwrap()],
         b"",
     ));
+    // Service mode without seeds: refused, naming the missing key.
     assert!(
-        stderr(&out).contains("service mode is not available yet"),
+        stderr(&out).contains("woodpecker.client.quorum.quorumBufferPools"),
         "{}",
         stderr(&out)
     );
@@ -559,8 +560,9 @@ fn environment_variables_override_the_default_configuration() {
             .output()
             .unwrap(),
     );
+    // The override took: service mode, which then needs seeds the default has not.
     assert!(
-        stderr(&out).contains("woodpecker.storage.type"),
+        stderr(&out).contains("woodpecker.client.quorum.quorumBufferPools"),
         "{}",
         stderr(&out)
     );

@@ -40,6 +40,22 @@ pub enum KafkaCode {
     OutOfOrderSequenceNumber = 45,
     /// The producer epoch is older than the one in force.
     InvalidProducerEpoch = 47,
+    /// The principal may not use the topic for this operation.
+    TopicAuthorizationFailed = 29,
+    /// The principal may not use the group for this operation.
+    GroupAuthorizationFailed = 30,
+    /// The principal may not perform this operation on the cluster.
+    ClusterAuthorizationFailed = 31,
+    /// The SASL mechanism asked for is not enabled on the listener.
+    UnsupportedSaslMechanism = 33,
+    /// A request arrived in a SASL state that does not allow it.
+    IllegalSaslState = 34,
+    /// The transactional id is not supported.
+    TransactionalIdAuthorizationFailed = 53,
+    /// No authorizer is configured (ACL APIs).
+    SecurityDisabled = 54,
+    /// SASL authentication failed.
+    SaslAuthenticationFailed = 58,
     /// The producer attempted a transactional operation in an invalid state.
     InvalidTxnState = 48,
     /// The producer id is not the one the transactional id holds.
@@ -48,8 +64,6 @@ pub enum KafkaCode {
     InvalidTransactionTimeout = 50,
     /// The transactional id is ending a transaction; retry.
     ConcurrentTransactions = 51,
-    /// The transactional id is not supported.
-    TransactionalIdAuthorizationFailed = 53,
     /// The request was not attempted because another part of it failed.
     OperationNotAttempted = 55,
     /// A newer producer with the same transactional id fenced this one.
@@ -70,6 +84,10 @@ pub enum KafkaCode {
     TopicDeletionDisabled = 73,
     /// The resource is not known.
     ResourceNotFound = 91,
+    /// The same resource appears twice in one request.
+    DuplicateResource = 92,
+    /// A credential does not meet the broker's rules.
+    UnacceptableCredential = 93,
     /// An unknown server error.
     UnknownServerError = -1,
 }
@@ -136,6 +154,9 @@ pub enum ShimError {
         /// Why.
         detail: String,
     },
+    /// A client failed to authenticate, or broke the SASL rules; its connection is closed.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// A response that does not encode (a bug).
     #[error("cannot encode a response: {0}")]
     Encode(String),

@@ -551,6 +551,8 @@ async fn a_damaged_block_is_corrupt_message_and_the_partition_serves_the_rest() 
     };
     let repaired = engine
         .logstore
+        .as_ref()
+        .expect("an embedded engine has its LogStore in process")
         .repair_segment(1, 0, |_, _| {
             wal::message::WriteMessage::lost("damaged in a test")
                 .encode()

@@ -712,7 +712,13 @@ async fn truncated_segments_are_collected_from_object_storage() -> Result<()> {
     let cut = ids[20];
     assert!(cut.segment_id >= 2, "several segments: {cut}");
     let log = served.engine.client.open_log("gc").await?;
-    let Backend::Object(storage) = served.engine.logstore.backend() else {
+    let Backend::Object(storage) = served
+        .engine
+        .logstore
+        .as_ref()
+        .expect("an engine on object storage has its LogStore in process")
+        .backend()
+    else {
         bail!("not on object storage");
     };
     let objects = |seg: i64| {

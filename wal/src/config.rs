@@ -85,6 +85,179 @@ pub struct ClientSection {
     pub auditor: Auditor,
     /// `sessionMonitor`.
     pub session_monitor: SessionMonitor,
+    /// `quorum`: where service mode finds LogStore nodes and how it picks replicas.
+    pub quorum: QuorumSection,
+}
+
+/// `woodpecker.client.quorum` (spec §7.1): static seeds of LogStore nodes, grouped in pools
+/// (regions), and how a new segment's replicas are selected. Read by service mode only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct QuorumSection {
+    /// `quorumBufferPools`: `[{name, seeds: [host:port, ...]}]`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub quorum_buffer_pools: Vec<QuorumBufferPool>,
+    /// `quorumSelectStrategy`.
+    pub quorum_select_strategy: QuorumSelectStrategy,
+}
+
+impl Default for QuorumSection {
+    fn default() -> Self {
+        QuorumSection {
+            quorum_buffer_pools: vec![QuorumBufferPool {
+                name: "default-region-pool".into(),
+                seeds: Vec::new(),
+            }],
+            quorum_select_strategy: QuorumSelectStrategy::default(),
+        }
+    }
+}
+
+impl QuorumSection {
+    /// Checks what service mode needs: a seed, 3 or 5 replicas, placement rules that name
+    /// pools. The error names the key.
+    pub fn validate_for_service(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "woodpecker.client.quorum";
+        if !self.quorum_buffer_pools.iter().any(|p| !p.seeds.is_empty()) {
+            return Err(ConfigError::new(
+                format!("{KEY}.quorumBufferPools"),
+                "service mode needs at least one pool with seeds (host:port of LogStore nodes)",
+            ));
+        }
+        for (i, pool) in self.quorum_buffer_pools.iter().enumerate() {
+            if let Some(bad) = pool.seeds.iter().find(|s| s.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    format!("{KEY}.quorumBufferPools[{i}].seeds"),
+                    format!("`{bad}` is not a host:port"),
+                ));
+            }
+        }
+        let strategy = &self.quorum_select_strategy;
+        if !matches!(strategy.replicas, 3 | 5) {
+            return Err(ConfigError::new(
+                format!("{KEY}.quorumSelectStrategy.replicas"),
+                format!("{} replicas: use 3 or 5", strategy.replicas),
+            ));
+        }
+        if strategy.strategy == QuorumStrategy::Custom {
+            if strategy.custom_placement.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{KEY}.quorumSelectStrategy.customPlacement"),
+                    "the custom strategy needs one placement rule per replica",
+                ));
+            }
+            for rule in &strategy.custom_placement {
+                if !self
+                    .quorum_buffer_pools
+                    .iter()
+                    .any(|p| p.name == rule.region)
+                {
+                    return Err(ConfigError::new(
+                        format!("{KEY}.quorumSelectStrategy.customPlacement"),
+                        format!(
+                            "rule `{}` names pool `{}`, which is not in quorumBufferPools",
+                            rule.name, rule.region
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `woodpecker.client.quorum.quorumBufferPools` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct QuorumBufferPool {
+    /// `name`: the pool (region) name.
+    pub name: String,
+    /// `seeds`: gRPC `host:port` of LogStore nodes in the pool.
+    #[serde(deserialize_with = "null_as_default")]
+    pub seeds: Vec<String>,
+}
+
+/// `woodpecker.client.quorum.quorumSelectStrategy`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct QuorumSelectStrategy {
+    /// `affinityMode`: `soft` (filters are preferences) or `hard` (requirements).
+    pub affinity_mode: AffinityMode,
+    /// `replicas`: 3 or 5; every entry goes to all of them, acknowledged at a majority.
+    pub replicas: u32,
+    /// `strategy`.
+    pub strategy: QuorumStrategy,
+    /// `customPlacement`: one rule per replica for the `custom` strategy.
+    #[serde(deserialize_with = "null_as_default")]
+    pub custom_placement: Vec<CustomPlacement>,
+}
+
+impl Default for QuorumSelectStrategy {
+    fn default() -> Self {
+        QuorumSelectStrategy {
+            affinity_mode: AffinityMode::Soft,
+            replicas: 3,
+            strategy: QuorumStrategy::Random,
+            custom_placement: Vec::new(),
+        }
+    }
+}
+
+/// `affinityMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffinityMode {
+    /// Filters are preferences.
+    #[default]
+    Soft,
+    /// Filters are requirements.
+    Hard,
+}
+
+/// `strategy`: how replicas spread over availability zones, resource groups and regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuorumStrategy {
+    /// Any nodes.
+    #[default]
+    Random,
+    /// One zone, one resource group.
+    SingleAzSingleRg,
+    /// One zone, several resource groups.
+    SingleAzMultiRg,
+    /// Several zones, one resource group.
+    MultiAzSingleRg,
+    /// Several zones and resource groups.
+    MultiAzMultiRg,
+    /// Replicas spread over at least two pools.
+    CrossRegion,
+    /// One placement rule per replica.
+    Custom,
+    /// One of the fixed groups of nodes.
+    RandomGroup,
+}
+
+/// One `customPlacement` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CustomPlacement {
+    /// `name`.
+    pub name: String,
+    /// `region`: the pool to pick from.
+    pub region: String,
+    /// `az`: a regular expression over availability zones.
+    pub az: String,
+    /// `resourceGroup`: a regular expression over resource groups.
+    pub resource_group: String,
+}
+
+/// A key present with no value (`key:`) reads as the type's default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `woodpecker.client.segmentAppend`.
@@ -586,6 +759,9 @@ impl Config {
             w.client.session_monitor.check_interval,
             "woodpecker.client.sessionMonitor.checkInterval",
         )?;
+        // `storage.type: service` is also a LogStore node's own setting (`woodpecker
+        // logstore`), which has no quorum section: the client checks its seeds when it
+        // builds its cluster (`ServiceCluster::new`).
         if w.meta.kind == crate::meta::MetaType::Etcd {
             self.etcd
                 .validate()

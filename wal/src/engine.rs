@@ -1,11 +1,13 @@
-//! Assembling an embedded engine from `woodpecker.yaml`: metadata, object storage or local
-//! disk, the in-process LogStore and the client over it.
+//! Assembling an engine from `woodpecker.yaml`: metadata, where segments live, and the
+//! client.
 //!
 //! `woodpecker.storage.type: local` keeps segments as `data.log` files under
 //! `<storage.rootPath>/<minio.rootPath>`; `minio` builds the object storage of the `minio:`
 //! section and applies `fencePolicy.conditionWrite` (probing the store and recording the
-//! cluster's decision in metadata). Service mode (a LogStore cluster) is not available yet and
-//! is refused with an error naming the setting.
+//! cluster's decision in metadata). Both run the LogStore in process (embedded mode, a quorum
+//! of one). `service` runs no LogStore: the client writes every segment to `replicas` LogStore
+//! nodes found from the seeds of `woodpecker.client.quorum` (service mode), naming the tenant
+//! of the `minio:` section (`bucketName`, `rootPath`) in every request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use storage::config::{ConditionWriteMode, StorageType};
 use storage::object::probe::decide_condition_write;
 use storage::object::{BuildOptions, ObjectStorage, build_object_storage};
 
+use crate::client::cluster::{SelectSettings, ServiceCluster};
+use crate::client::grpc::{RpcSettings, Tenant};
 use crate::client::{Client, ClientSettings};
 use crate::clock::ClockRef;
 use crate::config::{Config, ConfigError, SegmentSyncPolicy};
@@ -66,7 +70,7 @@ impl From<&SegmentSyncPolicy> for SyncPolicy {
     }
 }
 
-/// One process's engine: metadata, LogStore and client.
+/// One process's engine: metadata, LogStores and client.
 #[derive(Debug)]
 pub struct Engine {
     /// The configuration in force.
@@ -76,8 +80,8 @@ pub struct Engine {
     /// The metadata provider.
     pub meta: Arc<KvMetadata>,
     /// The in-process LogStore (embedded mode).
-    pub logstore: Arc<LogStore>,
-    /// The client over it.
+    pub logstore: Option<Arc<LogStore>>,
+    /// The client.
     pub client: Client,
 }
 
@@ -86,13 +90,6 @@ impl Engine {
     pub async fn open(config: Config, clock: ClockRef) -> Result<Engine, EngineError> {
         config.validate()?;
         let storage_section = &config.woodpecker.storage;
-        if storage_section.kind == StorageType::Service {
-            return Err(ConfigError {
-                setting: "woodpecker.storage.type".into(),
-                message: "service mode is not available yet; use `local` or `minio`".into(),
-            }
-            .into());
-        }
         let data_root = PathBuf::from(storage_section.root_path.trim());
         let meta = match open_metadata(
             &config.woodpecker.meta,
@@ -118,6 +115,36 @@ impl Engine {
             }
             Err(e) => return Err(EngineError::Meta(e)),
         };
+        let mut settings = ClientSettings::from(&config.woodpecker.client)
+            .with_logstore(&config.woodpecker.logstore);
+        if storage_section.kind == StorageType::Service {
+            let tenant = Tenant {
+                bucket: config.minio.bucket_name.clone(),
+                root_path: config.minio.root_path.clone(),
+            };
+            // A replica's window is the LogStore's `maxEntries`; keep what one replica is
+            // sent beyond its durable tail inside it.
+            let window =
+                usize::try_from(config.woodpecker.logstore.segment_sync_policy.max_entries)
+                    .unwrap_or(usize::MAX);
+            settings.replication.node_window = settings.replication.node_window.min(window);
+            let cluster = ServiceCluster::new(
+                &config.woodpecker.client.quorum,
+                tenant,
+                RpcSettings::default(),
+                SelectSettings::default(),
+                clock.clone(),
+            )?;
+            let provider: Arc<dyn MetadataProvider> = meta.clone();
+            let client = Client::with_cluster(provider, Arc::new(cluster), settings, clock);
+            return Ok(Engine {
+                config,
+                data_root,
+                meta,
+                logstore: None,
+                client,
+            });
+        }
         let backend = if storage_section.kind == StorageType::Local {
             Backend::local(&data_root, &config.minio.root_path)
         } else {
@@ -144,8 +171,6 @@ impl Engine {
                 }
             })?;
         let logstore = Arc::new(logstore);
-        let mut settings = ClientSettings::from(&config.woodpecker.client)
-            .with_logstore(&config.woodpecker.logstore);
         // Keep in-flight appends inside the LogStore's window.
         settings.max_in_flight = settings.max_in_flight.min(policy.max_entries).max(1);
         let provider: Arc<dyn MetadataProvider> = meta.clone();
@@ -154,14 +179,15 @@ impl Engine {
             config,
             data_root,
             meta,
-            logstore,
+            logstore: Some(logstore),
             client,
         })
     }
 
-    /// Flushes and stops every segment processor.
+    /// Flushes and stops what the client's LogStores run in this process (every segment
+    /// processor of an in-process LogStore).
     pub async fn shutdown(&self) {
-        self.logstore.close_all().await;
+        self.client.cluster().shutdown().await;
     }
 }
 
@@ -237,12 +263,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn service_mode_is_refused_naming_the_setting() {
+    async fn service_mode_needs_seeds_and_names_the_setting() {
         let mut cfg = Config::default();
+        cfg.woodpecker.meta.kind = crate::meta::MetaType::Embedded;
         cfg.woodpecker.storage.kind = StorageType::Service;
         let clock: ClockRef = Arc::new(ManualClock::new(0));
+        match Engine::open(cfg.clone(), clock.clone()).await {
+            Err(EngineError::Config(e)) => {
+                assert_eq!(e.setting, "woodpecker.client.quorum.quorumBufferPools")
+            }
+            other => panic!("{other:?}"),
+        }
+        cfg.woodpecker.client.quorum.quorum_buffer_pools[0].seeds = vec!["127.0.0.1:1".into()];
+        cfg.woodpecker.client.quorum.quorum_select_strategy.replicas = 4;
         match Engine::open(cfg, clock).await {
-            Err(EngineError::Config(e)) => assert_eq!(e.setting, "woodpecker.storage.type"),
+            Err(EngineError::Config(e)) => assert_eq!(
+                e.setting,
+                "woodpecker.client.quorum.quorumSelectStrategy.replicas"
+            ),
             other => panic!("{other:?}"),
         }
     }

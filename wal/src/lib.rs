@@ -11,6 +11,8 @@
 //! * [`clock`]: the time source of every timeout, lease and retention rule, injectable in tests.
 //! * [`logstore`]: the in-process LogStore write path (segment processors, buffering, flush,
 //!   fence and completion) that embedded mode talks to, and its staged storage for service mode.
+//! * [`quorum`]: the replication core as pure code: acknowledgement at `Aq` of `Wq`, the
+//!   last-add-confirmed entry, fence and completion targets after a writer crash.
 //! * [`service`]: the service-mode LogStore node: the gRPC server, membership and node
 //!   selection, the admin endpoint.
 
@@ -21,4 +23,5 @@ pub mod engine;
 pub mod logstore;
 pub mod message;
 pub mod meta;
+pub mod quorum;
 pub mod service;

@@ -304,6 +304,9 @@ pub(crate) const APIS: &[Api] = &[
         f("StatesFilter", "4+", STRINGS),
         f("TypesFilter", "5+", STRINGS),
     ]),
+    api(17, "SaslHandshakeRequest", "0-1", "none", &[
+        f("Mechanism", "0+", String),
+    ]),
     api(18, "ApiVersionsRequest", "0-4", "3+", &[
         f("ClientSoftwareName", "3+", String),
         f("ClientSoftwareVersion", "3+", String),
@@ -382,6 +385,37 @@ pub(crate) const APIS: &[Api] = &[
             ]))),
         ]))),
     ]),
+    api(29, "DescribeAclsRequest", "0-3", "2+", &[
+        f("ResourceTypeFilter", "0+", Int8),
+        f("ResourceNameFilter", "0+", String),
+        f("PatternTypeFilter", "1+", Int8),
+        f("PrincipalFilter", "0+", String),
+        f("HostFilter", "0+", String),
+        f("Operation", "0+", Int8),
+        f("PermissionType", "0+", Int8),
+    ]),
+    api(30, "CreateAclsRequest", "0-3", "2+", &[
+        f("Creations", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceType", "0+", Int8),
+            f("ResourceName", "0+", String),
+            f("ResourcePatternType", "1+", Int8),
+            f("Principal", "0+", String),
+            f("Host", "0+", String),
+            f("Operation", "0+", Int8),
+            f("PermissionType", "0+", Int8),
+        ]))),
+    ]),
+    api(31, "DeleteAclsRequest", "0-3", "2+", &[
+        f("Filters", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceTypeFilter", "0+", Int8),
+            f("ResourceNameFilter", "0+", String),
+            f("PatternTypeFilter", "1+", Int8),
+            f("PrincipalFilter", "0+", String),
+            f("HostFilter", "0+", String),
+            f("Operation", "0+", Int8),
+            f("PermissionType", "0+", Int8),
+        ]))),
+    ]),
     api(32, "DescribeConfigsRequest", "0-4", "4+", &[
         f("Resources", "0+", Ty::Array(&Ty::Struct(&[
             f("ResourceType", "0+", Int8),
@@ -391,8 +425,29 @@ pub(crate) const APIS: &[Api] = &[
         f("IncludeSynonyms", "1+", Bool),
         f("IncludeDocumentation", "3+", Bool),
     ]),
+    api(36, "SaslAuthenticateRequest", "0-2", "2+", &[
+        f("AuthBytes", "0+", Bytes),
+    ]),
     api(42, "DeleteGroupsRequest", "0-2", "2+", &[
         f("GroupsNames", "0+", STRINGS),
+    ]),
+    api(50, "DescribeUserScramCredentialsRequest", "0", "0+", &[
+        f("Users", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+        ]))),
+    ]),
+    api(51, "AlterUserScramCredentialsRequest", "0", "0+", &[
+        f("Deletions", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Mechanism", "0+", Int8),
+        ]))),
+        f("Upsertions", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Mechanism", "0+", Int8),
+            f("Iterations", "0+", Int32),
+            f("Salt", "0+", Bytes),
+            f("SaltedPassword", "0+", Bytes),
+        ]))),
     ]),
     api(60, "DescribeClusterRequest", "0-1", "0+", &[
         f("IncludeClusterAuthorizedOperations", "0+", Bool),

@@ -7,18 +7,18 @@
 //!    Completed or Sealed becomes Truncated by a compare-and-swap on its revision. Active
 //!    segments are never touched (the post-#286 rule: truncating a segment mid-completion
 //!    made the completion's CAS fail and the writer fence itself).
-//! 2. **Compact.** Every Completed segment is compacted by the LogStore and its metadata
-//!    CASed to Sealed with the sealed time and the compacted size. Local storage has no
-//!    compaction: as in Go, its segments stay Completed (counted as skipped). A segment the
-//!    LogStore refuses to compact (no footer: a takeover of a v0.1.13 writer) or whose
-//!    compacted last entry is short of the metadata's (the #242 guard) stays Completed; the
-//!    pass goes on.
+//! 2. **Compact.** Every Completed segment is compacted by the first of its replicas that
+//!    can (a quorum of one: the LogStore) and its metadata CASed to Sealed with the sealed
+//!    time and the compacted size. Local storage has no compaction: as in Go, its segments
+//!    stay Completed (counted as skipped). A segment no replica compacts (no footer: a
+//!    takeover of a v0.1.13 writer) or whose compacted last entry is short of the metadata's
+//!    (the #242 guard) stays Completed; the pass goes on.
 //! 3. **Collect.** A Truncated segment is collected when its id is below both the
 //!    truncation point and every live reader's `recent_read_segment_id`, and its latest time
 //!    (create, completion, sealed) is at least `retentionPolicy.ttl` old on the client's
 //!    clock. Collection writes the cleanup record `<P>/cleaning/<logId>/<segId>`
-//!    (IN_PROGRESS, `{"127.0.0.1:59456": false}`), cleans the data, marks the record
-//!    COMPLETED, then deletes the segment metadata, the compacted-notify record and the
+//!    (IN_PROGRESS, one entry per replica: `{"127.0.0.1:59456": false}` in embedded mode),
+//!    cleans the data on every replica, marks the record COMPLETED, then deletes the segment metadata, the compacted-notify record and the
 //!    cleanup record. Every step is idempotent: a record left IN_PROGRESS (an interrupted
 //!    pass) is resumed once it has not been updated for
 //!    [`ClientSettings::cleanup_stale_after`](super::ClientSettings::cleanup_stale_after), a
@@ -39,8 +39,9 @@ use tokio::task::JoinHandle;
 
 use super::error::{ClientError, Result};
 use super::handle::LogHandle;
-use super::{Client, EMBEDDED_NODE, Shared};
-use crate::logstore::{Backend, CleanScope};
+use super::segment::Replicas;
+use super::{Client, Shared};
+use crate::logstore::CleanScope;
 use crate::meta::{MetaError, Versioned};
 
 /// What one auditor pass did.
@@ -230,18 +231,20 @@ impl Auditor {
         segments: &mut BTreeMap<i64, Versioned<SegmentMetadata>>,
         report: &mut AuditReport,
     ) {
-        let logstore = &self.shared.logstore;
-        let local = matches!(logstore.backend(), Backend::Local(_));
-        let max_bytes = self.shared.settings.compaction_max_bytes;
+        let compacts = self.shared.cluster.compacts();
         for (&id, seg) in segments.iter_mut() {
             if !state_is(&seg.value, SegmentState::Completed) {
                 continue;
             }
-            if local {
+            if !compacts {
                 report.compaction_skipped += 1;
                 continue;
             }
-            let result = match logstore.compact_segment(self.log_id, id, max_bytes).await {
+            let compacted = match Replicas::of(&self.shared, &self.log, self.log_id, &seg.value) {
+                Ok(replicas) => replicas.compact(seg.value.last_entry_id).await,
+                Err(e) => Err(e),
+            };
+            let result = match compacted {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(log = %self.log, segment = id, error = %e, "compaction failed; the segment stays completed");
@@ -338,7 +341,7 @@ impl Auditor {
                 report.retained += 1;
                 continue;
             }
-            match self.collect_one(id, records.get(&id)).await {
+            match self.collect_one(id, &seg.value, records.get(&id)).await {
                 Ok(()) => report.collected += 1,
                 Err(e) => {
                     tracing::warn!(log = %self.log, segment = id, error = %e, "collecting a truncated segment failed");
@@ -350,8 +353,14 @@ impl Auditor {
     }
 
     /// Collects one segment, resuming `record` when there is one.
-    async fn collect_one(&self, id: i64, record: Option<&SegmentCleanupStatus>) -> Result<()> {
+    async fn collect_one(
+        &self,
+        id: i64,
+        segment: &SegmentMetadata,
+        record: Option<&SegmentCleanupStatus>,
+    ) -> Result<()> {
         let meta = &self.shared.meta;
+        let replicas = Replicas::of(&self.shared, &self.log, self.log_id, segment)?;
         let now = u64::try_from(self.shared.now_millis()).unwrap_or(0);
         let mut status = match record {
             Some(r) => SegmentCleanupStatus {
@@ -366,7 +375,11 @@ impl Auditor {
                 state: SegmentCleanupState::CleanupInProgress as i32,
                 start_time: now,
                 last_update_time: now,
-                quorum_cleanup_status: [(EMBEDDED_NODE.to_string(), false)].into(),
+                quorum_cleanup_status: replicas
+                    .endpoints()
+                    .into_iter()
+                    .map(|node| (node, false))
+                    .collect(),
                 error_message: String::new(),
             },
         };
@@ -378,25 +391,29 @@ impl Auditor {
             } else {
                 meta.create_segment_cleanup_status(&status).await?;
             }
-            if let Err(e) = self
-                .shared
-                .logstore
-                .clean_segment(self.log_id, id, CleanScope::All)
-                .await
-            {
+            let mut failure = None;
+            for (node, r) in replicas.clean(CleanScope::All).await {
+                match r {
+                    Ok(()) => {
+                        status.quorum_cleanup_status.insert(node, true);
+                    }
+                    Err(e) => {
+                        tracing::warn!(log = %self.log, segment = id, node = %node, error = %e, "cleaning a replica failed");
+                        status.quorum_cleanup_status.insert(node.clone(), false);
+                        failure.get_or_insert((node, e));
+                    }
+                }
+            }
+            status.last_update_time = u64::try_from(self.shared.now_millis()).unwrap_or(0);
+            if let Some((node, e)) = failure {
                 status.state = SegmentCleanupState::CleanupFailed as i32;
-                status.error_message = e.to_string();
-                status.last_update_time = u64::try_from(self.shared.now_millis()).unwrap_or(0);
+                status.error_message = format!("{node}: {e}");
                 if let Err(e2) = meta.update_segment_cleanup_status(&status).await {
                     tracing::warn!(log = %self.log, segment = id, error = %e2, "recording a failed cleanup failed");
                 }
                 return Err(e.into());
             }
             status.state = SegmentCleanupState::CleanupCompleted as i32;
-            status.last_update_time = u64::try_from(self.shared.now_millis()).unwrap_or(0);
-            for node_done in status.quorum_cleanup_status.values_mut() {
-                *node_done = true;
-            }
             meta.update_segment_cleanup_status(&status).await?;
         }
         match meta.delete_segment_metadata(&self.log, id).await {
@@ -437,11 +454,11 @@ impl Client {
         let shared = &self.shared;
         let log_id = shared.meta.get_log_meta(name).await?.value.log_id;
         let segments = shared.meta.get_all_segment_metadata(name).await?;
-        for &id in segments.keys() {
-            shared
-                .logstore
-                .clean_segment(log_id, id, CleanScope::All)
-                .await?;
+        for seg in segments.values() {
+            let replicas = Replicas::of(shared, name, log_id, &seg.value)?;
+            for (_, r) in replicas.clean(CleanScope::All).await {
+                r?;
+            }
         }
         shared.meta.delete_log_metadata(name, false).await?;
         tracing::info!(log = name, log_id, segments = segments.len(), "log deleted");

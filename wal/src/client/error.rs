@@ -24,6 +24,12 @@ pub mod code {
     /// A reader cannot read (its start position is truncated, or the stored data
     /// disagrees with the metadata).
     pub const READER_READ_FAILED: i32 = 1504;
+    /// A quorum step could not reach enough replicas (retriable).
+    pub const QUORUM_FAILED: i32 = 1302;
+    /// The segment is not in a state (or mode) that allows the operation.
+    pub const SEGMENT_STATE_INVALID: i32 = 1202;
+    /// No replica set could be selected for a new segment (retriable).
+    pub const SELECT_QUORUM_FAILED: i32 = 4001;
 }
 
 /// What went wrong in the client.
@@ -119,6 +125,34 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// Too few of a segment's replicas answered a quorum step (fence, completion) for the
+    /// client to decide (1302, retriable): the reason names each replica's failure.
+    #[error("quorum failed for segment {segment} of log `{log}`: {reason}")]
+    QuorumFailed {
+        /// The log name.
+        log: String,
+        /// The segment.
+        segment: i64,
+        /// What the replicas answered.
+        reason: String,
+    },
+    /// No replica set could be selected for a new segment (4001, retriable).
+    #[error("cannot select the replicas of a new segment: {reason}")]
+    SelectQuorumFailed {
+        /// What the seeds answered.
+        reason: String,
+    },
+    /// This client cannot serve a segment's quorum (1202): a segment written in service
+    /// mode opened by an embedded client, or the reverse, or a malformed quorum.
+    #[error("segment {segment} of log `{log}` cannot be used by this client: {reason}")]
+    IncompatibleSegment {
+        /// The log name.
+        log: String,
+        /// The segment.
+        segment: i64,
+        /// Why.
+        reason: String,
+    },
     /// A metadata error (its own code).
     #[error(transparent)]
     Meta(MetaError),
@@ -153,6 +187,9 @@ impl ClientError {
             ClientError::Truncated { .. } | ClientError::ReadFailed { .. } => {
                 code::READER_READ_FAILED
             }
+            ClientError::QuorumFailed { .. } => code::QUORUM_FAILED,
+            ClientError::SelectQuorumFailed { .. } => code::SELECT_QUORUM_FAILED,
+            ClientError::IncompatibleSegment { .. } => code::SEGMENT_STATE_INVALID,
             ClientError::Meta(e) => e.code(),
             ClientError::LogStore(e) => e.code(),
         }
@@ -163,6 +200,7 @@ impl ClientError {
         match self {
             ClientError::Meta(e) => e.is_retriable(),
             ClientError::LogStore(e) => e.is_retriable(),
+            ClientError::QuorumFailed { .. } | ClientError::SelectQuorumFailed { .. } => true,
             _ => false,
         }
     }

@@ -9,8 +9,9 @@ use proto::meta::{SegmentMetadata, SegmentState};
 use super::Shared;
 use super::error::{ClientError, Result};
 use super::reader::LogReader;
+use super::segment::Replicas;
 use super::writer::LogWriter;
-use crate::logstore::Backend;
+use crate::logstore::ReadResult;
 use crate::message::LogMessageId;
 use crate::meta::{LockOptions, MetaError, Versioned};
 
@@ -172,14 +173,15 @@ impl LogHandle {
         // Object storage without conditional writes (`fencePolicy.conditionWrite: disable`)
         // cannot fence: one writer at a time is enforced by the metadata writer lock, taken
         // before anything else and held until the writer closes.
-        let lock = match self.shared.logstore.backend() {
-            Backend::Object(storage) if !storage.condition_write_enabled() => Some(
+        let lock = if self.shared.cluster.requires_writer_lock() {
+            Some(
                 self.shared
                     .meta
                     .acquire_log_writer_lock(&self.name, LockOptions::default())
                     .await?,
-            ),
-            _ => None,
+            )
+        } else {
+            None
         };
         let segments = self
             .shared
@@ -216,23 +218,18 @@ impl LogHandle {
         ))
     }
 
-    /// Fence, complete, then CAS the metadata to Completed with the fenced last entry id.
+    /// Fences the segment's replicas, completes them at the target the replies allow
+    /// ([`crate::quorum`]), then CASes the metadata to Completed at that target.
     async fn fence_and_complete(
         &self,
         segment_id: i64,
         current: &Versioned<SegmentMetadata>,
     ) -> Result<()> {
-        let logstore = &self.shared.logstore;
-        let last = logstore.fence_segment(self.log_id, segment_id).await?;
-        let completed = logstore
-            .complete_segment(self.log_id, segment_id, last)
-            .await?;
-        if completed != last {
-            tracing::warn!(log = %self.name, segment = segment_id, fenced = last, completed, "fence and completion disagree on the last entry; using the fence's");
-        }
+        let replicas = Replicas::of(&self.shared, &self.name, self.log_id, &current.value)?;
+        let done = replicas.recover().await?;
         let meta = SegmentMetadata {
             state: SegmentState::Completed as i32,
-            last_entry_id: last,
+            last_entry_id: done.last_entry_id,
             completion_time: self.shared.now_millis(),
             ..current.value.clone()
         };
@@ -240,8 +237,47 @@ impl LogHandle {
             .meta
             .update_segment_metadata(&self.name, &meta, current.revision)
             .await?;
-        logstore.close_processor(self.log_id, segment_id).await;
-        tracing::info!(log = %self.name, segment = segment_id, last_entry_id = last, "active segment fenced and completed");
+        replicas.release().await;
+        tracing::info!(log = %self.name, segment = segment_id, %done, "active segment fenced and completed");
         Ok(())
+    }
+
+    /// The replicas of segment `segment_id` as its metadata names them (3012 for a log
+    /// without it, the metadata error for a missing segment).
+    async fn replicas(&self, segment_id: i64) -> Result<Replicas> {
+        let meta = self
+            .shared
+            .meta
+            .get_segment_metadata(&self.name, segment_id)
+            .await?
+            .value;
+        Replicas::of(&self.shared, &self.name, self.log_id, &meta)
+    }
+
+    /// The last entry id a replica of segment `segment_id` holds (−1: none): for an Active
+    /// segment, how far its writer got; a finished segment's metadata says it directly.
+    pub async fn segment_last_entry_id(&self, segment_id: i64) -> Result<i64> {
+        self.replicas(segment_id).await?.last_entry_id().await
+    }
+
+    /// Blocks a replica of segment `segment_id` holds (merged blocks after compaction).
+    pub async fn segment_block_count(&self, segment_id: i64) -> Result<usize> {
+        self.replicas(segment_id).await?.block_count().await
+    }
+
+    /// Reads a batch of segment `segment_id` from `from_entry` straight from its replicas
+    /// (at most `max_entries` entries and about `max_bytes`), with every block's checks; for
+    /// tools that inspect segments. Applications read with [`LogHandle::open_reader`].
+    pub async fn read_segment(
+        &self,
+        segment_id: i64,
+        from_entry: i64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        self.replicas(segment_id)
+            .await?
+            .read_batch(from_entry, max_entries, max_bytes, None, false)
+            .await
     }
 }

@@ -1,16 +1,24 @@
-//! The client: [`Client`], [`LogHandle`], [`LogWriter`] and [`LogReader`] in embedded mode
-//! (spec §2.1–2.4, §6.1, §6.3–6.5).
+//! The client: [`Client`], [`LogHandle`], [`LogWriter`] and [`LogReader`] (spec §2.1–2.4,
+//! §6.1, §6.3–6.5).
 //!
-//! Embedded mode is a quorum of one: every segment is written to the in-process
-//! [`LogStore`] and its metadata records the fixed [`embedded_quorum`]. Metadata goes through
-//! a [`MetadataProvider`] (etcd or the embedded store) with the Go compare-and-swap guards, so
-//! one writer per log is enforced by fencing (`open_writer` fences and completes every active
-//! segment) and by the guards (a lost race invalidates the older writer, code 1405).
+//! The client talks to LogStores only through the boundary in [`store`]: a
+//! [`LogStoreCluster`] chooses the replica set of a new segment and hands out a
+//! [`LogStoreClient`] per node named in a segment's metadata. Embedded mode is a quorum of
+//! one: an [`EmbeddedCluster`] over the in-process [`LogStore`], whose segments record the
+//! fixed [`embedded_quorum`]. Metadata goes through a [`MetadataProvider`] (etcd or the
+//! embedded store) with the Go compare-and-swap guards, so one writer per log is enforced by
+//! fencing (`open_writer` fences and completes every active segment) and by the guards (a
+//! lost race invalidates the older writer, code 1405).
 
 mod auditor;
+pub mod cluster;
 mod error;
+pub mod grpc;
 mod handle;
 mod reader;
+mod replicated;
+mod segment;
+pub mod store;
 mod writer;
 
 use std::sync::Arc;
@@ -28,6 +36,11 @@ pub use auditor::{AuditReport, Auditor, AuditorHandle};
 pub use error::{ClientError, Result, code};
 pub use handle::LogHandle;
 pub use reader::{LogReader, READER_INFO_UPDATE_INTERVAL, SkippedEntries};
+pub use replicated::ReplicationSettings;
+pub use store::{
+    AppendEvent, AppendStream, EmbeddedCluster, LocalLogStoreClient, LogStoreClient,
+    LogStoreCluster,
+};
 pub use writer::LogWriter;
 
 /// The address Go's embedded client records as the single replica of every segment.
@@ -78,6 +91,11 @@ pub struct ClientSettings {
     /// storage and metadata again when no writer of this process wakes it (Go
     /// `NoDataReadWaitIntervalMs`: 200 ms).
     pub read_poll_interval: Duration,
+    /// How a segment with several replicas sends its appends (service mode).
+    pub replication: ReplicationSettings,
+    /// How long a writer keeps writing a segment that is due to roll (a replica failed, it
+    /// is full or old) when no fresh quorum can be selected yet, before it tries again.
+    pub roll_retry_interval: Duration,
 }
 
 impl ClientSettings {
@@ -113,6 +131,17 @@ impl From<&ClientSection> for ClientSettings {
             read_batch_entries: 200,
             read_batch_bytes: 2 * 1024 * 1024,
             read_poll_interval: Duration::from_millis(200),
+            replication: ReplicationSettings {
+                max_batch_entries: usize::try_from(section.segment_append.max_batch_entries)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+                max_batch_bytes: usize::try_from(section.segment_append.max_batch_bytes)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+                max_retries: section.segment_append.max_retries,
+                ..ReplicationSettings::default()
+            },
+            roll_retry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -121,7 +150,7 @@ impl From<&ClientSection> for ClientSettings {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) meta: Arc<dyn MetadataProvider>,
-    pub(crate) logstore: Arc<LogStore>,
+    pub(crate) cluster: Arc<dyn LogStoreCluster>,
     pub(crate) settings: ClientSettings,
     pub(crate) clock: ClockRef,
 }
@@ -132,24 +161,37 @@ impl Shared {
     }
 }
 
-/// The embedded-mode client: logs by name, and handles to write them.
+/// The client: logs by name, and handles to write and read them.
 #[derive(Debug, Clone)]
 pub struct Client {
     shared: Arc<Shared>,
 }
 
 impl Client {
-    /// A client over `meta` (already initialised) and the process's `logstore`.
+    /// An embedded-mode client over `meta` (already initialised) and the process's
+    /// `logstore`: a quorum of one.
     pub fn new(
         meta: Arc<dyn MetadataProvider>,
         logstore: Arc<LogStore>,
         settings: ClientSettings,
         clock: ClockRef,
     ) -> Client {
+        let cluster = EmbeddedCluster::new(logstore, settings.compaction_max_bytes);
+        Client::with_cluster(meta, Arc::new(cluster), settings, clock)
+    }
+
+    /// A client over `meta` (already initialised) whose segments live on `cluster`'s
+    /// LogStores.
+    pub fn with_cluster(
+        meta: Arc<dyn MetadataProvider>,
+        cluster: Arc<dyn LogStoreCluster>,
+        settings: ClientSettings,
+        clock: ClockRef,
+    ) -> Client {
         Client {
             shared: Arc::new(Shared {
                 meta,
-                logstore,
+                cluster,
                 settings,
                 clock,
             }),
@@ -159,6 +201,11 @@ impl Client {
     /// The metadata provider.
     pub fn metadata(&self) -> &Arc<dyn MetadataProvider> {
         &self.shared.meta
+    }
+
+    /// Where the client's segments live.
+    pub fn cluster(&self) -> &Arc<dyn LogStoreCluster> {
+        &self.shared.cluster
     }
 
     /// Creates a log; retries the id-generator race (3006) up to

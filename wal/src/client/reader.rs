@@ -1,10 +1,11 @@
-//! [`LogReader`]: the read path of one log in embedded mode (spec §2.2, §2.4, §6.3).
+//! [`LogReader`]: the read path of one log (spec §2.2, §2.4, §6.3).
 //!
 //! A reader keeps a position (the id of the next message to return) and a cache of one
 //! batch of entries of its current segment. When the cache is empty it reads the segment
 //! metadata of the log (one range, as Go does), then a batch of up to
 //! [`ClientSettings::read_batch_entries`](super::ClientSettings::read_batch_entries) entries
-//! through [`LogStore::read_batch`](crate::logstore::LogStore::read_batch).
+//! from the segment's replicas (GetBatchEntriesAdv; with several replicas, from the one that
+//! served the last batch, failing over to the others).
 //!
 //! # Moving between segments
 //!
@@ -17,7 +18,8 @@
 //!
 //! # Waiting at the tail
 //!
-//! When nothing follows the position, the reader asks the process's LogStore to
+//! When nothing follows the position, the reader asks the segment's in-process LogStore (a
+//! quorum of one in this process) to
 //! [wait for the entry](crate::logstore::LogStore::wait_for_entry) while sleeping the poll
 //! interval ([`ClientSettings::read_poll_interval`](super::ClientSettings::read_poll_interval),
 //! 200 ms) on the client's clock, whichever ends first. A writer in the same process
@@ -51,6 +53,7 @@ use proto::meta::{SegmentMetadata, SegmentState};
 
 use super::Shared;
 use super::error::{ClientError, Result};
+use super::segment::Replicas;
 use crate::logstore::{DamagedBlock, ReadEnd, WaitOutcome};
 use crate::message::{LogMessage, LogMessageId};
 use crate::meta::ReaderRegistration;
@@ -113,6 +116,8 @@ pub struct LogReader {
     /// The segment and time of the last recorded read position.
     recorded_segment: i64,
     recorded_at_millis: u64,
+    /// The replicas of the segment being read.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl fmt::Debug for LogReader {
@@ -176,6 +181,7 @@ impl LogReader {
             cache: VecDeque::new(),
             recorded_segment: start.segment_id,
             recorded_at_millis: now,
+            replicas: None,
         })
     }
 
@@ -231,10 +237,14 @@ impl LogReader {
     pub async fn skip_damaged(&mut self) -> Result<Option<SkippedEntries>> {
         let seg = self.next.segment_id;
         let at = self.next.entry_id;
-        let damaged = self
+        let meta = self
             .shared
-            .logstore
-            .damaged_blocks(self.log_id, seg)
+            .meta
+            .get_segment_metadata(&self.log, seg)
+            .await?
+            .value;
+        let damaged = Replicas::of(&self.shared, &self.log, self.log_id, &meta)?
+            .damaged_blocks()
             .await?;
         let Some(mut block) = damaged
             .into_iter()
@@ -244,12 +254,6 @@ impl LogReader {
         };
         if !block.end_known() {
             // Only the metadata of a finished segment can say where it ends.
-            let meta = self
-                .shared
-                .meta
-                .get_segment_metadata(&self.log, seg)
-                .await?
-                .value;
             if !is_finished(&meta) || meta.last_entry_id < at {
                 return Ok(None);
             }
@@ -333,15 +337,14 @@ impl LogReader {
                 let left = usize::try_from(last - self.next.entry_id + 1).unwrap_or(usize::MAX);
                 max_entries = max_entries.min(left);
             }
-            let batch = self
-                .shared
-                .logstore
+            let replicas = self.replicas_of(seg)?;
+            let batch = replicas
                 .read_batch(
-                    self.log_id,
-                    seg_id,
                     self.next.entry_id,
                     max_entries,
                     self.shared.settings.read_batch_bytes,
+                    finished.then_some(last),
+                    seg.state == SegmentState::Sealed as i32,
                 )
                 .await?;
             let mut entries = batch.entries;
@@ -378,7 +381,7 @@ impl LogReader {
                     self.next = LogMessageId::new(seg_id + 1, 0);
                 }
                 ReadEnd::NotYet | ReadEnd::Tail | ReadEnd::More => {
-                    self.wait(seg_id, self.next.entry_id).await;
+                    self.wait(&replicas, self.next.entry_id).await;
                 }
             }
         }
@@ -393,18 +396,27 @@ impl LogReader {
         Ok(meta.truncated_segment_id >= 0 && seg_id <= meta.truncated_segment_id)
     }
 
-    /// Waits for `entry_id` of `seg_id`: until this process's writer makes it durable or
-    /// seals the segment, or one poll interval passed.
-    async fn wait(&self, seg_id: i64, entry_id: i64) {
+    /// The replicas of `seg` (kept while the reader stays in that segment).
+    fn replicas_of(&mut self, seg: &SegmentMetadata) -> Result<Arc<Replicas>> {
+        if let Some(r) = &self.replicas
+            && r.segment_id() == seg.seg_no
+        {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Replicas::of(&self.shared, &self.log, self.log_id, seg)?);
+        self.replicas = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Waits for `entry_id` of the segment of `replicas`: until this process's writer makes
+    /// it durable or seals the segment, or one poll interval passed.
+    async fn wait(&self, replicas: &Replicas, entry_id: i64) {
         let poll = self
             .shared
             .clock
             .sleep(self.shared.settings.read_poll_interval);
         tokio::pin!(poll);
-        let waited = self
-            .shared
-            .logstore
-            .wait_for_entry(self.log_id, seg_id, entry_id);
+        let waited = replicas.wait_for_entry(entry_id);
         tokio::select! {
             outcome = waited => match outcome {
                 WaitOutcome::Durable(_) | WaitOutcome::Sealed => {}
@@ -423,7 +435,9 @@ async fn resolve_latest(log: &str, log_id: i64, shared: &Shared) -> Result<LogMe
         return Ok(LogMessageId::EARLIEST);
     };
     if seg.value.state == SegmentState::Active as i32 {
-        let last = shared.logstore.segment_last_entry_id(log_id, id).await?;
+        let last = Replicas::of(shared, log, log_id, &seg.value)?
+            .last_entry_id()
+            .await?;
         Ok(LogMessageId::new(id, last + 1))
     } else {
         Ok(LogMessageId::new(id + 1, 0))

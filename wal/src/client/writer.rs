@@ -31,13 +31,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use proto::meta::{SegmentMetadata, SegmentState};
+use proto::meta::{QuorumInfo, SegmentMetadata, SegmentState};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::Shared;
 use super::error::{ClientError, Result};
-use super::{Shared, embedded_quorum};
-use crate::logstore::{LogStoreError, OnDurable, SegmentProcessor, TryAdd};
+use super::segment::{Appender, Replicas};
+use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
 use crate::meta::{MetaError, WriterLock};
@@ -142,16 +143,21 @@ impl Validity {
     }
 }
 
+/// Why a segment rolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roll {
+    /// An append failed: the segment takes no more.
+    Now,
+    /// Full, old, or a replica failed: roll once a fresh quorum can be selected.
+    WhenQuorum,
+}
+
 /// Whether an append error means this writer can no longer write the segment: Go's
 /// not-writable set, plus a processor that was closed (2217) or reopened in recovery mode
 /// (2218) under us, which in embedded mode only happens when another writer fenced and
 /// completed the segment, or the LogStore shut down.
 fn segment_lost(e: &LogStoreError) -> bool {
-    e.is_segment_not_writable()
-        || matches!(
-            e,
-            LogStoreError::WriterClosed { .. } | LogStoreError::InRecoveryMode { .. }
-        )
+    e.is_segment_not_writable() || matches!(e.code(), code::WRITER_CLOSED | code::IN_RECOVERY_MODE)
 }
 
 /// Whether a metadata error means another writer took the log over.
@@ -221,6 +227,7 @@ impl LogWriter {
         let task = WriterTask {
             core: core.clone(),
             next_segment_id,
+            select_failed_until: 0,
         };
         tokio::spawn(task.run(rx));
         let lock = lock.map(|lock| {
@@ -513,8 +520,12 @@ struct OpenSegment {
     id: i64,
     meta: SegmentMetadata,
     revision: Revision,
-    /// Looked up on the first append (opening it touches storage).
-    processor: Option<Arc<SegmentProcessor>>,
+    replicas: Arc<Replicas>,
+    /// Opened on the first append when opening it at creation failed (it touches storage).
+    appender: Option<Appender>,
+    /// A roll that could not find a fresh quorum is not tried again before this (clock
+    /// millis; 0 at first).
+    roll_not_before: i64,
     next_entry_id: i64,
     bytes: u64,
     acks: Arc<SegmentAcks>,
@@ -553,10 +564,10 @@ impl Core {
         let Some(seg) = slot.segment.as_mut() else {
             return Some(answer);
         };
-        let Some(processor) = seg.processor.clone() else {
+        let Some(appender) = seg.appender.clone() else {
             return Some(answer);
         };
-        if self.roll_due(seg) {
+        if self.roll_due(seg).is_some() {
             return Some(answer);
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -570,7 +581,7 @@ impl Core {
             permit,
         });
         seg.acks.issue();
-        let r = processor.try_add_entry_with(entry_id, data, || Pending::on_durable(&mut pending));
+        let r = appender.try_add_entry_with(entry_id, data, || Pending::on_durable(&mut pending));
         match (r, pending) {
             (Ok(TryAdd::Taken), _) => {
                 seg.next_entry_id = entry_id + 1;
@@ -602,24 +613,26 @@ impl Core {
     }
 
     /// The rolling policy of spec §6.4, evaluated before every write.
-    fn roll_due(&self, seg: &OpenSegment) -> bool {
+    fn roll_due(&self, seg: &OpenSegment) -> Option<Roll> {
+        if seg.acks.failed() {
+            return Some(Roll::Now);
+        }
         let policy = &self.shared.settings.rolling;
-        if seg.acks.failed() || seg.bytes >= policy.max_size {
-            return true;
-        }
+        let now = self.shared.now_millis();
         let non_empty = seg.next_entry_id > 0;
-        let age_ms = self
-            .shared
-            .now_millis()
-            .saturating_sub(seg.meta.create_time);
-        if non_empty && age_ms >= 0 && (age_ms as u64) >= policy.max_interval.saturating_mul(1000) {
-            return true;
-        }
-        non_empty
-            && seg
-                .processor
-                .as_ref()
-                .is_some_and(|p| p.block_count() as u64 >= policy.max_blocks)
+        let age_ms = now.saturating_sub(seg.meta.create_time);
+        let due = seg.bytes >= policy.max_size
+            || seg.appender.as_ref().is_some_and(Appender::wants_roll)
+            || (non_empty
+                && age_ms >= 0
+                && (age_ms as u64) >= policy.max_interval.saturating_mul(1000))
+            || (non_empty
+                && seg
+                    .appender
+                    .as_ref()
+                    .and_then(Appender::block_count)
+                    .is_some_and(|blocks| blocks as u64 >= policy.max_blocks));
+        (due && now >= seg.roll_not_before).then_some(Roll::WhenQuorum)
     }
 }
 
@@ -627,6 +640,9 @@ impl Core {
 struct WriterTask {
     core: Arc<Core>,
     next_segment_id: i64,
+    /// After a quorum selection failed, writes that need a new segment fail at once until
+    /// this time (clock millis) instead of each waiting out a selection of its own.
+    select_failed_until: i64,
 }
 
 impl WriterTask {
@@ -669,33 +685,28 @@ impl WriterTask {
             Ok(p) => p,
             Err(_) => return answer.send(Err(self.core.validity.lose("in-flight limiter closed"))),
         };
-        let (processor, entry_id, acks, segment_id) = {
+        let (appender, replicas, entry_id, acks, segment_id) = {
             let slot = self.core.lock_slot();
             let Some(seg) = slot.segment.as_ref() else {
                 drop(slot);
                 return answer.send(Err(self.core.validity.lose("no writable segment")));
             };
             (
-                seg.processor.clone(),
+                seg.appender.clone(),
+                seg.replicas.clone(),
                 seg.next_entry_id,
                 seg.acks.clone(),
                 seg.id,
             )
         };
-        let processor = match processor {
-            Some(p) => p,
-            None => match self
-                .core
-                .shared
-                .logstore
-                .processor(self.core.log_id, segment_id)
-                .await
-            {
-                Ok(p) => {
+        let appender = match appender {
+            Some(a) => a,
+            None => match Appender::open(&replicas, &self.core.shared).await {
+                Ok(a) => {
                     if let Some(seg) = self.core.lock_slot().segment.as_mut() {
-                        seg.processor = Some(p.clone());
+                        seg.appender = Some(a.clone());
                     }
-                    p
+                    a
                 }
                 Err(e) => return answer.send(Err(self.core.refused(segment_id, e))),
             },
@@ -708,7 +719,7 @@ impl WriterTask {
         });
         acks.issue();
         let len = data.len() as u64;
-        let r = processor
+        let r = appender
             .add_entry_with(entry_id, data, || Pending::on_durable(&mut pending))
             .await;
         match (r, pending) {
@@ -731,31 +742,90 @@ impl WriterTask {
     }
 
     /// Checks the writer, rolls if due and opens a segment if none is open.
+    ///
+    /// A segment that failed an append rolls at once. One that is only due (full, old, or a
+    /// replica failed while the others still acknowledge) rolls once a fresh quorum is
+    /// selected; while none can be (a three-node cluster with one node down has no fresh
+    /// quorum of three), it keeps taking writes and the roll is tried again after
+    /// [`ClientSettings::roll_retry_interval`](super::ClientSettings::roll_retry_interval).
     async fn prepare(&mut self) -> Result<()> {
         self.core.validity.check()?;
         let due = {
             let slot = self.core.lock_slot();
-            slot.segment.as_ref().is_some_and(|s| self.core.roll_due(s))
+            slot.segment.as_ref().and_then(|s| self.core.roll_due(s))
         };
-        if due {
-            self.roll().await?;
+        let mut next_quorum = None;
+        match due {
+            None => {}
+            Some(Roll::Now) => self.roll().await?,
+            Some(Roll::WhenQuorum) => match self.core.shared.cluster.try_select_quorum().await {
+                Ok(q) => {
+                    self.roll().await?;
+                    next_quorum = Some(q);
+                }
+                Err(e) => {
+                    let retry = self.core.shared.settings.roll_retry_interval;
+                    let mut slot = self.core.lock_slot();
+                    if let Some(seg) = slot.segment.as_mut() {
+                        if seg.roll_not_before == 0 {
+                            tracing::info!(log = %self.core.log, segment = seg.id, error = %e, "segment due to roll but no fresh quorum yet; it keeps taking writes");
+                        } else {
+                            tracing::debug!(log = %self.core.log, segment = seg.id, error = %e, "still no fresh quorum");
+                        }
+                        seg.roll_not_before =
+                            self.core.shared.now_millis().saturating_add(
+                                i64::try_from(retry.as_millis()).unwrap_or(i64::MAX),
+                            );
+                    }
+                }
+            },
         }
         if self.core.lock_slot().segment.is_none() {
-            self.open_segment().await?;
+            self.open_segment(next_quorum).await?;
         }
         Ok(())
     }
 
-    /// Stores the metadata of segment `next_segment_id` (Active) and makes it writable.
-    async fn open_segment(&mut self) -> Result<()> {
+    /// Stores the metadata of segment `next_segment_id` (Active, with its quorum: `quorum`
+    /// or a new selection) and makes it writable.
+    async fn open_segment(&mut self, quorum: Option<QuorumInfo>) -> Result<()> {
         let core = &self.core;
         let id = self.next_segment_id;
+        let quorum = match quorum {
+            Some(q) => q,
+            None => {
+                let now = core.shared.now_millis();
+                if now < self.select_failed_until {
+                    return Err(ClientError::SelectQuorumFailed {
+                        reason: "the last selection failed moments ago; retry later".into(),
+                    });
+                }
+                match core.shared.cluster.select_quorum().await {
+                    Ok(q) => q,
+                    Err(e) => {
+                        let retry = core.shared.settings.roll_retry_interval;
+                        self.select_failed_until = core
+                            .shared
+                            .now_millis()
+                            .saturating_add(i64::try_from(retry.as_millis()).unwrap_or(i64::MAX));
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let replicas = Arc::new(Replicas::from_quorum(
+            &core.shared,
+            &core.log,
+            core.log_id,
+            id,
+            &quorum,
+        )?);
         let meta = SegmentMetadata {
             seg_no: id,
             create_time: core.shared.now_millis(),
             state: SegmentState::Active as i32,
             last_entry_id: -1,
-            quorum: Some(embedded_quorum()),
+            quorum: Some(quorum),
             ..SegmentMetadata::default()
         };
         let revision = match core
@@ -772,15 +842,17 @@ impl WriterTask {
             }
             Err(e) => return Err(e.into()),
         };
-        // The processor is looked up now when that works; a failure here (storage) is left
-        // to the first append, as a failed append leaves the segment open.
-        let processor = core.shared.logstore.processor(core.log_id, id).await.ok();
-        tracing::debug!(log = %core.log, segment = id, "segment opened");
+        // The appender is opened now when that works; a failure here (storage) is left to
+        // the first append, as a failed append leaves the segment open.
+        let appender = Appender::open(&replicas, &core.shared).await.ok();
+        tracing::debug!(log = %core.log, segment = id, nodes = ?replicas.endpoints(), "segment opened");
         core.lock_slot().segment = Some(OpenSegment {
             id,
             meta,
             revision,
-            processor,
+            replicas,
+            appender,
+            roll_not_before: 0,
             next_entry_id: 0,
             bytes: 0,
             acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
@@ -812,36 +884,31 @@ impl WriterTask {
             id,
             meta,
             revision,
+            replicas,
+            appender,
             bytes,
             acks,
             ..
         } = seg;
         let core = &self.core;
         let outcome = acks.settle().await;
+        if let Some(a) = &appender {
+            a.close();
+        }
         core.validity.check()?;
-        if outcome.last_acked < 0 && self.give_up_empty(id, revision).await {
+        if outcome.last_acked < 0 && self.give_up_empty(&replicas, revision).await {
             // Its id is the next segment's.
             self.next_segment_id = id;
             return Ok(());
         }
         let core = &self.core;
-        let logstore = &core.shared.logstore;
-        let last = match logstore
-            .complete_segment(core.log_id, id, outcome.last_acked)
-            .await
-        {
-            Ok(last) => last,
-            Err(e) if segment_lost(&e) => {
+        let last = match replicas.complete(outcome.last_acked).await {
+            Ok(done) => done.last_entry_id,
+            Err(ClientError::LogStore(e)) if segment_lost(&e) => {
                 return Err(core.validity.lose(format!("completing segment {id}: {e}")));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        if last < outcome.last_acked {
-            return Err(core.validity.lose(format!(
-                "segment {id} completed at entry {last} but entry {} was acknowledged",
-                outcome.last_acked
-            )));
-        }
         let completed = SegmentMetadata {
             state: SegmentState::Completed as i32,
             last_entry_id: last,
@@ -863,7 +930,7 @@ impl WriterTask {
             }
             Err(e) => return Err(e.into()),
         }
-        logstore.close_processor(core.log_id, id).await;
+        replicas.release().await;
         tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
         Ok(())
     }
@@ -872,14 +939,10 @@ impl WriterTask {
     /// of it either: its data, then its metadata (at `revision`, so only if no other writer
     /// touched it since). Whether it is gone; a failure is logged and leaves the segment to be
     /// completed (here, or by the next writer's fencing).
-    async fn give_up_empty(&self, id: i64, revision: Revision) -> bool {
+    async fn give_up_empty(&self, replicas: &Replicas, revision: Revision) -> bool {
         let core = &self.core;
-        match core
-            .shared
-            .logstore
-            .discard_segment_if_empty(core.log_id, id)
-            .await
-        {
+        let id = replicas.segment_id();
+        match replicas.discard_if_empty().await {
             Ok(true) => {}
             Ok(false) => return false,
             Err(e) => {
@@ -915,14 +978,10 @@ impl WriterTask {
                 if matches!(lost, Lost::Storage(_)) {
                     // The processor's writer failed: the next writer's fencing must reopen
                     // the segment from storage (recovery) rather than find it broken here.
-                    let given_up =
-                        outcome.last_acked < 0 && self.give_up_empty(seg.id, seg.revision).await;
+                    let given_up = outcome.last_acked < 0
+                        && self.give_up_empty(&seg.replicas, seg.revision).await;
                     if !given_up {
-                        let core = &self.core;
-                        core.shared
-                            .logstore
-                            .close_processor(core.log_id, seg.id)
-                            .await;
+                        seg.replicas.release().await;
                     }
                 }
             }

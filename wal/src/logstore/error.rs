@@ -54,6 +54,12 @@ pub mod code {
     pub const FS_ERROR: i32 = 9000;
     /// Object storage error (retriable).
     pub const OBJECT_STORAGE_ERROR: i32 = 9100;
+    /// Something failed inside or on the way to a node (retriable).
+    pub const INTERNAL: i32 = 8000;
+    /// A node did not answer in time (retriable).
+    pub const TIMEOUT: i32 = 8002;
+    /// The segment holds no entry (GetSegmentLastAddConfirmed on an empty segment).
+    pub const NO_BLOCK_FOUND: i32 = 2311;
 
     /// The codes Go's `IsSegmentNotWritableErr` matches.
     pub const SEGMENT_NOT_WRITABLE: [i32; 6] = [
@@ -186,6 +192,32 @@ pub enum LogStoreError {
         #[source]
         source: Arc<storage::Error>,
     },
+
+    /// A remote LogStore answered with a failure (service mode): its Go code, reason and
+    /// retriable flag as the node sent them.
+    #[error("logstore {node}: {reason} (code {code})")]
+    Remote {
+        /// The node's endpoint.
+        node: String,
+        /// The Go wire code.
+        code: i32,
+        /// The node's reason.
+        reason: String,
+        /// The node's retriable flag.
+        retriable: bool,
+    },
+
+    /// A remote LogStore could not be reached, broke the call, or did not answer in time
+    /// (service mode; retriable). Code 8002 for a timeout, 8000 otherwise.
+    #[error("logstore {node} unavailable: {detail}")]
+    Unavailable {
+        /// The node's endpoint.
+        node: String,
+        /// What happened.
+        detail: String,
+        /// Whether the call timed out.
+        timed_out: bool,
+    },
 }
 
 impl LogStoreError {
@@ -211,11 +243,21 @@ impl LogStoreError {
                 kind: StorageKind::Local,
                 ..
             } => code::FS_ERROR,
+            LogStoreError::Remote { code, .. } => *code,
+            LogStoreError::Unavailable {
+                timed_out: true, ..
+            } => code::TIMEOUT,
+            LogStoreError::Unavailable { .. } => code::INTERNAL,
         }
     }
 
     /// Whether the same request may succeed later (the Go `retriable` flag).
     pub fn is_retriable(&self) -> bool {
+        match self {
+            LogStoreError::Remote { retriable, .. } => return *retriable,
+            LogStoreError::Unavailable { .. } => return true,
+            _ => {}
+        }
         matches!(
             self.code(),
             code::BUFFER_FULL

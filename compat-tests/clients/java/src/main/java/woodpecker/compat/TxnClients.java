@@ -109,8 +109,25 @@ public final class TxnClients {
         return s.toString();
     }
 
-    private static Properties producerProps(String bootstrap, String transactionalId) {
+    /**
+     * Client settings every client adds (security.protocol, sasl.*, ssl.*): the properties file
+     * named by WOODPECKER_COMPAT_CLIENT_PROPERTIES, when it is set.
+     */
+    private static Properties baseProps() {
         Properties p = new Properties();
+        String file = System.getenv("WOODPECKER_COMPAT_CLIENT_PROPERTIES");
+        if (file != null && !file.isEmpty()) {
+            try (java.io.Reader r = java.nio.file.Files.newBufferedReader(java.nio.file.Path.of(file))) {
+                p.load(r);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }
+        return p;
+    }
+
+    private static Properties producerProps(String bootstrap, String transactionalId) {
+        Properties p = baseProps();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
@@ -122,7 +139,7 @@ public final class TxnClients {
     }
 
     private static Properties consumerProps(String bootstrap, String group, String isolation) {
-        Properties p = new Properties();
+        Properties p = baseProps();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         if (group != null) {
             p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
@@ -137,7 +154,7 @@ public final class TxnClients {
     }
 
     private static void createTopics(String bootstrap, String... topics) throws Exception {
-        Properties p = new Properties();
+        Properties p = baseProps();
         p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         try (Admin admin = Admin.create(p)) {
             List<NewTopic> list = new ArrayList<>();
