@@ -22,6 +22,9 @@
 //!   `ProducerPerformance` (the same tool, unchanged, for the shim, Kafka and Tansu); Pulsar with
 //!   `pulsar-perf` on a topic with 1 / 16 partitions; this engine natively and Go Woodpecker
 //!   write 1 KiB entries to one log (16 logs for 16 partitions is not measured natively).
+//! * **1 KiB records in transactions, 1 partition**: the same with `ProducerPerformance`'s
+//!   transactional producer (`--transactional-id`, a commit every [`TXN_DURATION_MS`]), for the
+//!   Kafka-protocol systems that serve transactions (this engine's shim and Kafka).
 //!
 //! Throughput is MiB/s of payload; latency is per write or record, issue to acknowledgement,
 //! in milliseconds. Backend ceilings (local disk with fdatasync, PUTs to the S3-compatible
@@ -77,16 +80,25 @@ pub enum Workload {
     /// 1 KiB entries with a window of writes in flight (the service-mode systems): throughput
     /// at a latency a writer waits for.
     Window,
+    /// 1 KiB records, acks=all, one partition, in transactions committed every
+    /// [`TXN_DURATION_MS`] (an exactly-once producer).
+    Txn1,
 }
+
+/// How long each transaction of the transactional workload stays open before it is committed
+/// (ProducerPerformance's `--transaction-duration-ms`; Kafka Streams commits every 100 ms under
+/// exactly-once).
+pub const TXN_DURATION_MS: u64 = 100;
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Big,
         Workload::Small,
         Workload::Window,
         Workload::Records1,
         Workload::Records16,
+        Workload::Txn1,
     ];
 
     /// A short label.
@@ -97,6 +109,7 @@ impl Workload {
             Workload::Records1 => "1 KiB records, 1 partition",
             Workload::Records16 => "1 KiB records, 16 partitions",
             Workload::Window => "1 KiB entries, 32 in flight",
+            Workload::Txn1 => "1 KiB records in transactions, 1 partition",
         }
     }
 
@@ -108,6 +121,7 @@ impl Workload {
             Workload::Records1 => "records1",
             Workload::Records16 => "records16",
             Workload::Window => "window",
+            Workload::Txn1 => "txn1",
         }
     }
 }
@@ -381,12 +395,15 @@ impl SystemId {
         match self {
             // One log per client: 16 partitions are Kafka and Pulsar territory.
             SystemId::Native(_) | SystemId::Go(_) => {
-                !matches!(w, Workload::Records16 | Workload::Window)
+                !matches!(w, Workload::Records16 | Workload::Txn1 | Workload::Window)
             }
             // Service mode: one writer on one log; Kafka-style records are not its figure.
             SystemId::Service { .. } => {
                 matches!(w, Workload::Big | Workload::Small | Workload::Window)
             }
+            // Transactions are a Kafka-protocol feature this engine's shim and Kafka serve;
+            // Pulsar's differ, and Tansu's prebuilt binary does not serve them.
+            SystemId::Pulsar | SystemId::Tansu => !matches!(w, Workload::Txn1 | Workload::Window),
             _ => w != Workload::Window,
         }
     }
@@ -632,6 +649,17 @@ impl Drop for Serve {
 
 // --- drivers ---------------------------------------------------------------------------------
 
+/// How `ProducerPerformance` produces.
+#[derive(Debug, Clone, Copy, Default)]
+struct Producing {
+    /// Records per second offered (`None`: as fast as it can).
+    throughput: Option<usize>,
+    /// `max.in.flight.requests.per.connection` (`None`: the default, 5).
+    in_flight: Option<usize>,
+    /// In transactions committed every [`TXN_DURATION_MS`].
+    transactional: bool,
+}
+
 /// Drives Kafka-protocol brokers with Kafka's own tools.
 struct KafkaTools {
     classpath: String,
@@ -689,10 +717,18 @@ impl KafkaTools {
         topic: &str,
         records: usize,
         size: usize,
-        throughput: Option<usize>,
-        in_flight: Option<usize>,
+        how: Producing,
     ) -> anyhow::Result<Figure> {
+        let Producing {
+            throughput,
+            in_flight,
+            transactional,
+        } = how;
         let mut cmd = self.java("org.apache.kafka.tools.ProducerPerformance");
+        if transactional {
+            cmd.args(["--transactional-id", &format!("{topic}-producer")])
+                .args(["--transaction-duration-ms", &TXN_DURATION_MS.to_string()]);
+        }
         cmd.args(["--topic", topic])
             .args(["--num-records", &records.to_string()])
             .args(["--record-size", &size.to_string()])
@@ -725,7 +761,13 @@ impl KafkaTools {
     fn warm_up(&self, s: &Settings, bootstrap: &str) -> anyhow::Result<()> {
         let topic = format!("cmp-warmup-{}", uuid::Uuid::new_v4().simple());
         self.create_topic(bootstrap, &topic, 1)?;
-        let r = self.produce(bootstrap, &topic, s.warmup_records, KIB, None, None);
+        let r = self.produce(
+            bootstrap,
+            &topic,
+            s.warmup_records,
+            KIB,
+            Producing::default(),
+        );
         self.delete_topic(bootstrap, &topic);
         r.map(|_| ())
     }
@@ -762,8 +804,10 @@ impl KafkaTools {
                     topic,
                     s.big_entries,
                     MIB,
-                    None,
-                    Some(s.big_in_flight.min(5)),
+                    Producing {
+                        in_flight: Some(s.big_in_flight.min(5)),
+                        ..Producing::default()
+                    },
                 )
             }
             Workload::Small => {
@@ -775,18 +819,32 @@ impl KafkaTools {
                 } else {
                     s.small_rate
                 };
-                self.produce(bootstrap, topic, s.small_entries, KIB, Some(rate), Some(1))
+                self.produce(
+                    bootstrap,
+                    topic,
+                    s.small_entries,
+                    KIB,
+                    Producing {
+                        throughput: Some(rate),
+                        in_flight: Some(1),
+                        ..Producing::default()
+                    },
+                )
             }
             Workload::Window => bail!("{} is a service-mode workload", w.label()),
-            Workload::Records1 | Workload::Records16 => {
-                let p = if w == Workload::Records1 { 1 } else { 16 };
+            Workload::Records1 | Workload::Records16 | Workload::Txn1 => {
+                let p = if w == Workload::Records16 { 16 } else { 1 };
                 self.create_topic(bootstrap, topic, p)?;
                 let records = if backend == Backend::Minio {
                     s.records_object
                 } else {
                     s.records
                 };
-                self.produce(bootstrap, topic, records, KIB, None, None)
+                let how = Producing {
+                    transactional: w == Workload::Txn1,
+                    ..Producing::default()
+                };
+                self.produce(bootstrap, topic, records, KIB, how)
             }
         }
     }
@@ -886,6 +944,7 @@ fn pulsar_workload(s: &Settings, peer: &Peer, w: Workload, tag: &str) -> anyhow:
         Workload::Small => (s.small_entries, KIB, s.small_rate, 1),
         Workload::Records1 | Workload::Records16 => (s.records, KIB, 10_000_000, 1000),
         Workload::Window => bail!("{} is a service-mode workload", w.label()),
+        Workload::Txn1 => bail!("transactions are not driven through pulsar-perf"),
     };
     if w == Workload::Records16 {
         let mut cmd = Command::new("curl");
@@ -1638,7 +1697,7 @@ impl Report {
             (SystemId::Kafka, "Apache Kafka"),
             (SystemId::KafkaFsync, "Apache Kafka with fsync per batch"),
         ] {
-            for w in [Workload::Records1, Workload::Records16] {
+            for w in [Workload::Records1, Workload::Records16, Workload::Txn1] {
                 if let (Some(a), Some(b)) = (self.fig(shim, w), self.fig(kafka, w)) {
                     out.push(format!(
                         "Kafka shim vs {name}, {}: throughput {:.2}× ({}), p99 {:.2}× ({})",
@@ -1826,7 +1885,8 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "* Kafka-protocol systems are driven by Apache Kafka 3.9.1's `ProducerPerformance` (default producer: idempotent, batch.size 16 KiB, linger.ms 0, 5 requests in flight; 1 MiB records with max.request.size raised; latency runs with 1 request in flight). Topics are created with `TopicCommand`. Apache Kafka runs twice: with its defaults (it acknowledges before fsync) and with `log.flush.interval.messages=1` (fsync before acknowledging, the durability this engine gives); Pulsar's bookie syncs its journal before acknowledging (`journalSyncData=true`); Tansu's prebuilt binary only has in-memory and S3 storage, so it runs in memory; this engine and Go Woodpecker acknowledge after fsync (local) or a completed PUT (MinIO)."
+            "* Kafka-protocol systems are driven by Apache Kafka 3.9.1's `ProducerPerformance` (default producer: idempotent, batch.size 16 KiB, linger.ms 0, 5 requests in flight; 1 MiB records with max.request.size raised; latency runs with 1 request in flight; the transactional run with `--transactional-id` and `--transaction-duration-ms {}`). Topics are created with `TopicCommand`. Apache Kafka runs twice: with its defaults (it acknowledges before fsync) and with `log.flush.interval.messages=1` (fsync before acknowledging, the durability this engine gives); Pulsar's bookie syncs its journal before acknowledging (`journalSyncData=true`); Tansu's prebuilt binary only has in-memory and S3 storage, so it runs in memory; this engine and Go Woodpecker acknowledge after fsync (local) or a completed PUT (MinIO).",
+            TXN_DURATION_MS
         );
         let _ = writeln!(
             md,
@@ -1981,7 +2041,7 @@ OPTIONS:
                          service-rs-on-go (our client on Go's 3 LogStores)
     --workloads a,b      workloads: big (1 MiB entries), small (1 KiB latency), window
                          (1 KiB, 32 in flight; service mode only), records1, records16
-                         (Kafka-style) [default: all]
+                         (Kafka-style), txn1 (Kafka-style in transactions) [default: all]
     --records N          1 KiB records per Kafka-style run [default: 1000000]
     --warmup N           unmeasured 1 KiB records each started server on local disk takes
                          first in each round; 0 for none [default: 200000]
@@ -2048,7 +2108,9 @@ impl Args {
                         .iter()
                         .find(|k| !Workload::ALL.iter().any(|w| w.key() == k.as_str()))
                     {
-                        bail!("unknown workload `{bad}` (big, small, window, records1, records16)");
+                        bail!(
+                            "unknown workload `{bad}` (big, small, window, records1, records16, txn1)"
+                        );
                     }
                 }
                 "--out" => out = PathBuf::from(flags.value()?),

@@ -65,7 +65,7 @@ enum Command {
 /// The commands that run on an open engine (metadata, storage, client).
 enum EngineCommand {
     Log(log::LogCommand),
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -133,12 +133,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return logstore::run(engine::load_config(&opts)?, args).await;
         }
         Command::Log(cmd) => EngineCommand::Log(cmd),
-        Command::Serve(args) => EngineCommand::Serve(args),
+        Command::Serve(args) => EngineCommand::Serve(Box::new(args)),
     };
     let engine = engine::open(&opts).await?;
     let result = match command {
         EngineCommand::Log(cmd) => log::run(&engine, cmd).await,
-        EngineCommand::Serve(args) => serve::run(&engine, args).await,
+        EngineCommand::Serve(args) => serve::run(&engine, *args).await,
     };
     engine.shutdown().await;
     result

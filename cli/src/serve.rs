@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use kafka_shim::security::acl::AuthorizerConfig;
+use kafka_shim::security::config::{SecurityConfig, parse_properties};
+use kafka_shim::security::tls;
 use kafka_shim::topics::TopicDefaults;
-use kafka_shim::{Broker, BrokerConfig, Metrics, ServerConfig};
+use kafka_shim::txn::TxnSettings;
+use kafka_shim::{Broker, BrokerConfig, Listener, Metrics, ServerConfig};
 use milvus_adapter::{Adapter, AdapterConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -75,6 +79,121 @@ pub(crate) struct ServeArgs {
     /// Close Kafka connections idle this long (connections.max.idle.ms).
     #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     kafka_connections_max_idle_ms: u64,
+    /// The longest transaction timeout a producer may ask for (transaction.max.timeout.ms);
+    /// more is INVALID_TRANSACTION_TIMEOUT.
+    #[arg(long, default_value_t = 900_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_transaction_max_timeout_ms: u64,
+    /// How often open transactions are checked against their timeout and aborted when past
+    /// it (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    kafka_transaction_check_ms: u64,
+    /// Kafka security settings in a Java-properties file, with Kafka's own keys:
+    /// `listeners`, `advertised.listeners`, `listener.security.protocol.map`, `ssl.*`,
+    /// `sasl.enabled.mechanisms`, `authorizer.class.name`, `super.users`,
+    /// `allow.everyone.if.no.acl.found` (see the README's security section). Its
+    /// `listeners` replace --kafka-addr and --advertised-kafka-addr.
+    #[arg(long, value_name = "FILE")]
+    kafka_security_config: Option<std::path::PathBuf>,
+    /// A SCRAM user created at start when it has no credentials yet (SCRAM-SHA-256 and
+    /// SCRAM-SHA-512; PLAIN checks the same), its password from the environment variable
+    /// WOODPECKER_KAFKA_ADMIN_PASSWORD or --kafka-admin-password-file. Existing credentials
+    /// are kept.
+    #[arg(long, value_name = "USER")]
+    kafka_admin_user: Option<String>,
+    /// A file holding the password of --kafka-admin-user (one line).
+    #[arg(long, value_name = "FILE", requires = "kafka_admin_user")]
+    kafka_admin_password_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable with the password of --kafka-admin-user.
+const ADMIN_PASSWORD_ENV: &str = "WOODPECKER_KAFKA_ADMIN_PASSWORD";
+
+/// The Kafka listeners to serve: bound sockets and what each one is.
+struct Listeners {
+    bound: Vec<(TcpListener, Listener)>,
+    authorizer: Option<AuthorizerConfig>,
+    /// `advertised.listeners` as DescribeConfigs reports it.
+    advertised: String,
+}
+
+async fn bind_listeners(args: &ServeArgs) -> anyhow::Result<Listeners> {
+    let Some(path) = &args.kafka_security_config else {
+        let listener = TcpListener::bind(args.kafka_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (--kafka-addr)", args.kafka_addr))?;
+        let kafka_addr = listener.local_addr()?;
+        let (host, port) = match &args.advertised_kafka_addr {
+            Some(a) => split_host_port(a)?,
+            None if kafka_addr.ip().is_unspecified() => bail!(
+                "--kafka-addr {kafka_addr} listens on every interface: give --advertised-kafka-addr HOST:PORT"
+            ),
+            None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
+        };
+        return Ok(Listeners {
+            advertised: format!("PLAINTEXT://{host}:{port}"),
+            bound: vec![(listener, Listener::plaintext(&host, port))],
+            authorizer: None,
+        });
+    };
+    if args.advertised_kafka_addr.is_some() {
+        bail!(
+            "--advertised-kafka-addr and --kafka-security-config: give advertised.listeners in the file"
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} (--kafka-security-config)", path.display()))?;
+    let security = parse_properties(&text)
+        .and_then(|p| SecurityConfig::from_properties(&p))
+        .with_context(|| format!("{} (--kafka-security-config)", path.display()))?;
+    let mut bound = Vec::new();
+    let mut advertised = Vec::new();
+    for spec in &security.listeners {
+        let host = if spec.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            spec.host.as_str()
+        };
+        let socket = TcpListener::bind((host, spec.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "listener {}: cannot listen on {host}:{}",
+                    spec.name, spec.port
+                )
+            })?;
+        let local = socket.local_addr()?;
+        let (adv_host, adv_port) = match &spec.advertised {
+            Some((h, p)) => (h.clone(), i32::from(*p)),
+            None if local.ip().is_unspecified() => bail!(
+                "listener {} listens on every interface: give it in advertised.listeners",
+                spec.name
+            ),
+            None => (local.ip().to_string(), i32::from(local.port())),
+        };
+        let tls = match &spec.tls {
+            Some(files) => {
+                Some(tls::server_config(files).with_context(|| format!("listener {}", spec.name))?)
+            }
+            None => None,
+        };
+        advertised.push(format!("{}://{adv_host}:{adv_port}", spec.name));
+        bound.push((
+            socket,
+            Listener {
+                name: spec.name.clone(),
+                protocol: spec.protocol,
+                advertised_host: adv_host,
+                advertised_port: adv_port,
+                tls,
+                sasl_mechanisms: spec.sasl_mechanisms.clone(),
+            },
+        ));
+    }
+    Ok(Listeners {
+        bound,
+        authorizer: security.authorizer,
+        advertised: advertised.join(","),
+    })
 }
 
 fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
@@ -92,10 +211,30 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
 }
 
 pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.kafka_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (--kafka-addr)", args.kafka_addr))?;
-    let kafka_addr = listener.local_addr()?;
+    let admin = match &args.kafka_admin_user {
+        Some(user) => {
+            let password = match &args.kafka_admin_password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("cannot read {} (--kafka-admin-password-file)", path.display())
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                None => std::env::var(ADMIN_PASSWORD_ENV).with_context(|| {
+                    format!(
+                        "--kafka-admin-user {user}: give its password in {ADMIN_PASSWORD_ENV} or --kafka-admin-password-file"
+                    )
+                })?,
+            };
+            if user.is_empty() || password.is_empty() {
+                bail!("--kafka-admin-user: the user and its password must not be empty");
+            }
+            Some((user.clone(), password))
+        }
+        None => None,
+    };
+    let listeners = bind_listeners(&args).await?;
+    let kafka_addr = listeners.bound[0].0.local_addr()?;
     let metrics_listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (--metrics-addr)", args.metrics_addr))?;
@@ -104,17 +243,13 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot listen on {} (--milvus-addr)", args.milvus_addr))?;
     let milvus_addr = milvus_listener.local_addr()?;
-    let (host, port) = match &args.advertised_kafka_addr {
-        Some(a) => split_host_port(a)?,
-        None if kafka_addr.ip().is_unspecified() => bail!(
-            "--kafka-addr {kafka_addr} listens on every interface: give --advertised-kafka-addr HOST:PORT"
-        ),
-        None => (kafka_addr.ip().to_string(), i32::from(kafka_addr.port())),
-    };
+    let first = &listeners.bound[0].1;
     let config = BrokerConfig {
         node_id: args.node_id,
-        advertised_host: host,
-        advertised_port: port,
+        advertised_host: first.advertised_host.clone(),
+        advertised_port: first.advertised_port,
+        authorizer: listeners.authorizer.clone(),
+        advertised_listeners: Some(listeners.advertised.clone()),
         auto_create_topics: !args.no_auto_create_topics,
         topic_defaults: TopicDefaults {
             partitions: args.kafka_partitions,
@@ -124,6 +259,11 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         },
         retention_check_interval: Duration::from_secs(args.retention_check_secs),
         tail_cache_bytes: args.kafka_tail_cache_mib.saturating_mul(1024 * 1024),
+        transactions: TxnSettings {
+            max_timeout: Duration::from_millis(args.kafka_transaction_max_timeout_ms),
+            abort_check_interval: Duration::from_millis(args.kafka_transaction_check_ms),
+            ..TxnSettings::default()
+        },
         ..BrokerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -136,19 +276,37 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     )
     .await
     .context("starting the Kafka broker")?;
+    if let Some((user, password)) = &admin {
+        broker
+            .credentials()
+            .ensure(user, password)
+            .await
+            .with_context(|| format!("creating the credentials of --kafka-admin-user {user}"))?;
+    }
     let retention = broker.spawn_retention();
+    let transaction_timeouts = broker.spawn_transaction_timeouts();
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_config = ServerConfig {
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_millis(args.kafka_connections_max_idle_ms),
         ..ServerConfig::default()
     };
-    let server = tokio::spawn(kafka_shim::serve(
-        listener,
-        broker.clone(),
-        server_config,
-        stop_rx.clone(),
-    ));
+    let mut addresses = Vec::new();
+    let mut servers = Vec::new();
+    for (socket, listener) in listeners.bound {
+        addresses.push((
+            listener.name.clone(),
+            listener.protocol,
+            socket.local_addr()?,
+        ));
+        servers.push(tokio::spawn(kafka_shim::serve_listener(
+            socket,
+            listener,
+            broker.clone(),
+            server_config.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let adapter = Adapter::new(
         engine.client.clone(),
         engine.meta.kv().clone(),
@@ -171,6 +329,12 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     };
     let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, stop_rx));
     println!("kafka listening on {kafka_addr}");
+    for (name, protocol, addr) in &addresses {
+        println!(
+            "kafka listener {name} ({}) listening on {addr}",
+            protocol.name()
+        );
+    }
     println!("milvus wal listening on {milvus_addr}");
     println!("metrics listening on {metrics_addr}");
     eprintln!(
@@ -185,10 +349,12 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     wait_for_signal().await?;
     eprintln!("woodpecker: shutting down");
     let _ = stop_tx.send(true);
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
-        Err(e) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
+            Err(e) => eprintln!("woodpecker: the Kafka listener failed: {e}"),
+        }
     }
     match milvus.await {
         Ok(Ok(())) => {}
@@ -196,6 +362,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         Err(e) => eprintln!("woodpecker: the Milvus WAL service failed: {e}"),
     }
     retention.abort();
+    transaction_timeouts.abort();
     let _ = metrics_task.await;
     broker.shutdown().await;
     Ok(())

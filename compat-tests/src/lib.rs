@@ -183,6 +183,26 @@ impl Server {
     /// addresses, so that connected clients reconnect to it.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await?;
+        self.start_again().await
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or closed) and waits until
+    /// it is gone.
+    pub async fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        // tokio sends SIGKILL.
+        child.start_kill().context("killing the server")?;
+        tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .context("woodpecker serve did not exit within 60 s of SIGKILL")??;
+        Ok(())
+    }
+
+    /// Starts the server again on the same data directory and the same addresses, after
+    /// [`stop`](Self::stop) or [`kill`](Self::kill).
+    pub async fn start_again(&mut self) -> Result<()> {
         let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         let mut last = None;
         // The port may linger for a moment after the old process exits.

@@ -31,10 +31,14 @@ use crate::error::{KafkaCode, ShimError};
 use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
+use crate::security::Session;
+use crate::security::acl::{Authorizer, AuthorizerConfig, CLUSTER_NAME, Operation, ResourceType};
+use crate::security::credentials::Credentials;
 use crate::topics::{
     MAX_RECORDS_PER_REQUEST, ProducerIds, TOPIC_CONFIG_KEYS, Topic, TopicDefaults, Topics,
     log_name, log_prefix, valid_topic_name, validate_configs,
 };
+use crate::txn::{TxnCoordinator, TxnSettings};
 
 /// Settings of the broker.
 #[derive(Debug, Clone)]
@@ -55,6 +59,14 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Consumer-group settings.
     pub groups: GroupSettings,
+    /// ACLs enforced by this authorizer; `None`: no authorizer (everything allowed, the ACL
+    /// APIs answer `SECURITY_DISABLED`).
+    pub authorizer: Option<AuthorizerConfig>,
+    /// The broker's `advertised.listeners` as DescribeConfigs reports it (default:
+    /// `PLAINTEXT://<advertised_host>:<advertised_port>`).
+    pub advertised_listeners: Option<String>,
+    /// Transaction-coordinator settings.
+    pub transactions: TxnSettings,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +80,9 @@ impl Default for BrokerConfig {
             tail_cache_bytes: 16 * 1024 * 1024,
             retention_check_interval: Duration::from_secs(300),
             groups: GroupSettings::default(),
+            authorizer: None,
+            advertised_listeners: None,
+            transactions: TxnSettings::default(),
         }
     }
 }
@@ -84,6 +99,9 @@ pub struct Broker {
     reopen: ReopenBackoff,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
+    authorizer: Option<Authorizer>,
+    credentials: Credentials,
+    txn: TxnCoordinator,
     cluster_id: String,
     metrics: Arc<Metrics>,
 }
@@ -112,14 +130,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn encode<T: Encodable>(msg: &T, version: i16) -> Reply {
+pub(crate) fn encode<T: Encodable>(msg: &T, version: i16) -> Reply {
     let mut buf = BytesMut::new();
     msg.encode(&mut buf, version)
         .map_err(|e| ShimError::Encode(e.to_string()))?;
     Ok(Some(buf))
 }
 
-fn str_bytes(s: &str) -> StrBytes {
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
@@ -147,11 +165,17 @@ impl Broker {
         let groups = GroupCoordinator::open(kv.clone(), &prefix, config.groups.clone())
             .await
             .map_err(|e| ShimError::Groups(e.to_string()))?;
+        let authorizer = match &config.authorizer {
+            Some(c) => Some(Authorizer::open(kv.clone(), &prefix, c.clone()).await?),
+            None => None,
+        };
+        let credentials = Credentials::new(kv.clone(), &prefix);
+        let txn = TxnCoordinator::open(kv.clone(), &prefix, config.transactions.clone()).await?;
         let producer_ids = ProducerIds::new(kv, &prefix);
         metrics
             .topics
             .store(topics.all().len() as i64, Ordering::Relaxed);
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             client,
             topics,
@@ -159,14 +183,93 @@ impl Broker {
             reopen: ReopenBackoff::default(),
             producer_ids,
             groups,
+            authorizer,
+            credentials,
+            txn,
             cluster_id,
             metrics,
-        }))
+        });
+        // Transactions a crash left prepared are completed before anything is served, as a
+        // Kafka coordinator does when it loads its log; expired open ones are aborted.
+        broker.txn.check_transactions(&broker).await;
+        Ok(broker)
+    }
+
+    /// The transaction coordinator.
+    pub fn txn(&self) -> &TxnCoordinator {
+        &self.txn
+    }
+
+    /// A producer id never handed out before.
+    pub(crate) async fn next_producer_id(&self) -> Result<i64, ShimError> {
+        self.producer_ids.next().await
+    }
+
+    /// Has partition `partition` of `topic` write a transaction marker (what Kafka's
+    /// WriteTxnMarkers asks of a partition leader) and waits until it is durable. A topic
+    /// deleted meanwhile has nothing to mark.
+    pub(crate) async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::batch::Marker,
+        timestamp: i64,
+    ) -> Result<(), KafkaCode> {
+        let Some(t) = self.topics.get(topic) else {
+            return Ok(());
+        };
+        let p = self.partition(&t, partition).await?;
+        p.write_marker(
+            producer_id,
+            producer_epoch,
+            marker,
+            crate::txn::COORDINATOR_EPOCH,
+            timestamp,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts the periodic transaction check: prepared transactions are completed and open
+    /// ones past their timeout aborted.
+    pub fn spawn_transaction_timeouts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        let every = self.config.transactions.abort_check_interval;
+        let clock = self.config.transactions.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.sleep(every).await;
+                let Some(broker) = me.upgrade() else { return };
+                broker.txn.check_transactions(&broker).await;
+            }
+        })
     }
 
     /// The cluster id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The ACL authorizer, when ACLs are enforced.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.authorizer.as_ref()
+    }
+
+    /// The SCRAM credential store (also what SASL/PLAIN checks passwords against).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The session of a client of the default listener (`advertised_host:port`), for
+    /// callers that serve the broker without the listener: anonymous, from 127.0.0.1.
+    pub fn default_session(&self) -> Arc<Session> {
+        Arc::new(Session::anonymous(
+            "PLAINTEXT",
+            &self.config.advertised_host,
+            self.config.advertised_port,
+        ))
     }
 
     /// The group coordinator.
@@ -348,35 +451,48 @@ impl Broker {
     /// request and may run concurrently with later requests of the same connection.
     pub async fn handle(
         self: &Arc<Self>,
+        session: &Arc<Session>,
         request: Request,
     ) -> Result<BoxFuture<'static, Reply>, ShimError> {
         let Request {
             key, version, body, ..
         } = request;
         let me = self.clone();
+        let s = session.clone();
         self.metrics.request(key);
+        // The authorization hook: requests refused as a whole are answered here.
+        if let Some(refused) = self.refuse(session, &body, version) {
+            return Ok(Box::pin(async move { refused }));
+        }
         Ok(match body {
-            Body::Produce(req) => self.produce(req, version).await,
-            Body::Fetch(req) => Box::pin(async move { me.fetch(req, version).await }),
-            Body::ListOffsets(req) => Box::pin(async move { me.list_offsets(req, version).await }),
-            Body::Metadata(req) => Box::pin(async move { me.metadata(req, version).await }),
-            Body::FindCoordinator(req) => {
-                Box::pin(async move { encode(&me.find_coordinator(req, version), version) })
+            Body::Produce(req) => self.produce(session, req, version).await,
+            Body::Fetch(req) => Box::pin(async move { me.fetch(&s, req, version).await }),
+            Body::ListOffsets(req) => {
+                Box::pin(async move { me.list_offsets(&s, req, version).await })
             }
+            Body::Metadata(req) => Box::pin(async move { me.metadata(&s, req, version).await }),
+            Body::FindCoordinator(req) => Box::pin(async move {
+                let (key_type, key) = (req.key_type, req.key.as_str().to_string());
+                let resp = me.find_coordinator(&s, req, version);
+                encode(
+                    &me.filter_coordinators(&s, key_type, &key, resp, version),
+                    version,
+                )
+            }),
             Body::InitProducerId(req) => {
                 Box::pin(async move { me.init_producer_id(req, version).await })
             }
             Body::CreateTopics(req) => {
-                Box::pin(async move { me.create_topics(req, version).await })
+                Box::pin(async move { me.create_topics(&s, req, version).await })
             }
             Body::DeleteTopics(req) => {
-                Box::pin(async move { me.delete_topics(req, version).await })
+                Box::pin(async move { me.delete_topics(&s, req, version).await })
             }
             Body::DescribeConfigs(req) => {
-                Box::pin(async move { encode(&me.describe_configs(req), version) })
+                Box::pin(async move { encode(&me.describe_configs(&s, req), version) })
             }
             Body::DescribeCluster(req) => {
-                Box::pin(async move { encode(&me.describe_cluster(req), version) })
+                Box::pin(async move { encode(&me.describe_cluster(&s, req), version) })
             }
             Body::JoinGroup(req) => {
                 Box::pin(async move { encode(&me.groups.join_group(req, version).await, version) })
@@ -391,27 +507,63 @@ impl Broker {
                 Box::pin(async move { encode(&me.groups.leave_group(req, version).await, version) })
             }
             Body::OffsetCommit(req) => Box::pin(async move {
-                let resp = me.groups.offset_commit(req, version, me.as_ref()).await;
-                encode(&resp, version)
+                encode(
+                    &me.authorized_offset_commit(&s, req, version).await,
+                    version,
+                )
             }),
             Body::OffsetFetch(req) => Box::pin(async move {
-                let resp = me.groups.offset_fetch(req, version, me.as_ref()).await;
-                encode(&resp, version)
+                encode(&me.authorized_offset_fetch(&s, req, version).await, version)
             }),
-            Body::ListGroups(req) => {
-                Box::pin(async move { encode(&me.groups.list_groups(req, version).await, version) })
-            }
-            Body::DescribeGroups(req) => {
-                Box::pin(
-                    async move { encode(&me.groups.describe_groups(req, version).await, version) },
+            Body::ListGroups(req) => Box::pin(async move {
+                let resp = me.groups.list_groups(req, version).await;
+                encode(&me.filter_groups(&s, resp), version)
+            }),
+            Body::DescribeGroups(req) => Box::pin(async move {
+                encode(
+                    &me.authorized_describe_groups(&s, req, version).await,
+                    version,
                 )
-            }
-            Body::DeleteGroups(req) => {
-                Box::pin(
-                    async move { encode(&me.groups.delete_groups(req, version).await, version) },
+            }),
+            Body::DeleteGroups(req) => Box::pin(async move {
+                encode(
+                    &me.authorized_delete_groups(&s, req, version).await,
+                    version,
                 )
+            }),
+            Body::DescribeAcls(req) => Box::pin(async move { me.describe_acls(&s, req, version) }),
+            Body::CreateAcls(req) => {
+                Box::pin(async move { me.create_acls(&s, req, version).await })
             }
-            Body::ApiVersions(_) => {
+            Body::DeleteAcls(req) => {
+                Box::pin(async move { me.delete_acls(&s, req, version).await })
+            }
+            Body::DescribeUserScramCredentials(req) => {
+                Box::pin(async move { me.describe_scram_credentials(&s, req, version).await })
+            }
+            Body::AlterUserScramCredentials(req) => {
+                Box::pin(async move { me.alter_scram_credentials(&s, req, version).await })
+            }
+            Body::AddPartitionsToTxn(req) => {
+                Box::pin(async move { me.add_partitions_to_txn(req, version).await })
+            }
+            Body::AddOffsetsToTxn(req) => {
+                Box::pin(async move { me.add_offsets_to_txn(req, version).await })
+            }
+            Body::EndTxn(req) => Box::pin(async move { me.end_txn(req, version).await }),
+            Body::TxnOffsetCommit(req) => {
+                Box::pin(async move { me.txn_offset_commit(req, version).await })
+            }
+            Body::DescribeProducers(req) => {
+                Box::pin(async move { me.describe_producers(req, version).await })
+            }
+            Body::DescribeTransactions(req) => {
+                Box::pin(async move { me.describe_transactions(req, version).await })
+            }
+            Body::ListTransactions(req) => {
+                Box::pin(async move { me.list_transactions(req, version).await })
+            }
+            Body::ApiVersions(_) | Body::SaslHandshake(_) | Body::SaslAuthenticate(_) => {
                 return Err(ShimError::Malformed {
                     api: format!("{key:?} v{version}"),
                     detail: "answered by the listener, not the broker".into(),
@@ -424,21 +576,30 @@ impl Broker {
 
     async fn produce(
         self: &Arc<Self>,
+        session: &Session,
         req: ProduceRequest,
         version: i16,
     ) -> BoxFuture<'static, Reply> {
         let acks = req.acks;
         let timeout_ms = req.timeout_ms;
         let mut issued = Vec::new();
-        let transactional = req.transactional_id.is_some();
+        let transactional_id = req
+            .transactional_id
+            .as_ref()
+            .map(|t| t.as_str().to_string());
         for topic_data in req.topic_data {
             let name = topic_data.name.0.as_str().to_string();
             let topic = self.topics.get(&name);
             for part in topic_data.partition_data {
                 let index = part.index;
                 let outcome: Result<(Arc<Partition>, i64, i64), KafkaCode> = async {
-                    if transactional {
+                    if transactional_id.as_deref().is_some_and(|t| {
+                        !self.allowed(session, Operation::Write, ResourceType::TransactionalId, t)
+                    }) {
                         return Err(KafkaCode::TransactionalIdAuthorizationFailed);
+                    }
+                    if !self.allowed(session, Operation::Write, ResourceType::Topic, &name) {
+                        return Err(KafkaCode::TopicAuthorizationFailed);
                     }
                     let topic = topic.as_ref().ok_or(KafkaCode::UnknownTopicOrPartition)?;
                     let records = part.records.as_ref().ok_or(KafkaCode::CorruptMessage)?;
@@ -454,6 +615,17 @@ impl Broker {
                         if h.compression() == 4 && version < 7 {
                             return Err(KafkaCode::UnsupportedCompressionType);
                         }
+                    }
+                    // A transactional batch only into a partition of its producer's open
+                    // transaction (Kafka's verification, KIP-890); one without a
+                    // transactional id in the request cannot be checked.
+                    if let Some((h, _)) = batches.iter().find(|(h, _)| h.is_transactional()) {
+                        let id = transactional_id
+                            .as_deref()
+                            .ok_or(KafkaCode::InvalidTxnState)?;
+                        self.txn
+                            .check_produce(id, h.producer_id, h.producer_epoch, &name, index)
+                            .await?;
                     }
                     let bytes: u64 = batches.iter().map(|(h, _)| h.size as u64).sum();
                     let records: i64 = batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
@@ -510,7 +682,7 @@ impl Broker {
 
     // ---------------------------------------------------------------- fetch
 
-    async fn fetch(self: Arc<Self>, req: FetchRequest, version: i16) -> Reply {
+    async fn fetch(self: Arc<Self>, session: &Session, req: FetchRequest, version: i16) -> Reply {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let max_bytes = if version >= 3 && req.max_bytes > 0 {
@@ -519,13 +691,18 @@ impl Broker {
             usize::MAX
         };
         let min_bytes = req.min_bytes.max(0) as usize;
+        // read_committed: nothing at or past the last stable offset, and the aborted
+        // transactions of what is returned.
+        let committed_only = req.isolation_level == 1;
         // Resolve the partitions once.
         let mut wanted = Vec::new();
         for t in &req.topics {
             let name = t.topic.0.as_str().to_string();
             let topic = self.topics.get(&name);
+            let readable = self.allowed(session, Operation::Read, ResourceType::Topic, &name);
             for p in &t.partitions {
                 let part = match &topic {
+                    _ if !readable => Err(KafkaCode::TopicAuthorizationFailed),
                     Some(topic) => self.partition(topic, p.partition).await,
                     None => Err(KafkaCode::UnknownTopicOrPartition),
                 };
@@ -541,6 +718,7 @@ impl Broker {
                     .with_partition_index(fp.partition)
                     .with_high_watermark(-1)
                     .with_last_stable_offset(-1)
+                    .with_aborted_transactions(None)
                     .with_log_start_offset(-1);
                 if version >= 11 {
                     pd.preferred_read_replica = BrokerId(-1);
@@ -552,9 +730,13 @@ impl Broker {
                     }
                     Ok(p) => {
                         let (start, hwm) = p.offsets();
+                        let lso = p.last_stable_offset();
                         pd.high_watermark = hwm;
-                        pd.last_stable_offset = hwm;
+                        pd.last_stable_offset = lso;
                         pd.log_start_offset = start;
+                        // Kafka lists aborted transactions (maybe none) to read_committed
+                        // fetches only; read_uncommitted ones get null.
+                        pd.aborted_transactions = committed_only.then(Vec::new);
                         let budget = (fp.partition_max_bytes.max(0) as usize)
                             .min(max_bytes.saturating_sub(total));
                         // KIP-74: the first batch of the first partition with data is
@@ -562,7 +744,10 @@ impl Broker {
                         // fits within both the partition's and the response's limit.
                         let whole_first = total == 0;
                         if budget > 0 || whole_first {
-                            match p.read(fp.fetch_offset, budget, whole_first).await {
+                            match p
+                                .read(fp.fetch_offset, budget, whole_first, committed_only)
+                                .await
+                            {
                                 Ok(None) => {
                                     pd.error_code = KafkaCode::OffsetOutOfRange.code();
                                     errors = true;
@@ -582,6 +767,23 @@ impl Broker {
                                         let mut buf = BytesMut::with_capacity(size);
                                         for b in &batches {
                                             buf.extend_from_slice(b);
+                                        }
+                                        if committed_only {
+                                            let end = batches
+                                                .last()
+                                                .and_then(|b| batch::read_header(b).ok())
+                                                .map_or(lso, |h| h.base_offset + h.offset_count());
+                                            pd.aborted_transactions = Some(
+                                                p.aborted_between(fp.fetch_offset, end)
+                                                    .into_iter()
+                                                    .map(|a| {
+                                                        fetch_response::AbortedTransaction::default(
+                                                        )
+                                                        .with_producer_id(a.producer_id.into())
+                                                        .with_first_offset(a.first_offset)
+                                                    })
+                                                    .collect(),
+                                            );
                                         }
                                         total += size;
                                         pd.records = Some(buf.freeze());
@@ -630,11 +832,17 @@ impl Broker {
 
     // ---------------------------------------------------------------- list offsets
 
-    async fn list_offsets(self: Arc<Self>, req: ListOffsetsRequest, version: i16) -> Reply {
+    async fn list_offsets(
+        self: Arc<Self>,
+        session: &Session,
+        req: ListOffsetsRequest,
+        version: i16,
+    ) -> Reply {
         let mut topics = Vec::new();
         for t in req.topics {
             let name = t.name.0.as_str().to_string();
             let topic = self.topics.get(&name);
+            let described = self.allowed(session, Operation::Describe, ResourceType::Topic, &name);
             let mut parts = Vec::new();
             for p in t.partitions {
                 let mut r = list_offsets_response::ListOffsetsPartitionResponse::default()
@@ -642,6 +850,7 @@ impl Broker {
                     .with_timestamp(-1)
                     .with_offset(-1);
                 let part = match &topic {
+                    _ if !described => Err(KafkaCode::TopicAuthorizationFailed),
                     Some(topic) => self.partition(topic, p.partition_index).await,
                     None => Err(KafkaCode::UnknownTopicOrPartition),
                 };
@@ -653,6 +862,10 @@ impl Broker {
                             r.leader_epoch = 0;
                         }
                         match p.timestamp {
+                            // read_committed consumers end at the last stable offset.
+                            -1 if version >= 2 && req.isolation_level == 1 => {
+                                r.offset = part.last_stable_offset();
+                            }
                             -1 => r.offset = hwm,
                             -2 => r.offset = start,
                             -3 if version >= 7 => match part.max_timestamp().await {
@@ -688,11 +901,12 @@ impl Broker {
 
     // ---------------------------------------------------------------- metadata
 
-    fn broker_entry(&self) -> metadata_response::MetadataResponseBroker {
+    /// This broker as the listener the session connected through advertises it.
+    fn broker_entry(&self, session: &Session) -> metadata_response::MetadataResponseBroker {
         metadata_response::MetadataResponseBroker::default()
             .with_node_id(BrokerId(self.config.node_id))
-            .with_host(str_bytes(&self.config.advertised_host))
-            .with_port(self.config.advertised_port)
+            .with_host(str_bytes(&session.advertised_host))
+            .with_port(session.advertised_port)
     }
 
     fn topic_entry(&self, topic: &Topic) -> metadata_response::MetadataResponseTopic {
@@ -713,7 +927,19 @@ impl Broker {
             .with_partitions(partitions)
     }
 
-    async fn metadata(self: Arc<Self>, req: MetadataRequest, version: i16) -> Reply {
+    async fn metadata(
+        self: Arc<Self>,
+        session: &Session,
+        req: MetadataRequest,
+        version: i16,
+    ) -> Reply {
+        let described =
+            |name: &str| self.allowed(session, Operation::Describe, ResourceType::Topic, name);
+        let denied = |name: &str| {
+            metadata_response::MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(name))))
+                .with_error_code(KafkaCode::TopicAuthorizationFailed.code())
+        };
         // v0: an empty list means all topics; v1+: null means all, empty means none.
         let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
             None => None,
@@ -730,7 +956,9 @@ impl Broker {
         match requested {
             None => {
                 for t in self.topics.all() {
-                    topics.push(self.topic_entry(&t));
+                    if described(&t.name) {
+                        topics.push(self.topic_entry(&t));
+                    }
                 }
             }
             Some(list) => {
@@ -739,6 +967,11 @@ impl Broker {
                         // By topic id (v10+).
                         let found = self.topics.all().into_iter().find(|t| t.id == id);
                         topics.push(match found {
+                            Some(t) if !described(&t.name) => {
+                                metadata_response::MetadataResponseTopic::default()
+                                    .with_topic_id(id)
+                                    .with_error_code(KafkaCode::TopicAuthorizationFailed.code())
+                            }
                             Some(t) => self.topic_entry(&t),
                             None => metadata_response::MetadataResponseTopic::default()
                                 .with_topic_id(id)
@@ -746,7 +979,17 @@ impl Broker {
                         });
                         continue;
                     };
-                    let entry = if let Some(t) = self.topics.get(&name) {
+                    let may_create = || {
+                        self.allowed(
+                            session,
+                            Operation::Create,
+                            ResourceType::Cluster,
+                            CLUSTER_NAME,
+                        ) || self.allowed(session, Operation::Create, ResourceType::Topic, &name)
+                    };
+                    let entry = if !described(&name) {
+                        denied(&name)
+                    } else if let Some(t) = self.topics.get(&name) {
                         self.topic_entry(&t)
                     } else if !valid_topic_name(&name) {
                         metadata_response::MetadataResponseTopic::default()
@@ -757,6 +1000,8 @@ impl Broker {
                         metadata_response::MetadataResponseTopic::default()
                             .with_name(Some(TopicName(str_bytes(&name))))
                             .with_error_code(KafkaCode::UnknownTopicOrPartition.code())
+                    } else if auto_create && !may_create() {
+                        denied(&name)
                     } else if auto_create {
                         let partitions = self.config.topic_defaults.partitions;
                         match self
@@ -780,11 +1025,35 @@ impl Broker {
                 }
             }
         }
-        let resp = MetadataResponse::default()
-            .with_brokers(vec![self.broker_entry()])
+        if version >= 8 {
+            for t in &mut topics {
+                t.topic_authorized_operations = match &t.name {
+                    Some(n) if req.include_topic_authorized_operations => {
+                        self.authorized_operations(session, ResourceType::Topic, n.as_str())
+                    }
+                    _ => i32::MIN,
+                };
+            }
+        }
+        let mut resp = MetadataResponse::default()
+            .with_brokers(vec![self.broker_entry(session)])
             .with_cluster_id(Some(str_bytes(&self.cluster_id)))
             .with_controller_id(BrokerId(self.config.node_id))
             .with_topics(topics);
+        if (8..=10).contains(&version) {
+            resp.cluster_authorized_operations = if !req.include_cluster_authorized_operations {
+                i32::MIN
+            } else if self.allowed(
+                session,
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+                self.authorized_operations(session, ResourceType::Cluster, CLUSTER_NAME)
+            } else {
+                0
+            };
+        }
         encode(&resp, version)
     }
 
@@ -792,17 +1061,18 @@ impl Broker {
 
     fn find_coordinator(
         &self,
+        session: &Session,
         req: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
         let node = BrokerId(self.config.node_id);
-        let host = str_bytes(&self.config.advertised_host);
-        let port = self.config.advertised_port;
-        // Transactions are not served: no transaction coordinator.
-        let code = if req.key_type == 0 {
+        let host = str_bytes(&session.advertised_host);
+        let port = session.advertised_port;
+        // This node coordinates every group (key type 0) and transactional id (1).
+        let code = if req.key_type == 0 || req.key_type == 1 {
             KafkaCode::None
         } else {
-            KafkaCode::CoordinatorNotAvailable
+            KafkaCode::InvalidRequest
         };
         if version >= 4 {
             let coordinators = req
@@ -837,14 +1107,29 @@ impl Broker {
 
     async fn init_producer_id(self: Arc<Self>, req: InitProducerIdRequest, version: i16) -> Reply {
         let mut resp = InitProducerIdResponse::default();
-        if req
-            .transactional_id
-            .as_ref()
-            .is_some_and(|t| !t.0.as_str().is_empty())
-        {
-            resp.error_code = KafkaCode::TransactionalIdAuthorizationFailed.code();
-            resp.producer_id = (-1).into();
-            resp.producer_epoch = -1;
+        if let Some(id) = req.transactional_id.as_ref() {
+            // Kafka: an empty transactional id is INVALID_REQUEST; any other is the
+            // transaction coordinator's.
+            let expected = (version >= 3 && req.producer_id.0 >= 0)
+                .then_some((req.producer_id.0, req.producer_epoch));
+            let outcome = if id.is_empty() {
+                Err(KafkaCode::InvalidRequest)
+            } else {
+                self.txn
+                    .init_producer_id(&self, id.as_str(), req.transaction_timeout_ms, expected)
+                    .await
+            };
+            match outcome {
+                Ok((pid, epoch)) => {
+                    resp.producer_id = pid.into();
+                    resp.producer_epoch = epoch;
+                }
+                Err(code) => {
+                    resp.error_code = code.fenced_for(version, 4).code();
+                    resp.producer_id = (-1).into();
+                    resp.producer_epoch = -1;
+                }
+            }
             return encode(&resp, version);
         }
         let pid = req.producer_id.0;
@@ -887,7 +1172,18 @@ impl Broker {
             .collect()
     }
 
-    async fn create_topics(self: Arc<Self>, req: CreateTopicsRequest, version: i16) -> Reply {
+    async fn create_topics(
+        self: Arc<Self>,
+        session: &Session,
+        req: CreateTopicsRequest,
+        version: i16,
+    ) -> Reply {
+        let cluster_create = self.allowed(
+            session,
+            Operation::Create,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
         // Like Kafka's controller, refuse the whole request when it would create more than
         // MAX_RECORDS_PER_REQUEST records (a topic, each partition, each configuration).
         let records: i64 = req
@@ -930,6 +1226,13 @@ impl Broker {
                 Some((
                     KafkaCode::PolicyViolation,
                     "Unable to perform excessively large batch operation.".into(),
+                ))
+            } else if !cluster_create
+                && !self.allowed(session, Operation::Create, ResourceType::Topic, &name)
+            {
+                Some((
+                    KafkaCode::TopicAuthorizationFailed,
+                    "Authorization failed.".into(),
                 ))
             } else if !valid_topic_name(&name) {
                 Some((
@@ -996,7 +1299,16 @@ impl Broker {
                         r.topic_id = topic.id;
                         r.num_partitions = partitions;
                         r.replication_factor = 1;
-                        if version >= 5 {
+                        if version >= 5
+                            && !self.allowed(
+                                session,
+                                Operation::DescribeConfigs,
+                                ResourceType::Topic,
+                                &name,
+                            )
+                        {
+                            r.topic_config_error_code = KafkaCode::TopicAuthorizationFailed.code();
+                        } else if version >= 5 {
                             r.configs = Some(
                                 self.config_entries(&topic, None)
                                     .into_iter()
@@ -1033,7 +1345,12 @@ impl Broker {
         )
     }
 
-    async fn delete_topics(self: Arc<Self>, req: DeleteTopicsRequest, version: i16) -> Reply {
+    async fn delete_topics(
+        self: Arc<Self>,
+        session: &Session,
+        req: DeleteTopicsRequest,
+        version: i16,
+    ) -> Reply {
         let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
             req.topics
                 .into_iter()
@@ -1054,7 +1371,15 @@ impl Broker {
             let mut r = delete_topics_response::DeletableTopicResult::default()
                 .with_name(name.as_deref().map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(id);
+            let deletable =
+                |t: &str| self.allowed(session, Operation::Delete, ResourceType::Topic, t);
             match topic {
+                _ if name.as_deref().is_some_and(|n| !deletable(n)) => {
+                    r.error_code = KafkaCode::TopicAuthorizationFailed.code();
+                }
+                Some(topic) if !deletable(&topic.name) => {
+                    r.error_code = KafkaCode::TopicAuthorizationFailed.code();
+                }
                 None => {
                     r.error_code = if name.is_some() {
                         KafkaCode::UnknownTopicOrPartition.code()
@@ -1080,7 +1405,11 @@ impl Broker {
         )
     }
 
-    fn describe_configs(&self, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    fn describe_configs(
+        &self,
+        session: &Session,
+        req: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
         let mut results = Vec::new();
         for res in req.resources {
             let name = res.resource_name.as_str().to_string();
@@ -1088,6 +1417,28 @@ impl Broker {
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let entries: Option<Vec<(String, String, bool, bool)>> = match res.resource_type {
+                2 if !self.allowed(
+                    session,
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &name,
+                ) =>
+                {
+                    r.error_code = KafkaCode::TopicAuthorizationFailed.code();
+                    r.error_message = Some(str_bytes("Topic authorization failed."));
+                    None
+                }
+                4 if !self.allowed(
+                    session,
+                    Operation::DescribeConfigs,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                ) =>
+                {
+                    r.error_code = KafkaCode::ClusterAuthorizationFailed.code();
+                    r.error_message = Some(str_bytes("Cluster authorization failed."));
+                    None
+                }
                 2 => match self.topics.get(&name) {
                     Some(topic) => {
                         Some(self.config_entries(&topic, res.configuration_keys.as_deref()))
@@ -1141,10 +1492,12 @@ impl Broker {
         let all = [
             (
                 "advertised.listeners",
-                format!(
-                    "PLAINTEXT://{}:{}",
-                    self.config.advertised_host, self.config.advertised_port
-                ),
+                self.config.advertised_listeners.clone().unwrap_or_else(|| {
+                    format!(
+                        "PLAINTEXT://{}:{}",
+                        self.config.advertised_host, self.config.advertised_port
+                    )
+                }),
                 true,
             ),
             (
@@ -1165,6 +1518,11 @@ impl Broker {
                 "1".to_string(),
                 false,
             ),
+            (
+                "transaction.max.timeout.ms",
+                self.config.transactions.max_timeout.as_millis().to_string(),
+                true,
+            ),
         ];
         all.into_iter()
             .filter(|(k, _, _)| {
@@ -1174,16 +1532,33 @@ impl Broker {
             .collect()
     }
 
-    fn describe_cluster(&self, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+    fn describe_cluster(
+        &self,
+        session: &Session,
+        req: DescribeClusterRequest,
+    ) -> DescribeClusterResponse {
+        let ops = if !req.include_cluster_authorized_operations {
+            i32::MIN
+        } else if self.allowed(
+            session,
+            Operation::Describe,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) {
+            self.authorized_operations(session, ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            0
+        };
         DescribeClusterResponse::default()
+            .with_cluster_authorized_operations(ops)
             .with_cluster_id(str_bytes(&self.cluster_id))
             .with_controller_id(BrokerId(self.config.node_id))
             .with_endpoint_type(1)
             .with_brokers(vec![
                 describe_cluster_response::DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(self.config.node_id))
-                    .with_host(str_bytes(&self.config.advertised_host))
-                    .with_port(self.config.advertised_port),
+                    .with_host(str_bytes(&session.advertised_host))
+                    .with_port(session.advertised_port),
             ])
     }
 }
@@ -1197,6 +1572,7 @@ fn config_type(key: &str) -> i8 {
         | "min.insync.replicas"
         | "message.max.bytes"
         | "num.partitions"
+        | "transaction.max.timeout.ms"
         | "broker.id" => 3,
         "default.replication.factor"
         | "offsets.topic.replication.factor"

@@ -40,8 +40,38 @@ pub enum KafkaCode {
     OutOfOrderSequenceNumber = 45,
     /// The producer epoch is older than the one in force.
     InvalidProducerEpoch = 47,
+    /// The principal may not use the topic for this operation.
+    TopicAuthorizationFailed = 29,
+    /// The principal may not use the group for this operation.
+    GroupAuthorizationFailed = 30,
+    /// The principal may not perform this operation on the cluster.
+    ClusterAuthorizationFailed = 31,
+    /// The SASL mechanism asked for is not enabled on the listener.
+    UnsupportedSaslMechanism = 33,
+    /// A request arrived in a SASL state that does not allow it.
+    IllegalSaslState = 34,
     /// The transactional id is not supported.
     TransactionalIdAuthorizationFailed = 53,
+    /// No authorizer is configured (ACL APIs).
+    SecurityDisabled = 54,
+    /// SASL authentication failed.
+    SaslAuthenticationFailed = 58,
+    /// The producer attempted a transactional operation in an invalid state.
+    InvalidTxnState = 48,
+    /// The producer id is not the one the transactional id holds.
+    InvalidProducerIdMapping = 49,
+    /// The transaction timeout is larger than `transaction.max.timeout.ms` (or not positive).
+    InvalidTransactionTimeout = 50,
+    /// The transactional id is ending a transaction; retry.
+    ConcurrentTransactions = 51,
+    /// The request was not attempted because another part of it failed.
+    OperationNotAttempted = 55,
+    /// A newer producer with the same transactional id fenced this one.
+    ProducerFenced = 90,
+    /// The transactional id is not known.
+    TransactionalIdNotFound = 105,
+    /// Committed offset metadata is larger than allowed.
+    OffsetMetadataTooLarge = 12,
     /// Storage failed under the partition.
     KafkaStorageError = 56,
     /// The producer id is not known.
@@ -54,6 +84,10 @@ pub enum KafkaCode {
     TopicDeletionDisabled = 73,
     /// The resource is not known.
     ResourceNotFound = 91,
+    /// The same resource appears twice in one request.
+    DuplicateResource = 92,
+    /// A credential does not meet the broker's rules.
+    UnacceptableCredential = 93,
     /// An unknown server error.
     UnknownServerError = -1,
 }
@@ -62,6 +96,17 @@ impl KafkaCode {
     /// The code on the wire.
     pub fn code(self) -> i16 {
         self as i16
+    }
+
+    /// `PRODUCER_FENCED` as a request of `version` may receive it: before `first` (the version
+    /// that introduced the code, KIP-588) Kafka answers `INVALID_PRODUCER_EPOCH`, which older
+    /// clients handle the same way. Any other code is unchanged.
+    pub fn fenced_for(self, version: i16, first: i16) -> KafkaCode {
+        if self == KafkaCode::ProducerFenced && version < first {
+            KafkaCode::InvalidProducerEpoch
+        } else {
+            self
+        }
     }
 }
 
@@ -109,6 +154,9 @@ pub enum ShimError {
         /// Why.
         detail: String,
     },
+    /// A client failed to authenticate, or broke the SASL rules; its connection is closed.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// A response that does not encode (a bug).
     #[error("cannot encode a response: {0}")]
     Encode(String),

@@ -590,6 +590,27 @@ impl Group {
 struct State {
     groups: HashMap<String, Group>,
     next_retention_check: Option<Instant>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit): group -> producer id ->
+    /// partition -> offset. They become committed offsets when the transaction commits.
+    txn_pending: HashMap<String, HashMap<i64, StagedOffsets>>,
+}
+
+/// Offsets one transaction staged for one group, by (topic, partition).
+type StagedOffsets = BTreeMap<(String, i32), StoredOffset>;
+
+/// An offset committed inside a transaction (TxnOffsetCommit), pending until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset.
+    pub offset: i64,
+    /// The leader epoch the client gave (-1: none).
+    pub leader_epoch: i32,
+    /// The metadata the client gave.
+    pub metadata: Option<String>,
 }
 
 struct Shared {
@@ -753,6 +774,7 @@ impl GroupCoordinator {
             state: Mutex::new(State {
                 groups: HashMap::new(),
                 next_retention_check: None,
+                txn_pending: HashMap::new(),
             }),
             persist: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
@@ -1272,20 +1294,35 @@ impl GroupCoordinator {
         req: &OffsetCommitRequest,
         version: i16,
     ) -> Result<(), ResponseError> {
-        let now = Instant::now();
-        let generation = req.generation_id_or_member_epoch;
         let instance_id = if version >= 7 {
             req.group_instance_id.as_deref()
         } else {
             None
         };
+        self.validate_member_commit(
+            req.group_id.as_str(),
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            instance_id,
+        )
+    }
+
+    /// Checks the member fields of a commit (OffsetCommit, or TxnOffsetCommit v3+): a
+    /// negative generation commits for a group without members; otherwise the member must
+    /// be in the group at that generation.
+    pub fn validate_member_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        let now = Instant::now();
         let mut state = self.shared.lock();
-        let Some(group) = state.groups.get_mut(req.group_id.as_str()) else {
+        let Some(group) = state.groups.get_mut(group_id) else {
             if generation < 0 {
                 // A group that does not use the coordinator for membership.
-                state
-                    .groups
-                    .insert(req.group_id.to_string(), Group::new(now));
+                state.groups.insert(group_id.to_string(), Group::new(now));
                 return Ok(());
             }
             return Err(ResponseError::IllegalGeneration);
@@ -1296,14 +1333,14 @@ impl GroupCoordinator {
         if generation < 0 && group.state == GroupState::Empty {
             return Ok(());
         }
-        if group.is_fenced(instance_id, &req.member_id) {
+        if group.is_fenced(instance_id, member_id) {
             return Err(ResponseError::FencedInstanceId);
         }
         if group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
-        group.validate_member(&req.member_id, instance_id, generation)?;
-        if let Some(member) = group.member_mut(&req.member_id) {
+        group.validate_member(member_id, instance_id, generation)?;
+        if let Some(member) = group.member_mut(member_id) {
             member.deadline = now + member.session_timeout;
         }
         Ok(())
@@ -1395,6 +1432,94 @@ impl GroupCoordinator {
         }
     }
 
+    /// Keeps offsets a transaction committed (TxnOffsetCommit) until it ends; a later commit
+    /// of the same partition in the same transaction replaces the earlier one.
+    pub fn stage_txn_offsets(&self, group_id: &str, producer_id: i64, offsets: &[TxnOffset]) {
+        let now_ms = wall_ms();
+        let mut state = self.shared.lock();
+        let pending = state
+            .txn_pending
+            .entry(group_id.to_owned())
+            .or_default()
+            .entry(producer_id)
+            .or_default();
+        for o in offsets {
+            pending.insert(
+                (o.topic.clone(), o.partition),
+                StoredOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone(),
+                    commit_timestamp_ms: now_ms,
+                },
+            );
+        }
+    }
+
+    /// Ends the offsets a transaction staged for `group_id`: on commit they are stored
+    /// (durable before this returns) and become the group's committed offsets; on abort
+    /// they are dropped. Nothing staged is nothing to do.
+    pub async fn end_txn_offsets(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), GroupError> {
+        let _persist = self.shared.persist.lock().await;
+        let staged: Vec<((String, i32), StoredOffset)> = {
+            let state = self.shared.lock();
+            state
+                .txn_pending
+                .get(group_id)
+                .and_then(|g| g.get(&producer_id))
+                .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        if commit {
+            for chunk in staged.chunks(MAX_OPS_PER_TXN) {
+                let ops = chunk
+                    .iter()
+                    .map(|((topic, partition), offset)| {
+                        TxnOp::put(
+                            self.shared.offset_key(group_id, topic, *partition),
+                            serde_json::to_vec(offset).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                self.shared
+                    .kv
+                    .txn(Txn {
+                        success: ops,
+                        ..Txn::default()
+                    })
+                    .await?;
+            }
+        }
+        let mut state = self.shared.lock();
+        if commit {
+            let group = state
+                .groups
+                .entry(group_id.to_owned())
+                .or_insert_with(|| Group::new(Instant::now()));
+            for ((topic, partition), offset) in staged {
+                group
+                    .offsets
+                    .entry(topic)
+                    .or_default()
+                    .insert(partition, offset);
+            }
+        }
+        if let Some(g) = state.txn_pending.get_mut(group_id) {
+            g.remove(&producer_id);
+            if g.is_empty() {
+                state.txn_pending.remove(group_id);
+            }
+        }
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
     /// OffsetFetch (v1-9; v8+ for several groups at once).
     pub async fn offset_fetch(
         &self,
@@ -1412,7 +1537,8 @@ impl GroupCoordinator {
                             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                             .collect::<Vec<_>>()
                     });
-                    let (code, found) = self.fetch_one(&g.group_id, wanted, topics);
+                    let (code, found) =
+                        self.fetch_one(&g.group_id, wanted, topics, req.require_stable);
                     OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
                         .with_error_code(code)
@@ -1448,7 +1574,12 @@ impl GroupCoordinator {
                 .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                 .collect::<Vec<_>>()
         });
-        let (code, found) = self.fetch_one(&req.group_id, wanted, topics);
+        let (code, found) = self.fetch_one(
+            &req.group_id,
+            wanted,
+            topics,
+            version >= 7 && req.require_stable,
+        );
         let mut response = OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()
@@ -1489,14 +1620,27 @@ impl GroupCoordinator {
     /// The committed offsets of one group: `(group error, [(topic, [(partition, offset,
     /// partition error)])])`. `wanted` `None` means every committed partition.
     #[allow(clippy::type_complexity)]
+    ///
+    /// With `require_stable` (KIP-447), a partition an open transaction committed an offset
+    /// for answers UNSTABLE_OFFSET_COMMIT instead of its committed offset.
     fn fetch_one(
         &self,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
         catalog: &dyn TopicCatalog,
+        require_stable: bool,
     ) -> (i16, Vec<(String, Vec<(i32, Option<StoredOffset>, i16)>)>) {
         let state = self.shared.lock();
         let group = state.groups.get(group_id);
+        let pending = state.txn_pending.get(group_id);
+        let unstable = |topic: &str, partition: i32| {
+            require_stable
+                && pending.is_some_and(|by_producer| {
+                    by_producer
+                        .values()
+                        .any(|p| p.contains_key(&(topic.to_owned(), partition)))
+                })
+        };
         let invalid = group_id.is_empty();
         let code = if invalid {
             ResponseError::InvalidGroupId.code()
@@ -1512,6 +1656,9 @@ impl GroupCoordinator {
                         let partitions = partitions
                             .into_iter()
                             .map(|p| {
+                                if !invalid && unstable(&topic, p) {
+                                    return (p, None, ResponseError::UnstableOffsetCommit.code());
+                                }
                                 let offset = committed.and_then(|c| c.get(&p)).cloned();
                                 (p, if invalid { None } else { offset }, 0)
                             })

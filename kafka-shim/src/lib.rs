@@ -12,20 +12,27 @@
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
+//! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
+//!   (private) `access` module.
+//! * [`txn`]: the transaction coordinator (exactly-once: transactional producers, markers,
+//!   transactional offset commits).
 
+mod access;
 pub mod broker;
 pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod partition;
+pub mod security;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::{KafkaCode, ShimError};
 pub use kafka_wire::{batch, codec};
 pub use metrics::Metrics;
-pub use server::{ServerConfig, serve};
+pub use server::{Listener, ServerConfig, serve, serve_listener};
 
 /// The prefix of every log name the Kafka front door owns: partition `p` of topic `t` is the
 /// log `kafka:t:p` ([`topics::log_name`]). Entries of such a log are Kafka record batches;

@@ -63,7 +63,7 @@ use tokio::sync::watch;
 use wal::client::{Client, ClientError, LogHandle, LogReader, LogWriter};
 use wal::message::{LogMessageId, WriteMessage};
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, Marker};
 use crate::error::KafkaCode;
 
 /// How many batch sequence ranges are kept per producer for duplicate detection (Kafka: 5).
@@ -84,6 +84,29 @@ struct Entry {
     id: Option<LogMessageId>,
     /// Cached bytes; dropped from old entries beyond the tail-cache budget.
     data: Option<Bytes>,
+    /// For a transaction marker: what it ends, applied to the index once it is durable.
+    ends: Option<TxnEnd>,
+}
+
+/// What a transaction marker ends on this partition: the producer's transaction that began
+/// at `first` (`None`: the producer wrote nothing here in that transaction).
+#[derive(Debug, Clone, Copy)]
+struct TxnEnd {
+    producer_id: i64,
+    first: Option<i64>,
+    marker: Marker,
+}
+
+/// An aborted transaction of this partition: the producer and its offsets from the first
+/// batch to the abort marker. Fetches at `read_committed` list the ones they overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// The offset of its first batch in the transaction.
+    pub first_offset: i64,
+    /// The offset of the abort marker.
+    pub last_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +124,11 @@ struct Index {
     first_cached: usize,
     /// Bytes of `committed`.
     stored: u64,
+    /// Open transactions: first offset -> producer id. The last stable offset is the
+    /// smallest of these, or the high watermark when there is none.
+    ongoing: std::collections::BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order (so also by last offset).
+    aborted: Vec<AbortedTxn>,
     /// Offsets of batches in damaged blocks, in order: fetched, they are CORRUPT_MESSAGE.
     holes: Vec<Hole>,
 }
@@ -154,14 +182,66 @@ impl Index {
         let i = self.committed.partition_point(|e| e.last < offset);
         (i < self.committed.len()).then_some(i)
     }
+
+    /// The last stable offset: no offset at or above it belongs to an open transaction.
+    fn last_stable(&self) -> i64 {
+        self.ongoing
+            .keys()
+            .next()
+            .map_or(self.high_watermark, |&first| first.min(self.high_watermark))
+    }
+
+    /// Applies a durable marker: its transaction is no longer open, and an aborted one is
+    /// remembered for `read_committed` fetches.
+    fn end_txn(&mut self, end: TxnEnd, marker_offset: i64) {
+        let Some(first) = end.first else { return };
+        if self.ongoing.get(&first) == Some(&end.producer_id) {
+            self.ongoing.remove(&first);
+        }
+        if end.marker == Marker::Abort {
+            self.aborted.push(AbortedTxn {
+                producer_id: end.producer_id,
+                first_offset: first,
+                last_offset: marker_offset,
+            });
+        }
+    }
+
+    /// The aborted transactions overlapping `[from, to)`, as Kafka lists them in a fetch.
+    fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
 }
 
 /// Sequence state of one idempotent producer on this partition.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ProducerState {
     epoch: i16,
     /// (first sequence, last sequence, base offset, last offset), oldest first.
     batches: VecDeque<(i32, i32, i64, i64)>,
+    /// The first offset of the producer's open transaction on this partition.
+    txn_first: Option<i64>,
+    /// The largest timestamp of its last batch.
+    last_timestamp: i64,
+    /// The coordinator epoch of the last marker written for it (-1: none).
+    coordinator_epoch: i32,
+}
+
+impl Default for ProducerState {
+    fn default() -> Self {
+        ProducerState {
+            epoch: 0,
+            batches: VecDeque::new(),
+            txn_first: None,
+            last_timestamp: -1,
+            coordinator_epoch: -1,
+        }
+    }
 }
 
 impl ProducerState {
@@ -179,7 +259,47 @@ impl ProducerState {
         while self.batches.len() > PRODUCER_BATCHES {
             self.batches.pop_front();
         }
+        self.last_timestamp = h.max_timestamp;
     }
+
+    /// A marker for this producer: its open transaction ends, and a newer epoch (the
+    /// coordinator fenced the producer) restarts its sequences.
+    fn end_txn(&mut self, epoch: i16, coordinator_epoch: i32, timestamp: i64) -> Option<i64> {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+        self.coordinator_epoch = coordinator_epoch;
+        self.last_timestamp = timestamp;
+        self.txn_first.take()
+    }
+}
+
+/// What DescribeProducers reports of one producer of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The sequence of its last record (-1: none).
+    pub last_sequence: i32,
+    /// The largest timestamp of its last batch.
+    pub last_timestamp: i64,
+    /// The coordinator epoch of its last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction (-1: none).
+    pub txn_start_offset: i64,
+}
+
+/// The coordinator epoch in a marker's value (bytes 2..6 of it), -1 when unreadable.
+fn marker_coordinator_epoch(batch: &[u8]) -> i32 {
+    // The one control record: length, attributes, timestamp delta, offset delta, key length
+    // (4), the key, value length (6), then the value: version (2 bytes), coordinator epoch.
+    let at = batch::HEADER_LEN + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 2;
+    batch
+        .get(at..at + 4)
+        .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// What the sequence check decided for one batch.
@@ -382,11 +502,11 @@ impl Partition {
                         }
                         continue;
                     }
-                    let h =
-                        batch::read_header(&msg.payload).map_err(|e| ClientError::ReadFailed {
-                            log: log_name.to_string(),
-                            reason: format!("entry {} is not a Kafka batch: {e}", msg.id),
-                        })?;
+                    let not_kafka = |e: batch::BatchError| ClientError::ReadFailed {
+                        log: log_name.to_string(),
+                        reason: format!("entry {} is not a Kafka batch: {e}", msg.id),
+                    };
+                    let h = batch::read_header(&msg.payload).map_err(not_kafka)?;
                     let entry = Entry {
                         base: h.base_offset,
                         last: h.base_offset + h.offset_count() - 1,
@@ -395,12 +515,31 @@ impl Partition {
                         size: msg.payload.len(),
                         id: Some(msg.id),
                         data: Some(msg.payload.clone()),
+                        ends: None,
                     };
-                    if h.producer_id >= 0 {
-                        producers
-                            .entry(h.producer_id)
-                            .or_default()
-                            .record(&h, h.base_offset);
+                    if h.is_control() {
+                        // A marker ends the producer's open transaction here.
+                        if let Some(marker) = batch::read_marker(&msg.payload).map_err(not_kafka)? {
+                            let state = producers.entry(h.producer_id).or_default();
+                            let coordinator_epoch = marker_coordinator_epoch(&msg.payload);
+                            let first =
+                                state.end_txn(h.producer_epoch, coordinator_epoch, h.max_timestamp);
+                            index.end_txn(
+                                TxnEnd {
+                                    producer_id: h.producer_id,
+                                    first,
+                                    marker,
+                                },
+                                h.base_offset,
+                            );
+                        }
+                    } else if h.producer_id >= 0 {
+                        let state = producers.entry(h.producer_id).or_default();
+                        state.record(&h, h.base_offset);
+                        if h.is_transactional() && state.txn_first.is_none() {
+                            state.txn_first = Some(h.base_offset);
+                            index.ongoing.insert(h.base_offset, h.producer_id);
+                        }
                     }
                     if let Some((what, _)) = open_hole.take() {
                         let first = index.committed.back().map_or(0, |e| e.last + 1);
@@ -507,6 +646,105 @@ impl Partition {
         (ix.log_start, ix.high_watermark)
     }
 
+    /// The last stable offset: the high watermark, or the first offset of the oldest open
+    /// transaction when that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.lock_index().last_stable()
+    }
+
+    /// The aborted transactions overlapping `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.lock_index().aborted_between(from, to)
+    }
+
+    /// The producers this partition holds state for (DescribeProducers).
+    pub async fn producers(&self) -> Vec<ProducerView> {
+        let guard = self.write.lock().await;
+        let Some(side) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let mut out: Vec<ProducerView> = side
+            .producers
+            .iter()
+            .map(|(&producer_id, s)| ProducerView {
+                producer_id,
+                epoch: s.epoch,
+                last_sequence: s.batches.back().map_or(-1, |b| b.1),
+                last_timestamp: s.last_timestamp,
+                coordinator_epoch: s.coordinator_epoch,
+                txn_start_offset: s.txn_first.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// Writes a transaction marker for `producer_id` (as a coordinator's WriteTxnMarkers
+    /// has a leader do) and waits until it is durable. Its transaction on this partition
+    /// is closed from then on: the last stable offset passes it, and an aborted one is
+    /// listed to `read_committed` fetches. Returns the marker's offset.
+    pub async fn write_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+        timestamp: i64,
+    ) -> Result<i64, KafkaCode> {
+        let offset = {
+            if self.is_failed() {
+                return Err(KafkaCode::NotLeaderOrFollower);
+            }
+            let mut guard = self.write.lock().await;
+            let Some(side) = guard.as_mut() else {
+                return Err(KafkaCode::NotLeaderOrFollower);
+            };
+            let state = side.producers.entry(producer_id).or_default();
+            if producer_epoch < state.epoch {
+                // A marker of an older epoch than the producer's data here: Kafka's leader
+                // refuses it the same way.
+                return Err(KafkaCode::InvalidProducerEpoch);
+            }
+            let first = state.end_txn(producer_epoch, coordinator_epoch, timestamp);
+            let offset = side.next_offset;
+            side.next_offset += 1;
+            let bytes = batch::with_base_offset(
+                &batch::marker_batch(
+                    marker,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    timestamp,
+                ),
+                offset,
+                self.settings.leader_epoch,
+            );
+            self.lock_index().pending.push_back(Entry {
+                base: offset,
+                last: offset,
+                first_ts: timestamp,
+                max_ts: timestamp,
+                size: bytes.len(),
+                id: None,
+                data: Some(bytes.clone()),
+                ends: Some(TxnEnd {
+                    producer_id,
+                    first,
+                    marker,
+                }),
+            });
+            let me = self.clone();
+            side.writer
+                .write_then(WriteMessage::new(bytes), move |r| match r {
+                    Ok(id) => me.acknowledged(offset, id),
+                    Err(e) => me.fail(&e),
+                });
+            offset
+        };
+        self.wait_visible(offset).await?;
+        Ok(offset)
+    }
+
     /// Bytes stored (acknowledged batches still retained).
     pub fn stored_bytes(&self) -> u64 {
         self.lock_index().stored
@@ -559,13 +797,21 @@ impl Partition {
         let mut plan = Vec::with_capacity(batches.len());
         for (h, data) in batches {
             match check_sequence(&producers, &h)? {
-                SequenceCheck::Duplicate { base, last } => plan.push((h, data, base, last, false)),
+                SequenceCheck::Duplicate { base, last } => {
+                    plan.push((h, data, base, last, false, false));
+                }
                 SequenceCheck::New => {
+                    let mut starts_txn = false;
                     if h.producer_id >= 0 {
-                        producers.entry(h.producer_id).or_default().record(&h, next);
+                        let state = producers.entry(h.producer_id).or_default();
+                        state.record(&h, next);
+                        if h.is_transactional() && state.txn_first.is_none() {
+                            state.txn_first = Some(next);
+                            starts_txn = true;
+                        }
                     }
                     let last = next + h.offset_count() - 1;
-                    plan.push((h, data, next, last, true));
+                    plan.push((h, data, next, last, true, starts_txn));
                     next = last + 1;
                 }
             }
@@ -574,7 +820,7 @@ impl Partition {
         side.next_offset = next;
         let mut first = None;
         let mut last = -1;
-        for (h, data, base, end, new) in plan {
+        for (h, data, base, end, new, starts_txn) in plan {
             first.get_or_insert(base);
             last = last.max(end);
             if !new {
@@ -582,15 +828,24 @@ impl Partition {
             }
             let bytes = batch::with_base_offset(&data, base, self.settings.leader_epoch);
             // Pending before the write is issued: its acknowledgement may come at once.
-            self.lock_index().pending.push_back(Entry {
-                base,
-                last: end,
-                first_ts: h.base_timestamp,
-                max_ts: h.max_timestamp,
-                size: bytes.len(),
-                id: None,
-                data: Some(bytes.clone()),
-            });
+            {
+                let mut ix = self.lock_index();
+                if starts_txn {
+                    // Open from the moment its offset is given: the last stable offset
+                    // stays below it until the marker is durable.
+                    ix.ongoing.insert(base, h.producer_id);
+                }
+                ix.pending.push_back(Entry {
+                    base,
+                    last: end,
+                    first_ts: h.base_timestamp,
+                    max_ts: h.max_timestamp,
+                    size: bytes.len(),
+                    id: None,
+                    data: Some(bytes.clone()),
+                    ends: None,
+                });
+            }
             // Told on the engine's task that made the batch durable, with no task of its own.
             let me = self.clone();
             side.writer
@@ -613,6 +868,9 @@ impl Partition {
                 let Some(e) = ix.pending.pop_front() else {
                     break;
                 };
+                if let Some(end) = e.ends {
+                    ix.end_txn(end, e.base);
+                }
                 ix.high_watermark = e.last + 1;
                 ix.cached += e.size;
                 ix.stored += e.size as u64;
@@ -662,18 +920,27 @@ impl Partition {
     /// the first batch even when it alone is larger (KIP-74: the first batch of a fetch
     /// response is returned whole so that a consumer always makes progress).
     /// `Ok(None)` when `offset` is out of range; an empty list at the high watermark.
+    ///
+    /// With `committed_only` (`read_committed`), nothing at or above the last stable offset
+    /// is returned.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         whole_first: bool,
+        committed_only: bool,
     ) -> Result<Option<Vec<Bytes>>, KafkaCode> {
         let wanted: Vec<(LogMessageId, Option<Bytes>)> = {
             let ix = self.lock_index();
             if offset < ix.log_start || offset > ix.high_watermark {
                 return Ok(None);
             }
-            if offset == ix.high_watermark {
+            let limit = if committed_only {
+                ix.last_stable()
+            } else {
+                ix.high_watermark
+            };
+            if offset >= limit {
                 return Ok(Some(Vec::new()));
             }
             if let Some(hole) = ix.hole_at(offset) {
@@ -689,6 +956,9 @@ impl Partition {
             let mut out = Vec::new();
             let mut bytes = 0usize;
             for e in ix.committed.iter().skip(start) {
+                if e.last >= limit {
+                    break;
+                }
                 if bytes + e.size > max_bytes && !(out.is_empty() && whole_first) {
                     break;
                 }
@@ -890,6 +1160,8 @@ impl Partition {
         let mut ix = self.lock_index();
         ix.pop_oldest(count);
         ix.log_start = ix.committed.front().map_or(ix.high_watermark, |e| e.base);
+        let log_start = ix.log_start;
+        ix.aborted.retain(|a| a.last_offset >= log_start);
         tracing::info!(topic = %self.topic, partition = self.index_no, removed = count, log_start = ix.log_start, "retention applied");
         Ok(count)
     }
@@ -1034,6 +1306,7 @@ mod tests {
             size,
             id: Some(LogMessageId::new(0, base)),
             data: Some(Bytes::from(vec![0u8; size])),
+            ends: None,
         }
     }
 

@@ -15,6 +15,13 @@
 //!   `InvalidRequestException` / `InvalidReceiveException` behaviour); other connections are
 //!   not affected.
 //! * Record-level problems (bad CRC, oversized batch) are answered per partition by Produce.
+//!
+//! A listener has a security protocol ([`Listener`]): TLS is negotiated first on SSL and
+//! SASL_SSL listeners (the principal of a verified client certificate becomes the
+//! session's), and on SASL listeners the connection authenticates
+//! ([`crate::security::sasl`]) before any request other than ApiVersions reaches the
+//! broker. Every request carries the connection's [`Session`]: its principal, its address
+//! and the listener's advertised address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +39,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, api_versions_response,
 };
 use kafka_protocol::protocol::Encodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -42,6 +49,8 @@ use crate::broker::{Broker, Reply};
 use crate::codec::{self, Body, Prefix};
 use crate::error::{KafkaCode, ShimError};
 use crate::metrics::Metrics;
+use crate::security::sasl::{Authenticator, FAILED_AUTHENTICATION_DELAY, Step};
+use crate::security::{ANONYMOUS, SaslMechanism, SecurityProtocol, Session, tls};
 
 /// The API versions this broker serves: (key, min, max). Produce advertises min 0 for old
 /// librdkafka feature probing (KAFKA-18659); versions 0-2 cannot be decoded and close the
@@ -64,9 +73,23 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 fn served(key: ApiKey) -> Option<(i16, i16)> {
@@ -126,15 +149,96 @@ fn api_versions(error: KafkaCode) -> ApiVersionsResponse {
         .with_api_keys(keys)
 }
 
-/// Serves Kafka clients on `listener` until `shutdown` turns true, then stops accepting,
-/// lets every connection finish its in-flight requests (up to the grace period) and
-/// returns.
+/// What a listener is: its name, security protocol and advertised address, with what its
+/// protocol needs (a TLS configuration, the enabled SASL mechanisms).
+#[derive(Clone)]
+pub struct Listener {
+    /// Its name (`PLAINTEXT`, `SASL_SSL`, or any name of `listeners`).
+    pub name: String,
+    /// Its security protocol.
+    pub protocol: SecurityProtocol,
+    /// The host Metadata and FindCoordinator give clients of this listener.
+    pub advertised_host: String,
+    /// The port Metadata and FindCoordinator give clients of this listener.
+    pub advertised_port: i32,
+    /// The TLS configuration (SSL and SASL_SSL).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The SASL mechanisms enabled (SASL_PLAINTEXT and SASL_SSL).
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("advertised_host", &self.advertised_host)
+            .field("advertised_port", &self.advertised_port)
+            .field("tls", &self.tls.is_some())
+            .field("sasl_mechanisms", &self.sasl_mechanisms)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// A PLAINTEXT listener advertised as `host:port`.
+    pub fn plaintext(advertised_host: &str, advertised_port: i32) -> Listener {
+        Listener {
+            name: "PLAINTEXT".into(),
+            protocol: SecurityProtocol::Plaintext,
+            advertised_host: advertised_host.into(),
+            advertised_port,
+            tls: None,
+            sasl_mechanisms: Vec::new(),
+        }
+    }
+
+    /// Checks that the protocol has what it needs.
+    fn check(&self) -> Result<(), ShimError> {
+        let problem = if self.protocol.tls() && self.tls.is_none() {
+            Some("a TLS listener without a certificate")
+        } else if self.protocol.sasl() && self.sasl_mechanisms.is_empty() {
+            Some("a SASL listener without mechanisms")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(ShimError::Malformed {
+                api: format!("listener {}", self.name),
+                detail: p.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves Kafka clients on `listener` (PLAINTEXT, advertised as the broker's configured
+/// address) until `shutdown` turns true, then stops accepting, lets every connection
+/// finish its in-flight requests (up to the grace period) and returns.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ShimError> {
+    let session = broker.default_session();
+    let security = Listener::plaintext(&session.advertised_host, session.advertised_port);
+    serve_listener(listener, security, broker, config, shutdown).await
+}
+
+/// Serves Kafka clients on `listener` with the security of `security`, as [`serve`] does.
+pub async fn serve_listener(
+    listener: TcpListener,
+    security: Listener,
+    broker: Arc<Broker>,
+    config: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ShimError> {
+    security.check()?;
+    let security = Arc::new(security);
     let registry = Arc::new(Registry::default());
     let mut refusals = Refusals::default();
     let mut connections = JoinSet::new();
@@ -167,9 +271,10 @@ pub async fn serve(
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 let registry = registry.clone();
+                let security = security.clone();
                 connections.spawn(async move {
                     let result =
-                        connection(stream, peer, broker.clone(), &config, shutdown, &state).await;
+                        secured(stream, peer, &security, broker.clone(), &config, shutdown, &state).await;
                     registry.leave(state.id);
                     match result {
                         Ok(()) => {}
@@ -301,22 +406,277 @@ struct InFlight {
     reply: BoxFuture<'static, Reply>,
 }
 
-async fn connection(
+/// A connection through its listener's security: TLS first, then SASL, then requests.
+async fn secured(
     stream: TcpStream,
     peer: SocketAddr,
+    security: &Listener,
+    broker: Arc<Broker>,
+    config: &ServerConfig,
+    shutdown: watch::Receiver<bool>,
+    state: &Arc<ConnState>,
+) -> Result<(), ShimError> {
+    stream.set_nodelay(true).map_err(|source| ShimError::Io {
+        context: format!("setting TCP_NODELAY ({peer})"),
+        source,
+    })?;
+    let session = Session {
+        principal: ANONYMOUS.to_string(),
+        host: peer.ip().to_string(),
+        listener: security.name.clone(),
+        advertised_host: security.advertised_host.clone(),
+        advertised_port: security.advertised_port,
+    };
+    match &security.tls {
+        Some(tls_config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config.clone());
+            let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+                .map_err(|_| ShimError::Authentication("TLS handshake timed out".into()))?
+                .map_err(|e| ShimError::Authentication(format!("TLS handshake failed: {e}")))?;
+            let mut session = session;
+            if let Some(principal) = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(tls::principal_of)
+            {
+                session.principal = principal;
+            }
+            authenticated(
+                stream, peer, security, session, broker, config, shutdown, state,
+            )
+            .await
+        }
+        None => {
+            authenticated(
+                stream, peer, security, session, broker, config, shutdown, state,
+            )
+            .await
+        }
+    }
+}
+
+/// SASL authentication on a SASL listener (nothing on others), then the connection's
+/// requests.
+#[allow(clippy::too_many_arguments)]
+async fn authenticated<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    security: &Listener,
+    mut session: Session,
+    broker: Arc<Broker>,
+    config: &ServerConfig,
+    shutdown: watch::Receiver<bool>,
+    state: &Arc<ConnState>,
+) -> Result<(), ShimError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if security.protocol.sasl() {
+        let authenticator = Authenticator::new(
+            security.sasl_mechanisms.clone(),
+            broker.credentials().clone(),
+        );
+        let exchange = sasl_exchange(&mut stream, peer, authenticator, &broker, config);
+        match tokio::time::timeout(config.idle_timeout, exchange).await {
+            Ok(Ok(Some(principal))) => session.principal = principal,
+            // Closed by the client, or refused: the reason is logged where it is known.
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ShimError::Authentication(
+                    "no SASL authentication within connections.max.idle.ms".into(),
+                ));
+            }
+        }
+        tracing::debug!(%peer, principal = %session.principal, listener = %security.name, "authenticated");
+    }
+    connection(
+        stream,
+        peer,
+        Arc::new(session),
+        broker,
+        config,
+        shutdown,
+        state,
+    )
+    .await
+}
+
+/// Writes one response (a header of `header_version` and `body`) or, with no header
+/// version, one unframed SASL token.
+async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    correlation_id: i32,
+    header_version: Option<i16>,
+    body: &[u8],
+) -> Result<(), ShimError> {
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    if let Some(v) = header_version {
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, v)
+            .map_err(|e| ShimError::Encode(e.to_string()))?;
+    }
+    out.extend_from_slice(body);
+    let len = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|source| ShimError::Io {
+            context: "writing a SASL response".into(),
+            source,
+        })?;
+    stream.flush().await.map_err(|source| ShimError::Io {
+        context: "writing a SASL response".into(),
+        source,
+    })
+}
+
+/// The SASL exchange of a connection, one request at a time, as Kafka's
+/// `SaslServerAuthenticator` runs it: ApiVersions and SaslHandshake first, then
+/// SaslAuthenticate requests (or unframed tokens after a v0 handshake). The principal, or
+/// `None` when the connection is to be closed.
+async fn sasl_exchange<S>(
+    stream: &mut S,
+    peer: SocketAddr,
+    mut auth: Authenticator,
+    broker: &Broker,
+    config: &ServerConfig,
+) -> Result<Option<String>, ShimError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut last_correlation = 0;
+    loop {
+        let step = if auth.expects_raw_token() {
+            let token = match read_token(stream, config.max_frame_bytes).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e.into_shim(peer)),
+            };
+            auth.raw_token(token).await?
+        } else {
+            let frame = match read_request(stream, config.max_frame_bytes).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e.into_shim(peer)),
+            };
+            let prefix = Prefix::read(&frame)?;
+            last_correlation = prefix.correlation_id;
+            if prefix.key == ApiKey::ApiVersions as i16 && !auth.in_exchange() {
+                broker.metrics().request(ApiKey::ApiVersions);
+                let (min, max) = served(ApiKey::ApiVersions).expect("ApiVersions is served");
+                let body = if (min..=max).contains(&prefix.version) {
+                    let mut body = BytesMut::new();
+                    api_versions(KafkaCode::None)
+                        .encode(&mut body, prefix.version)
+                        .map_err(|e| ShimError::Encode(e.to_string()))?;
+                    body
+                } else {
+                    encode_v0(&api_versions(KafkaCode::UnsupportedVersion))?
+                };
+                // ApiVersions responses always have a v0 header.
+                write_frame(stream, prefix.correlation_id, Some(0), &body).await?;
+                continue;
+            }
+            let key = ApiKey::try_from(prefix.key).ok();
+            let in_range = key
+                .and_then(served)
+                .is_some_and(|(min, max)| (min..=max).contains(&prefix.version));
+            if !matches!(
+                key,
+                Some(ApiKey::SaslHandshake) | Some(ApiKey::SaslAuthenticate)
+            ) || !in_range
+            {
+                tracing::info!(%peer, api_key = prefix.key, version = prefix.version,
+                    "request before SASL authentication: closing the connection");
+                return Ok(None);
+            }
+            let request = codec::decode(frame)?;
+            let header_version = request.key.response_header_version(request.version);
+            broker.metrics().request(request.key);
+            match request.body {
+                Body::SaslHandshake(req) => auth.handshake(req, request.version, header_version)?,
+                Body::SaslAuthenticate(req) => {
+                    auth.authenticate(req, request.version, header_version)
+                        .await?
+                }
+                _ => return Ok(None),
+            }
+        };
+        match step {
+            Step::Reply {
+                header_version,
+                body,
+            } => write_frame(stream, last_correlation, header_version, &body).await?,
+            Step::Authenticated {
+                header_version,
+                body,
+                principal,
+            } => {
+                write_frame(stream, last_correlation, header_version, &body).await?;
+                return Ok(Some(principal));
+            }
+            Step::Fail {
+                reply,
+                delay,
+                reason,
+            } => {
+                tracing::info!(%peer, %reason, "SASL authentication failed: closing the connection");
+                if delay {
+                    tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                }
+                if let Some((header_version, body)) = reply {
+                    write_frame(stream, last_correlation, Some(header_version), &body).await?;
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Reads one unframed SASL token: a 4-byte size and that many bytes (which may be few).
+async fn read_token(
+    rd: &mut (impl tokio::io::AsyncRead + Unpin),
+    max_frame_bytes: usize,
+) -> Result<Option<bytes::Bytes>, ReadError> {
+    let mut len_buf = [0u8; 4];
+    match rd.read_exact(&mut len_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 0 || len as usize > max_frame_bytes {
+        return Err(ReadError::Size(len, max_frame_bytes));
+    }
+    let mut token = vec![0u8; len as usize];
+    rd.read_exact(&mut token).await.map_err(ReadError::Io)?;
+    Ok(Some(token.into()))
+}
+
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    session: Arc<Session>,
     broker: Arc<Broker>,
     config: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
     state: &Arc<ConnState>,
-) -> Result<(), ShimError> {
+) -> Result<(), ShimError>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let io = move |context: &str| {
         let context = format!("{context} ({peer})");
         move |source| ShimError::Io { context, source }
     };
-    stream
-        .set_nodelay(true)
-        .map_err(io("setting TCP_NODELAY"))?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<InFlight>(config.max_in_flight.max(1));
     // The waiting parts of the requests in flight run here, together, and their responses go
     // out in request order as each one and every one before it is done: no task per request,
@@ -445,7 +805,7 @@ async fn connection(
                 send(&tx, prefix.correlation_id, header_version, done).await?;
                 continue;
             }
-            let rest = broker.handle(request).await?;
+            let rest = broker.handle(&session, request).await?;
             send(&tx, prefix.correlation_id, header_version, rest).await?;
         }
     }

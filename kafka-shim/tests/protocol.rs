@@ -35,7 +35,7 @@ async fn api_versions_are_negotiated_and_newer_ones_downgraded() -> Result<()> {
         !resp
             .api_keys
             .iter()
-            .any(|k| k.api_key == ApiKey::EndTxn as i16)
+            .any(|k| k.api_key == ApiKey::WriteTxnMarkers as i16)
     );
 
     // ApiVersions v9: a v0 body with UNSUPPORTED_VERSION and the ranges, then the
@@ -209,6 +209,7 @@ async fn idempotent_retries_are_stored_once() -> Result<()> {
     let init: InitProducerIdResponse = c
         .call(
             &InitProducerIdRequest::default()
+                .with_transactional_id(None)
                 .with_transaction_timeout_ms(60_000)
                 .with_producer_id((-1).into())
                 .with_producer_epoch(-1),
@@ -243,6 +244,7 @@ async fn idempotent_retries_are_stored_once() -> Result<()> {
     let bumped: InitProducerIdResponse = c
         .call(
             &InitProducerIdRequest::default()
+                .with_transactional_id(None)
                 .with_transaction_timeout_ms(60_000)
                 .with_producer_id(pid.into())
                 .with_producer_epoch(0),

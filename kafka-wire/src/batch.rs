@@ -86,6 +86,16 @@ impl BatchHeader {
         self.attributes & 0x07
     }
 
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch is a control batch (a transaction marker), written by brokers only.
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+
     /// The number of offsets the batch takes.
     pub fn offset_count(&self) -> i64 {
         i64::from(self.last_offset_delta) + 1
@@ -182,9 +192,9 @@ pub fn split_and_validate(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, 
                 "control batches are written by the broker only".into(),
             ));
         }
-        if header.attributes & TRANSACTIONAL != 0 {
+        if header.is_transactional() && header.producer_id < 0 {
             return Err(BatchError::Invalid(
-                "transactions are not supported by this broker".into(),
+                "a transactional batch without a producer id".into(),
             ));
         }
         out.push((header, records.slice(at..at + header.size)));
@@ -194,6 +204,95 @@ pub fn split_and_validate(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, 
         return Err(BatchError::Malformed("empty record set".into()));
     }
     Ok(out)
+}
+
+/// The kind of a transaction marker (a control record's key type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// The transaction was aborted (type 0).
+    Abort,
+    /// The transaction was committed (type 1).
+    Commit,
+}
+
+/// A control batch holding one transaction marker, as a transaction coordinator has a
+/// partition leader write it: transactional and control attributes, the producer's id and
+/// epoch, no sequence, one record whose key is (version 0, type) and whose value is
+/// (version 0, coordinator epoch). Its base offset is 0 until patched.
+pub fn marker_batch(
+    marker: Marker,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&(marker as i16).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    // attributes, timestamp delta 0, offset delta 0, key, value, no headers
+    let mut body = vec![0u8, 0, 0];
+    body.push(zigzag_byte(key.len() as i32));
+    body.extend_from_slice(&key);
+    body.push(zigzag_byte(value.len() as i32));
+    body.extend_from_slice(&value);
+    body.push(0);
+    let mut records = vec![zigzag_byte(body.len() as i32)];
+    records.extend_from_slice(&body);
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&(TRANSACTIONAL | CONTROL).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// Zigzag encoding of a small value (|v| < 64) as one varint byte.
+fn zigzag_byte(v: i32) -> u8 {
+    ((v << 1) ^ (v >> 31)) as u8
+}
+
+/// The marker a stored control batch holds: the type in its first record's key.
+/// `Ok(None)` for a control record of another type (Kafka reserves more).
+pub fn read_marker(batch: &[u8]) -> Result<Option<Marker>, BatchError> {
+    let header = read_header(batch)?;
+    if !header.is_control() {
+        return Err(BatchError::Invalid("not a control batch".into()));
+    }
+    let mut reader = records_reader(&header, batch)?;
+    let malformed = |e: std::io::Error| BatchError::Malformed(format!("control record: {e}"));
+    let _len = read_varlong(&mut reader).map_err(malformed)?;
+    let mut attributes = [0u8; 1];
+    std::io::Read::read_exact(&mut reader, &mut attributes).map_err(malformed)?;
+    let _ts = read_varlong(&mut reader).map_err(malformed)?;
+    let _delta = read_varlong(&mut reader).map_err(malformed)?;
+    let key_len = read_varlong(&mut reader).map_err(malformed)?;
+    if key_len < 4 {
+        return Err(BatchError::Malformed(format!(
+            "control record key of {key_len} bytes"
+        )));
+    }
+    let mut key = [0u8; 4];
+    std::io::Read::read_exact(&mut reader, &mut key).map_err(malformed)?;
+    Ok(match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    })
 }
 
 /// A copy of `batch` with its base offset and partition leader epoch set (both outside the
@@ -424,6 +523,16 @@ pub mod test_support {
         Bytes::from(b)
     }
 
+    /// The same as [`batch`], marked transactional.
+    pub fn transactional_batch(count: i32, producer_id: i64, epoch: i16, base_seq: i32) -> Bytes {
+        let mut b = BytesMut::from(&batch(count, producer_id, epoch, base_seq)[..]);
+        let attributes = i16_at(&b, 21) | TRANSACTIONAL;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
+    }
+
     fn zigzag(v: i32) -> u8 {
         ((v << 1) ^ (v >> 31)) as u8
     }
@@ -446,6 +555,35 @@ mod tests {
         let patched = with_base_offset(bytes, 42, 0);
         let again = split_and_validate(&patched).unwrap();
         assert_eq!(again[0].0.base_offset, 42);
+    }
+
+    #[test]
+    fn markers_are_valid_control_batches_and_read_back() {
+        for (marker, kind) in [(Marker::Abort, 0u8), (Marker::Commit, 1u8)] {
+            let b = marker_batch(marker, 4000, 7, 0, 1_700_000_000_000);
+            // Pinned bytes: Kafka's layout of an end-transaction marker.
+            assert_eq!(&b[21..23], &[0, 0x30]);
+            assert_eq!(
+                &b[HEADER_LEN..],
+                &[32, 0, 0, 0, 8, 0, 0, 0, kind, 12, 0, 0, 0, 0, 0, 0, 0]
+            );
+            let h = read_header(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (4000, 7, -1)
+            );
+            assert_eq!(read_marker(&b).unwrap(), Some(marker));
+            // A client may not send one.
+            assert!(matches!(
+                split_and_validate(&b),
+                Err(BatchError::Invalid(_))
+            ));
+        }
+        let data = test_support::transactional_batch(2, 9, 0, 0);
+        let (h, _) = &split_and_validate(&data).unwrap()[0];
+        assert!(h.is_transactional() && !h.is_control());
+        assert!(read_marker(&data).is_err());
     }
 
     #[test]

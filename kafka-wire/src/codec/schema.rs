@@ -143,6 +143,9 @@ use Ty::{Bool, Bytes, Int8, Int16, Int32, Int64, Records, String, Uuid};
 
 const STRINGS: Ty = Ty::Array(&String);
 const INT32S: Ty = Ty::Array(&Int32);
+/// `AddPartitionsToTxnTopic`, a common structure of AddPartitionsToTxn.
+const ADD_PARTITIONS_TO_TXN_TOPIC: Ty =
+    Ty::Struct(&[f("Name", "0+", String), f("Partitions", "0+", INT32S)]);
 
 /// Every request the broker decodes, by API key.
 #[rustfmt::skip]
@@ -301,6 +304,9 @@ pub(crate) const APIS: &[Api] = &[
         f("StatesFilter", "4+", STRINGS),
         f("TypesFilter", "5+", STRINGS),
     ]),
+    api(17, "SaslHandshakeRequest", "0-1", "none", &[
+        f("Mechanism", "0+", String),
+    ]),
     api(18, "ApiVersionsRequest", "0-4", "3+", &[
         f("ClientSoftwareName", "3+", String),
         f("ClientSoftwareVersion", "3+", String),
@@ -336,6 +342,80 @@ pub(crate) const APIS: &[Api] = &[
         f("ProducerId", "3+", Int64),
         f("ProducerEpoch", "3+", Int16),
     ]),
+    api(24, "AddPartitionsToTxnRequest", "0-5", "3+", &[
+        f("Transactions", "4+", Ty::Array(&Ty::Struct(&[
+            f("TransactionalId", "4+", String),
+            f("ProducerId", "4+", Int64),
+            f("ProducerEpoch", "4+", Int16),
+            f("VerifyOnly", "4+", Bool),
+            f("Topics", "4+", Ty::Array(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+        ]))),
+        f("V3AndBelowTransactionalId", "0-3", String),
+        f("V3AndBelowProducerId", "0-3", Int64),
+        f("V3AndBelowProducerEpoch", "0-3", Int16),
+        f("V3AndBelowTopics", "0-3", Ty::Array(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+    ]),
+    api(25, "AddOffsetsToTxnRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("GroupId", "0+", String),
+    ]),
+    api(26, "EndTxnRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("Committed", "0+", Bool),
+    ]),
+    api(28, "TxnOffsetCommitRequest", "0-4", "3+", &[
+        f("TransactionalId", "0+", String),
+        f("GroupId", "0+", String),
+        f("ProducerId", "0+", Int64),
+        f("ProducerEpoch", "0+", Int16),
+        f("GenerationId", "3+", Int32),
+        f("MemberId", "3+", String),
+        f("GroupInstanceId", "3+", String),
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Partitions", "0+", Ty::Array(&Ty::Struct(&[
+                f("PartitionIndex", "0+", Int32),
+                f("CommittedOffset", "0+", Int64),
+                f("CommittedLeaderEpoch", "2+", Int32),
+                f("CommittedMetadata", "0+", String),
+            ]))),
+        ]))),
+    ]),
+    api(29, "DescribeAclsRequest", "0-3", "2+", &[
+        f("ResourceTypeFilter", "0+", Int8),
+        f("ResourceNameFilter", "0+", String),
+        f("PatternTypeFilter", "1+", Int8),
+        f("PrincipalFilter", "0+", String),
+        f("HostFilter", "0+", String),
+        f("Operation", "0+", Int8),
+        f("PermissionType", "0+", Int8),
+    ]),
+    api(30, "CreateAclsRequest", "0-3", "2+", &[
+        f("Creations", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceType", "0+", Int8),
+            f("ResourceName", "0+", String),
+            f("ResourcePatternType", "1+", Int8),
+            f("Principal", "0+", String),
+            f("Host", "0+", String),
+            f("Operation", "0+", Int8),
+            f("PermissionType", "0+", Int8),
+        ]))),
+    ]),
+    api(31, "DeleteAclsRequest", "0-3", "2+", &[
+        f("Filters", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceTypeFilter", "0+", Int8),
+            f("ResourceNameFilter", "0+", String),
+            f("PatternTypeFilter", "1+", Int8),
+            f("PrincipalFilter", "0+", String),
+            f("HostFilter", "0+", String),
+            f("Operation", "0+", Int8),
+            f("PermissionType", "0+", Int8),
+        ]))),
+    ]),
     api(32, "DescribeConfigsRequest", "0-4", "4+", &[
         f("Resources", "0+", Ty::Array(&Ty::Struct(&[
             f("ResourceType", "0+", Int8),
@@ -345,12 +425,47 @@ pub(crate) const APIS: &[Api] = &[
         f("IncludeSynonyms", "1+", Bool),
         f("IncludeDocumentation", "3+", Bool),
     ]),
+    api(36, "SaslAuthenticateRequest", "0-2", "2+", &[
+        f("AuthBytes", "0+", Bytes),
+    ]),
     api(42, "DeleteGroupsRequest", "0-2", "2+", &[
         f("GroupsNames", "0+", STRINGS),
+    ]),
+    api(50, "DescribeUserScramCredentialsRequest", "0", "0+", &[
+        f("Users", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+        ]))),
+    ]),
+    api(51, "AlterUserScramCredentialsRequest", "0", "0+", &[
+        f("Deletions", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Mechanism", "0+", Int8),
+        ]))),
+        f("Upsertions", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Mechanism", "0+", Int8),
+            f("Iterations", "0+", Int32),
+            f("Salt", "0+", Bytes),
+            f("SaltedPassword", "0+", Bytes),
+        ]))),
     ]),
     api(60, "DescribeClusterRequest", "0-1", "0+", &[
         f("IncludeClusterAuthorizedOperations", "0+", Bool),
         f("EndpointType", "1+", Int8),
+    ]),
+    api(61, "DescribeProducersRequest", "0", "0+", &[
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("PartitionIndexes", "0+", INT32S),
+        ]))),
+    ]),
+    api(65, "DescribeTransactionsRequest", "0", "0+", &[
+        f("TransactionalIds", "0+", STRINGS),
+    ]),
+    api(66, "ListTransactionsRequest", "0-1", "0+", &[
+        f("StateFilters", "0+", STRINGS),
+        f("ProducerIdFilters", "0+", Ty::Array(&Int64)),
+        f("DurationFilter", "1+", Int64),
     ]),
 ];
 

@@ -186,7 +186,21 @@ fn encode_body(body: &Body, version: i16) -> BytesMut {
         InitProducerId,
         DescribeConfigs,
         DeleteGroups,
-        DescribeCluster
+        DescribeCluster,
+        SaslHandshake,
+        SaslAuthenticate,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions
     )
 }
 

@@ -1,0 +1,376 @@
+//! TLS, SASL and ACLs of the Kafka front door, judged by clients nobody here wrote:
+//! confluent-kafka (librdkafka, configured with the settings Milvus's Kafka WAL passes
+//! through) and Kafka's own Java tools (`kafka-topics.sh`, the producer perf tool and the
+//! console consumer, all with the Java client), and the Java client's transactional
+//! producer and `read_committed` consumer, over a SASL_SSL listener with SCRAM, beside a
+//! PLAINTEXT listener of the same server.
+//!
+//! Certificates are made in the test with the `openssl` command (a CA and a server
+//! certificate for `localhost`). The clients come from `scripts/compat-tools` and
+//! `scripts/kafka-tools` (`WOODPECKER_COMPAT_PYTHON`, `WOODPECKER_COMPAT_JAVA`,
+//! `WOODPECKER_COMPAT_KAFKA_TOOLS_CP`); `scripts/test` sets them. A missing one fails the
+//! test.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use compat_tests::Server;
+use serde_json::Value;
+use tokio::process::Command;
+
+/// A failure guard for one client run, not a performance bound.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+const ADMIN_PASSWORD: &str = "admin-secret";
+
+fn required_env(name: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => bail!(
+            "{name} is not set: run `eval \"$(scripts/compat-tools env)\"` and \
+             `export WOODPECKER_COMPAT_KAFKA_TOOLS_CP=$(scripts/kafka-tools classpath)` first \
+             (scripts/test does this)"
+        ),
+    }
+}
+
+/// Runs `cmd` to its end; its stdout, or an error with its output when it failed.
+async fn output(what: &str, mut cmd: Command) -> Result<String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .with_context(|| format!("{what} did not finish within {CLIENT_TIMEOUT:?}"))?
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("--- {what}: {}\n{stdout}\n{stderr}", out.status);
+    ensure!(out.status.success(), "{what} failed ({})", out.status);
+    Ok(stdout)
+}
+
+/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, in `dir`.
+async fn certificates(dir: &Path) -> Result<()> {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        cmd
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    output(
+        "openssl (CA)",
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=woodpecker test CA",
+        ]),
+    )
+    .await?;
+    output(
+        "openssl (server key)",
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]),
+    )
+    .await?;
+    output(
+        "openssl (server certificate)",
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A port free right now on 127.0.0.1 (the listeners' ports go into the configuration file,
+/// which names them before the server starts).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A Kafka Java tool from the Maven jars.
+fn kafka_tool(class: &str) -> Result<Command> {
+    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
+    cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .arg("-cp")
+        .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
+        .arg(class);
+    Ok(cmd)
+}
+
+struct Secured {
+    server: Server,
+    dir: tempfile::TempDir,
+    sasl_ssl: String,
+}
+
+impl Secured {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A Java client configuration for SASL_SSL with `mechanism` as `user`.
+    fn java_config(&self, user: &str, password: &str, mechanism: &str) -> Result<PathBuf> {
+        let module = if mechanism == "PLAIN" {
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+        } else {
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+        };
+        let path = self.path(&format!("{user}-{mechanism}.properties"));
+        std::fs::write(
+            &path,
+            format!(
+                "security.protocol=SASL_SSL\nsasl.mechanism={mechanism}\n\
+                 sasl.jaas.config={module} required username=\"{user}\" password=\"{password}\";\n\
+                 ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+                self.path("ca.pem").display()
+            ),
+        )?;
+        Ok(path)
+    }
+}
+
+/// A server with a PLAINTEXT and a SASL_SSL listener, ACLs on, `admin` a super user with
+/// its SCRAM credentials from the command line.
+async fn secured_server() -> Result<Secured> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path()).await?;
+    let (plain, sasl) = (free_port()?, free_port()?);
+    let config = dir.path().join("security.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://localhost:{sasl}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             listener.name.sasl_ssl.ssl.certificate.location={}\n\
+             listener.name.sasl_ssl.ssl.key.location={}\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:admin\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server-key.pem").display(),
+        ),
+    )?;
+    let password_file = dir.path().join("admin-password");
+    std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n"))?;
+    let server = Server::start_with(&[
+        "--kafka-security-config",
+        config.to_str().context("a UTF-8 path")?,
+        "--kafka-admin-user",
+        "admin",
+        "--kafka-admin-password-file",
+        password_file.to_str().context("a UTF-8 path")?,
+    ])
+    .await?;
+    Ok(Secured {
+        server,
+        dir,
+        sasl_ssl: format!("localhost:{sasl}"),
+    })
+}
+
+/// confluent-kafka with Milvus's settings: SCRAM-SHA-512 and SCRAM-SHA-256 and PLAIN over
+/// TLS, credentials made through AlterUserScramCredentials, wrong passwords and missing
+/// credentials refused, ACLs made, listed, enforced (TOPIC_AUTHORIZATION_FAILED,
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and deleted; a transaction committed under ACLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_over_sasl_ssl_with_acls() -> Result<()> {
+    let mut s = secured_server().await?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python");
+    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_PYTHON")?);
+    cmd.arg(dir.join("confluent_security.py"))
+        .current_dir(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(["security", &s.sasl_ssl])
+        .arg(s.path("ca.pem"))
+        .args([ADMIN_PASSWORD, "secured"]);
+    let out = output("confluent_security.py", cmd).await?;
+    let line = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("no RESULT line")?;
+    let v: Value = serde_json::from_str(line)?;
+    ensure!(
+        v["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{v}"
+    );
+    // TOPIC_AUTHORIZATION_FAILED (29) for a produce without WRITE.
+    ensure!(v["denied_produce"] == serde_json::json!(["29"]), "{v}");
+    ensure!(
+        v["consumed"] == serde_json::json!(["a1", "a2", "a3"]),
+        "{v}"
+    );
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53) before the ACL, a commit after it.
+    ensure!(v["txn_denied"] == "53", "{v}");
+    ensure!(v["txn_committed"] == true, "{v}");
+    s.server.stop().await
+}
+
+/// Kafka's Java tools over SASL_SSL with SCRAM-SHA-256: `kafka-topics.sh` creates and lists,
+/// the producer perf tool writes and the console consumer reads back; a wrong password
+/// fails the tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_java_tools_over_sasl_ssl_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let topics = |args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+        cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+            .arg(&admin)
+            .args(args);
+        Ok(cmd)
+    };
+    output(
+        "kafka-topics.sh --create",
+        topics(&["--create", "--topic", "tools", "--partitions", "2"])?,
+    )
+    .await?;
+    let listed = output("kafka-topics.sh --list", topics(&["--list"])?).await?;
+    ensure!(listed.lines().any(|l| l.trim() == "tools"), "{listed}");
+
+    let n = 200;
+    let mut produce = kafka_tool("org.apache.kafka.tools.ProducerPerformance")?;
+    produce
+        .args(["--topic", "tools", "--num-records", &n.to_string()])
+        .args([
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer.config",
+        ])
+        .arg(&admin)
+        .args([
+            "--producer-props",
+            &format!("bootstrap.servers={}", s.sasl_ssl),
+        ])
+        .arg("acks=all");
+    output("kafka-producer-perf-test.sh", produce).await?;
+
+    let mut consume = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer")?;
+    consume
+        .args(["--bootstrap-server", &s.sasl_ssl, "--topic", "tools"])
+        .args(["--from-beginning", "--max-messages", &n.to_string()])
+        .args(["--timeout-ms", "60000", "--consumer.config"])
+        .arg(&admin);
+    let consumed = output("kafka-console-consumer.sh", consume).await?;
+    ensure!(
+        consumed.lines().count() == n,
+        "the console consumer read {} records, not {n}",
+        consumed.lines().count()
+    );
+
+    // A wrong password: the tool fails (Kafka's SaslAuthenticationException).
+    let wrong = s.java_config("admin", "wrong", "SCRAM-SHA-256")?;
+    let mut cmd = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+    cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+        .arg(&wrong)
+        .arg("--list")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output()).await??;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        !out.status.success() && text.contains("SaslAuthenticationException"),
+        "kafka-topics.sh with a wrong password: {} {text}",
+        out.status
+    );
+
+    s.server.stop().await
+}
+
+/// The Java client's transactional producer and `read_committed` consumer, unchanged, over
+/// TLS + SCRAM-SHA-512 (the client programs of `transactions.rs`, `TxnClients.java`, with the
+/// client settings of a properties file): committed and aborted transactions,
+/// `sendOffsetsToTransaction` and zombie fencing, as the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_transactions_over_sasl_ssl_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-512")?;
+    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
+    let main = "woodpecker/compat/TxnClients.java";
+    let source = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("clients/java/src/main/java")
+            .join(main),
+    )?;
+    let compiled = classpath
+        .split(':')
+        .map(|entry| Path::new(entry).join(main))
+        .find(|p| p.is_file())
+        .context("WOODPECKER_COMPAT_JAVA_CP has no compiled TxnClients: run scripts/compat-tools install")?;
+    ensure!(
+        std::fs::read(&compiled)? == source,
+        "the compiled Java clients were not built from the current {main}: run scripts/compat-tools install"
+    );
+    let n = 200;
+    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
+    cmd.arg("-cp")
+        .arg(classpath)
+        .arg("woodpecker.compat.TxnClients")
+        .args(["txn", &s.sasl_ssl, "st-in", "st-out", "st-group"])
+        .arg(n.to_string())
+        .env("WOODPECKER_COMPAT_CLIENT_PROPERTIES", &admin);
+    let out = output("java txn over SASL_SSL", cmd).await?;
+    let line = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("no RESULT line")?;
+    let v: Value = serde_json::from_str(line)?;
+    ensure!(
+        v["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{v}"
+    );
+    // Every fourth transaction of ten records was aborted.
+    ensure!(
+        v["committed_written"] == 150 && v["aborted_written"] == 50,
+        "{v}"
+    );
+    ensure!(v["read_committed"] == 150, "{v}");
+    ensure!(v["read_uncommitted"] == n, "{v}");
+    ensure!(v["out_read_committed"] == 150, "{v}");
+    ensure!(v["fenced"] == "ProducerFencedException", "{v}");
+    s.server.stop().await
+}
