@@ -8,6 +8,8 @@
 //!   natively, through the Milvus WAL service and through the Kafka listener, in one run.
 //! * [`compare`]: the side-by-side comparison (binary `compare`): this engine natively and
 //!   through the Kafka shim against Apache Kafka, Apache Pulsar, Go Woodpecker and Tansu.
+//! * [`service_cluster`]: the comparison's service-mode systems: three LogStore nodes (this
+//!   engine's or Go Woodpecker's) on loopback and the clients that write through them.
 //! * [`s3util`]: the probe's S3 settings and a raw client built by the storage layer.
 
 pub mod args;
@@ -16,3 +18,4 @@ pub mod compare;
 pub mod kafka_shim;
 pub mod milvus_wal;
 pub mod s3util;
+pub mod service_cluster;
