@@ -6,8 +6,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::Encodable;
-use kafka_wire::codec::{Body, decode};
+use kafka_wire::codec::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -15,34 +14,5 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let mut out = BytesMut::new();
-    let v = request.version;
-    macro_rules! encode {
-        ($($variant:ident),*) => {
-            match &request.body {
-                $(Body::$variant(b) => { let _ = b.encode(&mut out, v); })*
-            }
-        };
-    }
-    encode!(
-        Produce,
-        Fetch,
-        ListOffsets,
-        Metadata,
-        OffsetCommit,
-        OffsetFetch,
-        FindCoordinator,
-        JoinGroup,
-        Heartbeat,
-        LeaveGroup,
-        SyncGroup,
-        DescribeGroups,
-        ListGroups,
-        ApiVersions,
-        CreateTopics,
-        DeleteTopics,
-        InitProducerId,
-        DescribeConfigs,
-        DeleteGroups,
-        DescribeCluster
-    );
+    let _ = request.body.encode(&mut out, request.version);
 });

@@ -12,7 +12,7 @@
 pub mod bounds;
 pub(crate) mod schema;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterUserScramCredentialsRequest, ApiKey,
     ApiVersionsRequest, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest,
@@ -102,6 +102,19 @@ macro_rules! bodies {
                     .map(Body::$variant)
                     .map_err(|e| e.to_string()),)*
                 other => Err(format!("{other:?} is not decoded by this broker")),
+            }
+        }
+
+        impl Body {
+            /// Kafka's encoding of this body at `version`: what a body that decoded must
+            /// encode back to (the fuzz target and the tests check it for every API).
+            pub fn encode(&self, out: &mut BytesMut, version: i16) -> Result<(), String> {
+                match self {
+                    $(Body::$variant(b) => {
+                        kafka_protocol::protocol::Encodable::encode(b, out, version)
+                            .map_err(|e| e.to_string())
+                    })*
+                }
             }
         }
     };

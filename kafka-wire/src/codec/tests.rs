@@ -8,7 +8,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Encodable;
 
 use super::schema::{APIS, Api, Field, Ty};
 use super::{Body, decodable_versions, decode};
@@ -155,53 +154,9 @@ fn frame(api: &Api, version: i16, rng: &mut Rng) -> (Bytes, usize) {
 }
 
 fn encode_body(body: &Body, version: i16) -> BytesMut {
-    macro_rules! enc {
-        ($($variant:ident),*) => {
-            match body {
-                $(Body::$variant(b) => {
-                    let mut out = BytesMut::new();
-                    b.encode(&mut out, version).expect("re-encode");
-                    out
-                })*
-            }
-        };
-    }
-    enc!(
-        Produce,
-        Fetch,
-        ListOffsets,
-        Metadata,
-        OffsetCommit,
-        OffsetFetch,
-        FindCoordinator,
-        JoinGroup,
-        Heartbeat,
-        LeaveGroup,
-        SyncGroup,
-        DescribeGroups,
-        ListGroups,
-        ApiVersions,
-        CreateTopics,
-        DeleteTopics,
-        InitProducerId,
-        DescribeConfigs,
-        DeleteGroups,
-        DescribeCluster,
-        SaslHandshake,
-        SaslAuthenticate,
-        DescribeAcls,
-        CreateAcls,
-        DeleteAcls,
-        DescribeUserScramCredentials,
-        AlterUserScramCredentials,
-        AddPartitionsToTxn,
-        AddOffsetsToTxn,
-        EndTxn,
-        TxnOffsetCommit,
-        DescribeProducers,
-        DescribeTransactions,
-        ListTransactions
-    )
+    let mut out = BytesMut::new();
+    body.encode(&mut out, version).expect("re-encode");
+    out
 }
 
 fn every_api_and_version() -> impl Iterator<Item = (&'static Api, i16)> {
