@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -66,21 +66,9 @@ fn minio(bucket: &str) -> MinioConfig {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// One node's fixed identity (ports, data directory), so a restart is the same node.
 struct NodeSpec {
@@ -153,8 +141,8 @@ minio:
                 id: format!("n{i}"),
                 az: az.to_string(),
                 rg: rg.to_string(),
-                service: format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap(),
-                gossip: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
+                service: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                gossip: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
                 data: dir.path().join(format!("node{i}")),
             })
             .collect();

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -43,21 +43,9 @@ fn env(name: &str) -> String {
     })
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// The `minio:` section of both configurations (nodes and client name the same bucket).
 fn minio_yaml(bucket: &str) -> String {
@@ -128,8 +116,8 @@ impl Cluster {
         let nodes: Vec<Node> = (0..n)
             .map(|i| Node {
                 id: format!("n{i}"),
-                service: format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap(),
-                gossip: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
+                service: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                gossip: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
                 data: dir.path().join(format!("node{i}")),
                 child: None,
             })
