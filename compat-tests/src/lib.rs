@@ -17,6 +17,27 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// A test service variable (`WOODPECKER_TEST_*`, exported by `scripts/services start`); a
+/// missing one fails the test with how to start the services, never skips it.
+pub fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `eval \"$(scripts/services start)\"` first (or use scripts/test)")
+    })
+}
+
+/// The Go toolchain the tests that build Go programs use: `go` on PATH, else
+/// `/usr/local/go/bin/go`.
+pub fn go_toolchain() -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/local/go/bin")]) {
+        let candidate = dir.join("go");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no Go toolchain found (go on PATH or /usr/local/go/bin/go); Go >= 1.25 is needed")
+}
+
 /// The `woodpecker` binary the tests run.
 pub fn woodpecker_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("WOODPECKER_BIN") {

@@ -30,22 +30,9 @@ const BUILD_GUARD: Duration = Duration::from_secs(3600);
 /// Hang guard for a start, a write or a read.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `eval \"$(scripts/services start)\"` first (or use scripts/test)")
-    })
-}
+use compat_tests::service_env as env;
 
-fn go() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/local/go/bin")]) {
-        let candidate = dir.join("go");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!("no Go toolchain found (go on PATH or /usr/local/go/bin/go); Go >= 1.25 is needed")
-}
+use compat_tests::go_toolchain as go;
 
 /// Builds Go Woodpecker's server command (`github.com/zilliztech/woodpecker/cmd`) at the
 /// version `compat-tests/go/wp-service-client/go.mod` pins, into `out`.

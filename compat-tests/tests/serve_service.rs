@@ -21,11 +21,7 @@ use tokio::process::{Child, Command};
 /// Hang guard for a start or a read; never a latency assertion.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `eval \"$(scripts/services start)\"` first (or use scripts/test)")
-    })
-}
+use compat_tests::service_env as env;
 
 fn free_tcp() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
