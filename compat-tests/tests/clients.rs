@@ -533,3 +533,48 @@ async fn restart_under_a_live_idempotent_producer() -> Result<()> {
     ensure!(v["watermarks"] == serde_json::json!([0, 2 * n]), "{v}");
     server.stop().await
 }
+
+/// confluent-kafka, KIP-345: a static member (group.instance.id) restarted within its session
+/// timeout gets its partitions back and the other member sees no rebalance; the AdminClient's
+/// group description names each member's instance id, client id and host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_static_member_restart_without_rebalance() -> Result<()> {
+    let mut server = Server::start().await?;
+    let mut cmd = python("confluent_groups.py")?;
+    cmd.args([
+        "static",
+        &server.bootstrap(),
+        "ck-static",
+        "ck-static-group",
+    ]);
+    let v = run("confluent-kafka static membership", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(v["consumed"] == 40, "consumed after the restart: {v}");
+    ensure!(
+        v["restarted_partitions"] == v["split"][1],
+        "restarted member: {v}"
+    );
+    server.stop().await
+}
+
+/// confluent-kafka against a server started with `--kafka-group-min-session-timeout-ms`: a
+/// session timeout below it is INVALID_SESSION_TIMEOUT, one at it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_session_timeout_bounds() -> Result<()> {
+    let min_ms = "7000";
+    let mut server = Server::start_with(&["--kafka-group-min-session-timeout-ms", min_ms]).await?;
+    let mut cmd = python("confluent_groups.py")?;
+    cmd.args([
+        "session-bounds",
+        &server.bootstrap(),
+        "ck-bounds",
+        "ck-bounds-group",
+        min_ms,
+    ]);
+    let v = run("confluent-kafka session bounds", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(v["ok_partitions"] == serde_json::json!([0]), "{v}");
+    server.stop().await
+}
