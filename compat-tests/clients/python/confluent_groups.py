@@ -4,11 +4,12 @@ Scenarios (each prints `RESULT <json>`, see common.py):
 
   static BOOTSTRAP TOPIC GROUP
       KIP-345 static membership. Two consumers of GROUP with `group.instance.id` i1 and i2
-      share TOPIC (4 partitions, created here). The i2 consumer closes (a static member does
-      not leave) and a new consumer with the same instance id starts: it must get the same
-      partitions, and the i1 consumer's assign/revoke callbacks must not fire (no rebalance).
-      Records produced afterwards are all consumed by the two. The AdminClient's group
-      description shows both members with their instance ids, client ids and host.
+      share TOPIC (4 partitions, created here). Each in turn closes (a static member does not
+      leave) and a new consumer with the same instance id starts: it must get the same
+      partitions, and the other consumer's assign/revoke callbacks must not fire (no
+      rebalance). Records produced after each restart are all consumed by the two. The
+      AdminClient's group description shows both members with their instance ids, client ids
+      and host.
 
   session-bounds BOOTSTRAP TOPIC GROUP MIN_MS
       The server was started with group.min.session.timeout.ms = MIN_MS: a consumer asking
@@ -109,37 +110,43 @@ def static_membership(run, bootstrap, topic, group):
         and sorted(s1.partitions() + s2.partitions()) == list(range(PARTITIONS)),
         "the two static members to share the partitions",
     )
-    before_s1 = list(s1.events)
-    s2_parts = s2.partitions()
-    run.result["split"] = [s1.partitions(), s2_parts]
-    s2.c.close()
-    run.log("s2 closed; its instance restarts as s2b")
-    s2b = Member(run, bootstrap, topic, group, "s2b", "i2")
-    poll_until(run, [s1, s2b], lambda: s2b.partitions(), "the restarted member's assignment")
-    run.result["restarted_partitions"] = s2b.partitions()
-    run.check(
-        s2b.partitions() == s2_parts,
-        f"the restarted static member got {s2b.partitions()}, it had {s2_parts}",
-    )
-    # Records produced now reach both members, which proves both are consuming after the
-    # restart (a rebalance would have shown up in s1's callbacks before this completes).
+    run.result["split"] = [s1.partitions(), s2.partitions()]
+    live = {"i1": s1, "i2": s2}
     p = Producer({"bootstrap.servers": bootstrap, "client.id": "compat-static-producer"})
-    n = 40
-    for i in range(n):
-        p.produce(topic, value=f"v{i}".encode(), partition=i % PARTITIONS)
-    run.check(p.flush(TIMEOUT) == 0, "producer did not deliver everything")
-    poll_until(
-        run,
-        [s1, s2b],
-        lambda: len(s1.records) + len(s2b.records) >= n,
-        "both members to consume the new records",
-    )
-    run.result["consumed"] = len(s1.records) + len(s2b.records)
-    run.check(
-        s1.events == before_s1,
-        f"the other member saw a rebalance: {s1.events[len(before_s1):]}",
-    )
-    run.result["s1_events"] = list(s1.events)
+    restarts = []
+    # Each member in turn (so the group's leader is among them) closes and restarts.
+    for instance, name, other_instance in [("i2", "s2b", "i1"), ("i1", "s1b", "i2")]:
+        old, other = live[instance], live[other_instance]
+        other_before = list(other.events)
+        had = old.partitions()
+        old.c.close()
+        run.log(f"{old.name} closed; its instance restarts as {name}")
+        again = Member(run, bootstrap, topic, group, name, instance)
+        live[instance] = again
+        poll_until(run, [other, again], lambda: again.partitions(), f"{name}'s assignment")
+        # Records produced now reach both members, which proves both are consuming after the
+        # restart (a rebalance would have shown in the other's callbacks before this completes).
+        n = 40
+        before = len(other.records) + len(again.records)
+        for i in range(n):
+            p.produce(topic, value=f"{name}-{i}".encode(), partition=i % PARTITIONS)
+        run.check(p.flush(TIMEOUT) == 0, "producer did not deliver everything")
+        poll_until(
+            run,
+            [other, again],
+            lambda: len(other.records) + len(again.records) - before >= n,
+            f"both members to consume the records produced after {name} started",
+        )
+        restarts.append(
+            {"member": name, "had": had, "got": again.partitions(), "other_new_events": other.events[len(other_before):]}
+        )
+        run.check(again.partitions() == had, f"{name} got {again.partitions()}, its instance had {had}")
+        run.check(
+            other.events == other_before,
+            f"the restart of {instance} made {other.name} rebalance: {other.events[len(other_before):]}",
+        )
+    run.result["restarts"] = restarts
+    s1, s2b = live["i1"], live["i2"]
     with run.step("describe_consumer_groups"):
         desc = admin.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
         members = sorted(
@@ -148,7 +155,7 @@ def static_membership(run, bootstrap, topic, group):
         run.result["members"] = members
         run.check(
             members
-            == [("i1", "compat-s1", "/127.0.0.1"), ("i2", "compat-s2b", "/127.0.0.1")],
+            == [("i1", "compat-s1b", "/127.0.0.1"), ("i2", "compat-s2b", "/127.0.0.1")],
             f"described members: {members}",
         )
         run.check(str(desc.state).endswith("STABLE"), f"group state {desc.state}")
