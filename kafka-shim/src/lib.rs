@@ -9,7 +9,8 @@
 //! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
 //! * [`codec`] and [`batch`] (re-exported from `kafka-wire`): request frames to typed
 //!   requests with every count and length bounded by the frame, and record batches.
-//! * [`broker`]: topics, partitions and the request handlers.
+//! * [`broker`]: topics, the partition registry and request dispatch; the handlers are one
+//!   file per API in the (private) `handlers` module.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
@@ -21,6 +22,7 @@ mod access;
 pub mod broker;
 pub mod error;
 pub mod groups;
+mod handlers;
 pub mod metrics;
 pub mod partition;
 pub mod security;
