@@ -522,6 +522,12 @@ impl Broker {
                     version,
                 )
             }),
+            Body::OffsetDelete(req) => Box::pin(async move {
+                encode(
+                    &me.authorized_offset_delete(&s, req, version).await,
+                    version,
+                )
+            }),
             Body::DescribeAcls(req) => Box::pin(async move { me.describe_acls(&s, req, version) }),
             Body::CreateAcls(req) => {
                 Box::pin(async move { me.create_acls(&s, req, version).await })

@@ -12,7 +12,7 @@
 //! The group also carries the cache of its committed offsets (plain data; the coordinator
 //! keeps it in step with the store), because whether a group can be forgotten depends on it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -994,6 +994,66 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Whether committed offsets may be deleted (OffsetDelete), and which topics are then
+    /// off limits: `Ok(Some(topics))` the topics the members subscribe to (none when Empty),
+    /// `Ok(None)` every topic (a consumer group whose subscriptions are not known yet). Only
+    /// an Empty group or one of the `consumer` protocol may lose offsets, as in Kafka.
+    pub(super) fn offsets_deletable(&self) -> Result<Option<BTreeSet<String>>, ResponseError> {
+        match self.state {
+            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+            GroupState::Empty => Ok(Some(BTreeSet::new())),
+            _ if self.protocol_type.as_deref() != Some("consumer") => {
+                Err(ResponseError::NonEmptyGroup)
+            }
+            _ => Ok(self.subscribed_topics()),
+        }
+    }
+
+    /// The topics the members subscribe to, from their metadata of the selected `consumer`
+    /// protocol (ConsumerProtocolSubscription); `None` when not known.
+    fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        let protocol = self.protocol_name.as_deref()?;
+        let mut topics = BTreeSet::new();
+        for m in &self.members {
+            topics.extend(subscription_topics(m.metadata_for(Some(protocol)))?);
+        }
+        Some(topics)
+    }
+}
+
+/// The topics of a consumer's subscription metadata (ConsumerProtocolSubscription: an INT16
+/// version, then, in every version, the topics as an INT32-counted array of INT16-length
+/// strings first); `None` when it does not parse. Read by hand with every length checked
+/// against what is there: the metadata is whatever a client sent.
+fn subscription_topics(metadata: Bytes) -> Option<Vec<String>> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if buf.len() < n {
+            return None;
+        }
+        let (head, rest) = buf.split_at(n);
+        *buf = rest;
+        Some(head)
+    }
+    let mut buf: &[u8] = &metadata;
+    let version = i16::from_be_bytes(take(&mut buf, 2)?.try_into().ok()?);
+    if version < 0 {
+        return None;
+    }
+    let count = i32::from_be_bytes(take(&mut buf, 4)?.try_into().ok()?);
+    // Each topic takes at least its two length bytes.
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|c| *c <= buf.len() / 2)?;
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = i16::from_be_bytes(take(&mut buf, 2)?.try_into().ok()?);
+        let name = take(&mut buf, usize::try_from(len).ok()?)?;
+        topics.push(std::str::from_utf8(name).ok()?.to_owned());
+    }
+    Some(topics)
+}
+
 /// A JoinGroup error answer.
 pub(super) fn join_error(version: i16, error: ResponseError, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
@@ -1399,6 +1459,26 @@ mod tests {
         assert_eq!(g.state, GroupState::Empty);
         assert!(g.members.is_empty());
         assert!(g.is_vacant());
+    }
+
+    #[test]
+    fn subscription_topics_reads_only_what_is_there() {
+        let mut good = vec![0u8, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        good.extend_from_slice(&[0, 0, 0, 0]); // v1 user data etc. follow the topics
+        let table: [(&[u8], Option<Vec<&str>>); 7] = [
+            (&good, Some(vec!["a", "bc"])),
+            (&[0, 0, 0, 0, 0, 0], Some(vec![])),
+            (b"meta-range", None),
+            (&[0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0], None),
+            (&[0, 0, 0, 0, 0, 1, 0, 5, b'a'], None),
+            (&[0xff, 0xff, 0, 0, 0, 0], None),
+            (&[0], None),
+        ];
+        for (bytes, want) in table {
+            let got = subscription_topics(Bytes::copy_from_slice(bytes));
+            let want = want.map(|w| w.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            assert_eq!(got, want, "{bytes:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -43,8 +46,8 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
@@ -1258,6 +1261,109 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetDelete (v0): deletes committed offsets of a group that is Empty, or of a
+    /// consumer group for topics none of its members subscribes to
+    /// (GROUP_SUBSCRIBED_TO_TOPIC otherwise). Partitions without an offset succeed.
+    pub async fn offset_delete(
+        &self,
+        req: OffsetDeleteRequest,
+        _version: i16,
+        catalog: &dyn TopicCatalog,
+    ) -> OffsetDeleteResponse {
+        let group_id = req.group_id.to_string();
+        if group_id.is_empty() {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::InvalidGroupId.code());
+        }
+        let _persist = self.shared.persist.lock().await;
+        // One code per requested partition, in request order.
+        let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+        let mut doomed: Vec<(String, String, i32)> = Vec::new();
+        let mut origin: Vec<(usize, usize)> = Vec::new();
+        {
+            let state = self.shared.lock();
+            let verdict = state
+                .groups
+                .get(&group_id)
+                .ok_or(ResponseError::GroupIdNotFound)
+                .and_then(|g| g.offsets_deletable().map(|subscribed| (g, subscribed)));
+            let (group, subscribed) = match verdict {
+                Ok(v) => v,
+                Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+            };
+            for (ti, topic) in req.topics.iter().enumerate() {
+                let name = topic.name.as_str();
+                let count = catalog.partition_count(name);
+                let in_use = subscribed.as_ref().is_none_or(|s| s.contains(name));
+                let mut topic_codes = Vec::with_capacity(topic.partitions.len());
+                for (pi, p) in topic.partitions.iter().enumerate() {
+                    let index = p.partition_index;
+                    let code = if !count.is_some_and(|c| index >= 0 && index < c) {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else if in_use {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        if group
+                            .offsets
+                            .get(name)
+                            .is_some_and(|o| o.contains_key(&index))
+                        {
+                            doomed.push((group_id.clone(), name.to_owned(), index));
+                            origin.push((ti, pi));
+                        }
+                        0
+                    };
+                    topic_codes.push(code);
+                }
+                codes.push(topic_codes);
+            }
+        }
+        match self.shared.store.delete_offsets(&doomed).await {
+            Ok(()) => {
+                let mut state = self.shared.lock();
+                if let Some(group) = state.groups.get_mut(&group_id) {
+                    for (_, topic, partition) in &doomed {
+                        if let Some(partitions) = group.offsets.get_mut(topic) {
+                            partitions.remove(partition);
+                        }
+                    }
+                    group.offsets.retain(|_, partitions| !partitions.is_empty());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %group_id, error = %e, "could not delete committed offsets");
+                for (ti, pi) in origin {
+                    codes[ti][pi] = ResponseError::CoordinatorNotAvailable.code();
+                }
+            }
+        }
+        drop(_persist);
+        self.shared.wake.notify_one();
+        OffsetDeleteResponse::default()
+            .with_error_code(0)
+            .with_topics(
+                req.topics
+                    .iter()
+                    .zip(codes)
+                    .map(|(t, codes)| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .zip(codes)
+                                    .map(|(p, code)| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+    }
+
     /// Forgets every group's committed offsets of `topic` (the topic was deleted).
     pub async fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
         let _persist = self.shared.persist.lock().await;
@@ -1976,6 +2082,203 @@ mod tests {
             .await;
         assert_eq!(l.members[0].error_code, 0);
         assert_eq!(c.group_state("g"), GroupState::Empty);
+        c.shutdown();
+    }
+
+    fn delete_req(group: &str, parts: &[(&str, &[i32])]) -> OffsetDeleteRequest {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        OffsetDeleteRequest::default()
+            .with_group_id(gid(group))
+            .with_topics(
+                parts
+                    .iter()
+                    .map(|(t, ps)| {
+                        OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb(t)))
+                            .with_partitions(
+                                ps.iter()
+                                    .map(|p| {
+                                        OffsetDeleteRequestPartition::default()
+                                            .with_partition_index(*p)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+    }
+
+    fn delete_codes(r: &OffsetDeleteResponse) -> Vec<(String, i32, i16)> {
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.error_code))
+            })
+            .collect()
+    }
+
+    async fn committed(c: &GroupCoordinator, group: &str, topic: &str, parts: &[i32]) -> Vec<i64> {
+        let r = c
+            .offset_fetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(gid(group))
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(sb(topic)))
+                            .with_partition_indexes(parts.to_vec()),
+                    ])),
+                5,
+                &catalog(),
+            )
+            .await;
+        r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset)
+            .collect()
+    }
+
+    /// A consumer's subscription metadata (ConsumerProtocolSubscription v1).
+    fn subscription(topics: &[&str]) -> Bytes {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&1i16.to_be_bytes());
+        ConsumerProtocolSubscription::default()
+            .with_topics(topics.iter().map(|t| sb(t)).collect())
+            .encode(&mut buf, 1)
+            .expect("encode subscription");
+        buf.freeze()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offset_delete_follows_kafka() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let cat = catalog();
+        {
+            let c = coordinator(&kv).await;
+            // An Empty group: offsets go, unknown topics and partitions are named.
+            let r = c
+                .offset_commit(
+                    commit_req("od", "", -1, &[("orders", 0, 5), ("orders", 1, 6)]),
+                    8,
+                    &cat,
+                )
+                .await;
+            assert!(codes(&r).iter().all(|(_, _, code)| *code == 0));
+            let r = c
+                .offset_delete(
+                    delete_req("od", &[("orders", &[0, 2, 7]), ("nope", &[0])]),
+                    0,
+                    &cat,
+                )
+                .await;
+            assert_eq!(r.error_code, 0);
+            encodes(&r, 0);
+            let unknown = ResponseError::UnknownTopicOrPartition.code();
+            assert_eq!(
+                delete_codes(&r),
+                vec![
+                    ("orders".to_owned(), 0, 0),
+                    ("orders".to_owned(), 2, 0),
+                    ("orders".to_owned(), 7, unknown),
+                    ("nope".to_owned(), 0, unknown),
+                ]
+            );
+            assert_eq!(committed(&c, "od", "orders", &[0, 1]).await, vec![-1, 6]);
+
+            let top = |r: OffsetDeleteResponse| (r.error_code, r.topics.len());
+            let r = c
+                .offset_delete(delete_req("ghost", &[("orders", &[0])]), 0, &cat)
+                .await;
+            assert_eq!(top(r), (ResponseError::GroupIdNotFound.code(), 0));
+            let r = c
+                .offset_delete(delete_req("", &[("orders", &[0])]), 0, &cat)
+                .await;
+            assert_eq!(top(r), (ResponseError::InvalidGroupId.code(), 0));
+            c.shutdown();
+        }
+        // Durable: a new coordinator does not see the deleted offset.
+        let c = coordinator(&kv).await;
+        assert_eq!(committed(&c, "od", "orders", &[0, 1]).await, vec![-1, 6]);
+
+        // A Stable consumer group subscribed to "orders": its offsets stay, others go.
+        let id = member_id(&c, "sub", 5).await;
+        let mut join = join_req("sub", &id, &["range"]);
+        join.protocols[0].metadata = subscription(&["orders"]);
+        let r = c.join_group(join, 5).await;
+        assert_eq!(r.error_code, 0);
+        let s = c
+            .sync_group(sync_req("sub", &id, r.generation_id, &[(&id, "a")]), 3)
+            .await;
+        assert_eq!(s.error_code, 0);
+        let r = c
+            .offset_commit(
+                commit_req(
+                    "sub",
+                    &id,
+                    r.generation_id,
+                    &[("orders", 0, 1), ("events.v1-x_y", 1, 2)],
+                ),
+                8,
+                &cat,
+            )
+            .await;
+        assert!(codes(&r).iter().all(|(_, _, code)| *code == 0));
+        let r = c
+            .offset_delete(
+                delete_req("sub", &[("orders", &[0]), ("events.v1-x_y", &[1])]),
+                0,
+                &cat,
+            )
+            .await;
+        assert_eq!(
+            delete_codes(&r),
+            vec![
+                (
+                    "orders".to_owned(),
+                    0,
+                    ResponseError::GroupSubscribedToTopic.code()
+                ),
+                ("events.v1-x_y".to_owned(), 1, 0),
+            ]
+        );
+        assert_eq!(committed(&c, "sub", "orders", &[0]).await, vec![1]);
+        assert_eq!(committed(&c, "sub", "events.v1-x_y", &[1]).await, vec![-1]);
+
+        // Subscriptions that cannot be read: every topic counts as subscribed.
+        let (_, _) = stable_single(&c, "opaque").await;
+        let r = c
+            .offset_delete(delete_req("opaque", &[("orders", &[0])]), 0, &cat)
+            .await;
+        assert_eq!(
+            delete_codes(&r),
+            vec![(
+                "orders".to_owned(),
+                0,
+                ResponseError::GroupSubscribedToTopic.code()
+            )]
+        );
+
+        // A group of another protocol type with members: NON_EMPTY_GROUP.
+        let r = c
+            .join_group(
+                join_req("conn", "", &["range"]).with_protocol_type(sb("connect")),
+                3,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        let r = c
+            .offset_delete(delete_req("conn", &[("orders", &[0])]), 0, &cat)
+            .await;
+        assert_eq!(
+            (r.error_code, r.topics.len()),
+            (ResponseError::NonEmptyGroup.code(), 0)
+        );
         c.shutdown();
     }
 
