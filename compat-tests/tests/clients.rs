@@ -608,3 +608,70 @@ async fn confluent_kafka_session_timeout_bounds() -> Result<()> {
     ensure!(v["ok_partitions"] == serde_json::json!([0]), "{v}");
     server.stop().await
 }
+
+/// kafka-python's admin client, then Kafka's `kafka-consumer-groups.sh`, on one group:
+/// ListGroups state and type filters (v5), DescribeGroups member client id and host,
+/// OffsetDelete refused for a subscribed topic (GROUP_SUBSCRIBED_TO_TOPIC) and done for
+/// others and once the group is Empty; the tool deletes the last offset and lists the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_and_consumer_groups_tool_offset_delete_and_list_filters() -> Result<()> {
+    let mut server = Server::start().await?;
+    let group = "kp-admin-group";
+    let mut cmd = python("kafka_python_groups.py")?;
+    cmd.args(["offsets", &server.bootstrap(), group]);
+    let v = run("kafka-python group offsets", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(v["left"] == serde_json::json!({"kp-sub/1": 4}), "{v}");
+
+    let tool = |args: &[&str]| -> Result<Command> {
+        let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
+        cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
+            .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+            .args(["--bootstrap-server", &server.bootstrap()])
+            .args(args);
+        Ok(cmd)
+    };
+    let deleted = run(
+        "kafka-consumer-groups.sh --delete-offsets",
+        tool(&["--delete-offsets", "--group", group, "--topic", "kp-sub"])?,
+        None,
+    )
+    .await?;
+    deleted.ok()?;
+    // The tool prints its rows without line breaks between them: read the table as words.
+    let words: Vec<&str> = deleted.stdout.split_whitespace().collect();
+    let table = words
+        .iter()
+        .position(|w| *w == "STATUS")
+        .map(|i| &words[i + 1..])
+        .context("no table in the --delete-offsets output")?;
+    ensure!(
+        table == ["kp-sub", "0", "Successful", "kp-sub", "1", "Successful"],
+        "--delete-offsets: {}",
+        deleted.stdout
+    );
+    ensure!(
+        !deleted.stdout.contains("Error"),
+        "--delete-offsets: {}",
+        deleted.stdout
+    );
+    let listed = run(
+        "kafka-consumer-groups.sh --list --state Empty",
+        tool(&["--list", "--state", "Empty"])?,
+        None,
+    )
+    .await?;
+    listed.ok()?;
+    ensure!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.contains(group) && l.contains("Empty")),
+        "--list --state Empty: {}",
+        listed.stdout
+    );
+    server.stop().await
+}

@@ -9,7 +9,8 @@ Scenarios (each prints `RESULT <json>`, see common.py):
       partitions, and the other consumer's assign/revoke callbacks must not fire (no
       rebalance). Records produced after each restart are all consumed by the two. The
       AdminClient's group description shows both members with their instance ids, client ids
-      and host.
+      and host; ListGroups finds the group with the Stable state and classic type filters and
+      not with the Empty state or consumer type filters.
 
   session-bounds BOOTSTRAP TOPIC GROUP MIN_MS
       The server was started with group.min.session.timeout.ms = MIN_MS: a consumer asking
@@ -159,6 +160,25 @@ def static_membership(run, bootstrap, topic, group):
             f"described members: {members}",
         )
         run.check(str(desc.state).endswith("STABLE"), f"group state {desc.state}")
+    with run.step("list_consumer_groups filters"):
+        from confluent_kafka import ConsumerGroupState, ConsumerGroupType
+
+        table = [
+            ("stable", {"states": {ConsumerGroupState.STABLE}}, True),
+            ("empty", {"states": {ConsumerGroupState.EMPTY}}, False),
+            ("classic", {"types": {ConsumerGroupType.CLASSIC}}, True),
+            ("consumer", {"types": {ConsumerGroupType.CONSUMER}}, False),
+        ]
+        listed = {}
+        for name, kwargs, want in table:
+            res = admin.list_consumer_groups(request_timeout=TIMEOUT, **kwargs).result()
+            got = sorted(g.group_id for g in res.valid)
+            listed[name] = got
+            run.check((group in got) == want, f"list_consumer_groups({name}): {got}")
+            for g in res.valid:
+                if g.group_id == group:
+                    run.check(str(g.type).endswith("CLASSIC"), f"group type {g.type}")
+        run.result["listed"] = listed
     s1.c.close()
     s2b.c.close()
 
