@@ -608,3 +608,47 @@ fn a_running_follower_holds_the_data_dir() {
     // The directory is free again.
     ok(woodpecker(dir.path(), &["log", "list"]));
 }
+
+#[test]
+fn serve_refuses_session_timeout_bounds_that_cross() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fails(woodpecker(
+        dir.path(),
+        &[
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--milvus-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--kafka-group-min-session-timeout-ms",
+            "9000",
+            "--kafka-group-max-session-timeout-ms",
+            "8000",
+        ],
+    ));
+    assert!(
+        stderr(&out).contains(
+            "--kafka-group-min-session-timeout-ms (9000) is above \
+             --kafka-group-max-session-timeout-ms (8000)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Out of range for a session timeout (an INT32 of milliseconds).
+    let out = woodpecker(
+        dir.path(),
+        &[
+            "serve",
+            "--kafka-group-max-session-timeout-ms",
+            "3000000000",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--kafka-group-max-session-timeout-ms"),
+        "{}",
+        stderr(&out)
+    );
+}
