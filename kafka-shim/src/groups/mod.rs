@@ -3,14 +3,14 @@
 //! This node coordinates every group. Membership (the JoinGroup / SyncGroup / Heartbeat /
 //! LeaveGroup protocol) lives in memory only, as it does on a Kafka broker that just became
 //! coordinator: clients rejoin after a restart. Committed offsets are durable: each
-//! OffsetCommit is written to the metadata key-value store before the reply (see [`store`]),
+//! OffsetCommit is written to the metadata key-value store before the reply (see `store`),
 //! and they are loaded back by [`GroupCoordinator::open`].
 //!
-//! The parts: [`machine`] is the membership state machine of one group, without I/O (inputs
-//! in, answers and effects out, time passed in); [`store`] owns the offsets' keys and writes;
+//! The parts: `machine` is the membership state machine of one group, without I/O (inputs
+//! in, answers and effects out, time passed in); `store` owns the offsets' keys and writes;
 //! this module is the coordinator that drives them (membership requests, parked requests,
-//! timers), with the offset APIs in [`offsets`] and the group administration APIs in
-//! [`admin`].
+//! timers), with the offset APIs in `offsets` and the group administration APIs in
+//! `admin`.
 //!
 //! One mutex guards the groups; it is never held across an `.await`. Requests that must wait
 //! (a JoinGroup until the rebalance completes, a follower's SyncGroup until the leader's
