@@ -588,10 +588,11 @@ fn check_static_restarts(v: &Value) -> Result<()> {
     Ok(())
 }
 
-/// confluent-kafka against a server started with `--kafka-group-min-session-timeout-ms`: a
-/// session timeout below it is INVALID_SESSION_TIMEOUT, one at it joins.
+/// confluent-kafka and kafka-python against a server started with
+/// `--kafka-group-min-session-timeout-ms`: a session timeout below it is
+/// INVALID_SESSION_TIMEOUT, one at it joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confluent_kafka_session_timeout_bounds() -> Result<()> {
+async fn confluent_kafka_and_kafka_python_session_timeout_bounds() -> Result<()> {
     let min_ms = "7000";
     let mut server = Server::start_with(&["--kafka-group-min-session-timeout-ms", min_ms]).await?;
     let mut cmd = python("confluent_groups.py")?;
@@ -603,6 +604,19 @@ async fn confluent_kafka_session_timeout_bounds() -> Result<()> {
         min_ms,
     ]);
     let v = run("confluent-kafka session bounds", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(v["ok_partitions"] == serde_json::json!([0]), "{v}");
+    // kafka-python, on the same server.
+    let mut cmd = python("kafka_python_groups.py")?;
+    cmd.args([
+        "session-bounds",
+        &server.bootstrap(),
+        "kp-bounds",
+        "kp-bounds-group",
+        min_ms,
+    ]);
+    let v = run("kafka-python session bounds", cmd, None)
         .await?
         .summary()?;
     ensure!(v["ok_partitions"] == serde_json::json!([0]), "{v}");

@@ -10,6 +10,10 @@ Scenario (prints `RESULT <json>`, see common.py):
       the member's client id and host; OffsetDelete of kp-sub 0 is GROUP_SUBSCRIBED_TO_TOPIC
       and of kp-other 0 succeeds. After the consumer leaves (the group is Empty), OffsetDelete
       of kp-sub 0 succeeds; kp-sub 1 is left committed (for kafka-consumer-groups.sh).
+
+  session-bounds BOOTSTRAP TOPIC GROUP MIN_MS
+      The server was started with group.min.session.timeout.ms = MIN_MS: a consumer asking
+      for less gets InvalidSessionTimeoutError from poll(); one asking for exactly MIN_MS joins.
 """
 
 import sys
@@ -109,7 +113,52 @@ def offsets(run, bootstrap, group):
     admin.close()
 
 
+def session_bounds(run, bootstrap, topic, group, min_ms):
+    min_ms = int(min_ms)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="compat-kp-admin", request_timeout_ms=int(TIMEOUT * 1000)
+    )
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)], timeout_ms=int(TIMEOUT * 1000))
+
+    def member(session_ms):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id=f"compat-kp-{session_ms}",
+            enable_auto_commit=False,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=500,
+            request_timeout_ms=int(TIMEOUT * 1000),
+        )
+        c.subscribe([topic])
+        return c
+
+    short = member(min_ms - 1)
+    errors = []
+    deadline = Deadline(60)
+    while not errors:
+        if deadline.expired():
+            raise TimeoutError("no error for a session below the minimum")
+        try:
+            short.poll(timeout_ms=100)
+        except Exception as e:  # noqa: BLE001 - the error is what is looked for
+            errors.append(type(e).__name__)
+        run.check(not short.assignment(), "a member with an invalid session got partitions")
+    run.result["short_errors"] = errors
+    run.check(errors == ["InvalidSessionTimeoutError"], f"a session below the minimum: {errors}")
+    short.close()
+    ok = member(min_ms)
+    deadline = Deadline(60)
+    while not ok.assignment():
+        if deadline.expired():
+            raise TimeoutError("a session at the minimum did not join")
+        ok.poll(timeout_ms=100)
+    run.result["ok_partitions"] = sorted(tp.partition for tp in ok.assignment())
+    ok.close()
+    admin.close()
+
+
 if __name__ == "__main__":
     RUN = Run("kafka-python groups")
     RUN.result["client"] = f"kafka-python {kafka.__version__}"
-    main(RUN, {"offsets": offsets}, sys.argv)
+    main(RUN, {"offsets": offsets, "session-bounds": session_bounds}, sys.argv)
