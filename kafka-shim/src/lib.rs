@@ -11,6 +11,7 @@
 //!   requests with every count and length bounded by the frame, and record batches.
 //! * [`broker`]: topics, partitions and the request handlers.
 //! * [`partition`]: one topic-partition over one log.
+//! * [`fetch_session`]: fetch sessions (KIP-227), which incremental fetches name.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
@@ -20,6 +21,7 @@
 mod access;
 pub mod broker;
 pub mod error;
+pub mod fetch_session;
 pub mod groups;
 pub mod metrics;
 pub mod partition;

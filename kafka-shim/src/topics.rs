@@ -252,6 +252,19 @@ impl Topics {
             .cloned()
     }
 
+    /// The topic with this topic id.
+    pub fn by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        if id.is_nil() {
+            return None;
+        }
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
     /// Every topic.
     pub fn all(&self) -> Vec<Arc<Topic>> {
         self.topics
