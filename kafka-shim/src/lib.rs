@@ -9,7 +9,8 @@
 //! * [`server`]: the listener (framing, ApiVersions negotiation, pipelining, shutdown).
 //! * [`codec`] and [`batch`] (re-exported from `kafka-wire`): request frames to typed
 //!   requests with every count and length bounded by the frame, and record batches.
-//! * [`broker`]: topics, partitions and the request handlers.
+//! * [`broker`]: topics, the partition registry and request dispatch; the handlers are one
+//!   file per API in the (private) `handlers` module.
 //! * [`partition`]: one topic-partition over one log.
 //! * [`fetch_session`]: fetch sessions (KIP-227), which incremental fetches name.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod error;
 pub mod fetch_session;
 pub mod groups;
+mod handlers;
 pub mod metrics;
 pub mod partition;
 pub mod security;

@@ -1,0 +1,15 @@
+//! The request handlers of the broker that are not about consumer groups, ACLs, SCRAM
+//! credentials or transactions (those live in [`crate::groups`], `crate::access` and
+//! [`crate::txn`]): one file per API, each an `impl Broker` block. Dispatch and the
+//! partition registry stay in [`crate::broker`].
+
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod find_coordinator;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
