@@ -1,6 +1,7 @@
 //! Fetch: reading batches from partitions, with long polling and read_committed.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -257,9 +258,19 @@ impl Broker {
                 log_start_offset: pd.log_start_offset,
             })
             .collect();
-        let (session_id, listed) = match self.fetch_sessions.finish(plan, &answers, now_ms() as u64)
-        {
-            Ok(settled) => settled,
+        let settled = self.fetch_sessions.finish(plan, &answers, now_ms() as u64);
+        self.metrics
+            .fetch_sessions
+            .store(self.fetch_sessions.len() as i64, Ordering::Relaxed);
+        let (session_id, listed) = match settled {
+            Ok(settled) => {
+                if matches!(plan.context, fetch_session::Context::Incremental { .. }) {
+                    self.metrics
+                        .incremental_fetches
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                settled
+            }
             Err(code) => {
                 return encode(
                     &FetchResponse::default()
