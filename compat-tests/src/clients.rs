@@ -44,6 +44,17 @@ pub fn python(script: &str) -> Result<Command> {
     Ok(cmd)
 }
 
+/// One of Kafka's Java tools (a class of the Maven jars `scripts/kafka-tools` fetches), as
+/// its `bin/kafka-*.sh` script would run it.
+pub fn kafka_tool(class: &str) -> Result<Command> {
+    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
+    cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .arg("-cp")
+        .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
+        .arg(class);
+    Ok(cmd)
+}
+
 /// What a client run printed.
 #[derive(Debug)]
 pub struct ClientRun {
@@ -58,6 +69,32 @@ pub struct ClientRun {
 }
 
 impl ClientRun {
+    /// Standard output when the run exited 0; else an error with what it printed.
+    pub fn ok(&self) -> Result<&str> {
+        if !self.status.success() {
+            bail!(
+                "{} failed ({})\nstdout:\n{}\nstderr (tail):\n{}",
+                self.what,
+                self.status,
+                self.stdout,
+                self.stderr_tail()
+            );
+        }
+        Ok(&self.stdout)
+    }
+
+    /// Standard output and error together when the run failed; an error when it exited 0.
+    pub fn failed(&self) -> Result<String> {
+        if self.status.success() {
+            bail!(
+                "{} succeeded, a failure was expected:\n{}",
+                self.what,
+                self.stdout
+            );
+        }
+        Ok(format!("{}\n{}", self.stdout, self.stderr))
+    }
+
     fn stderr_tail(&self) -> String {
         let lines: Vec<&str> = self.stderr.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
