@@ -321,6 +321,21 @@ impl Broker {
                 self.reopen.open_failed(&key, KafkaCode::KafkaStorageError);
                 KafkaCode::KafkaStorageError
             })?;
+            // The start DeleteRecords set may lie inside the oldest batch kept in the log.
+            let raised = match self.topics.log_start(topic, index).await {
+                Ok(0) => Ok(()),
+                Ok(start) => p
+                    .advance_log_start(start)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = raised {
+                tracing::warn!(error = %e, "restoring a partition's log start offset failed");
+                p.close().await;
+                return Err(KafkaCode::KafkaStorageError);
+            }
             self.metrics.partitions_open.fetch_add(1, Ordering::Relaxed);
             Ok(p)
         })
@@ -393,7 +408,8 @@ impl Broker {
         for topic in self.topics.all() {
             let ms = topic.retention_ms(&self.config.topic_defaults);
             let bytes = topic.retention_bytes(&self.config.topic_defaults);
-            if ms < 0 && bytes < 0 {
+            // Kafka's retention only applies to topics whose cleanup policy includes delete.
+            if (ms < 0 && bytes < 0) || !topic.deletes_records(&self.config.topic_defaults) {
                 continue;
             }
             for i in 0..topic.partitions {
@@ -477,6 +493,21 @@ impl Broker {
             }
             Body::DeleteTopics(req) => {
                 Box::pin(async move { me.delete_topics(&s, req, version).await })
+            }
+            Body::DeleteRecords(req) => {
+                Box::pin(async move { me.delete_records(&s, req, version).await })
+            }
+            Body::CreatePartitions(req) => {
+                Box::pin(async move { me.create_partitions(&s, req, version).await })
+            }
+            Body::OffsetForLeaderEpoch(req) => {
+                Box::pin(async move { me.offset_for_leader_epoch(&s, req, version).await })
+            }
+            Body::AlterConfigs(req) => {
+                Box::pin(async move { me.alter_configs(&s, req, version).await })
+            }
+            Body::IncrementalAlterConfigs(req) => {
+                Box::pin(async move { me.incremental_alter_configs(&s, req, version).await })
             }
             Body::DescribeConfigs(req) => {
                 Box::pin(async move { encode(&me.describe_configs(&s, req), version) })

@@ -28,6 +28,12 @@ pub enum KafkaCode {
     InvalidReplicationFactor = 38,
     /// An invalid number of partitions.
     InvalidPartitions = 37,
+    /// A replica assignment naming brokers that do not exist.
+    InvalidReplicaAssignment = 39,
+    /// The client's leader epoch is older than the broker's.
+    FencedLeaderEpoch = 74,
+    /// The client's leader epoch is newer than the broker's.
+    UnknownLeaderEpoch = 75,
     /// Unknown or malformed topic configuration.
     InvalidConfig = 40,
     /// The topic exists.

@@ -321,7 +321,7 @@ async fn topics_are_created_checked_described_and_deleted() -> Result<()> {
     assert_eq!(create_topic(&mut c, "bad/name", 1, &[]).await?, 17);
     assert_eq!(create_topic(&mut c, "t1", 0, &[]).await?, 37);
     assert_eq!(
-        create_topic(&mut c, "t1", 1, &[("cleanup.policy", "compact")]).await?,
+        create_topic(&mut c, "t1", 1, &[("cleanup.policy", "compress")]).await?,
         40
     );
     assert_eq!(
