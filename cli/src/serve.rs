@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use kafka_shim::groups::GroupSettings;
 use kafka_shim::security::acl::AuthorizerConfig;
 use kafka_shim::security::config::{SecurityConfig, parse_properties};
 use kafka_shim::security::tls;
@@ -87,6 +88,14 @@ pub(crate) struct ServeArgs {
     /// it (transaction.abort.timed.out.transaction.cleanup.interval.ms).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     kafka_transaction_check_ms: u64,
+    /// The smallest session timeout a consumer-group member may ask for
+    /// (group.min.session.timeout.ms); less is INVALID_SESSION_TIMEOUT.
+    #[arg(long, default_value_t = 6_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_group_min_session_timeout_ms: u64,
+    /// The largest session timeout a consumer-group member may ask for
+    /// (group.max.session.timeout.ms); more is INVALID_SESSION_TIMEOUT.
+    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_group_max_session_timeout_ms: u64,
     /// Kafka security settings in a Java-properties file, with Kafka's own keys:
     /// `listeners`, `advertised.listeners`, `listener.security.protocol.map`, `ssl.*`,
     /// `sasl.enabled.mechanisms`, `authorizer.class.name`, `super.users`,
@@ -211,6 +220,13 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
 }
 
 pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> {
+    if args.kafka_group_min_session_timeout_ms > args.kafka_group_max_session_timeout_ms {
+        bail!(
+            "--kafka-group-min-session-timeout-ms ({}) is above --kafka-group-max-session-timeout-ms ({})",
+            args.kafka_group_min_session_timeout_ms,
+            args.kafka_group_max_session_timeout_ms
+        );
+    }
     let admin = match &args.kafka_admin_user {
         Some(user) => {
             let password = match &args.kafka_admin_password_file {
@@ -244,7 +260,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on {} (--milvus-addr)", args.milvus_addr))?;
     let milvus_addr = milvus_listener.local_addr()?;
     let first = &listeners.bound[0].1;
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         node_id: args.node_id,
         advertised_host: first.advertised_host.clone(),
         advertised_port: first.advertised_port,
@@ -265,6 +281,11 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
             ..TxnSettings::default()
         },
         ..BrokerConfig::default()
+    };
+    config.groups = GroupSettings {
+        min_session_timeout: Duration::from_millis(args.kafka_group_min_session_timeout_ms),
+        max_session_timeout: Duration::from_millis(args.kafka_group_max_session_timeout_ms),
+        ..GroupSettings::default()
     };
     let metrics = Arc::new(Metrics::default());
     telemetry::catalog::set_build_info(env!("CARGO_PKG_VERSION"));

@@ -595,3 +595,78 @@ async fn restart_under_a_live_idempotent_producer() -> Result<()> {
     ensure!(v["watermarks"] == serde_json::json!([0, 2 * n]), "{v}");
     server.stop().await
 }
+
+/// confluent-kafka, KIP-345: each of two static members (group.instance.id) in turn, the
+/// group's leader among them, is restarted within its session timeout: it gets its partitions
+/// back and the other member sees no rebalance; the AdminClient's group description names each
+/// member's instance id, client id and host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_static_member_restart_without_rebalance() -> Result<()> {
+    let mut server = Server::start().await?;
+    let mut cmd = python("confluent_groups.py")?;
+    cmd.args([
+        "static",
+        &server.bootstrap(),
+        "ck-static",
+        "ck-static-group",
+    ]);
+    let v = run("confluent-kafka static membership", cmd, None)
+        .await?
+        .summary()?;
+    check_static_restarts(&v)?;
+    server.stop().await
+}
+
+/// The Java consumer (classic protocol), the same KIP-345 scenario.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_static_member_restart_without_rebalance() -> Result<()> {
+    let mut server = Server::start().await?;
+    let mut cmd = java()?;
+    cmd.args([
+        "static",
+        &server.bootstrap(),
+        "java-static",
+        "java-static-group",
+    ]);
+    let v = run("java static membership", cmd, None).await?.summary()?;
+    check_static_restarts(&v)?;
+    server.stop().await
+}
+
+/// Both static members were restarted, each got what its instance had, the other saw nothing.
+fn check_static_restarts(v: &Value) -> Result<()> {
+    let restarts = v["restarts"].as_array().context("restarts")?;
+    ensure!(restarts.len() == 2, "restarts: {v}");
+    for r in restarts {
+        ensure!(
+            r["had"] == r["got"] && r["had"].as_array().is_some_and(|p| !p.is_empty()),
+            "restart: {r}"
+        );
+        ensure!(
+            r["other_new_events"].as_array().is_some_and(Vec::is_empty),
+            "restart: {r}"
+        );
+    }
+    Ok(())
+}
+
+/// confluent-kafka against a server started with `--kafka-group-min-session-timeout-ms`: a
+/// session timeout below it is INVALID_SESSION_TIMEOUT, one at it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_session_timeout_bounds() -> Result<()> {
+    let min_ms = "7000";
+    let mut server = Server::start_with(&["--kafka-group-min-session-timeout-ms", min_ms]).await?;
+    let mut cmd = python("confluent_groups.py")?;
+    cmd.args([
+        "session-bounds",
+        &server.bootstrap(),
+        "ck-bounds",
+        "ck-bounds-group",
+        min_ms,
+    ]);
+    let v = run("confluent-kafka session bounds", cmd, None)
+        .await?
+        .summary()?;
+    ensure!(v["ok_partitions"] == serde_json::json!([0]), "{v}");
+    server.stop().await
+}

@@ -27,6 +27,7 @@
 //! | DescribeGroups | DESCRIBE group | `GROUP_AUTHORIZATION_FAILED` per group |
 //! | ListGroups | DESCRIBE cluster, else DESCRIBE per group | unauthorized groups left out |
 //! | DeleteGroups | DELETE group | `GROUP_AUTHORIZATION_FAILED` per group |
+//! | OffsetDelete | DELETE group, READ topic | `GROUP_AUTHORIZATION_FAILED`; `TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | DescribeAcls, DescribeUserScramCredentials | DESCRIBE cluster | `CLUSTER_AUTHORIZATION_FAILED` |
 //! | CreateAcls, DeleteAcls, AlterUserScramCredentials | ALTER cluster | `CLUSTER_AUTHORIZATION_FAILED` per entry |
 //!
@@ -47,8 +48,8 @@ use kafka_protocol::messages::{
     describe_groups_response, describe_user_scram_credentials_response, offset_commit_response,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnResponse, TxnOffsetCommitResponse, add_partitions_to_txn_response,
-    txn_offset_commit_response,
+    AddPartitionsToTxnResponse, OffsetDeleteRequest, OffsetDeleteResponse, TxnOffsetCommitResponse,
+    add_partitions_to_txn_response, offset_delete_response, txn_offset_commit_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -496,6 +497,55 @@ impl Broker {
                     g.group_id.as_str(),
                 )
             });
+        }
+        resp
+    }
+
+    /// OffsetDelete: DELETE on the group (else GROUP_AUTHORIZATION_FAILED for the request),
+    /// READ on each topic (else TOPIC_AUTHORIZATION_FAILED for its partitions).
+    pub(crate) async fn authorized_offset_delete(
+        &self,
+        session: &Session,
+        mut req: OffsetDeleteRequest,
+        version: i16,
+    ) -> OffsetDeleteResponse {
+        if !self.allowed(
+            session,
+            Operation::Delete,
+            ResourceType::Group,
+            req.group_id.as_str(),
+        ) {
+            return OffsetDeleteResponse::default()
+                .with_error_code(KafkaCode::GroupAuthorizationFailed.code());
+        }
+        let (allowed, denied): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut req.topics).into_iter().partition(|t| {
+                self.allowed(
+                    session,
+                    Operation::Read,
+                    ResourceType::Topic,
+                    t.name.as_str(),
+                )
+            });
+        req.topics = allowed;
+        let mut resp = self.groups().offset_delete(req, version, self).await;
+        if resp.error_code == 0 {
+            for t in denied {
+                resp.topics.push(
+                    offset_delete_response::OffsetDeleteResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    offset_delete_response::OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(KafkaCode::TopicAuthorizationFailed.code())
+                                })
+                                .collect(),
+                        ),
+                );
+            }
         }
         resp
     }

@@ -19,7 +19,7 @@ use wal::meta::kv::Kv;
 use crate::TopicCatalog;
 use crate::error::{KafkaCode, ShimError};
 use crate::fetch_session::FetchSessions;
-use crate::groups::{GroupCoordinator, GroupSettings};
+use crate::groups::{GroupCoordinator, GroupSettings, MemberOrigin};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
 use crate::security::Session;
@@ -461,7 +461,10 @@ impl Broker {
         request: Request,
     ) -> Result<BoxFuture<'static, Reply>, ShimError> {
         let Request {
-            key, version, body, ..
+            key,
+            version,
+            body,
+            header,
         } = request;
         let me = self.clone();
         let s = session.clone();
@@ -516,7 +519,16 @@ impl Broker {
                 Box::pin(async move { encode(&me.describe_cluster(&s, req), version) })
             }
             Body::JoinGroup(req) => {
-                Box::pin(async move { encode(&me.groups.join_group(req, version).await, version) })
+                let origin = MemberOrigin {
+                    client_id: header.client_id.as_deref().unwrap_or("").to_owned(),
+                    host: session.host.clone(),
+                };
+                Box::pin(async move {
+                    encode(
+                        &me.groups.join_group_from(req, version, &origin).await,
+                        version,
+                    )
+                })
             }
             Body::SyncGroup(req) => {
                 Box::pin(async move { encode(&me.groups.sync_group(req, version).await, version) })
@@ -549,6 +561,12 @@ impl Broker {
             Body::DeleteGroups(req) => Box::pin(async move {
                 encode(
                     &me.authorized_delete_groups(&s, req, version).await,
+                    version,
+                )
+            }),
+            Body::OffsetDelete(req) => Box::pin(async move {
+                encode(
+                    &me.authorized_offset_delete(&s, req, version).await,
                     version,
                 )
             }),

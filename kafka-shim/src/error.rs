@@ -90,10 +90,6 @@ pub enum KafkaCode {
     FetchSessionIdNotFound = 70,
     /// The fetch session's epoch is not the one expected next.
     InvalidFetchSessionEpoch = 71,
-    /// The client's leader epoch is older than the partition's.
-    FencedLeaderEpoch = 74,
-    /// The client's leader epoch is newer than the partition's.
-    UnknownLeaderEpoch = 75,
     /// No topic has this topic id.
     UnknownTopicId = 100,
     /// A fetch session opened with topic names was used with topic ids, or the reverse.

@@ -242,6 +242,7 @@ pub fn api_label(key: ApiKey) -> &'static str {
         InitProducerId => "InitProducerId",
         DescribeConfigs => "DescribeConfigs",
         DeleteGroups => "DeleteGroups",
+        OffsetDelete => "OffsetDelete",
         DescribeCluster => "DescribeCluster",
         _ => "other",
     }

@@ -486,6 +486,15 @@ pub(crate) const APIS: &[Api] = &[
         ]))),
         f("ValidateOnly", "0+", Bool),
     ]),
+    api(47, "OffsetDeleteRequest", "0", "none", &[
+        f("GroupId", "0+", String),
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Partitions", "0+", Ty::Array(&Ty::Struct(&[
+                f("PartitionIndex", "0+", Int32),
+            ]))),
+        ]))),
+    ]),
     api(50, "DescribeUserScramCredentialsRequest", "0", "0+", &[
         f("Users", "0+", Ty::Array(&Ty::Struct(&[
             f("Name", "0+", String),

@@ -21,6 +21,7 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -70,9 +71,12 @@ public final class KafkaClients {
     private KafkaClients() {}
 
     public static void main(String[] args) throws Exception {
-        if (args.length < 5 || args.length > 6 || !args[0].equals("group")) {
+        boolean group = args.length >= 5 && args.length <= 6 && args[0].equals("group");
+        boolean staticGroup = args.length == 4 && args[0].equals("static");
+        if (!group && !staticGroup) {
             System.err.println("usage: KafkaClients group <bootstrap> <topic> <group>"
                     + " <records-per-phase> [range|cooperative-sticky]");
+            System.err.println("       KafkaClients static <bootstrap> <topic> <group>");
             System.exit(2);
         }
         KafkaClients run = new KafkaClients();
@@ -80,7 +84,11 @@ public final class KafkaClients {
             run.assignor = args[5];
         }
         try {
-            run.group(args[1], args[2], args[3], Integer.parseInt(args[4]));
+            if (group) {
+                run.group(args[1], args[2], args[3], Integer.parseInt(args[4]));
+            } else {
+                run.staticMembership(args[1], args[2], args[3]);
+            }
         } catch (Throwable e) {
             run.fail("aborted: " + describe(e));
         }
@@ -128,16 +136,137 @@ public final class KafkaClients {
         result.put("records_per_phase", perPhase);
         result.put("assignor", assignor);
 
+        try (Admin admin = Admin.create(adminProps(bootstrap))) {
+            adminCluster(admin);
+            adminCreateTopic(admin, topic);
+            consumeInGroup(bootstrap, admin, topic, group, perPhase);
+        }
+    }
+
+    private static Properties adminProps(String bootstrap) {
         Properties ap = new Properties();
         ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         ap.put(AdminClientConfig.CLIENT_ID_CONFIG, "compat-java-admin");
         ap.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
         ap.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "20000");
-        try (Admin admin = Admin.create(ap)) {
-            adminCluster(admin);
+        return ap;
+    }
+
+    /**
+     * The {@code static} scenario (KIP-345): two static members (group.instance.id i1, i2)
+     * share a topic of 4 partitions; each in turn is closed (a static member does not leave)
+     * and restarted under the same instance id: it must get its partitions back while the other
+     * member's rebalance callbacks do not fire. Records produced afterwards are read by both;
+     * describeConsumerGroups shows the instance ids, client ids and host.
+     */
+    private void staticMembership(String bootstrap, String topic, String group) throws Exception {
+        result.put("topic", topic);
+        result.put("group", group);
+        try (Admin admin = Admin.create(adminProps(bootstrap));
+                KafkaProducer<String, String> producer = producer(bootstrap)) {
             adminCreateTopic(admin, topic);
-            consumeInGroup(bootstrap, admin, topic, group, perPhase);
+            List<Consumed> sink = java.util.Collections.synchronizedList(new ArrayList<>());
+            Map<String, Worker> live = new LinkedHashMap<>();
+            live.put("i1", new Worker("s1", staticProps(bootstrap, group, "s1", "i1"), topic, sink));
+            live.put("i2", new Worker("s2", staticProps(bootstrap, group, "s2", "i2"), topic, sink));
+            Runnable state = () -> {
+                for (Worker w : live.values()) {
+                    log("state: " + w.name + "=" + w.assignment.get());
+                }
+            };
+            try {
+                for (Worker w : live.values()) {
+                    w.thread.start();
+                }
+                waitUntil("the two static members to share the partitions", () -> {
+                    Set<Integer> union = new TreeSet<>();
+                    int total = 0;
+                    for (Worker w : live.values()) {
+                        checkWorker(w);
+                        if (w.assignment.get().isEmpty()) {
+                            return false;
+                        }
+                        union.addAll(w.assignment.get());
+                        total += w.assignment.get().size();
+                    }
+                    return total == PARTITIONS && union.size() == PARTITIONS;
+                }, state);
+                result.put("split", List.of(new ArrayList<>(live.get("i1").assignment.get()),
+                        new ArrayList<>(live.get("i2").assignment.get())));
+                List<Object> restarts = new ArrayList<>();
+                for (String[] turn : new String[][] {{"i2", "s2b", "i1"}, {"i1", "s1b", "i2"}}) {
+                    Worker old = live.get(turn[0]);
+                    Worker other = live.get(turn[2]);
+                    List<String> otherBefore = other.events();
+                    Set<Integer> had = new TreeSet<>(old.assignment.get());
+                    old.stop = true;
+                    old.thread.join(TimeUnit.SECONDS.toMillis(STEP_TIMEOUT_S));
+                    if (!old.closed) {
+                        throw new IllegalStateException(old.name + " did not close");
+                    }
+                    checkWorker(old);
+                    Worker again = new Worker(
+                            turn[1], staticProps(bootstrap, group, turn[1], turn[0]), topic, sink);
+                    live.put(turn[0], again);
+                    again.thread.start();
+                    waitUntil(turn[1] + " to be assigned", () -> {
+                        checkWorker(again);
+                        return !again.assignment.get().isEmpty();
+                    }, state);
+                    // Records now must reach both: both consume after the restart.
+                    String phase = "after-" + turn[1];
+                    produce(producer, topic, phase, 40);
+                    waitUntil("both members to read the records of " + phase, () -> {
+                        checkWorker(again);
+                        checkWorker(other);
+                        return count(sink, null, phase) >= 40;
+                    }, state);
+                    Map<String, Object> r = new LinkedHashMap<>();
+                    r.put("member", turn[1]);
+                    r.put("had", new ArrayList<>(had));
+                    r.put("got", new ArrayList<>(again.assignment.get()));
+                    r.put("other_new_events", other.events().subList(
+                            otherBefore.size(), other.events().size()));
+                    restarts.add(r);
+                    if (!again.assignment.get().equals(had)) {
+                        fail(turn[1] + " got " + again.assignment.get() + ", its instance had "
+                                + had);
+                    }
+                    if (!other.events().equals(otherBefore)) {
+                        fail("the restart of " + turn[0] + " made " + other.name
+                                + " rebalance: " + r.get("other_new_events"));
+                    }
+                }
+                result.put("restarts", restarts);
+                ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group))
+                        .all()
+                        .get(STEP_TIMEOUT_S, TimeUnit.SECONDS)
+                        .get(group);
+                List<String> members = new ArrayList<>();
+                for (MemberDescription m : d.members()) {
+                    members.add(m.groupInstanceId().orElse("-") + " " + m.clientId() + " "
+                            + m.host());
+                }
+                java.util.Collections.sort(members);
+                result.put("members", members);
+                result.put("state", d.state().toString());
+                List<String> want = List.of(
+                        "i1 compat-java-s1b /127.0.0.1", "i2 compat-java-s2b /127.0.0.1");
+                if (!members.equals(want)) {
+                    fail("describeConsumerGroups members " + members + ", expected " + want);
+                }
+            } finally {
+                for (Worker w : live.values()) {
+                    w.stop = true;
+                }
+            }
         }
+    }
+
+    private Properties staticProps(String bootstrap, String group, String name, String instance) {
+        Properties c = consumerProps(bootstrap, group, "compat-java-" + name);
+        c.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, instance);
+        return c;
     }
 
     private void adminCluster(Admin admin) {

@@ -3,17 +3,23 @@
 //! This node coordinates every group. Membership (the JoinGroup / SyncGroup / Heartbeat /
 //! LeaveGroup protocol) lives in memory only, as it does on a Kafka broker that just became
 //! coordinator: clients rejoin after a restart. Committed offsets are durable: each
-//! OffsetCommit is written to the metadata key-value store before the reply, under
-//! `{prefix}/groups/{group}/offsets/{topic}/{partition}` (names percent-encoded, see
-//! [`encode_name`]) with a small JSON value, and they are loaded back by
-//! [`GroupCoordinator::open`].
+//! OffsetCommit is written to the metadata key-value store before the reply (see [`store`]),
+//! and they are loaded back by [`GroupCoordinator::open`].
+//!
+//! The parts: [`machine`] is the membership state machine of one group, without I/O (inputs
+//! in, answers and effects out, time passed in); [`store`] owns the offsets' keys and writes;
+//! this module is the coordinator that drives them and builds the protocol answers.
 //!
 //! One mutex guards the groups; it is never held across an `.await`. Requests that must wait
 //! (a JoinGroup until the rebalance completes, a follower's SyncGroup until the leader's
-//! assignment arrives) park a one-shot sender in the member and await the receiver outside the
-//! lock. One background task (the reaper) sleeps until the earliest deadline (session expiry,
+//! assignment arrives) park a one-shot sender here, keyed by group and member id, and await
+//! the receiver outside the lock; the machine's effects say when to answer them. One
+//! background task (the reaper) sleeps until the earliest deadline (session expiry,
 //! rebalance timeout, pending-member expiry, offset retention) and is woken whenever a request
 //! changes the groups. It uses tokio time, so tests can pause the clock.
+
+mod machine;
+mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -21,15 +27,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -39,26 +46,24 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
-use wal::meta::kv::{Kv, KvError, Txn, TxnOp};
+use wal::meta::kv::{Kv, KvError};
 
+use self::machine::{
+    Answer, Effect, Group, JoinInput, Now, SyncInput, Waiting, join_error, sync_error,
+};
+use self::store::{OffsetStore, StoredOffset};
+pub use self::store::{decode_name, encode_name};
 use crate::TopicCatalog;
 
 /// Largest `committed_metadata` accepted, in bytes (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
-
-/// Most operations put in one key-value transaction (the embedded store's and etcd's limit).
-const MAX_OPS_PER_TXN: usize = 128;
-
-/// How long an Empty group without members, pending members or offsets is kept before it is
-/// forgotten (Kafka's `offsets.retention.check.interval.ms`).
-const EMPTY_GROUP_LINGER: Duration = Duration::from_secs(600);
 
 /// Longest pause between two offset-retention checks.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
@@ -143,461 +148,6 @@ impl fmt::Display for GroupState {
     }
 }
 
-/// One committed offset, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredOffset {
-    offset: i64,
-    leader_epoch: i32,
-    metadata: Option<String>,
-    commit_timestamp_ms: i64,
-}
-
-#[derive(Debug)]
-struct JoinWaiter {
-    tx: oneshot::Sender<JoinGroupResponse>,
-    version: i16,
-}
-
-#[derive(Debug)]
-struct SyncWaiter {
-    tx: oneshot::Sender<SyncGroupResponse>,
-    version: i16,
-}
-
-#[derive(Debug)]
-struct Member {
-    id: String,
-    instance_id: Option<String>,
-    protocol_type: String,
-    protocols: Vec<(String, Bytes)>,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    assignment: Bytes,
-    join: Option<JoinWaiter>,
-    sync: Option<SyncWaiter>,
-    /// When the session expires unless the member shows up (ignored while it waits).
-    deadline: Instant,
-}
-
-impl Member {
-    fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
-        protocol
-            .and_then(|p| self.protocols.iter().find(|(name, _)| name == p))
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-
-    fn supports(&self, protocol: &str) -> bool {
-        self.protocols.iter().any(|(name, _)| name == protocol)
-    }
-
-    fn fail_waiters(&mut self, error: ResponseError) {
-        if let Some(w) = self.join.take() {
-            let _ = w.tx.send(join_error(w.version, error, &self.id));
-        }
-        if let Some(w) = self.sync.take() {
-            let _ = w.tx.send(sync_error(error));
-        }
-    }
-}
-
-/// The initial delay of a rebalance that started from Empty.
-#[derive(Debug)]
-struct InitialDelay {
-    /// The delay never extends past this.
-    limit: Instant,
-    /// A member joined since the delay was (re)armed.
-    member_added: bool,
-}
-
-#[derive(Debug)]
-struct Group {
-    state: GroupState,
-    generation: i32,
-    protocol_type: Option<String>,
-    protocol_name: Option<String>,
-    leader: Option<String>,
-    /// In join order; the leader is normally the first.
-    members: Vec<Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, with their expiry.
-    pending: HashMap<String, Instant>,
-    /// group.instance.id to member id.
-    statics: HashMap<String, String>,
-    rebalance_deadline: Option<Instant>,
-    initial: Option<InitialDelay>,
-    /// Since when the group is Empty (tokio time), for forgetting it.
-    empty_since: Instant,
-    /// Since when the group is Empty (wall clock), for offset retention.
-    empty_since_ms: i64,
-    offsets: BTreeMap<String, BTreeMap<i32, StoredOffset>>,
-}
-
-impl Group {
-    fn new(now: Instant) -> Self {
-        Group {
-            state: GroupState::Empty,
-            generation: 0,
-            protocol_type: None,
-            protocol_name: None,
-            leader: None,
-            members: Vec::new(),
-            pending: HashMap::new(),
-            statics: HashMap::new(),
-            rebalance_deadline: None,
-            initial: None,
-            empty_since: now,
-            empty_since_ms: wall_ms(),
-            offsets: BTreeMap::new(),
-        }
-    }
-
-    fn member(&self, id: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.id == id)
-    }
-
-    fn member_mut(&mut self, id: &str) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.id == id)
-    }
-
-    fn is_leader(&self, id: &str) -> bool {
-        self.leader.as_deref() == Some(id)
-    }
-
-    /// Whether a static member's id is stale (another member holds its instance id).
-    fn is_fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
-        instance_id
-            .and_then(|i| self.statics.get(i))
-            .is_some_and(|holder| holder != member_id)
-    }
-
-    /// Checks a request from a current member: fencing, membership, generation.
-    fn validate_member(
-        &self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-    ) -> Result<(), ResponseError> {
-        if self.is_fenced(instance_id, member_id) {
-            return Err(ResponseError::FencedInstanceId);
-        }
-        if self.member(member_id).is_none() {
-            return Err(ResponseError::UnknownMemberId);
-        }
-        if generation != self.generation {
-            return Err(ResponseError::IllegalGeneration);
-        }
-        Ok(())
-    }
-
-    /// Whether a member (other than `except`) can join with these protocols.
-    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)], except: &str) -> bool {
-        if protocol_type.is_empty() || protocols.is_empty() {
-            return false;
-        }
-        let others: Vec<&Member> = self.members.iter().filter(|m| m.id != except).collect();
-        if others.is_empty() {
-            return true;
-        }
-        self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols
-                .iter()
-                .any(|(name, _)| others.iter().all(|m| m.supports(name)))
-    }
-
-    /// The protocol every member supports that most members prefer.
-    fn select_protocol(&self) -> Option<String> {
-        let first = self.members.first()?;
-        let candidates: Vec<&str> = first
-            .protocols
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .filter(|name| self.members.iter().all(|m| m.supports(name)))
-            .collect();
-        let mut votes = vec![0usize; candidates.len()];
-        for m in &self.members {
-            let choice = m
-                .protocols
-                .iter()
-                .find_map(|(name, _)| candidates.iter().position(|c| c == name));
-            if let Some(i) = choice {
-                votes[i] += 1;
-            }
-        }
-        let mut best: Option<usize> = None;
-        for (i, v) in votes.iter().enumerate() {
-            if best.is_none_or(|b| *v > votes[b]) {
-                best = Some(i);
-            }
-        }
-        best.map(|i| candidates[i].to_owned())
-    }
-
-    fn add_member(&mut self, member: Member, now: Instant, settings: &GroupSettings) {
-        if self.members.is_empty() {
-            self.protocol_type = Some(member.protocol_type.clone());
-        }
-        if let Some(instance) = &member.instance_id {
-            self.statics.insert(instance.clone(), member.id.clone());
-        }
-        if self.leader.is_none() {
-            self.leader = Some(member.id.clone());
-        }
-        self.members.push(member);
-        if self.state == GroupState::PreparingRebalance {
-            if let Some(initial) = &mut self.initial {
-                initial.member_added = true;
-            }
-        } else {
-            self.prepare_rebalance(now, settings);
-        }
-        self.try_complete_join(now);
-    }
-
-    /// Removes a member; its parked requests get `error`.
-    fn remove_member(&mut self, id: &str, error: ResponseError) -> bool {
-        let Some(pos) = self.members.iter().position(|m| m.id == id) else {
-            return false;
-        };
-        let mut member = self.members.remove(pos);
-        member.fail_waiters(error);
-        if let Some(instance) = &member.instance_id
-            && self.statics.get(instance).is_some_and(|m| *m == member.id)
-        {
-            self.statics.remove(instance);
-        }
-        if self.is_leader(id) {
-            self.leader = self.members.first().map(|m| m.id.clone());
-        }
-        true
-    }
-
-    /// Reacts to members having left or expired.
-    fn after_departure(&mut self, now: Instant, settings: &GroupSettings) {
-        match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now, settings);
-                self.try_complete_join(now);
-            }
-            GroupState::PreparingRebalance => self.try_complete_join(now),
-            GroupState::Empty | GroupState::Dead => {}
-        }
-    }
-
-    fn prepare_rebalance(&mut self, now: Instant, settings: &GroupSettings) {
-        if self.state == GroupState::CompletingRebalance {
-            for m in &mut self.members {
-                m.assignment = Bytes::new();
-                if let Some(w) = m.sync.take() {
-                    let _ = w.tx.send(sync_error(ResponseError::RebalanceInProgress));
-                    // It waited; its session starts over from the answer.
-                    m.deadline = now + m.session_timeout;
-                }
-            }
-        }
-        let timeout = self
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
-        if self.state == GroupState::Empty {
-            self.initial = Some(InitialDelay {
-                limit: now + timeout,
-                member_added: false,
-            });
-            self.rebalance_deadline = Some(now + settings.initial_rebalance_delay.min(timeout));
-        } else {
-            self.initial = None;
-            self.rebalance_deadline = Some(now + timeout);
-        }
-        self.state = GroupState::PreparingRebalance;
-    }
-
-    /// Completes the join phase when every member has rejoined (outside the initial delay).
-    fn try_complete_join(&mut self, now: Instant) {
-        if self.state == GroupState::PreparingRebalance
-            && self.initial.is_none()
-            && self.pending.is_empty()
-            && self.members.iter().all(|m| m.join.is_some())
-        {
-            self.complete_join(now);
-        }
-    }
-
-    /// The rebalance timeout (or initial delay) passed.
-    fn rebalance_timed_out(&mut self, now: Instant, settings: &GroupSettings) {
-        if let Some(initial) = &mut self.initial {
-            if initial.member_added && now < initial.limit {
-                initial.member_added = false;
-                self.rebalance_deadline =
-                    Some((now + settings.initial_rebalance_delay).min(initial.limit));
-                return;
-            }
-            self.initial = None;
-        }
-        // Dynamic members that did not rejoin are gone; static ones stay (as in Kafka) and
-        // find out about the new generation when they heartbeat.
-        let gone: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.join.is_none() && m.instance_id.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in gone {
-            self.remove_member(&id, ResponseError::UnknownMemberId);
-        }
-        self.complete_join(now);
-    }
-
-    fn complete_join(&mut self, now: Instant) {
-        self.initial = None;
-        self.rebalance_deadline = None;
-        self.generation = self.generation.wrapping_add(1);
-        if self.members.is_empty() {
-            self.protocol_name = None;
-            self.leader = None;
-            self.become_empty(now);
-            return;
-        }
-        if self
-            .leader
-            .as_deref()
-            .is_none_or(|l| self.member(l).is_none())
-        {
-            self.leader = self.members.first().map(|m| m.id.clone());
-        }
-        self.protocol_type = self.members.first().map(|m| m.protocol_type.clone());
-        self.protocol_name = self.select_protocol();
-        self.state = GroupState::CompletingRebalance;
-        for i in 0..self.members.len() {
-            self.members[i].deadline = now + self.members[i].session_timeout;
-            if let Some(w) = self.members[i].join.take() {
-                let response = self.current_join_response(&self.members[i].id, w.version);
-                let _ = w.tx.send(response);
-            }
-        }
-    }
-
-    fn become_empty(&mut self, now: Instant) {
-        self.state = GroupState::Empty;
-        self.empty_since = now;
-        self.empty_since_ms = wall_ms();
-    }
-
-    /// The JoinGroup answer describing the current generation to `member_id`.
-    fn current_join_response(&self, member_id: &str, version: i16) -> JoinGroupResponse {
-        let members = if self.is_leader(member_id) {
-            self.members
-                .iter()
-                .map(|m| {
-                    JoinGroupResponseMember::default()
-                        .with_member_id(sb(&m.id))
-                        .with_group_instance_id(if version >= 5 {
-                            m.instance_id.as_deref().map(sb)
-                        } else {
-                            None
-                        })
-                        .with_metadata(m.metadata_for(self.protocol_name.as_deref()))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        JoinGroupResponse::default()
-            .with_error_code(0)
-            .with_generation_id(self.generation)
-            .with_protocol_type(if version >= 7 {
-                self.protocol_type.as_deref().map(sb)
-            } else {
-                None
-            })
-            .with_protocol_name(protocol_name_for(version, self.protocol_name.as_deref()))
-            .with_leader(sb(self.leader.as_deref().unwrap_or("")))
-            .with_member_id(sb(member_id))
-            .with_members(members)
-    }
-
-    fn sync_response(&self, version: i16, assignment: Bytes) -> SyncGroupResponse {
-        let mut response = SyncGroupResponse::default()
-            .with_error_code(0)
-            .with_assignment(assignment);
-        if version >= 5 {
-            response = response
-                .with_protocol_type(self.protocol_type.as_deref().map(sb))
-                .with_protocol_name(self.protocol_name.as_deref().map(sb));
-        }
-        response
-    }
-
-    /// Runs the timers due at `now`.
-    fn tick(&mut self, now: Instant, settings: &GroupSettings) {
-        let pending_before = self.pending.len();
-        self.pending.retain(|_, deadline| *deadline > now);
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.join.is_none() && m.sync.is_none() && m.deadline <= now)
-            .map(|m| m.id.clone())
-            .collect();
-        for id in &expired {
-            tracing::debug!(member = %id, "group member session expired");
-            self.remove_member(id, ResponseError::UnknownMemberId);
-        }
-        if !expired.is_empty() {
-            self.after_departure(now, settings);
-        } else if self.pending.len() != pending_before {
-            self.try_complete_join(now);
-        }
-        if self.state == GroupState::PreparingRebalance
-            && self.rebalance_deadline.is_some_and(|d| d <= now)
-        {
-            self.rebalance_timed_out(now, settings);
-        }
-    }
-
-    /// Whether the group can be forgotten (nothing left in it).
-    fn is_vacant(&self) -> bool {
-        self.state == GroupState::Empty
-            && self.members.is_empty()
-            && self.pending.is_empty()
-            && self.offsets.is_empty()
-    }
-
-    /// The earliest moment [`Group::tick`] has something to do.
-    fn next_deadline(&self) -> Option<Instant> {
-        let members = self
-            .members
-            .iter()
-            .filter(|m| m.join.is_none() && m.sync.is_none())
-            .map(|m| m.deadline);
-        let rebalance = if self.state == GroupState::PreparingRebalance {
-            self.rebalance_deadline
-        } else {
-            None
-        };
-        let vacant = self
-            .is_vacant()
-            .then_some(self.empty_since + EMPTY_GROUP_LINGER);
-        members
-            .chain(self.pending.values().copied())
-            .chain(rebalance)
-            .chain(vacant)
-            .min()
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    groups: HashMap<String, Group>,
-    next_retention_check: Option<Instant>,
-    /// Offsets committed inside open transactions (TxnOffsetCommit): group -> producer id ->
-    /// partition -> offset. They become committed offsets when the transaction commits.
-    txn_pending: HashMap<String, HashMap<i64, StagedOffsets>>,
-}
-
-/// Offsets one transaction staged for one group, by (topic, partition).
-type StagedOffsets = BTreeMap<(String, i32), StoredOffset>;
-
 /// An offset committed inside a transaction (TxnOffsetCommit), pending until it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnOffset {
@@ -613,10 +163,91 @@ pub struct TxnOffset {
     pub metadata: Option<String>,
 }
 
+/// Where a JoinGroup comes from, as DescribeGroups reports a member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberOrigin {
+    /// The `client.id` of the request header.
+    pub client_id: String,
+    /// The client's IP address (DescribeGroups shows it as Kafka does, `/<ip>`).
+    pub host: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    groups: HashMap<String, Group>,
+    /// Parked JoinGroups by (group, member id).
+    joins: HashMap<(String, String), oneshot::Sender<JoinGroupResponse>>,
+    /// Parked SyncGroups by (group, member id).
+    syncs: HashMap<(String, String), oneshot::Sender<SyncGroupResponse>>,
+    next_retention_check: Option<Instant>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit): group -> producer id ->
+    /// partition -> offset. They become committed offsets when the transaction commits.
+    txn_pending: HashMap<String, HashMap<i64, StagedOffsets>>,
+}
+
+/// Offsets one transaction staged for one group, by (topic, partition).
+type StagedOffsets = BTreeMap<(String, i32), StoredOffset>;
+
+/// The request being handled, if it may be parked.
+enum Parkable {
+    None,
+    Join(oneshot::Sender<JoinGroupResponse>),
+    Sync(oneshot::Sender<SyncGroupResponse>),
+}
+
+impl State {
+    /// Carries out a group's effects, in order; `own` is the request that was the input.
+    fn apply(&mut self, group_id: &str, effects: Vec<Effect>, mut own: Parkable) {
+        for effect in effects {
+            match effect {
+                Effect::Park { member_id, kind } => {
+                    let key = (group_id.to_owned(), member_id);
+                    match (kind, std::mem::replace(&mut own, Parkable::None)) {
+                        (Waiting::Join, Parkable::Join(tx)) => {
+                            self.joins.insert(key, tx);
+                        }
+                        (Waiting::Sync, Parkable::Sync(tx)) => {
+                            self.syncs.insert(key, tx);
+                        }
+                        _ => tracing::error!(
+                            group = group_id,
+                            "a group parked a request of another kind"
+                        ),
+                    }
+                }
+                Effect::Join {
+                    member_id,
+                    response,
+                } => {
+                    if let Some(tx) = self.joins.remove(&(group_id.to_owned(), member_id)) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Effect::Sync {
+                    member_id,
+                    response,
+                } => {
+                    if let Some(tx) = self.syncs.remove(&(group_id.to_owned(), member_id)) {
+                        let _ = tx.send(response);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a group's effects and carries them out.
+    fn settle(&mut self, group_id: &str, own: Parkable) {
+        let effects = self
+            .groups
+            .get_mut(group_id)
+            .map(Group::take_effects)
+            .unwrap_or_default();
+        self.apply(group_id, effects, own);
+    }
+}
+
 struct Shared {
-    kv: Arc<dyn Kv>,
-    /// Key prefix without a trailing '/'.
-    prefix: String,
+    store: OffsetStore,
     settings: GroupSettings,
     state: Mutex<State>,
     /// Serializes writes of offsets (commits, deletions, expiry) with their cache updates.
@@ -624,14 +255,16 @@ struct Shared {
     wake: Arc<Notify>,
     /// Set by [`GroupCoordinator::shutdown`]: nothing may park any more.
     closed: AtomicBool,
+    /// The zero of the machines' monotonic time.
+    epoch: Instant,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let groups = self.state.try_lock().map(|s| s.groups.len()).ok();
         f.debug_struct("GroupCoordinator")
-            .field("kv", &self.kv)
-            .field("prefix", &self.prefix)
+            .field("kv", self.store.kv())
+            .field("prefix", &self.store.prefix())
             .field("settings", &self.settings)
             .field("groups", &groups)
             .finish_non_exhaustive()
@@ -643,49 +276,42 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn groups_key(&self) -> String {
-        format!("{}/groups/", self.prefix)
-    }
-
-    fn group_key(&self, group: &str) -> String {
-        format!("{}/groups/{}/", self.prefix, encode_name(group))
-    }
-
-    fn topic_key(&self, group: &str, topic: &str) -> String {
-        format!(
-            "{}/groups/{}/offsets/{}/",
-            self.prefix,
-            encode_name(group),
-            encode_name(topic)
-        )
-    }
-
-    fn offset_key(&self, group: &str, topic: &str, partition: i32) -> String {
-        format!("{}{partition}", self.topic_key(group, topic))
+    /// The current moment, as the machines take it.
+    fn now(&self) -> Now {
+        Now {
+            mono: Instant::now().saturating_duration_since(self.epoch),
+            wall_ms: wall_ms(),
+        }
     }
 
     /// Runs due timers; returns the next deadline and whether offset retention is due.
-    fn tick(&self, now: Instant) -> (Option<Instant>, bool) {
+    fn tick(&self) -> (Option<Instant>, bool) {
+        let at = Instant::now();
+        let now = self.now();
         let mut state = self.lock();
-        let mut next: Option<Instant> = None;
-        for group in state.groups.values_mut() {
-            group.tick(now, &self.settings);
+        let ids: Vec<String> = state.groups.keys().cloned().collect();
+        for id in &ids {
+            if let Some(group) = state.groups.get_mut(id) {
+                group.tick(now, &self.settings);
+            }
+            state.settle(id, Parkable::None);
         }
-        state
+        state.groups.retain(|_, g| !g.is_forgettable(now));
+        let mut next: Option<Instant> = state
             .groups
-            .retain(|_, g| !(g.is_vacant() && g.empty_since + EMPTY_GROUP_LINGER <= now));
-        for group in state.groups.values() {
-            next = min_opt(next, group.next_deadline());
-        }
+            .values()
+            .filter_map(Group::next_deadline)
+            .min()
+            .map(|d| self.epoch + d);
         let mut retention_due = false;
         if let Some(retention) = self.settings.offsets_retention {
-            let check = state.next_retention_check.unwrap_or(now);
-            if check <= now {
+            let check = state.next_retention_check.unwrap_or(at);
+            if check <= at {
                 retention_due = true;
                 let pause = retention
                     .min(RETENTION_CHECK_INTERVAL)
                     .max(MIN_RETENTION_CHECK_INTERVAL);
-                state.next_retention_check = Some(now + pause);
+                state.next_retention_check = Some(at + pause);
             }
             next = min_opt(next, state.next_retention_check);
         }
@@ -716,7 +342,7 @@ impl Shared {
                             .saturating_add(retention_ms)
                             <= now_ms;
                         if expired {
-                            doomed.push(self.offset_key(group_id, topic, *partition));
+                            doomed.push((group_id.clone(), topic.clone(), *partition));
                         }
                         !expired
                     });
@@ -724,17 +350,8 @@ impl Shared {
                 group.offsets.retain(|_, partitions| !partitions.is_empty());
             }
         }
-        for chunk in doomed.chunks(MAX_OPS_PER_TXN) {
-            let txn = Txn {
-                success: chunk
-                    .iter()
-                    .map(|key| TxnOp::Delete { key: key.clone() })
-                    .collect(),
-                ..Txn::default()
-            };
-            if let Err(e) = self.kv.txn(txn).await {
-                tracing::warn!(error = %e, "could not delete expired group offsets");
-            }
+        if let Err(e) = self.store.delete_offsets(&doomed).await {
+            tracing::warn!(error = %e, "could not delete expired group offsets");
         }
     }
 }
@@ -752,11 +369,6 @@ impl Drop for GroupCoordinator {
     }
 }
 
-enum Reply<T, R> {
-    Now(T),
-    Wait(oneshot::Receiver<R>),
-}
-
 impl GroupCoordinator {
     /// Opens the coordinator: loads the committed offsets under `{prefix}/groups/` from `kv`
     /// and starts the timer task (on the current tokio runtime).
@@ -765,46 +377,21 @@ impl GroupCoordinator {
         prefix: &str,
         settings: GroupSettings,
     ) -> Result<Arc<GroupCoordinator>, GroupError> {
-        let prefix = prefix.trim_end_matches('/').to_owned();
         let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
-            kv,
-            prefix,
+            store: OffsetStore::new(kv, prefix),
             settings,
-            state: Mutex::new(State {
-                groups: HashMap::new(),
-                next_retention_check: None,
-                txn_pending: HashMap::new(),
-            }),
+            state: Mutex::new(State::default()),
             persist: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
             closed: AtomicBool::new(false),
+            epoch: Instant::now(),
         });
-        let root = shared.groups_key();
-        let (kvs, _) = shared.kv.get_prefix(&root).await?;
-        let now = Instant::now();
+        let loaded = shared.store.load().await?;
+        let now = shared.now();
         {
             let mut state = shared.lock();
-            for entry in kvs {
-                let Some(rest) = entry.key.strip_prefix(&root) else {
-                    continue;
-                };
-                let parts: Vec<&str> = rest.split('/').collect();
-                let [group, "offsets", topic, partition] = parts.as_slice() else {
-                    tracing::warn!(key = %entry.key, "ignoring unexpected key under the groups prefix");
-                    continue;
-                };
-                let corrupt = |detail: String| GroupError::Corrupt {
-                    key: entry.key.clone(),
-                    detail,
-                };
-                let partition: i32 = partition
-                    .parse()
-                    .map_err(|e| corrupt(format!("partition: {e}")))?;
-                let group = decode_name(group).ok_or_else(|| corrupt("group name".into()))?;
-                let topic = decode_name(topic).ok_or_else(|| corrupt("topic name".into()))?;
-                let offset: StoredOffset =
-                    serde_json::from_slice(&entry.value).map_err(|e| corrupt(e.to_string()))?;
+            for (group, topic, partition, offset) in loaded {
                 state
                     .groups
                     .entry(group)
@@ -831,10 +418,12 @@ impl GroupCoordinator {
         }
         let mut state = self.shared.lock();
         self.shared.closed.store(true, Ordering::Release);
-        for group in state.groups.values_mut() {
-            for m in &mut group.members {
-                m.fail_waiters(ResponseError::CoordinatorNotAvailable);
+        let ids: Vec<String> = state.groups.keys().cloned().collect();
+        for id in &ids {
+            if let Some(group) = state.groups.get_mut(id) {
+                group.fail_all_waiters(ResponseError::CoordinatorNotAvailable);
             }
+            state.settle(id, Parkable::None);
         }
     }
 
@@ -847,163 +436,110 @@ impl GroupCoordinator {
             .map_or(GroupState::Dead, |g| g.state)
     }
 
-    fn settings(&self) -> &GroupSettings {
-        &self.shared.settings
+    /// JoinGroup (v0-9) of a caller without a connection (no client id or host to show).
+    pub async fn join_group(&self, req: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+        self.join_group_from(req, version, &MemberOrigin::default())
+            .await
     }
 
     /// JoinGroup (v0-9). May wait until the rebalance completes.
-    pub async fn join_group(&self, req: JoinGroupRequest, version: i16) -> JoinGroupResponse {
-        let reply = self.join_locked(&req, version);
+    pub async fn join_group_from(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        origin: &MemberOrigin,
+    ) -> JoinGroupResponse {
+        let member_id = req.member_id.to_string();
+        let (tx, rx) = oneshot::channel();
+        let answer = self.join_locked(req, version, origin, tx);
         self.shared.wake.notify_one();
-        match reply {
-            Reply::Now(response) => response,
-            Reply::Wait(rx) => rx.await.unwrap_or_else(|_| {
-                join_error(
-                    version,
-                    ResponseError::CoordinatorNotAvailable,
-                    &req.member_id,
-                )
+        match answer {
+            Answer::Now(response) => response,
+            Answer::Parked => rx.await.unwrap_or_else(|_| {
+                join_error(version, ResponseError::CoordinatorNotAvailable, &member_id)
             }),
         }
     }
 
     fn join_locked(
         &self,
-        req: &JoinGroupRequest,
+        req: JoinGroupRequest,
         version: i16,
-    ) -> Reply<JoinGroupResponse, JoinGroupResponse> {
-        let now = Instant::now();
-        let settings = self.settings();
-        let group_id: &str = &req.group_id;
-        let member_id: &str = &req.member_id;
-        let fail = |e: ResponseError| Reply::Now(join_error(version, e, member_id));
+        origin: &MemberOrigin,
+        tx: oneshot::Sender<JoinGroupResponse>,
+    ) -> Answer<JoinGroupResponse> {
+        let group_id = req.group_id.to_string();
         if group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId);
+            return Answer::Now(join_error(
+                version,
+                ResponseError::InvalidGroupId,
+                &req.member_id,
+            ));
         }
-        let session = millis(req.session_timeout_ms);
-        if req.session_timeout_ms < 0
-            || session < settings.min_session_timeout
-            || session > settings.max_session_timeout
-        {
-            return fail(ResponseError::InvalidSessionTimeout);
-        }
-        let rebalance = if version == 0 || req.rebalance_timeout_ms <= 0 {
-            session
-        } else {
-            millis(req.rebalance_timeout_ms)
+        let input = JoinInput {
+            member_id: req.member_id.to_string(),
+            instance_id: if version >= 5 {
+                req.group_instance_id
+                    .as_deref()
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_owned)
+            } else {
+                None
+            },
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
+            session_timeout_ms: req.session_timeout_ms,
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            version,
+            client_id: origin.client_id.clone(),
+            client_host: if origin.host.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", origin.host)
+            },
         };
-        let instance_id = if version >= 5 {
-            req.group_instance_id
-                .as_deref()
-                .filter(|i| !i.is_empty())
-                .map(str::to_owned)
-        } else {
-            None
-        };
-        let protocols: Vec<(String, Bytes)> = req
-            .protocols
-            .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
-            .collect();
-        let protocol_type = req.protocol_type.to_string();
-
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         if self.shared.closed.load(Ordering::Acquire) {
-            return fail(ResponseError::CoordinatorNotAvailable);
-        }
-        let groups = &mut state.groups;
-        if member_id.is_empty() {
-            let created = !groups.contains_key(group_id);
-            let group = groups
-                .entry(group_id.to_owned())
-                .or_insert_with(|| Group::new(now));
-            let reply = join_new_member(
-                group,
-                settings,
+            return Answer::Now(join_error(
                 version,
-                now,
-                instance_id,
-                protocol_type,
-                protocols,
-                session,
-                rebalance,
-            );
-            if created && group.is_vacant() {
-                groups.remove(group_id);
-            }
-            return reply;
+                ResponseError::CoordinatorNotAvailable,
+                &input.member_id,
+            ));
         }
-        let Some(group) = groups.get_mut(group_id) else {
-            return fail(ResponseError::UnknownMemberId);
-        };
-        if group.is_fenced(instance_id.as_deref(), member_id) {
-            return fail(ResponseError::FencedInstanceId);
+        let created = !state.groups.contains_key(&group_id);
+        if created && !input.member_id.is_empty() {
+            return Answer::Now(join_error(
+                version,
+                ResponseError::UnknownMemberId,
+                &input.member_id,
+            ));
         }
-        if !group.supports(&protocol_type, &protocols, member_id) {
-            return fail(ResponseError::InconsistentGroupProtocol);
+        let group = state
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(now));
+        let answer = group.join(input, new_member_id, &self.shared.settings, now);
+        let vacant = group.is_vacant();
+        state.settle(&group_id, Parkable::Join(tx));
+        if created && vacant {
+            state.groups.remove(&group_id);
         }
-        if group.pending.remove(member_id).is_some() {
-            let (tx, rx) = oneshot::channel();
-            let member = Member {
-                id: member_id.to_owned(),
-                instance_id,
-                protocol_type,
-                protocols,
-                session_timeout: session,
-                rebalance_timeout: rebalance,
-                assignment: Bytes::new(),
-                join: Some(JoinWaiter { tx, version }),
-                sync: None,
-                deadline: now + session,
-            };
-            group.add_member(member, now, settings);
-            return Reply::Wait(rx);
-        }
-        let state_now = group.state;
-        let is_leader = group.is_leader(member_id);
-        let Some(member) = group.member_mut(member_id) else {
-            return fail(ResponseError::UnknownMemberId);
-        };
-        member.deadline = now + session;
-        let unchanged = member.protocols == protocols;
-        match state_now {
-            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
-            GroupState::CompletingRebalance if unchanged => {
-                Reply::Now(group.current_join_response(member_id, version))
-            }
-            GroupState::Stable if unchanged && !is_leader => {
-                Reply::Now(group.current_join_response(member_id, version))
-            }
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                if let Some(old) = member.join.take() {
-                    let _ = old.tx.send(join_error(
-                        old.version,
-                        ResponseError::RebalanceInProgress,
-                        member_id,
-                    ));
-                }
-                member.protocol_type = protocol_type;
-                member.protocols = protocols;
-                member.session_timeout = session;
-                member.rebalance_timeout = rebalance;
-                member.join = Some(JoinWaiter { tx, version });
-                if state_now != GroupState::PreparingRebalance {
-                    group.prepare_rebalance(now, settings);
-                }
-                group.try_complete_join(now);
-                Reply::Wait(rx)
-            }
-        }
+        answer
     }
 
     /// SyncGroup (v0-5). A follower may wait for the leader's assignment.
     pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-        let reply = self.sync_locked(&req, version);
+        let (tx, rx) = oneshot::channel();
+        let answer = self.sync_locked(req, version, tx);
         self.shared.wake.notify_one();
-        match reply {
-            Reply::Now(response) => response,
-            Reply::Wait(rx) => rx
+        match answer {
+            Answer::Now(response) => response,
+            Answer::Parked => rx
                 .await
                 .unwrap_or_else(|_| sync_error(ResponseError::CoordinatorNotAvailable)),
         }
@@ -1011,91 +547,42 @@ impl GroupCoordinator {
 
     fn sync_locked(
         &self,
-        req: &SyncGroupRequest,
+        req: SyncGroupRequest,
         version: i16,
-    ) -> Reply<SyncGroupResponse, SyncGroupResponse> {
-        let now = Instant::now();
-        let fail = |e: ResponseError| Reply::Now(sync_error(e));
+        tx: oneshot::Sender<SyncGroupResponse>,
+    ) -> Answer<SyncGroupResponse> {
         if req.group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId);
+            return Answer::Now(sync_error(ResponseError::InvalidGroupId));
         }
-        let member_id: &str = &req.member_id;
-        let instance_id = if version >= 3 {
-            req.group_instance_id.as_deref()
-        } else {
-            None
+        let group_id = req.group_id.to_string();
+        let input = SyncInput {
+            member_id: req.member_id.to_string(),
+            instance_id: if version >= 3 {
+                req.group_instance_id.as_deref().map(str::to_owned)
+            } else {
+                None
+            },
+            generation: req.generation_id,
+            protocol_type: req.protocol_type.as_deref().map(str::to_owned),
+            protocol_name: req.protocol_name.as_deref().map(str::to_owned),
+            assignments: req
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+            version,
         };
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         if self.shared.closed.load(Ordering::Acquire) {
-            return fail(ResponseError::CoordinatorNotAvailable);
+            return Answer::Now(sync_error(ResponseError::CoordinatorNotAvailable));
         }
-        let Some(group) = state.groups.get_mut(req.group_id.as_str()) else {
-            return fail(ResponseError::UnknownMemberId);
+        let Some(group) = state.groups.get_mut(&group_id) else {
+            return Answer::Now(sync_error(ResponseError::UnknownMemberId));
         };
-        if let Err(e) = group.validate_member(member_id, instance_id, req.generation_id) {
-            return fail(e);
-        }
-        if version >= 5 {
-            let type_ok = req
-                .protocol_type
-                .as_deref()
-                .is_none_or(|t| group.protocol_type.as_deref() == Some(t));
-            let name_ok = req
-                .protocol_name
-                .as_deref()
-                .is_none_or(|n| group.protocol_name.as_deref() == Some(n));
-            if !type_ok || !name_ok {
-                return fail(ResponseError::InconsistentGroupProtocol);
-            }
-        }
-        match group.state {
-            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
-            GroupState::Stable => {
-                let Some(member) = group.member_mut(member_id) else {
-                    return fail(ResponseError::UnknownMemberId);
-                };
-                member.deadline = now + member.session_timeout;
-                let assignment = member.assignment.clone();
-                Reply::Now(group.sync_response(version, assignment))
-            }
-            GroupState::CompletingRebalance => {
-                let (tx, rx) = oneshot::channel();
-                let is_leader = group.is_leader(member_id);
-                let Some(member) = group.member_mut(member_id) else {
-                    return fail(ResponseError::UnknownMemberId);
-                };
-                member.deadline = now + member.session_timeout;
-                if let Some(old) = member.sync.take() {
-                    let _ = old.tx.send(sync_error(ResponseError::RebalanceInProgress));
-                }
-                member.sync = Some(SyncWaiter { tx, version });
-                if is_leader {
-                    // The last assignment of a member wins; members left out get nothing.
-                    let assignments: HashMap<&str, &Bytes> = req
-                        .assignments
-                        .iter()
-                        .map(|a| (a.member_id.as_str(), &a.assignment))
-                        .collect();
-                    for m in &mut group.members {
-                        m.assignment = assignments
-                            .get(m.id.as_str())
-                            .map(|a| (*a).clone())
-                            .unwrap_or_default();
-                    }
-                    group.state = GroupState::Stable;
-                    for i in 0..group.members.len() {
-                        if let Some(w) = group.members[i].sync.take() {
-                            group.members[i].deadline = now + group.members[i].session_timeout;
-                            let response =
-                                group.sync_response(w.version, group.members[i].assignment.clone());
-                            let _ = w.tx.send(response);
-                        }
-                    }
-                }
-                Reply::Wait(rx)
-            }
-        }
+        let answer = group.sync(input, now);
+        state.settle(&group_id, Parkable::Sync(tx));
+        answer
     }
 
     /// Heartbeat (v0-4).
@@ -1109,7 +596,6 @@ impl GroupCoordinator {
     }
 
     fn heartbeat_locked(&self, req: &HeartbeatRequest, version: i16) -> Result<(), ResponseError> {
-        let now = Instant::now();
         if req.group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -1118,24 +604,13 @@ impl GroupCoordinator {
         } else {
             None
         };
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         let group = state
             .groups
             .get_mut(req.group_id.as_str())
             .ok_or(ResponseError::UnknownMemberId)?;
-        if matches!(group.state, GroupState::Empty | GroupState::Dead) {
-            return Err(ResponseError::UnknownMemberId);
-        }
-        group.validate_member(&req.member_id, instance_id, req.generation_id)?;
-        let rebalancing = group.state == GroupState::PreparingRebalance;
-        if let Some(member) = group.member_mut(&req.member_id) {
-            member.deadline = now + member.session_timeout;
-        }
-        if rebalancing {
-            Err(ResponseError::RebalanceInProgress)
-        } else {
-            Ok(())
-        }
+        group.heartbeat(&req.member_id, instance_id, req.generation_id, now)
     }
 
     /// LeaveGroup (v0-5): one member (v0-2) or a batch (v3+).
@@ -1185,10 +660,10 @@ impl GroupCoordinator {
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> (i16, Vec<i16>) {
-        let now = Instant::now();
         if group_id.is_empty() {
             return (ResponseError::InvalidGroupId.code(), vec![0; leaving.len()]);
         }
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         let Some(group) = state.groups.get_mut(group_id) else {
             return (
@@ -1196,40 +671,8 @@ impl GroupCoordinator {
                 vec![ResponseError::UnknownMemberId.code(); leaving.len()],
             );
         };
-        let mut departed = false;
-        let mut pending_left = false;
-        let mut codes = Vec::with_capacity(leaving.len());
-        for (member_id, instance_id) in leaving {
-            let code = match instance_id {
-                Some(instance) => match group.statics.get(instance).cloned() {
-                    Some(holder) if !member_id.is_empty() && holder != *member_id => {
-                        ResponseError::FencedInstanceId.code()
-                    }
-                    Some(holder) => {
-                        departed |= group.remove_member(&holder, ResponseError::UnknownMemberId);
-                        0
-                    }
-                    None => ResponseError::UnknownMemberId.code(),
-                },
-                None => {
-                    if group.pending.remove(member_id).is_some() {
-                        pending_left = true;
-                        0
-                    } else if group.remove_member(member_id, ResponseError::UnknownMemberId) {
-                        departed = true;
-                        0
-                    } else {
-                        ResponseError::UnknownMemberId.code()
-                    }
-                }
-            };
-            codes.push(code);
-        }
-        if departed {
-            group.after_departure(now, &self.shared.settings);
-        } else if pending_left {
-            group.try_complete_join(now);
-        }
+        let codes = group.leave(leaving, &self.shared.settings, now);
+        state.settle(group_id, Parkable::None);
         (0, codes)
     }
 
@@ -1306,7 +749,6 @@ impl GroupCoordinator {
             instance_id,
         )
     }
-
     /// Checks the member fields of a commit (OffsetCommit, or TxnOffsetCommit v3+): a
     /// negative generation commits for a group without members; otherwise the member must
     /// be in the group at that generation.
@@ -1317,7 +759,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
-        let now = Instant::now();
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         let Some(group) = state.groups.get_mut(group_id) else {
             if generation < 0 {
@@ -1327,23 +769,7 @@ impl GroupCoordinator {
             }
             return Err(ResponseError::IllegalGeneration);
         };
-        if group.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        if generation < 0 && group.state == GroupState::Empty {
-            return Ok(());
-        }
-        if group.is_fenced(instance_id, member_id) {
-            return Err(ResponseError::FencedInstanceId);
-        }
-        if group.state == GroupState::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
-        group.validate_member(member_id, instance_id, generation)?;
-        if let Some(member) = group.member_mut(member_id) {
-            member.deadline = now + member.session_timeout;
-        }
-        Ok(())
+        group.validate_commit(member_id, instance_id, generation, now)
     }
 
     async fn write_offsets(
@@ -1389,27 +815,15 @@ impl GroupCoordinator {
             }
         }
         let writes: Vec<((String, i32), StoredOffset)> = writes.into_iter().collect();
-        for chunk in writes.chunks(MAX_OPS_PER_TXN) {
-            let mut ops = Vec::with_capacity(chunk.len());
-            for ((topic, partition), offset) in chunk {
-                // Serializing a plain struct of numbers and strings cannot fail.
-                let value = serde_json::to_vec(offset).unwrap_or_default();
-                ops.push(TxnOp::put(
-                    self.shared.offset_key(group_id, topic, *partition),
-                    value,
-                ));
-            }
-            let txn = Txn {
-                success: ops,
-                ..Txn::default()
-            };
-            match self.shared.kv.txn(txn).await {
-                Ok(_) => {
+        for chunk in OffsetStore::chunks(&writes) {
+            match self.shared.store.put(group_id, chunk).await {
+                Ok(()) => {
+                    let now = self.shared.now();
                     let mut state = self.shared.lock();
                     let group = state
                         .groups
                         .entry(group_id.to_owned())
-                        .or_insert_with(|| Group::new(Instant::now()));
+                        .or_insert_with(|| Group::new(now));
                     for ((topic, partition), offset) in chunk {
                         group
                             .offsets
@@ -1476,31 +890,17 @@ impl GroupCoordinator {
                 .unwrap_or_default()
         };
         if commit {
-            for chunk in staged.chunks(MAX_OPS_PER_TXN) {
-                let ops = chunk
-                    .iter()
-                    .map(|((topic, partition), offset)| {
-                        TxnOp::put(
-                            self.shared.offset_key(group_id, topic, *partition),
-                            serde_json::to_vec(offset).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                self.shared
-                    .kv
-                    .txn(Txn {
-                        success: ops,
-                        ..Txn::default()
-                    })
-                    .await?;
+            for chunk in OffsetStore::chunks(&staged) {
+                self.shared.store.put(group_id, chunk).await?;
             }
         }
+        let now = self.shared.now();
         let mut state = self.shared.lock();
         if commit {
             let group = state
                 .groups
                 .entry(group_id.to_owned())
-                .or_insert_with(|| Group::new(Instant::now()));
+                .or_insert_with(|| Group::new(now));
             for ((topic, partition), offset) in staged {
                 group
                     .offsets
@@ -1519,7 +919,6 @@ impl GroupCoordinator {
         self.shared.wake.notify_one();
         Ok(())
     }
-
     /// OffsetFetch (v1-9; v8+ for several groups at once).
     pub async fn offset_fetch(
         &self,
@@ -1775,8 +1174,8 @@ impl GroupCoordinator {
                     .map(|m| {
                         let mut member = DescribedGroupMember::default()
                             .with_member_id(sb(&m.id))
-                            .with_client_id(sb(""))
-                            .with_client_host(sb(""));
+                            .with_client_id(sb(&m.client_id))
+                            .with_client_host(sb(&m.client_host));
                         if version >= 4 {
                             member =
                                 member.with_group_instance_id(m.instance_id.as_deref().map(sb));
@@ -1840,22 +1239,17 @@ impl GroupCoordinator {
         let Some(removed) = removed else {
             return ResponseError::GroupIdNotFound.code();
         };
-        let txn = Txn {
-            success: vec![TxnOp::DeletePrefix {
-                prefix: self.shared.group_key(group_id),
-            }],
-            ..Txn::default()
-        };
-        match self.shared.kv.txn(txn).await {
-            Ok(_) => 0,
+        match self.shared.store.delete_group(group_id).await {
+            Ok(()) => 0,
             Err(e) => {
                 tracing::warn!(group = group_id, error = %e, "could not delete group offsets");
                 // Keep what is still stored visible.
+                let now = self.shared.now();
                 let mut state = self.shared.lock();
                 let group = state
                     .groups
                     .entry(group_id.to_owned())
-                    .or_insert_with(|| Group::new(Instant::now()));
+                    .or_insert_with(|| Group::new(now));
                 for (topic, partitions) in removed.offsets {
                     let entry = group.offsets.entry(topic).or_default();
                     for (p, o) in partitions {
@@ -1867,119 +1261,131 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetDelete (v0): deletes committed offsets of a group that is Empty, or of a
+    /// consumer group for topics none of its members subscribes to
+    /// (GROUP_SUBSCRIBED_TO_TOPIC otherwise). Partitions without an offset succeed.
+    pub async fn offset_delete(
+        &self,
+        req: OffsetDeleteRequest,
+        _version: i16,
+        catalog: &dyn TopicCatalog,
+    ) -> OffsetDeleteResponse {
+        let group_id = req.group_id.to_string();
+        if group_id.is_empty() {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::InvalidGroupId.code());
+        }
+        let _persist = self.shared.persist.lock().await;
+        // One code per requested partition, in request order.
+        let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+        let mut doomed: Vec<(String, String, i32)> = Vec::new();
+        let mut origin: Vec<(usize, usize)> = Vec::new();
+        {
+            let state = self.shared.lock();
+            let verdict = state
+                .groups
+                .get(&group_id)
+                .ok_or(ResponseError::GroupIdNotFound)
+                .and_then(|g| g.offsets_deletable().map(|subscribed| (g, subscribed)));
+            let (group, subscribed) = match verdict {
+                Ok(v) => v,
+                Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+            };
+            for (ti, topic) in req.topics.iter().enumerate() {
+                let name = topic.name.as_str();
+                let count = catalog.partition_count(name);
+                let in_use = subscribed.as_ref().is_none_or(|s| s.contains(name));
+                let mut topic_codes = Vec::with_capacity(topic.partitions.len());
+                for (pi, p) in topic.partitions.iter().enumerate() {
+                    let index = p.partition_index;
+                    let code = if !count.is_some_and(|c| index >= 0 && index < c) {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else if in_use {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        if group
+                            .offsets
+                            .get(name)
+                            .is_some_and(|o| o.contains_key(&index))
+                        {
+                            doomed.push((group_id.clone(), name.to_owned(), index));
+                            origin.push((ti, pi));
+                        }
+                        0
+                    };
+                    topic_codes.push(code);
+                }
+                codes.push(topic_codes);
+            }
+        }
+        match self.shared.store.delete_offsets(&doomed).await {
+            Ok(()) => {
+                let mut state = self.shared.lock();
+                if let Some(group) = state.groups.get_mut(&group_id) {
+                    for (_, topic, partition) in &doomed {
+                        if let Some(partitions) = group.offsets.get_mut(topic) {
+                            partitions.remove(partition);
+                        }
+                    }
+                    group.offsets.retain(|_, partitions| !partitions.is_empty());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %group_id, error = %e, "could not delete committed offsets");
+                for (ti, pi) in origin {
+                    codes[ti][pi] = ResponseError::CoordinatorNotAvailable.code();
+                }
+            }
+        }
+        drop(_persist);
+        self.shared.wake.notify_one();
+        OffsetDeleteResponse::default()
+            .with_error_code(0)
+            .with_topics(
+                req.topics
+                    .iter()
+                    .zip(codes)
+                    .map(|(t, codes)| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .zip(codes)
+                                    .map(|(p, code)| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+    }
+
     /// Forgets every group's committed offsets of `topic` (the topic was deleted).
     pub async fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
         let _persist = self.shared.persist.lock().await;
-        let prefixes: Vec<String> = {
+        let groups: Vec<String> = {
             let mut state = self.shared.lock();
             state
                 .groups
                 .iter_mut()
-                .filter_map(|(group_id, g)| {
-                    g.offsets
-                        .remove(topic)
-                        .map(|_| self.shared.topic_key(group_id, topic))
-                })
+                .filter_map(|(group_id, g)| g.offsets.remove(topic).map(|_| group_id.clone()))
                 .collect()
         };
-        for chunk in prefixes.chunks(MAX_OPS_PER_TXN) {
-            let txn = Txn {
-                success: chunk
-                    .iter()
-                    .map(|prefix| TxnOp::DeletePrefix {
-                        prefix: prefix.clone(),
-                    })
-                    .collect(),
-                ..Txn::default()
-            };
-            self.shared.kv.txn(txn).await?;
-        }
+        self.shared.store.delete_topic(&groups, topic).await?;
         self.shared.wake.notify_one();
         Ok(())
     }
 }
 
-/// Handles a JoinGroup without a member id.
-#[allow(clippy::too_many_arguments)]
-fn join_new_member(
-    group: &mut Group,
-    settings: &GroupSettings,
-    version: i16,
-    now: Instant,
-    instance_id: Option<String>,
-    protocol_type: String,
-    protocols: Vec<(String, Bytes)>,
-    session: Duration,
-    rebalance: Duration,
-) -> Reply<JoinGroupResponse, JoinGroupResponse> {
-    if group.state == GroupState::Dead {
-        return Reply::Now(join_error(
-            version,
-            ResponseError::CoordinatorNotAvailable,
-            "",
-        ));
-    }
-    let old_id = instance_id
-        .as_ref()
-        .and_then(|i| group.statics.get(i).cloned());
-    if !group.supports(&protocol_type, &protocols, old_id.as_deref().unwrap_or("")) {
-        return Reply::Now(join_error(
-            version,
-            ResponseError::InconsistentGroupProtocol,
-            "",
-        ));
-    }
-    let new_id = match &instance_id {
+fn new_member_id(instance_id: Option<&str>) -> String {
+    match instance_id {
         Some(instance) => format!("{instance}-{}", uuid::Uuid::new_v4()),
         None => format!("member-{}", uuid::Uuid::new_v4()),
-    };
-    if instance_id.is_none() && version >= 4 {
-        group.pending.insert(new_id.clone(), now + session);
-        return Reply::Now(join_error(
-            version,
-            ResponseError::MemberIdRequired,
-            &new_id,
-        ));
     }
-    let (tx, rx) = oneshot::channel();
-    if let Some(old_id) = old_id
-        && let Some(member) = group.member_mut(&old_id)
-    {
-        // A static member came back with a new incarnation: the old id is fenced.
-        member.fail_waiters(ResponseError::FencedInstanceId);
-        member.id = new_id.clone();
-        member.protocol_type = protocol_type;
-        member.protocols = protocols;
-        member.session_timeout = session;
-        member.rebalance_timeout = rebalance;
-        member.deadline = now + session;
-        member.join = Some(JoinWaiter { tx, version });
-        if let Some(instance) = &instance_id {
-            group.statics.insert(instance.clone(), new_id.clone());
-        }
-        if group.leader.as_deref() == Some(old_id.as_str()) {
-            group.leader = Some(new_id);
-        }
-        if group.state != GroupState::PreparingRebalance {
-            group.prepare_rebalance(now, settings);
-        }
-        group.try_complete_join(now);
-        return Reply::Wait(rx);
-    }
-    let member = Member {
-        id: new_id,
-        instance_id,
-        protocol_type,
-        protocols,
-        session_timeout: session,
-        rebalance_timeout: rebalance,
-        assignment: Bytes::new(),
-        join: Some(JoinWaiter { tx, version }),
-        sync: None,
-        deadline: now + session,
-    };
-    group.add_member(member, now, settings);
-    Reply::Wait(rx)
 }
 
 /// The reaper: runs the groups' timers until the coordinator goes away.
@@ -1989,7 +1395,7 @@ async fn reaper(shared: Weak<Shared>, wake: Arc<Notify>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let (next, retention_due) = shared.tick(Instant::now());
+            let (next, retention_due) = shared.tick();
             if retention_due {
                 shared.expire_offsets().await;
             }
@@ -2007,30 +1413,6 @@ async fn reaper(shared: Weak<Shared>, wake: Arc<Notify>) {
     }
 }
 
-fn join_error(version: i16, error: ResponseError, member_id: &str) -> JoinGroupResponse {
-    JoinGroupResponse::default()
-        .with_error_code(error.code())
-        .with_generation_id(-1)
-        .with_protocol_name(protocol_name_for(version, None))
-        .with_leader(sb(""))
-        .with_member_id(sb(member_id))
-}
-
-fn sync_error(error: ResponseError) -> SyncGroupResponse {
-    SyncGroupResponse::default()
-        .with_error_code(error.code())
-        .with_assignment(Bytes::new())
-}
-
-/// `protocol_name` of a JoinGroup response: nullable from v7, an empty string before.
-fn protocol_name_for(version: i16, name: Option<&str>) -> Option<StrBytes> {
-    match name {
-        Some(name) => Some(sb(name)),
-        None if version >= 7 => None,
-        None => Some(sb("")),
-    }
-}
-
 fn offset_fields(offset: Option<StoredOffset>) -> (i64, i32, String) {
     match offset {
         Some(o) => (o.offset, o.leader_epoch, o.metadata.unwrap_or_default()),
@@ -2040,10 +1422,6 @@ fn offset_fields(offset: Option<StoredOffset>) -> (i64, i32, String) {
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
-}
-
-fn millis(ms: i32) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn wall_ms() -> i64 {
@@ -2061,47 +1439,11 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Encodes a group or topic name for a key: `%` and `/` (and control characters) become
-/// `%XX`, so names never collide and never add a path level.
-pub fn encode_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c == '%' || c == '/' || c.is_ascii_control() {
-            // ASCII only, so one byte.
-            out.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Reverses [`encode_name`]; `None` on a malformed escape.
-pub fn decode_name(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = encoded.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::leave_group_request::MemberIdentity;
     use kafka_protocol::messages::offset_commit_request::{
@@ -2268,19 +1610,6 @@ mod tests {
             .await;
         assert_eq!(s.error_code, 0);
         (id, r.generation_id)
-    }
-
-    #[test]
-    fn names_round_trip_through_key_encoding() {
-        for name in ["plain", "a/b", "100%", "g.1-x_y", "%2F", "", "ünï/cödé%"] {
-            let encoded = encode_name(name);
-            assert!(!encoded.contains('/'));
-            assert_eq!(decode_name(&encoded).as_deref(), Some(name));
-        }
-        assert_ne!(encode_name("a/b"), encode_name("a%2Fb"));
-        assert_eq!(decode_name("%zz"), None);
-        assert_eq!(decode_name("%+1"), None);
-        assert_eq!(decode_name("%4"), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -2641,18 +1970,64 @@ mod tests {
             .await;
         assert_eq!(s.error_code, 0);
 
-        // The same instance restarts without its member id.
+        // The same instance restarts without its member id: it takes over its membership
+        // in the same generation, without a rebalance. Before v9 the returning leader is
+        // given the old leader id, so that it does not assign (Kafka's behaviour).
         let r2 = c.join_group(static_join(""), 5).await;
         assert_eq!(r2.error_code, 0);
         let new = r2.member_id.to_string();
         assert_ne!(old, new);
-        assert_eq!(r2.leader.as_str(), new);
-        assert_eq!(r2.members.len(), 1);
+        assert_eq!(r2.generation_id, r1.generation_id);
+        assert_eq!(r2.leader.as_str(), old);
+        assert!(r2.members.is_empty());
+        assert_eq!(c.group_state("g"), GroupState::Stable);
+        encodes(&r2, 5);
+        let s = c
+            .sync_group(
+                sync_req("g", &new, r2.generation_id, &[])
+                    .with_group_instance_id(Some(sb("instance-1"))),
+                3,
+            )
+            .await;
+        assert_eq!((s.error_code, s.assignment.clone()), (0, Bytes::from("p0")));
+        let s = c
+            .sync_group(
+                sync_req("g", &old, r1.generation_id, &[])
+                    .with_group_instance_id(Some(sb("instance-1"))),
+                3,
+            )
+            .await;
+        assert_eq!(s.error_code, ResponseError::FencedInstanceId.code());
+
+        // From v9 the returning leader is told it leads and must skip the assignment.
+        let r3 = c.join_group(static_join(""), 9).await;
+        assert_eq!(r3.error_code, 0);
+        let newest = r3.member_id.to_string();
+        assert_eq!(r3.generation_id, r1.generation_id);
+        assert_eq!(r3.leader.as_str(), newest);
+        assert!(r3.skip_assignment);
+        assert_eq!(r3.members.len(), 1);
         assert_eq!(
-            r2.members[0].group_instance_id.as_deref(),
+            r3.members[0].group_instance_id.as_deref(),
             Some("instance-1")
         );
-        encodes(&r2, 5);
+        encodes(&r3, 9);
+        let hb = c
+            .heartbeat(
+                heartbeat_req("g", &new, r1.generation_id)
+                    .with_group_instance_id(Some(sb("instance-1"))),
+                3,
+            )
+            .await;
+        assert_eq!(hb.error_code, ResponseError::FencedInstanceId.code());
+        let hb = c
+            .heartbeat(
+                heartbeat_req("g", &newest, r1.generation_id)
+                    .with_group_instance_id(Some(sb("instance-1"))),
+                3,
+            )
+            .await;
+        assert_eq!(hb.error_code, 0);
 
         let hb = c
             .heartbeat(
@@ -2707,6 +2082,203 @@ mod tests {
             .await;
         assert_eq!(l.members[0].error_code, 0);
         assert_eq!(c.group_state("g"), GroupState::Empty);
+        c.shutdown();
+    }
+
+    fn delete_req(group: &str, parts: &[(&str, &[i32])]) -> OffsetDeleteRequest {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        OffsetDeleteRequest::default()
+            .with_group_id(gid(group))
+            .with_topics(
+                parts
+                    .iter()
+                    .map(|(t, ps)| {
+                        OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb(t)))
+                            .with_partitions(
+                                ps.iter()
+                                    .map(|p| {
+                                        OffsetDeleteRequestPartition::default()
+                                            .with_partition_index(*p)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+    }
+
+    fn delete_codes(r: &OffsetDeleteResponse) -> Vec<(String, i32, i16)> {
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.error_code))
+            })
+            .collect()
+    }
+
+    async fn committed(c: &GroupCoordinator, group: &str, topic: &str, parts: &[i32]) -> Vec<i64> {
+        let r = c
+            .offset_fetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(gid(group))
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(sb(topic)))
+                            .with_partition_indexes(parts.to_vec()),
+                    ])),
+                5,
+                &catalog(),
+            )
+            .await;
+        r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset)
+            .collect()
+    }
+
+    /// A consumer's subscription metadata (ConsumerProtocolSubscription v1).
+    fn subscription(topics: &[&str]) -> Bytes {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&1i16.to_be_bytes());
+        ConsumerProtocolSubscription::default()
+            .with_topics(topics.iter().map(|t| sb(t)).collect())
+            .encode(&mut buf, 1)
+            .expect("encode subscription");
+        buf.freeze()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offset_delete_follows_kafka() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let cat = catalog();
+        {
+            let c = coordinator(&kv).await;
+            // An Empty group: offsets go, unknown topics and partitions are named.
+            let r = c
+                .offset_commit(
+                    commit_req("od", "", -1, &[("orders", 0, 5), ("orders", 1, 6)]),
+                    8,
+                    &cat,
+                )
+                .await;
+            assert!(codes(&r).iter().all(|(_, _, code)| *code == 0));
+            let r = c
+                .offset_delete(
+                    delete_req("od", &[("orders", &[0, 2, 7]), ("nope", &[0])]),
+                    0,
+                    &cat,
+                )
+                .await;
+            assert_eq!(r.error_code, 0);
+            encodes(&r, 0);
+            let unknown = ResponseError::UnknownTopicOrPartition.code();
+            assert_eq!(
+                delete_codes(&r),
+                vec![
+                    ("orders".to_owned(), 0, 0),
+                    ("orders".to_owned(), 2, 0),
+                    ("orders".to_owned(), 7, unknown),
+                    ("nope".to_owned(), 0, unknown),
+                ]
+            );
+            assert_eq!(committed(&c, "od", "orders", &[0, 1]).await, vec![-1, 6]);
+
+            let top = |r: OffsetDeleteResponse| (r.error_code, r.topics.len());
+            let r = c
+                .offset_delete(delete_req("ghost", &[("orders", &[0])]), 0, &cat)
+                .await;
+            assert_eq!(top(r), (ResponseError::GroupIdNotFound.code(), 0));
+            let r = c
+                .offset_delete(delete_req("", &[("orders", &[0])]), 0, &cat)
+                .await;
+            assert_eq!(top(r), (ResponseError::InvalidGroupId.code(), 0));
+            c.shutdown();
+        }
+        // Durable: a new coordinator does not see the deleted offset.
+        let c = coordinator(&kv).await;
+        assert_eq!(committed(&c, "od", "orders", &[0, 1]).await, vec![-1, 6]);
+
+        // A Stable consumer group subscribed to "orders": its offsets stay, others go.
+        let id = member_id(&c, "sub", 5).await;
+        let mut join = join_req("sub", &id, &["range"]);
+        join.protocols[0].metadata = subscription(&["orders"]);
+        let r = c.join_group(join, 5).await;
+        assert_eq!(r.error_code, 0);
+        let s = c
+            .sync_group(sync_req("sub", &id, r.generation_id, &[(&id, "a")]), 3)
+            .await;
+        assert_eq!(s.error_code, 0);
+        let r = c
+            .offset_commit(
+                commit_req(
+                    "sub",
+                    &id,
+                    r.generation_id,
+                    &[("orders", 0, 1), ("events.v1-x_y", 1, 2)],
+                ),
+                8,
+                &cat,
+            )
+            .await;
+        assert!(codes(&r).iter().all(|(_, _, code)| *code == 0));
+        let r = c
+            .offset_delete(
+                delete_req("sub", &[("orders", &[0]), ("events.v1-x_y", &[1])]),
+                0,
+                &cat,
+            )
+            .await;
+        assert_eq!(
+            delete_codes(&r),
+            vec![
+                (
+                    "orders".to_owned(),
+                    0,
+                    ResponseError::GroupSubscribedToTopic.code()
+                ),
+                ("events.v1-x_y".to_owned(), 1, 0),
+            ]
+        );
+        assert_eq!(committed(&c, "sub", "orders", &[0]).await, vec![1]);
+        assert_eq!(committed(&c, "sub", "events.v1-x_y", &[1]).await, vec![-1]);
+
+        // Subscriptions that cannot be read: every topic counts as subscribed.
+        let (_, _) = stable_single(&c, "opaque").await;
+        let r = c
+            .offset_delete(delete_req("opaque", &[("orders", &[0])]), 0, &cat)
+            .await;
+        assert_eq!(
+            delete_codes(&r),
+            vec![(
+                "orders".to_owned(),
+                0,
+                ResponseError::GroupSubscribedToTopic.code()
+            )]
+        );
+
+        // A group of another protocol type with members: NON_EMPTY_GROUP.
+        let r = c
+            .join_group(
+                join_req("conn", "", &["range"]).with_protocol_type(sb("connect")),
+                3,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        let r = c
+            .offset_delete(delete_req("conn", &[("orders", &[0])]), 0, &cat)
+            .await;
+        assert_eq!(
+            (r.error_code, r.topics.len()),
+            (ResponseError::NonEmptyGroup.code(), 0)
+        );
         c.shutdown();
     }
 
