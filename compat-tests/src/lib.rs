@@ -6,6 +6,7 @@
 //! (`target/<profile>/woodpecker`, built by `cargo build -p woodpecker`; `scripts/test` builds
 //! it before the tests run). A missing binary is an error, never a skipped test.
 
+pub mod clients;
 pub mod milvus;
 
 use std::net::SocketAddr;

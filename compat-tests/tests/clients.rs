@@ -1,5 +1,6 @@
 //! General Kafka clients against `woodpecker serve`: confluent-kafka (librdkafka), kafka-python,
-//! the Apache Kafka Java client and kcat, each run as a subprocess on a server of its own.
+//! the Apache Kafka Java client, franz-go (built from `clients/franz-go` with the Go toolchain)
+//! and kcat, each run as a subprocess on a server of its own.
 //!
 //! The clients are installed by `scripts/compat-tools install` and found through the variables
 //! `scripts/compat-tools env` prints (`scripts/test` does both):
@@ -268,6 +269,12 @@ async fn kafka_python_gzip_group_and_offset_queries() -> Result<()> {
     cmd.args(["roundtrip", &server.bootstrap(), "kp-topic", "kp-group"])
         .arg(n.to_string());
     let v = run("kafka-python roundtrip", cmd, None).await?.summary()?;
+    // The version ranges are Kafka 3.9's, and kafka-python sees it.
+    ensure!(
+        v["broker_version"] == serde_json::json!([3, 9]),
+        "kafka-python inferred {}",
+        v["broker_version"]
+    );
     for p in ["0", "1"] {
         ensure!(v["end_offsets"][p] == n / 2, "end_offsets: {v}");
         ensure!(v["beginning_offsets"][p] == 0, "beginning_offsets: {v}");
@@ -326,6 +333,61 @@ async fn java_group(assignor: &str) -> Result<()> {
         "consumed {} of {}",
         v["consumed_total"],
         2 * per_phase
+    );
+    // The Java consumer fetches in sessions (KIP-227): after the first full fetch, requests
+    // name only what changed.
+    ensure!(
+        incremental_fetches(&server).await? > 0,
+        "no fetch was incremental"
+    );
+    server.stop().await
+}
+
+/// Fetch requests the server answered within an open fetch session.
+async fn incremental_fetches(server: &Server) -> Result<u64> {
+    let scrape = server.metrics().await?;
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("woodpecker_kafka_incremental_fetches_total "))
+        .with_context(|| format!("no incremental-fetch counter in\n{scrape}"))?
+        .trim()
+        .parse::<u64>()
+        .context("incremental-fetch counter")
+}
+
+/// franz-go, a Go client independent of librdkafka and the Java client: idempotent produce
+/// and a group consumer over three partitions, fetching by topic id (Fetch v13+) in fetch
+/// sessions (KIP-227) while a second phase is produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn franz_go_fetch_sessions_topic_ids_and_group() -> Result<()> {
+    let build = tempfile::tempdir()?;
+    let bin = build.path().join("franz-go");
+    let status = tokio::time::timeout(
+        CLIENT_TIMEOUT,
+        Command::new(compat_tests::go_toolchain()?)
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(clients_dir().join("franz-go"))
+            .status(),
+    )
+    .await
+    .context("go build of the franz-go client hung")??;
+    ensure!(
+        status.success(),
+        "go build of clients/franz-go failed: {status}"
+    );
+    let mut server = Server::start().await?;
+    let per_phase = 500;
+    let mut cmd = Command::new(&bin);
+    cmd.args([&server.bootstrap(), "franz-topic", "franz-group"])
+        .arg(per_phase.to_string());
+    let v = run("franz-go", cmd, None).await?.summary()?;
+    ensure!(v["consumed"] == 2 * per_phase, "consumed: {v}");
+    ensure!(v["partitions"] == 3, "partitions: {v}");
+    ensure!(
+        incremental_fetches(&server).await? > 0,
+        "no fetch was incremental"
     );
     server.stop().await
 }
@@ -639,12 +701,10 @@ async fn kafka_python_and_consumer_groups_tool_offset_delete_and_list_filters() 
     ensure!(v["left"] == serde_json::json!({"kp-sub/1": 4}), "{v}");
 
     let tool = |args: &[&str]| -> Result<Command> {
-        let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
-        cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-            .arg("-cp")
-            .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
-            .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
-            .args(["--bootstrap-server", &server.bootstrap()])
+        let mut cmd = compat_tests::clients::kafka_tool(
+            "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        )?;
+        cmd.args(["--bootstrap-server", &server.bootstrap()])
             .args(args);
         Ok(cmd)
     };

@@ -18,6 +18,7 @@ use wal::meta::kv::Kv;
 
 use crate::TopicCatalog;
 use crate::error::{KafkaCode, ShimError};
+use crate::fetch_session::FetchSessions;
 use crate::groups::{GroupCoordinator, GroupSettings, MemberOrigin};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
@@ -54,6 +55,9 @@ pub struct BrokerConfig {
     pub advertised_listeners: Option<String>,
     /// Transaction-coordinator settings.
     pub transactions: TxnSettings,
+    /// Partitions held by fetch sessions over all clients
+    /// (`max.incremental.fetch.session.cache.slots`; 0: no sessions).
+    pub fetch_session_slots: usize,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +74,7 @@ impl Default for BrokerConfig {
             authorizer: None,
             advertised_listeners: None,
             transactions: TxnSettings::default(),
+            fetch_session_slots: crate::fetch_session::DEFAULT_SLOTS,
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct Broker {
     pub(crate) txn: TxnCoordinator,
     pub(crate) cluster_id: String,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) fetch_sessions: FetchSessions,
 }
 
 impl std::fmt::Debug for Broker {
@@ -154,8 +160,13 @@ impl Broker {
         metrics
             .topics
             .store(topics.all().len() as i64, Ordering::Relaxed);
+        let fetch_sessions = FetchSessions::new(
+            config.fetch_session_slots,
+            crate::fetch_session::DEFAULT_EVICTION_MS,
+        );
         let broker = Arc::new(Broker {
             config,
+            fetch_sessions,
             client,
             topics,
             partitions: Mutex::new(HashMap::new()),
@@ -310,6 +321,21 @@ impl Broker {
                 self.reopen.open_failed(&key, KafkaCode::KafkaStorageError);
                 KafkaCode::KafkaStorageError
             })?;
+            // The start DeleteRecords set may lie inside the oldest batch kept in the log.
+            let raised = match self.topics.log_start(topic, index).await {
+                Ok(0) => Ok(()),
+                Ok(start) => p
+                    .advance_log_start(start)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = raised {
+                tracing::warn!(error = %e, "restoring a partition's log start offset failed");
+                p.close().await;
+                return Err(KafkaCode::KafkaStorageError);
+            }
             self.metrics.partitions_open.fetch_add(1, Ordering::Relaxed);
             Ok(p)
         })
@@ -382,7 +408,8 @@ impl Broker {
         for topic in self.topics.all() {
             let ms = topic.retention_ms(&self.config.topic_defaults);
             let bytes = topic.retention_bytes(&self.config.topic_defaults);
-            if ms < 0 && bytes < 0 {
+            // Kafka's retention only applies to topics whose cleanup policy includes delete.
+            if (ms < 0 && bytes < 0) || !topic.deletes_records(&self.config.topic_defaults) {
                 continue;
             }
             for i in 0..topic.partitions {
@@ -469,6 +496,21 @@ impl Broker {
             }
             Body::DeleteTopics(req) => {
                 Box::pin(async move { me.delete_topics(&s, req, version).await })
+            }
+            Body::DeleteRecords(req) => {
+                Box::pin(async move { me.delete_records(&s, req, version).await })
+            }
+            Body::CreatePartitions(req) => {
+                Box::pin(async move { me.create_partitions(&s, req, version).await })
+            }
+            Body::OffsetForLeaderEpoch(req) => {
+                Box::pin(async move { me.offset_for_leader_epoch(&s, req, version).await })
+            }
+            Body::AlterConfigs(req) => {
+                Box::pin(async move { me.alter_configs(&s, req, version).await })
+            }
+            Body::IncrementalAlterConfigs(req) => {
+                Box::pin(async move { me.incremental_alter_configs(&s, req, version).await })
             }
             Body::DescribeConfigs(req) => {
                 Box::pin(async move { encode(&me.describe_configs(&s, req), version) })

@@ -28,6 +28,12 @@ pub enum KafkaCode {
     InvalidReplicationFactor = 38,
     /// An invalid number of partitions.
     InvalidPartitions = 37,
+    /// A replica assignment naming brokers that do not exist.
+    InvalidReplicaAssignment = 39,
+    /// The client's leader epoch is older than the broker's.
+    FencedLeaderEpoch = 74,
+    /// The client's leader epoch is newer than the broker's.
+    UnknownLeaderEpoch = 75,
     /// Unknown or malformed topic configuration.
     InvalidConfig = 40,
     /// The topic exists.
@@ -80,6 +86,14 @@ pub enum KafkaCode {
     UnsupportedCompressionType = 76,
     /// A record is invalid.
     InvalidRecord = 87,
+    /// No fetch session with this id is open (KIP-227).
+    FetchSessionIdNotFound = 70,
+    /// The fetch session's epoch is not the one expected next.
+    InvalidFetchSessionEpoch = 71,
+    /// No topic has this topic id.
+    UnknownTopicId = 100,
+    /// A fetch session opened with topic names was used with topic ids, or the reverse.
+    FetchSessionTopicIdError = 106,
     /// Topic deletion is disabled or the topic is being deleted.
     TopicDeletionDisabled = 73,
     /// The resource is not known.

@@ -12,6 +12,7 @@
 //! * [`broker`]: topics, the partition registry and request dispatch; the handlers are one
 //!   file per API in the (private) `handlers` module.
 //! * [`partition`]: one topic-partition over one log.
+//! * [`fetch_session`]: fetch sessions (KIP-227), which incremental fetches name.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
@@ -21,6 +22,7 @@
 mod access;
 pub mod broker;
 pub mod error;
+pub mod fetch_session;
 pub mod groups;
 mod handlers;
 pub mod metrics;

@@ -12,7 +12,7 @@ use telemetry::metrics::{Histogram, Instrument as _, Layout, label_set, write_he
 const MAX_KEY: usize = 80;
 
 /// The shim's counters. Everything is monotonic except the gauges (`connections`,
-/// `partitions_open`, `topics`).
+/// `partitions_open`, `topics`, `fetch_sessions`).
 #[derive(Debug)]
 pub struct Metrics {
     requests: Vec<AtomicU64>,
@@ -26,6 +26,10 @@ pub struct Metrics {
     pub produce_errors: AtomicU64,
     /// Bytes of record batches returned by Fetch.
     pub fetched_bytes: AtomicU64,
+    /// Fetch requests answered within an open fetch session (KIP-227).
+    pub incremental_fetches: AtomicU64,
+    /// Open fetch sessions.
+    pub fetch_sessions: AtomicI64,
     /// Connections accepted.
     pub connections_accepted: AtomicU64,
     /// Connections refused at the connection limit.
@@ -53,6 +57,8 @@ impl Default for Metrics {
             produced_records: AtomicU64::new(0),
             produce_errors: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
+            incremental_fetches: AtomicU64::new(0),
+            fetch_sessions: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_evicted: AtomicU64::new(0),
@@ -152,6 +158,11 @@ impl Metrics {
                 &self.fetched_bytes,
             ),
             (
+                "woodpecker_kafka_incremental_fetches_total",
+                "Fetch requests answered within an open fetch session (KIP-227).",
+                &self.incremental_fetches,
+            ),
+            (
                 "woodpecker_kafka_connections_accepted_total",
                 "Connections accepted.",
                 &self.connections_accepted,
@@ -191,6 +202,11 @@ impl Metrics {
                 &self.partitions_open,
             ),
             ("woodpecker_kafka_topics", "Topics.", &self.topics),
+            (
+                "woodpecker_kafka_fetch_sessions",
+                "Open fetch sessions (KIP-227).",
+                &self.fetch_sessions,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(

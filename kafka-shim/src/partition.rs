@@ -400,6 +400,9 @@ pub struct Partition {
     acknowledged_any: AtomicBool,
     readers: tokio::sync::Mutex<Vec<LogReader>>,
     auditor: Mutex<Option<wal::client::AuditorHandle>>,
+    /// Held while batches are removed from the front of the log (retention, DeleteRecords):
+    /// two removals at once would pop the same index entries twice.
+    truncating: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -668,6 +671,7 @@ impl Partition {
             acknowledged_any: AtomicBool::new(false),
             readers: tokio::sync::Mutex::new(Vec::new()),
             auditor: Mutex::new(Some(auditor)),
+            truncating: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -1203,6 +1207,7 @@ impl Partition {
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<usize, ClientError> {
+        let _truncating = self.truncating.lock().await;
         let (count, cut) = {
             let ix = self.lock_index();
             let mut stored = ix.stored;
@@ -1226,11 +1231,48 @@ impl Partition {
         self.handle.truncate(cut).await?;
         let mut ix = self.lock_index();
         ix.pop_oldest(count);
-        ix.log_start = ix.committed.front().map_or(ix.high_watermark, |e| e.base);
+        // Never below a start DeleteRecords set inside the batch now at the front.
+        let front = ix.committed.front().map_or(ix.high_watermark, |e| e.base);
+        ix.log_start = ix.log_start.max(front);
         let log_start = ix.log_start;
         ix.aborted.retain(|a| a.last_offset >= log_start);
         tracing::info!(topic = %self.topic, partition = self.index_no, removed = count, log_start = ix.log_start, "retention applied");
         Ok(count)
+    }
+
+    /// Raises the log start offset to `offset` (at most the high watermark; never lowers
+    /// it), as Kafka's DeleteRecords does, and returns the start now in force. Fetches below
+    /// it are OFFSET_OUT_OF_RANGE from then on. The batches wholly below it are removed
+    /// from the log, except the newest batch: its offsets are what a reopen rebuilds the
+    /// high watermark from, so the start itself must be kept elsewhere to survive a
+    /// restart (the broker keeps it in the metadata store and raises it again on open).
+    pub async fn advance_log_start(&self, offset: i64) -> Result<i64, ClientError> {
+        let _truncating = self.truncating.lock().await;
+        let (count, cut, start) = {
+            let mut ix = self.lock_index();
+            let wanted = offset.min(ix.high_watermark);
+            if wanted > ix.log_start {
+                ix.log_start = wanted;
+                tracing::info!(topic = %self.topic, partition = self.index_no, log_start = wanted, "log start offset raised");
+            }
+            let start = ix.log_start;
+            ix.aborted.retain(|a| a.last_offset >= start);
+            let keep_from = ix.committed.len().saturating_sub(1);
+            let count = ix
+                .committed
+                .iter()
+                .take(keep_from)
+                .take_while(|e| e.last < start)
+                .count();
+            if count == 0 {
+                return Ok(start);
+            }
+            (count, ix.committed[count - 1].id, start)
+        };
+        let Some(cut) = cut else { return Ok(start) };
+        self.handle.truncate(cut).await?;
+        self.lock_index().pop_oldest(count);
+        Ok(start)
     }
 
     /// Closes the writer (flushing what is in flight), the readers and the auditor.

@@ -59,12 +59,12 @@ use crate::security::{ANONYMOUS, SaslMechanism, SecurityProtocol, Session, tls};
 /// connection, as Kafka 4 does.
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 9),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
@@ -74,12 +74,17 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
@@ -970,6 +975,65 @@ fn encode_v0(resp: &ApiVersionsResponse) -> Result<BytesMut, ShimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The highest version of each API an Apache Kafka 3.9 broker advertises (the request
+    /// schemas of 3.9.0). Clients pick request versions, and some (kafka-python) the broker
+    /// version they assume, from these.
+    const KAFKA_3_9_MAX: &[(ApiKey, i16)] = &[
+        (ApiKey::Produce, 11),
+        (ApiKey::Fetch, 17),
+        (ApiKey::ListOffsets, 9),
+        (ApiKey::Metadata, 12),
+        (ApiKey::OffsetCommit, 9),
+        (ApiKey::OffsetFetch, 9),
+        (ApiKey::FindCoordinator, 6),
+        (ApiKey::JoinGroup, 9),
+        (ApiKey::Heartbeat, 4),
+        (ApiKey::LeaveGroup, 5),
+        (ApiKey::SyncGroup, 5),
+        (ApiKey::DescribeGroups, 5),
+        (ApiKey::ListGroups, 5),
+        (ApiKey::SaslHandshake, 1),
+        (ApiKey::ApiVersions, 4),
+        (ApiKey::CreateTopics, 7),
+        (ApiKey::DeleteTopics, 6),
+        (ApiKey::DeleteRecords, 2),
+        (ApiKey::InitProducerId, 5),
+        (ApiKey::OffsetForLeaderEpoch, 4),
+        (ApiKey::AddPartitionsToTxn, 5),
+        (ApiKey::AddOffsetsToTxn, 4),
+        (ApiKey::EndTxn, 4),
+        (ApiKey::TxnOffsetCommit, 4),
+        (ApiKey::DescribeAcls, 3),
+        (ApiKey::CreateAcls, 3),
+        (ApiKey::DeleteAcls, 3),
+        (ApiKey::DescribeConfigs, 4),
+        (ApiKey::AlterConfigs, 2),
+        (ApiKey::SaslAuthenticate, 2),
+        (ApiKey::CreatePartitions, 3),
+        (ApiKey::DeleteGroups, 2),
+        (ApiKey::IncrementalAlterConfigs, 1),
+        (ApiKey::OffsetDelete, 0),
+        (ApiKey::DescribeUserScramCredentials, 0),
+        (ApiKey::AlterUserScramCredentials, 0),
+        (ApiKey::DescribeCluster, 1),
+        (ApiKey::DescribeProducers, 0),
+        (ApiKey::DescribeTransactions, 0),
+        (ApiKey::ListTransactions, 1),
+        (ApiKey::ConsumerGroupHeartbeat, 0),
+        (ApiKey::ConsumerGroupDescribe, 0),
+    ];
+
+    #[test]
+    fn every_served_api_goes_as_high_as_kafka_3_9() {
+        for (key, _, max) in SERVED {
+            let kafka = KAFKA_3_9_MAX
+                .iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("{key:?} is not an API of Kafka 3.9"));
+            assert_eq!(*max, kafka.1, "{key:?}");
+        }
+    }
 
     #[test]
     fn every_served_range_is_decodable() {

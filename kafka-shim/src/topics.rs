@@ -73,7 +73,7 @@ impl Default for TopicDefaults {
 
 /// A topic configuration key the broker knows: (name, read-only, documentation).
 pub const TOPIC_CONFIG_KEYS: &[(&str, bool)] = &[
-    ("cleanup.policy", true),
+    ("cleanup.policy", false),
     ("compression.type", true),
     ("max.message.bytes", false),
     ("message.timestamp.type", true),
@@ -139,6 +139,18 @@ impl Topic {
     pub fn max_message_bytes(&self, d: &TopicDefaults) -> i64 {
         self.number("max.message.bytes", d.max_message_bytes)
     }
+
+    /// Whether `cleanup.policy` includes `delete` (retention and DeleteRecords apply).
+    pub fn deletes_records(&self, d: &TopicDefaults) -> bool {
+        self.config("cleanup.policy", d)
+            .is_some_and(|(v, _)| v.split(',').any(|p| p.trim() == "delete"))
+    }
+
+    /// Whether `cleanup.policy` includes `compact`: every record must have a key.
+    pub fn compacted(&self, d: &TopicDefaults) -> bool {
+        self.config("cleanup.policy", d)
+            .is_some_and(|(v, _)| v.split(',').any(|p| p.trim() == "compact"))
+    }
 }
 
 /// Checks topic configurations given at creation; the error names the offending key.
@@ -155,10 +167,15 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), String
             "max.message.bytes" => number(0)?,
             "segment.bytes" => number(14)?,
             "min.insync.replicas" => number(1)?,
-            "cleanup.policy" if v == "delete" => {}
+            // `compact` is accepted for what clients can see of it: records without a key are
+            // refused (INVALID_RECORD); older records of a key are not removed.
+            "cleanup.policy"
+                if !v.trim().is_empty()
+                    && v.split(',')
+                        .all(|p| matches!(p.trim(), "delete" | "compact")) => {}
             "cleanup.policy" => {
                 return Err(format!(
-                    "cleanup.policy={v}: only `delete` is supported (no log compaction)"
+                    "Invalid value {v} for configuration cleanup.policy: String must be one of: compact, delete"
                 ));
             }
             "compression.type" if v == "producer" => {}
@@ -197,6 +214,9 @@ impl Topic {
 pub struct Topics {
     kv: Arc<dyn Kv>,
     prefix: String,
+    /// `<prefix>/log-start/`: the log start offsets DeleteRecords set, per topic (see
+    /// [`Topics::raise_log_start`]).
+    log_starts: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Stored topics that cannot be served ([`Topic::unservable`]): kept apart so that
     /// nothing iterates their partitions, but known, so that they can be deleted.
@@ -206,6 +226,7 @@ pub struct Topics {
 impl Topics {
     /// Loads every topic stored under `prefix`.
     pub async fn load(kv: Arc<dyn Kv>, prefix: &str) -> Result<Topics, ShimError> {
+        let log_starts = format!("{prefix}/log-start/");
         let prefix = format!("{prefix}/topics/");
         let (kvs, _) = kv.get_prefix(&prefix).await?;
         let mut topics = BTreeMap::new();
@@ -229,6 +250,7 @@ impl Topics {
         Ok(Topics {
             kv,
             prefix,
+            log_starts,
             topics: RwLock::new(topics),
             unservable: RwLock::new(unservable),
         })
@@ -249,6 +271,19 @@ impl Topics {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
+            .cloned()
+    }
+
+    /// The topic with this topic id.
+    pub fn by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        if id.is_nil() {
+            return None;
+        }
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
             .cloned()
     }
 
@@ -298,8 +333,116 @@ impl Topics {
         Ok(Ok(topic))
     }
 
-    /// Removes a topic's record (its logs are deleted by the caller first).
+    /// Replaces the stored topic `name` of id `id` by what `change` makes of it, as one
+    /// compare-and-swap on its record (a concurrent change is retried on the new value).
+    /// `Ok(Err(UnknownTopicOrPartition))` when the topic is gone or was re-created;
+    /// `Ok(Err(code))` when `change` refuses; nothing is written then.
+    pub async fn update(
+        &self,
+        name: &str,
+        id: uuid::Uuid,
+        change: impl Fn(&Topic) -> Result<Topic, KafkaCode>,
+    ) -> Result<Result<Arc<Topic>, KafkaCode>, ShimError> {
+        let key = format!("{}{}", self.prefix, name);
+        for _ in 0..16 {
+            let Some(item) = self.kv.get(&key).await? else {
+                return Ok(Err(KafkaCode::UnknownTopicOrPartition));
+            };
+            let current: Topic =
+                serde_json::from_slice(&item.value).map_err(|e| ShimError::Corrupt {
+                    what: key.clone(),
+                    detail: e.to_string(),
+                })?;
+            if current.id != id {
+                return Ok(Err(KafkaCode::UnknownTopicOrPartition));
+            }
+            let next = match change(&current) {
+                Ok(t) => t,
+                Err(code) => return Ok(Err(code)),
+            };
+            let value = serde_json::to_vec(&next).map_err(|e| ShimError::Corrupt {
+                what: key.clone(),
+                detail: e.to_string(),
+            })?;
+            let txn = Txn {
+                compares: vec![Compare::mod_revision(
+                    &key,
+                    CompareOp::Equal,
+                    item.mod_revision,
+                )],
+                success: vec![TxnOp::put(&key, Bytes::from(value))],
+                failure: vec![],
+            };
+            if self.kv.txn(txn).await?.succeeded {
+                let next = Arc::new(next);
+                self.topics
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(next.name.clone(), next.clone());
+                return Ok(Ok(next));
+            }
+        }
+        Err(ShimError::Corrupt {
+            what: key,
+            detail: "the topic record kept changing concurrently".into(),
+        })
+    }
+
+    fn log_start_key(&self, topic: &Topic, partition: i32) -> String {
+        format!("{}{}/{}/{partition}", self.log_starts, topic.name, topic.id)
+    }
+
+    /// The log start offset DeleteRecords set for a partition, if any. Keyed by topic id
+    /// too, so that a topic re-created under the same name never inherits one.
+    pub async fn log_start(&self, topic: &Topic, partition: i32) -> Result<i64, ShimError> {
+        let key = self.log_start_key(topic, partition);
+        match self.kv.get(&key).await? {
+            Some(item) => parse_i64(&item.value, &key),
+            None => Ok(0),
+        }
+    }
+
+    /// Stores `offset` as the partition's log start offset unless a higher one is stored
+    /// (a start never moves back, whatever order concurrent DeleteRecords land in).
+    pub async fn raise_log_start(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), ShimError> {
+        let key = self.log_start_key(topic, partition);
+        for _ in 0..16 {
+            let current = self.kv.get(&key).await?;
+            let compare = match &current {
+                Some(item) if parse_i64(&item.value, &key)? >= offset => return Ok(()),
+                Some(item) => Compare::mod_revision(&key, CompareOp::Equal, item.mod_revision),
+                None => Compare::create_revision(&key, CompareOp::Equal, 0),
+            };
+            let txn = Txn {
+                compares: vec![compare],
+                success: vec![TxnOp::put(&key, Bytes::from(offset.to_string()))],
+                failure: vec![],
+            };
+            if self.kv.txn(txn).await?.succeeded {
+                return Ok(());
+            }
+        }
+        Err(ShimError::Corrupt {
+            what: key,
+            detail: "the log start offset kept changing concurrently".into(),
+        })
+    }
+
+    /// Removes a topic's record (its logs are deleted by the caller first) and the log
+    /// start offsets stored for it.
     pub async fn remove(&self, name: &str) -> Result<(), ShimError> {
+        let (starts, _) = self
+            .kv
+            .get_prefix(&format!("{}{name}/", self.log_starts))
+            .await?;
+        for item in starts {
+            self.kv.delete(&item.key).await?;
+        }
         let key = format!("{}{}", self.prefix, name);
         self.kv.delete(&key).await?;
         for registry in [&self.topics, &self.unservable] {
@@ -458,7 +601,8 @@ mod tests {
             .collect();
         assert!(validate_configs(&ok).is_ok());
         for (k, v) in [
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compress"),
+            ("cleanup.policy", ""),
             ("retention.ms", "soon"),
             ("no.such.key", "1"),
             ("compression.type", "gzip"),

@@ -321,7 +321,7 @@ async fn topics_are_created_checked_described_and_deleted() -> Result<()> {
     assert_eq!(create_topic(&mut c, "bad/name", 1, &[]).await?, 17);
     assert_eq!(create_topic(&mut c, "t1", 0, &[]).await?, 37);
     assert_eq!(
-        create_topic(&mut c, "t1", 1, &[("cleanup.policy", "compact")]).await?,
+        create_topic(&mut c, "t1", 1, &[("cleanup.policy", "compress")]).await?,
         40
     );
     assert_eq!(
@@ -487,5 +487,153 @@ async fn fetch_keeps_to_the_request_and_partition_byte_limits() -> Result<()> {
     // Room for all three.
     let resp: FetchResponse = c.call(&req_for(50 * 1024 * 1024, 1024 * 1024), 12).await?;
     assert!(sizes(&resp).iter().all(|&s| s > 600 * 1024));
+    h.stop().await
+}
+
+/// A Fetch v17 request for `parts` (partition, fetch offset) of the topic with id `id`.
+fn session_fetch(
+    id: uuid::Uuid,
+    session: (i32, i32),
+    parts: &[(i32, i64)],
+    max_wait_ms: i32,
+) -> FetchRequest {
+    let topics = if parts.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            fetch_request::FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&(p, offset)| {
+                            fetch_request::FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(1024 * 1024)
+                        })
+                        .collect(),
+                ),
+        ]
+    };
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 * 1024 * 1024)
+        .with_session_id(session.0)
+        .with_session_epoch(session.1)
+        .with_topics(topics)
+}
+
+/// (partition, error, whether records came) of every partition a response lists.
+fn listed(resp: &FetchResponse) -> Vec<(i32, i16, bool)> {
+    resp.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            let records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+            (p.partition_index, p.error_code, records)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fetch_sessions_list_only_partitions_with_news_and_v13_names_topics_by_id() -> Result<()> {
+    let h = Harness::start().await?;
+    let mut c = h.connect().await?;
+    assert_eq!(create_topic(&mut c, "sess", 2, &[]).await?, 0);
+    let resp: ProduceResponse = c
+        .call(&produce_req("sess", 0, batch(&["a"], None), -1), 9)
+        .await?;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let meta = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(name("sess"))),
+    ]));
+    let resp: MetadataResponse = c.call(&meta, 12).await?;
+    let id = resp.topics[0].topic_id;
+    assert!(!id.is_nil());
+
+    // Epoch 0 opens a session and answers everything, naming the topic by id.
+    let resp: FetchResponse = c
+        .call(&session_fetch(id, (0, 0), &[(0, 0), (1, 0)], 0), 17)
+        .await?;
+    assert_eq!(resp.error_code, 0);
+    let session = resp.session_id;
+    assert_ne!(session, 0);
+    assert_eq!(resp.responses.len(), 1);
+    assert_eq!(resp.responses[0].topic_id, id);
+    assert_eq!(listed(&resp), vec![(0, 0, true), (1, 0, false)]);
+
+    // Epoch 1 moves partition 0 past its record: nothing is new, nothing is listed.
+    let resp: FetchResponse = c
+        .call(&session_fetch(id, (session, 1), &[(0, 1)], 0), 17)
+        .await?;
+    assert_eq!((resp.error_code, resp.session_id), (0, session));
+    assert_eq!(listed(&resp), vec![]);
+
+    // A record on partition 1, and a long poll naming nothing: only partition 1 comes back.
+    let mut poller = h.connect().await?;
+    let waiting = tokio::spawn(async move {
+        poller
+            .call::<FetchRequest>(&session_fetch(id, (session, 2), &[], 20_000), 17)
+            .await
+    });
+    let resp: ProduceResponse = c
+        .call(&produce_req("sess", 1, batch(&["b"], None), -1), 9)
+        .await?;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let resp = waiting.await??;
+    assert_eq!(resp.error_code, 0);
+    assert_eq!(listed(&resp), vec![(1, 0, true)]);
+    let mut epoch = 3;
+
+    // Replaying an epoch, or naming a session that is not open: top-level errors, session 0.
+    let resp: FetchResponse = c.call(&session_fetch(id, (session, 1), &[], 0), 17).await?;
+    assert_eq!((resp.error_code, resp.session_id), (71, 0));
+    let resp: FetchResponse = c
+        .call(&session_fetch(id, (session.wrapping_add(1), 1), &[], 0), 17)
+        .await?;
+    assert_eq!(resp.error_code, 70);
+    // The session still works at the epoch it expects.
+    let resp: FetchResponse = c
+        .call(&session_fetch(id, (session, epoch), &[(1, 1)], 0), 17)
+        .await?;
+    assert_eq!((resp.error_code, resp.session_id), (0, session));
+    epoch += 1;
+    // A topic-id session used with names (v12) is refused.
+    let by_name = fetch_req("sess", 0, 0)
+        .with_session_id(session)
+        .with_session_epoch(epoch);
+    let resp: FetchResponse = c.call(&by_name, 12).await?;
+    assert_eq!(resp.error_code, 106);
+
+    // Forgetting partition 0 and adding it back at offset 0 lists it again with its record.
+    let mut forget = session_fetch(id, (session, epoch), &[], 0);
+    forget.forgotten_topics_data = vec![
+        fetch_request::ForgottenTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![0]),
+    ];
+    let resp: FetchResponse = c.call(&forget, 17).await?;
+    assert_eq!(resp.error_code, 0);
+    epoch += 1;
+    let resp: FetchResponse = c
+        .call(&session_fetch(id, (session, epoch), &[(0, 0)], 0), 17)
+        .await?;
+    assert_eq!(listed(&resp), vec![(0, 0, true)]);
+
+    // Without a session: an unknown topic id, and a leader epoch from the future.
+    let unknown = uuid::Uuid::new_v4();
+    let resp: FetchResponse = c
+        .call(&session_fetch(unknown, (0, -1), &[(0, 0)], 0), 17)
+        .await?;
+    assert_eq!(resp.session_id, 0);
+    assert_eq!(resp.responses[0].topic_id, unknown);
+    assert_eq!(listed(&resp), vec![(0, 100, false)]);
+    let mut future = session_fetch(id, (0, -1), &[(0, 0)], 0);
+    future.topics[0].partitions[0].current_leader_epoch = 1;
+    let resp: FetchResponse = c.call(&future, 17).await?;
+    assert_eq!(listed(&resp), vec![(0, 75, false)]);
     h.stop().await
 }

@@ -480,6 +480,35 @@ pub fn find_record(
     Ok(None)
 }
 
+/// The positions (0-based, in record order) of the records of a batch that have no key:
+/// what a compacted topic refuses (Kafka's `RecordError` batch indexes). Compressed batches
+/// are decompressed as a stream.
+pub fn records_without_key(batch: &[u8]) -> Result<Vec<i32>, BatchError> {
+    let header = read_header(batch)?;
+    if header.is_control() {
+        return Ok(Vec::new());
+    }
+    let mut reader = records_reader(&header, batch)?;
+    let malformed = |e: std::io::Error| BatchError::Malformed(format!("records: {e}"));
+    let mut missing = Vec::new();
+    for i in 0..header.record_count {
+        let len = read_varlong(&mut reader).map_err(malformed)?;
+        if !(0..=MAX_RECORD_BYTES as i64).contains(&len) {
+            return Err(BatchError::Malformed(format!("record length {len}")));
+        }
+        let mut counting = (&mut reader).take(len as u64);
+        let mut attributes = [0u8; 1];
+        std::io::Read::read_exact(&mut counting, &mut attributes).map_err(malformed)?;
+        read_varlong(&mut counting).map_err(malformed)?; // timestamp delta
+        read_varlong(&mut counting).map_err(malformed)?; // offset delta
+        if read_varlong(&mut counting).map_err(malformed)? < 0 {
+            missing.push(i);
+        }
+        std::io::copy(&mut counting, &mut std::io::sink()).map_err(malformed)?;
+    }
+    Ok(missing)
+}
+
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support {
     //! Valid batches for tests.
@@ -542,6 +571,22 @@ pub mod test_support {
 mod tests {
     use super::test_support::batch;
     use super::*;
+
+    #[test]
+    fn records_without_a_key_are_found_by_position() {
+        // The test batches' records have no key.
+        assert_eq!(
+            records_without_key(&batch(3, 1, 0, 0)).unwrap(),
+            vec![0, 1, 2]
+        );
+        let mut keyed = batch(1, 1, 0, 0).to_vec();
+        // Record body: attributes, ts delta, offset delta, key length (zigzag -1 = 1); a key
+        // length of 0 (zigzag 0) is an empty key, not a null one. The CRC is not checked.
+        let key_at = keyed.len() - 4;
+        assert_eq!(keyed[key_at], 1);
+        keyed[key_at] = 0;
+        assert_eq!(records_without_key(&keyed).unwrap(), Vec::<i32>::new());
+    }
 
     #[test]
     fn a_valid_batch_is_read_and_patched() {

@@ -41,6 +41,10 @@ def roundtrip(run, bootstrap, topic, group, n):
         cluster = admin.describe_cluster()
         run.result["cluster_brokers"] = len(cluster.get("brokers", []))
         run.check(len(cluster.get("brokers", [])) >= 1, f"describe_cluster: {cluster}")
+    with run.step("broker_version"):
+        # kafka-python infers the broker's Kafka version from its ApiVersions ranges.
+        node = cluster["brokers"][0]["broker_id"]
+        run.result["broker_version"] = list(admin.get_broker_version_data(node).broker_version)
 
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,

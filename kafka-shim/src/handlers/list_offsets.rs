@@ -31,8 +31,12 @@ impl Broker {
                     .with_offset(-1);
                 let part = match &topic {
                     _ if !described => Err(KafkaCode::TopicAuthorizationFailed),
-                    Some(topic) => self.partition(topic, p.partition_index).await,
                     None => Err(KafkaCode::UnknownTopicOrPartition),
+                    // Leader epochs stay 0 here (see Fetch).
+                    Some(_) if version >= 4 && p.current_leader_epoch > 0 => {
+                        Err(KafkaCode::UnknownLeaderEpoch)
+                    }
+                    Some(topic) => self.partition(topic, p.partition_index).await,
                 };
                 match part {
                     Err(code) => r.error_code = code.code(),
@@ -48,6 +52,10 @@ impl Broker {
                             }
                             -1 => r.offset = hwm,
                             -2 => r.offset = start,
+                            // KIP-405/KIP-1005: with no tiered storage the local log starts
+                            // where the log does, and nothing is tiered (no offset).
+                            -4 if version >= 8 => r.offset = start,
+                            -5 if version >= 9 => {}
                             -3 if version >= 7 => match part.max_timestamp().await {
                                 Ok(Some((offset, ts))) => {
                                     r.offset = offset;

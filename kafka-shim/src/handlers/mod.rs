@@ -3,7 +3,10 @@
 //! [`crate::txn`]): one file per API, each an `impl Broker` block. Dispatch and the
 //! partition registry stay in [`crate::broker`].
 
+mod alter_configs;
+mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -12,4 +15,5 @@ mod find_coordinator;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;

@@ -32,14 +32,14 @@ impl Broker {
             let topic = self.topics.get(&name);
             for part in topic_data.partition_data {
                 let index = part.index;
-                let outcome: Result<(Arc<Partition>, i64, i64), KafkaCode> = async {
+                let outcome: Result<(Arc<Partition>, i64, i64), Refused> = async {
                     if transactional_id.as_deref().is_some_and(|t| {
                         !self.allowed(session, Operation::Write, ResourceType::TransactionalId, t)
                     }) {
-                        return Err(KafkaCode::TransactionalIdAuthorizationFailed);
+                        return Err(KafkaCode::TransactionalIdAuthorizationFailed.into());
                     }
                     if !self.allowed(session, Operation::Write, ResourceType::Topic, &name) {
-                        return Err(KafkaCode::TopicAuthorizationFailed);
+                        return Err(KafkaCode::TopicAuthorizationFailed.into());
                     }
                     let topic = topic.as_ref().ok_or(KafkaCode::UnknownTopicOrPartition)?;
                     let records = part.records.as_ref().ok_or(KafkaCode::CorruptMessage)?;
@@ -50,11 +50,14 @@ impl Broker {
                     let limit = topic.max_message_bytes(&self.config.topic_defaults);
                     for (h, _) in &batches {
                         if h.size as i64 > limit {
-                            return Err(KafkaCode::MessageTooLarge);
+                            return Err(KafkaCode::MessageTooLarge.into());
                         }
                         if h.compression() == 4 && version < 7 {
-                            return Err(KafkaCode::UnsupportedCompressionType);
+                            return Err(KafkaCode::UnsupportedCompressionType.into());
                         }
+                    }
+                    if topic.compacted(&self.config.topic_defaults) {
+                        refuse_records_without_key(&batches, &name, index)?;
                     }
                     // A transactional batch only into a partition of its producer's open
                     // transaction (Kafka's verification, KIP-890); one without a
@@ -91,17 +94,30 @@ impl Broker {
                     Ok((p, first, last)) => p
                         .wait_acknowledged(last, timeout_ms)
                         .await
-                        .map(|()| (p, first)),
-                    Err(code) => Err(code),
+                        .map(|()| (p, first))
+                        .map_err(Refused::from),
+                    Err(refused) => Err(refused),
                 };
                 match result {
                     Ok((p, first)) => {
                         resp.base_offset = first;
                         resp.log_start_offset = p.offsets().0;
                     }
-                    Err(code) => {
+                    Err(refused) => {
                         metrics.produce_errors.fetch_add(1, Ordering::Relaxed);
-                        resp.error_code = code.code();
+                        resp.error_code = refused.code.code();
+                        if version >= 8 && !refused.records.is_empty() {
+                            resp.error_message = Some(str_bytes(&refused.message()));
+                            resp.record_errors = refused
+                                .records
+                                .iter()
+                                .map(|(i, m)| {
+                                    produce_response::BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(*i)
+                                        .with_batch_index_error_message(Some(str_bytes(m)))
+                                })
+                                .collect();
+                        }
                     }
                 }
                 match topics.last_mut() {
@@ -127,4 +143,67 @@ fn batch_code(e: &BatchError) -> KafkaCode {
         BatchError::Magic(_) | BatchError::Invalid(_) => KafkaCode::InvalidRecord,
         BatchError::Compression(_) => KafkaCode::UnsupportedCompressionType,
     }
+}
+
+/// Why a partition's part of a produce request was refused: the code, and for record-level
+/// refusals (Produce v8+) which records and why.
+struct Refused {
+    code: KafkaCode,
+    records: Vec<(i32, String)>,
+}
+
+impl From<KafkaCode> for Refused {
+    fn from(code: KafkaCode) -> Self {
+        Refused {
+            code,
+            records: Vec::new(),
+        }
+    }
+}
+
+impl Refused {
+    /// Kafka's message for record errors (`LogValidator.processRecordErrors`).
+    fn message(&self) -> String {
+        let shown: Vec<String> = self
+            .records
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+            .collect();
+        format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            self.records.len(),
+            shown.join(", ")
+        )
+    }
+}
+
+/// A compacted topic refuses records without a key, as Kafka's log validator does: the
+/// whole partition's data is refused (nothing is appended) with INVALID_RECORD, and each
+/// such record is named by its position in the request's records.
+fn refuse_records_without_key(
+    batches: &[(batch::BatchHeader, bytes::Bytes)],
+    topic: &str,
+    partition: i32,
+) -> Result<(), Refused> {
+    let mut records = Vec::new();
+    let mut at = 0i32;
+    for (h, b) in batches {
+        for i in batch::records_without_key(b).map_err(|e| Refused::from(batch_code(&e)))? {
+            records.push((
+                at + i,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+                ),
+            ));
+        }
+        at = at.saturating_add(h.record_count);
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    Err(Refused {
+        code: KafkaCode::InvalidRecord,
+        records,
+    })
 }

@@ -377,7 +377,11 @@ impl ScramServer {
         if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
             return Err(SaslFailure::Generic("channel binding mismatch".into()));
         }
-        if their_nonce != nonce {
+        // RFC 5802 wants the nonce of server-first back unchanged. librdkafka before 2.6.1
+        // (Milvus 2.6 links 1.9.1) sends its own nonce once more in front of it; Kafka accepts
+        // that since 3.8.1 by checking only the end, and so does this broker. The proof still
+        // covers the message as sent.
+        if !their_nonce.ends_with(nonce.as_str()) {
             return Err(SaslFailure::Generic(
                 "Invalid client nonce in the final client message.".into(),
             ));
@@ -433,6 +437,17 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> (String, Vec<u8>) {
+        client_final_echoing(m, password, client_first_bare, server_first, "")
+    }
+
+    /// The same, sending `prefix` in front of the nonce it echoes.
+    fn client_final_echoing(
+        m: ScramMechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        prefix: &str,
+    ) -> (String, Vec<u8>) {
         let mut fields = server_first.split(',');
         let nonce = fields.next().unwrap().strip_prefix("r=").unwrap();
         let salt = B64
@@ -448,7 +463,7 @@ mod tests {
         let salted = m.salted_password(password.as_bytes(), &salt, iterations);
         let client_key = m.mac(&salted, b"Client Key");
         let stored_key = digest::digest(m.digest(), &client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={prefix}{nonce}");
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = m.mac(stored_key.as_ref(), auth.as_bytes());
         let proof: Vec<u8> = client_key
@@ -493,6 +508,38 @@ mod tests {
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
         );
         assert_eq!(server.user(), Some("user"));
+    }
+
+    #[test]
+    fn librdkafka_before_2_6_1_sends_its_nonce_twice_and_is_accepted_as_kafka_does() {
+        let m = ScramMechanism::Sha512;
+        let cred = ScramCredential::from_password(m, "s3cret", 4096);
+        // librdkafka's doubled nonce, the RFC's, and any other prefix (Kafka checks the end).
+        for prefix in ["abcdef", "", "zz"] {
+            let mut server = ScramServer::new(m);
+            let bare = "n=milvus,r=abcdef";
+            server
+                .client_first(format!("n,,{bare}").as_bytes())
+                .unwrap();
+            let sf = String::from_utf8(server.server_first(Some(cred.clone())).unwrap()).unwrap();
+            let (cf, expected) = client_final_echoing(m, "s3cret", bare, &sf, prefix);
+            assert_eq!(server.client_final(cf.as_bytes()), Ok(expected), "{prefix}");
+        }
+        // A nonce that does not end with the server's is refused.
+        let mut server = ScramServer::new(m);
+        let bare = "n=milvus,r=abcdef";
+        server
+            .client_first(format!("n,,{bare}").as_bytes())
+            .unwrap();
+        let sf = String::from_utf8(server.server_first(Some(cred.clone())).unwrap()).unwrap();
+        let (cf, _) = client_final(m, "s3cret", bare, &sf);
+        let truncated = cf.replacen(",p=", "X,p=", 1);
+        assert_eq!(
+            server.client_final(truncated.as_bytes()),
+            Err(SaslFailure::Generic(
+                "Invalid client nonce in the final client message.".into()
+            ))
+        );
     }
 
     #[test]

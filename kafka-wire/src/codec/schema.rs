@@ -336,11 +336,32 @@ pub(crate) const APIS: &[Api] = &[
         f("TopicNames", "0-5", STRINGS),
         f("TimeoutMs", "0+", Int32),
     ]),
+    api(21, "DeleteRecordsRequest", "0-2", "2+", &[
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Partitions", "0+", Ty::Array(&Ty::Struct(&[
+                f("PartitionIndex", "0+", Int32),
+                f("Offset", "0+", Int64),
+            ]))),
+        ]))),
+        f("TimeoutMs", "0+", Int32),
+    ]),
     api(22, "InitProducerIdRequest", "0-5", "2+", &[
         f("TransactionalId", "0+", String),
         f("TransactionTimeoutMs", "0+", Int32),
         f("ProducerId", "3+", Int64),
         f("ProducerEpoch", "3+", Int16),
+    ]),
+    api(23, "OffsetForLeaderEpochRequest", "0-4", "4+", &[
+        f("ReplicaId", "3+", Int32),
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Topic", "0+", String),
+            f("Partitions", "0+", Ty::Array(&Ty::Struct(&[
+                f("Partition", "0+", Int32),
+                f("CurrentLeaderEpoch", "2+", Int32),
+                f("LeaderEpoch", "0+", Int32),
+            ]))),
+        ]))),
     ]),
     api(24, "AddPartitionsToTxnRequest", "0-5", "3+", &[
         f("Transactions", "4+", Ty::Array(&Ty::Struct(&[
@@ -425,11 +446,45 @@ pub(crate) const APIS: &[Api] = &[
         f("IncludeSynonyms", "1+", Bool),
         f("IncludeDocumentation", "3+", Bool),
     ]),
+    api(33, "AlterConfigsRequest", "0-2", "2+", &[
+        f("Resources", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceType", "0+", Int8),
+            f("ResourceName", "0+", String),
+            f("Configs", "0+", Ty::Array(&Ty::Struct(&[
+                f("Name", "0+", String),
+                f("Value", "0+", String),
+            ]))),
+        ]))),
+        f("ValidateOnly", "0+", Bool),
+    ]),
     api(36, "SaslAuthenticateRequest", "0-2", "2+", &[
         f("AuthBytes", "0+", Bytes),
     ]),
+    api(37, "CreatePartitionsRequest", "0-3", "2+", &[
+        f("Topics", "0+", Ty::Array(&Ty::Struct(&[
+            f("Name", "0+", String),
+            f("Count", "0+", Int32),
+            f("Assignments", "0+", Ty::Array(&Ty::Struct(&[
+                f("BrokerIds", "0+", INT32S),
+            ]))),
+        ]))),
+        f("TimeoutMs", "0+", Int32),
+        f("ValidateOnly", "0+", Bool),
+    ]),
     api(42, "DeleteGroupsRequest", "0-2", "2+", &[
         f("GroupsNames", "0+", STRINGS),
+    ]),
+    api(44, "IncrementalAlterConfigsRequest", "0-1", "1+", &[
+        f("Resources", "0+", Ty::Array(&Ty::Struct(&[
+            f("ResourceType", "0+", Int8),
+            f("ResourceName", "0+", String),
+            f("Configs", "0+", Ty::Array(&Ty::Struct(&[
+                f("Name", "0+", String),
+                f("ConfigOperation", "0+", Int8),
+                f("Value", "0+", String),
+            ]))),
+        ]))),
+        f("ValidateOnly", "0+", Bool),
     ]),
     api(47, "OffsetDeleteRequest", "0", "none", &[
         f("GroupId", "0+", String),
