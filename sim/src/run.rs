@@ -367,31 +367,44 @@ fn spawn_fault_driver(
     })
 }
 
-/// Reads the whole log from the start until `last` was read.
+/// Reads the whole log from the start until `last` was read. Retriable read errors are
+/// retried (an application would) within the bound; anything else ends the read. Returns
+/// what was read, and the failure that stopped it early, if any.
 async fn read_all(
     ctx: &Ctx,
     log: &LogHandle,
     last: LogMessageId,
     phase: &str,
-) -> Result<Vec<(LogMessageId, String)>, Failure> {
+) -> (Vec<(LogMessageId, String)>, Option<Failure>) {
+    let mut out = Vec::new();
     let mut reader =
         match tokio::time::timeout(READ_BOUND, log.open_reader(LogMessageId::EARLIEST, None)).await
         {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(ctx.err(phase, e)),
-            Err(_) => return Err(ctx.hang(phase)),
+            Ok(Err(e)) => return (out, Some(ctx.err(phase, e))),
+            Err(_) => return (out, Some(ctx.hang(phase))),
         };
-    let mut out = Vec::new();
     loop {
-        let m = match tokio::time::timeout(READ_BOUND, reader.read_next()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(ctx.err(phase, format!("after {} entries: {e}", out.len()))),
-            Err(_) => {
-                return Err(ctx.hang(&format!(
-                    "{phase} (after {} entries, waiting past {:?} for {last:?})",
-                    out.len(),
-                    out.last().map(|(id, _): &(LogMessageId, String)| *id)
-                )));
+        let started = tokio::time::Instant::now();
+        let m = loop {
+            let left = READ_BOUND.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, reader.read_next()).await {
+                Ok(Ok(m)) => break m,
+                Ok(Err(e)) if e.is_retriable() && started.elapsed() < READ_BOUND => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => {
+                    let f = ctx.err(phase, format!("after {} entries: {e}", out.len()));
+                    return (out, Some(f));
+                }
+                Err(_) => {
+                    let f = ctx.hang(&format!(
+                        "{phase} (after {} entries, waiting past {:?} for {last:?})",
+                        out.len(),
+                        out.last().map(|(id, _): &(LogMessageId, String)| *id)
+                    ));
+                    return (out, Some(f));
+                }
             }
         };
         let id = m.id;
@@ -401,7 +414,39 @@ async fn read_all(
         }
     }
     let _ = reader.close().await;
-    Ok(out)
+    (out, None)
+}
+
+/// The violations among entries up to where a read that stopped early got: acknowledged
+/// entries past the last one read are not judged.
+fn check_partial(h: &History, read: &[(LogMessageId, String)]) -> Vec<Violation> {
+    let Some((reached, _)) = read.last() else {
+        return Vec::new();
+    };
+    let partial = History {
+        acks: h
+            .acks
+            .iter()
+            .filter(|a| a.id <= *reached)
+            .cloned()
+            .collect(),
+        sent: h.sent.clone(),
+        reads: read.to_vec(),
+    };
+    check(&partial)
+}
+
+/// A read that stopped early: the failure, with what the entries before the stop show.
+fn stopped(ctx: &Ctx, read: &[(LogMessageId, String)], f: Failure) -> Failure {
+    let violations = check_partial(&ctx.lock(), read);
+    if violations.is_empty() {
+        f
+    } else {
+        Failure::Violations {
+            seed: ctx.seed,
+            violations,
+        }
+    }
 }
 
 async fn run(plan: Plan) -> Result<Report, Failure> {
@@ -551,7 +596,10 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
         .ok_or_else(|| ctx.err("recovery writes", "nothing acknowledged"))?;
 
     // 4. read from the LogStores.
-    let first_read = read_all(&ctx, &log, last, "read back").await?;
+    let (first_read, stop) = read_all(&ctx, &log, last, "read back").await;
+    if let Some(f) = stop {
+        return Err(stopped(&ctx, &first_read, f));
+    }
     ctx.lock().reads = first_read.clone();
     let violations = check(&ctx.lock());
     if !violations.is_empty() {
@@ -582,16 +630,16 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
     }
     // The log is read again even when a segment did not seal: what a reader gets from a
     // partly compacted log is part of the finding.
-    let second_read = read_all(&ctx, &log, last, "read back after compaction").await;
+    let (second_read, stop) = read_all(&ctx, &log, last, "read back after compaction").await;
     if sealed < segments {
-        let lost = match &second_read {
-            Ok(r) => first_read
+        let lost = match &stop {
+            None => first_read
                 .iter()
-                .filter(|e| !r.contains(e))
+                .filter(|e| !second_read.contains(e))
                 .map(|(id, p)| format!("{p} at {id:?}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            Err(e) => format!("(the second read failed: {e})"),
+            Some(e) => format!("(the second read failed: {e})"),
         };
         return Err(ctx.err(
             "compaction",
@@ -601,7 +649,9 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
             ),
         ));
     }
-    let second_read = second_read?;
+    if let Some(f) = stop {
+        return Err(stopped(&ctx, &second_read, f));
+    }
     ctx.lock().reads = second_read.clone();
     let violations = check(&ctx.lock());
     if !violations.is_empty() {

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     let mut simulated = Duration::ZERO;
     let mut faults = FaultCounts::default();
     let mut failed = Vec::new();
+    let (mut violated, mut lost, mut hangs, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut seed = first;
     while Instant::now() < deadline {
         match sim::run_seed(seed) {
@@ -39,6 +40,17 @@ fn main() -> anyhow::Result<()> {
             }
             Err(e) => {
                 eprintln!("FAILED {e}");
+                match &e {
+                    sim::Failure::Violations { violations, .. } => {
+                        violated += 1;
+                        lost += violations
+                            .iter()
+                            .filter(|v| matches!(v, sim::check::Violation::Lost { .. }))
+                            .count() as u64;
+                    }
+                    sim::Failure::Hang { .. } => hangs += 1,
+                    sim::Failure::Error { .. } => errors += 1,
+                }
                 failed.push(seed);
             }
         }
@@ -48,6 +60,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "seeds {first}..{seed}: {runs} runs, {} failed",
         failed.len()
+    );
+    println!(
+        "failed runs: {violated} broke an invariant of the history, {hangs} hung, {errors} \
+         ended in an error (a failed run's history is checked up to where its read stopped)"
     );
     println!("acknowledged entries checked: {acked}; segments sealed and re-read: {sealed}");
     println!("simulated time: {} s", simulated.as_secs());
@@ -63,8 +79,8 @@ fn main() -> anyhow::Result<()> {
     println!("  object errors before  {}", faults.object_errors_before);
     println!("  object errors after   {}", faults.object_errors_after);
     println!("  runs with object latency {}", faults.object_latency_runs);
+    println!("lost acknowledged entries: {lost}");
     if failed.is_empty() {
-        println!("lost acknowledged entries: 0");
         Ok(())
     } else {
         anyhow::bail!("failing seeds: {failed:?}")
