@@ -1,33 +1,28 @@
 //! Simulation seeds: a fixed CI set, regression seeds, and one seed from `SIM_SEED`.
 //!
 //! `SIM_SEEDS=N` changes how many seeds the CI set runs (default 24, seeds 1000 and up).
-//! Seeds that found an open engine bug are listed in [`KNOWN_BUGS`] with the bug, left out
-//! of the CI set, and each has an ignored test that fails until the bug is fixed
-//! (`cargo test -p woodpecker-sim --test seeds -- --ignored`); when a fix lands, its seeds
-//! come out of the list and the tests lose their `#[ignore]`.
+//! Seeds that found an engine bug stay as tests of their own, named after the bug, so that
+//! it cannot come back unseen; a seed that finds an open bug is listed in [`KNOWN_BUGS`],
+//! left out of the CI set, and given an ignored test until the fix lands.
 
 use sim::run_seed;
 
-/// Seeds of the CI range that fail today because of an open engine bug (see the README's
-/// simulation section, "Findings").
-const KNOWN_BUGS: &[(u64, &str)] = &[
-    (1015, THIN_TAIL),
-    (1024, THIN_TAIL),
-    (1037, SHORT_COMPACTION),
-    (1038, THIN_TAIL),
-    (1047, THIN_TAIL),
-];
+/// Seeds of the CI range that fail today because of an open engine bug (none open).
+const KNOWN_BUGS: &[(u64, &str)] = &[];
 
-/// A replica completed by the old writer at its LAC answers a later fence with its last
-/// stored entry (above that LAC); recovery completes the segment there, but that replica
-/// serves only up to its footer LAC and no other replica holds the tail: a reader waits
-/// for ever at the segment's last entry.
-const THIN_TAIL: &str = "recovery completes a segment beyond what any replica serves";
+/// Found by seeds 1015, 1024, 1038 and 1047 (fixed): a replica completed by the old writer at
+/// its LAC answered a later fence with its last stored entry, above that LAC; recovery
+/// completed the segment there, but that replica serves only up to its footer LAC and no
+/// other replica held the tail, so a reader waited for ever at the segment's last entry. A
+/// completed replica now answers fence, completion and last-entry queries with what it
+/// serves (`staged::StagedLogStore::fence`).
+const THIN_TAIL: &str = "recovery completed a segment beyond what any replica serves";
 
-/// A replica completed by the old writer at its LAC compacts the segment short of the
-/// LAC recovery completed it at; the short copy in object storage is write-once, so the
-/// auditor never seals the segment and readers served from it wait for the missing tail.
-const SHORT_COMPACTION: &str = "a replica completed at an older LAC compacts the segment short";
+/// Found by seed 1037 (fixed): a replica completed at an older LAC compacted the segment
+/// short of the LAC recovery completed it at; the object copy is written once, so the
+/// auditor never sealed the segment. The auditor now compacts only from a replica that
+/// serves the whole segment.
+const SHORT_COMPACTION: &str = "a replica completed at an older LAC compacted the segment short";
 
 fn run(seed: u64) -> sim::Report {
     match run_seed(seed) {
@@ -108,32 +103,18 @@ fn a_seed_reproduces_its_plan_and_timed_faults() {
     }
 }
 
+/// The regression seeds of fixed bugs.
 #[test]
-#[ignore = "open bug: recovery completes a segment beyond what any replica serves"]
-fn seed_1015_thin_tail_completion() {
-    run(1015);
-}
-
-#[test]
-#[ignore = "open bug: recovery completes a segment beyond what any replica serves"]
-fn seed_1024_thin_tail_completion() {
-    run(1024);
-}
-
-#[test]
-#[ignore = "open bug: a replica completed at an older LAC compacts the segment short"]
-fn seed_1037_short_compaction() {
-    run(1037);
-}
-
-#[test]
-#[ignore = "open bug: recovery completes a segment beyond what any replica serves"]
-fn seed_1038_thin_tail_completion() {
-    run(1038);
-}
-
-#[test]
-#[ignore = "open bug: recovery completes a segment beyond what any replica serves"]
-fn seed_1047_thin_tail_completion() {
-    run(1047);
+fn seeds_of_fixed_bugs() {
+    for (seed, bug) in [
+        (1015, THIN_TAIL),
+        (1024, THIN_TAIL),
+        (1037, SHORT_COMPACTION),
+        (1038, THIN_TAIL),
+        (1047, THIN_TAIL),
+    ] {
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed} ({bug}) fails again: {e}");
+        }
+    }
 }
