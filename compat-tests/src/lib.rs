@@ -173,6 +173,11 @@ impl Server {
         self.kafka_addr.to_string()
     }
 
+    /// The server process's id while it runs (for signals such as SIGSTOP and SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -357,6 +357,23 @@ impl Replicas {
         let mut short = None;
         let mut failed = None;
         for (i, node) in self.nodes.iter().enumerate() {
+            // The object copy is written once: a replica that serves less than the segment
+            // holds (completed at an older LAC by a writer that was then replaced) must not
+            // be the one to write it, or the segment could never be sealed whole.
+            match node
+                .get_segment_last_add_confirmed(self.log_id, self.segment_id)
+                .await
+            {
+                Ok(served) if served < expected_last => {
+                    tracing::debug!(log = %self.log, segment = self.segment_id, node = node.endpoint(), served, expected_last, "replica serves less than the segment holds; not compacting from it");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            }
             match node.compact_segment(self.log_id, self.segment_id).await {
                 Ok(r) if r.last_entry_id >= expected_last => {
                     self.notify_compacted(Some(i)).await;
@@ -372,7 +389,13 @@ impl Replicas {
         match (short, failed) {
             (Some(r), _) => Ok(r),
             (None, Some(e)) => Err(e.into()),
-            (None, None) => unreachable!("a segment has at least one replica"),
+            (None, None) => Err(ClientError::QuorumFailed {
+                log: self.log.clone(),
+                segment: self.segment_id,
+                reason: format!(
+                    "no replica serves the segment up to its last entry {expected_last}; not compacting"
+                ),
+            }),
         }
     }
 

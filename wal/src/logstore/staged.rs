@@ -205,7 +205,8 @@ impl StagedStore {
         self.local.processor(log_id, segment_id).await
     }
 
-    /// FenceSegment: stops appends and returns the last entry stored here (-1 when none).
+    /// FenceSegment: stops appends and returns the last entry this replica serves (-1 when
+    /// none): the last stored one, or at most the footer's LAC once completed.
     pub async fn fence(&self, log_id: i64, segment_id: i64) -> Result<i64> {
         if self.is_compacted(log_id, segment_id).await {
             return Ok(self
@@ -213,12 +214,26 @@ impl StagedStore {
                 .await?
                 .last_entry_id());
         }
-        self.local.fence_segment(log_id, segment_id).await
+        let last = self.local.fence_segment(log_id, segment_id).await?;
+        self.served_tail(log_id, segment_id, last).await
+    }
+
+    /// What a replica serves of a segment whose last stored entry is `last`: reads stop at a
+    /// completed segment's footer LAC, so entries stored past it (written but never
+    /// acknowledged when the writer completed this replica) are not this replica's to offer.
+    /// Recovery and compaction must count only what a replica serves: a fence reply above it
+    /// would complete the segment at entries no replica gives readers.
+    async fn served_tail(&self, log_id: i64, segment_id: i64, last: i64) -> Result<i64> {
+        Ok(match self.lac(log_id, segment_id).await? {
+            Some(lac) if lac.complete => last.min(lac.value),
+            _ => last,
+        })
     }
 
     /// CompleteSegment: writes the local footer with `lac` (the quorum's completion target)
-    /// and returns the last entry stored here. Idempotent: a segment completed before keeps
-    /// its first LAC.
+    /// and returns the last entry this replica serves (see [`fence`](Self::fence)).
+    /// Idempotent: a segment completed before keeps its first LAC, and answers with what
+    /// that LAC lets it serve.
     pub async fn complete(&self, log_id: i64, segment_id: i64, lac: i64) -> Result<i64> {
         if lac < -1 {
             return Err(LogStoreError::InvalidEntryId {
@@ -235,7 +250,7 @@ impl StagedStore {
         let last = self.local.complete_segment(log_id, segment_id, lac).await?;
         // The footer's LAC is what counts from now on (a first completion's, if there were two).
         self.state().lacs.remove(&(log_id, segment_id));
-        Ok(last)
+        self.served_tail(log_id, segment_id, last).await
     }
 
     /// UpdateLastAddConfirmed: raises the LAC this replica serves up to (never lowers it).
@@ -397,8 +412,8 @@ impl StagedStore {
         Ok(ReadResult { entries, end })
     }
 
-    /// The last entry id stored here (-1 when none): the local one, or the object footer's
-    /// once compacted.
+    /// The last entry id this replica serves (-1 when none): the local one (at most the
+    /// footer's LAC once completed), or the object footer's once compacted.
     pub async fn last_entry_id(&self, log_id: i64, segment_id: i64) -> Result<i64> {
         if self.is_compacted(log_id, segment_id).await {
             return Ok(self
@@ -406,7 +421,8 @@ impl StagedStore {
                 .await?
                 .last_entry_id());
         }
-        self.local.segment_last_entry_id(log_id, segment_id).await
+        let last = self.local.segment_last_entry_id(log_id, segment_id).await?;
+        self.served_tail(log_id, segment_id, last).await
     }
 
     /// Blocks of the segment: local blocks, or merged blocks once compacted.

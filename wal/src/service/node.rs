@@ -166,6 +166,28 @@ impl LogStoreNode {
         membership: Arc<Membership>,
         clock: ClockRef,
     ) -> Result<Arc<LogStoreNode>> {
+        let tenants = Tenants::new(settings.tenants.clone(), clock.clone());
+        Self::open_with(settings, membership, clock, tenants).await
+    }
+
+    /// [`open`](Self::open), with every tenant's objects in `store` instead of the store
+    /// `settings.tenants.minio` names (see [`Tenants::with_object_store`]).
+    pub async fn open_with_object_store(
+        settings: NodeSettings,
+        membership: Arc<Membership>,
+        clock: ClockRef,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Result<Arc<LogStoreNode>> {
+        let tenants = Tenants::with_object_store(settings.tenants.clone(), clock.clone(), store);
+        Self::open_with(settings, membership, clock, tenants).await
+    }
+
+    async fn open_with(
+        settings: NodeSettings,
+        membership: Arc<Membership>,
+        clock: ClockRef,
+        tenants: Tenants,
+    ) -> Result<Arc<LogStoreNode>> {
         let data_dir = settings.tenants.data_dir.clone();
         std::fs::create_dir_all(data_dir.join(".node")).map_err(|e| {
             ServiceError::Internal(format!("cannot create {}: {e}", data_dir.display()))
@@ -175,7 +197,7 @@ impl LogStoreNode {
             .and_then(|s| Lifecycle::from_str(&s))
             .unwrap_or(Lifecycle::Active);
         let node = Arc::new(LogStoreNode {
-            tenants: Tenants::new(settings.tenants.clone(), clock.clone()),
+            tenants,
             settings,
             membership,
             metrics: Arc::new(Metrics::default()),

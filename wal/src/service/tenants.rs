@@ -120,6 +120,22 @@ impl Tenants {
         }
     }
 
+    /// No tenant open yet; every tenant's objects live in `store` (under its bucket and
+    /// root), whatever `settings.minio` says. The seam for harnesses that run several nodes
+    /// in one process over one shared, possibly fault-injecting, object store.
+    pub fn with_object_store(
+        settings: TenantSettings,
+        clock: ClockRef,
+        store: Arc<dyn ObjectStore>,
+    ) -> Tenants {
+        Tenants {
+            settings,
+            clock,
+            map: Mutex::new(HashMap::new()),
+            memory: Some(store),
+        }
+    }
+
     /// The settings.
     pub fn settings(&self) -> &TenantSettings {
         &self.settings
