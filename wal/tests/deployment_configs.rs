@@ -1,14 +1,15 @@
 //! The example configurations in `deployments/config` parse and validate.
 
-use storage::config::{CloudProvider, ConditionWriteMode, StorageConfig, StorageType};
+use storage::config::{CloudProvider, ConditionWriteMode, StorageType};
+use wal::config::Config;
 
-fn load(name: &str) -> StorageConfig {
+fn load(name: &str) -> Config {
     let path = format!(
         "{}/../deployments/config/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    StorageConfig::from_yaml_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    Config::from_yaml_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
