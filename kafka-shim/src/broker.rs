@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use crate::codec::{Body, Request};
 use wal::client::Client;
+use wal::clock::{Clock, ClockRef, SystemClock};
 use wal::meta::kv::Kv;
 
 use crate::TopicCatalog;
@@ -67,6 +68,20 @@ pub struct BrokerConfig {
     pub advertised_listeners: Option<String>,
     /// Transaction-coordinator settings.
     pub transactions: TxnSettings,
+    /// The broker's time: topic creation times, retention, fetch waits, reopen pauses. The
+    /// group and transaction coordinators read the clocks of their own settings;
+    /// [`BrokerConfig::with_clock`] sets all three.
+    pub clock: ClockRef,
+}
+
+impl BrokerConfig {
+    /// These settings with `clock` as the time of the broker and of its coordinators.
+    pub fn with_clock(mut self, clock: ClockRef) -> Self {
+        self.groups.clock = clock.clone();
+        self.transactions.clock = clock.clone();
+        self.clock = clock;
+        self
+    }
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +98,7 @@ impl Default for BrokerConfig {
             authorizer: None,
             advertised_listeners: None,
             transactions: TxnSettings::default(),
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -124,10 +140,8 @@ impl TopicCatalog for Broker {
 /// The answer to one request: an encoded response body, or nothing (acks=0 produce).
 pub type Reply = Result<Option<BytesMut>, ShimError>;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+fn now_ms(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now_millis()).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn encode<T: Encodable>(msg: &T, version: i16) -> Reply {
@@ -175,12 +189,13 @@ impl Broker {
         metrics
             .topics
             .store(topics.all().len() as i64, Ordering::Relaxed);
+        let reopen = ReopenBackoff::new(config.clock.clone());
         let broker = Arc::new(Broker {
             config,
             client,
             topics,
             partitions: Mutex::new(HashMap::new()),
-            reopen: ReopenBackoff::default(),
+            reopen,
             producer_ids,
             groups,
             authorizer,
@@ -350,7 +365,7 @@ impl Broker {
             id: uuid::Uuid::new_v4(),
             partitions,
             configs,
-            created_ms: now_ms(),
+            created_ms: now_ms(self.config.clock.as_ref()),
         };
         let created = self.topics.create(topic).await?;
         if created.is_ok() {
@@ -399,7 +414,7 @@ impl Broker {
 
     /// Runs retention over every topic once.
     pub async fn apply_retention(&self) {
-        let now = now_ms();
+        let now = now_ms(self.config.clock.as_ref());
         for topic in self.topics.all() {
             let ms = topic.retention_ms(&self.config.topic_defaults);
             let bytes = topic.retention_bytes(&self.config.topic_defaults);
@@ -421,11 +436,10 @@ impl Broker {
     pub fn spawn_retention(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(self);
         let every = self.config.retention_check_interval;
+        let clock = self.config.clock.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
             loop {
-                tick.tick().await;
+                clock.sleep(every).await;
                 let Some(broker) = me.upgrade() else { return };
                 broker.apply_retention().await;
             }
@@ -683,8 +697,8 @@ impl Broker {
     // ---------------------------------------------------------------- fetch
 
     async fn fetch(self: Arc<Self>, session: &Session, req: FetchRequest, version: i16) -> Reply {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let clock = self.config.clock.clone();
+        let deadline = clock.now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let max_bytes = if version >= 3 && req.max_bytes > 0 {
             req.max_bytes as usize
         } else {
@@ -807,7 +821,7 @@ impl Broker {
                     ),
                 }
             }
-            let now = tokio::time::Instant::now();
+            let now = clock.now();
             if total >= min_bytes.max(1) || errors || now >= deadline || wanted.is_empty() {
                 self.metrics.fetched(total as u64);
                 return encode(&FetchResponse::default().with_responses(topics), version);
@@ -826,7 +840,10 @@ impl Broker {
                     .map(|r| Box::pin(r.changed()))
                     .collect::<Vec<_>>(),
             );
-            let _ = tokio::time::timeout_at(deadline, changed).await;
+            tokio::select! {
+                _ = changed => {}
+                () = clock.sleep_until(deadline) => {}
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -44,8 +44,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 use tokio::sync::{Notify, oneshot};
-use tokio::time::Instant;
+use wal::clock::{Clock, ClockRef, SystemClock};
 use wal::meta::kv::{Kv, KvError, Txn, TxnOp};
 
 use crate::TopicCatalog;
@@ -67,7 +68,7 @@ const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 const MIN_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Coordinator settings (Kafka's `group.*` and `offsets.*` broker settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GroupSettings {
     /// How long a rebalance of an Empty group waits for more members
     /// (`group.initial.rebalance.delay.ms`; Kafka's default is 3 s, ours 100 ms).
@@ -79,6 +80,8 @@ pub struct GroupSettings {
     /// How long the offsets of an Empty group are kept (`offsets.retention.minutes`);
     /// `None` keeps them forever.
     pub offsets_retention: Option<Duration>,
+    /// The coordinator's time: session and rebalance timeouts, offset retention.
+    pub clock: ClockRef,
 }
 
 impl Default for GroupSettings {
@@ -88,6 +91,7 @@ impl Default for GroupSettings {
             min_session_timeout: Duration::from_secs(6),
             max_session_timeout: Duration::from_secs(30 * 60),
             offsets_retention: None,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -225,15 +229,18 @@ struct Group {
     statics: HashMap<String, String>,
     rebalance_deadline: Option<Instant>,
     initial: Option<InitialDelay>,
-    /// Since when the group is Empty (tokio time), for forgetting it.
+    /// Since when the group is Empty (monotonic), for forgetting it.
     empty_since: Instant,
     /// Since when the group is Empty (wall clock), for offset retention.
     empty_since_ms: i64,
     offsets: BTreeMap<String, BTreeMap<i32, StoredOffset>>,
+    /// The coordinator's clock.
+    clock: ClockRef,
 }
 
 impl Group {
-    fn new(now: Instant) -> Self {
+    fn new(clock: &ClockRef) -> Self {
+        let now = clock.now();
         Group {
             state: GroupState::Empty,
             generation: 0,
@@ -246,8 +253,9 @@ impl Group {
             rebalance_deadline: None,
             initial: None,
             empty_since: now,
-            empty_since_ms: wall_ms(),
+            empty_since_ms: wall_ms(clock.as_ref()),
             offsets: BTreeMap::new(),
+            clock: clock.clone(),
         }
     }
 
@@ -481,7 +489,7 @@ impl Group {
     fn become_empty(&mut self, now: Instant) {
         self.state = GroupState::Empty;
         self.empty_since = now;
-        self.empty_since_ms = wall_ms();
+        self.empty_since_ms = wall_ms(self.clock.as_ref());
     }
 
     /// The JoinGroup answer describing the current generation to `member_id`.
@@ -699,7 +707,7 @@ impl Shared {
         };
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let _persist = self.persist.lock().await;
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.settings.clock.as_ref());
         let mut doomed = Vec::new();
         {
             let mut state = self.lock();
@@ -782,7 +790,6 @@ impl GroupCoordinator {
         });
         let root = shared.groups_key();
         let (kvs, _) = shared.kv.get_prefix(&root).await?;
-        let now = Instant::now();
         {
             let mut state = shared.lock();
             for entry in kvs {
@@ -808,7 +815,7 @@ impl GroupCoordinator {
                 state
                     .groups
                     .entry(group)
-                    .or_insert_with(|| Group::new(now))
+                    .or_insert_with(|| Group::new(&shared.settings.clock))
                     .offsets
                     .entry(topic)
                     .or_default()
@@ -872,7 +879,7 @@ impl GroupCoordinator {
         req: &JoinGroupRequest,
         version: i16,
     ) -> Reply<JoinGroupResponse, JoinGroupResponse> {
-        let now = Instant::now();
+        let now = self.settings().clock.now();
         let settings = self.settings();
         let group_id: &str = &req.group_id;
         let member_id: &str = &req.member_id;
@@ -916,7 +923,7 @@ impl GroupCoordinator {
             let created = !groups.contains_key(group_id);
             let group = groups
                 .entry(group_id.to_owned())
-                .or_insert_with(|| Group::new(now));
+                .or_insert_with(|| Group::new(&self.settings().clock));
             let reply = join_new_member(
                 group,
                 settings,
@@ -1014,7 +1021,7 @@ impl GroupCoordinator {
         req: &SyncGroupRequest,
         version: i16,
     ) -> Reply<SyncGroupResponse, SyncGroupResponse> {
-        let now = Instant::now();
+        let now = self.settings().clock.now();
         let fail = |e: ResponseError| Reply::Now(sync_error(e));
         if req.group_id.is_empty() {
             return fail(ResponseError::InvalidGroupId);
@@ -1109,7 +1116,7 @@ impl GroupCoordinator {
     }
 
     fn heartbeat_locked(&self, req: &HeartbeatRequest, version: i16) -> Result<(), ResponseError> {
-        let now = Instant::now();
+        let now = self.settings().clock.now();
         if req.group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -1185,7 +1192,7 @@ impl GroupCoordinator {
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> (i16, Vec<i16>) {
-        let now = Instant::now();
+        let now = self.settings().clock.now();
         if group_id.is_empty() {
             return (ResponseError::InvalidGroupId.code(), vec![0; leaving.len()]);
         }
@@ -1317,12 +1324,14 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
-        let now = Instant::now();
+        let now = self.settings().clock.now();
         let mut state = self.shared.lock();
         let Some(group) = state.groups.get_mut(group_id) else {
             if generation < 0 {
                 // A group that does not use the coordinator for membership.
-                state.groups.insert(group_id.to_string(), Group::new(now));
+                state
+                    .groups
+                    .insert(group_id.to_string(), Group::new(&self.settings().clock));
                 return Ok(());
             }
             return Err(ResponseError::IllegalGeneration);
@@ -1354,7 +1363,7 @@ impl GroupCoordinator {
         catalog: &dyn TopicCatalog,
         codes: &mut [Vec<i16>],
     ) {
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.settings().clock.as_ref());
         // The last write of each partition wins; the store refuses one key twice in a txn.
         let mut writes: BTreeMap<(String, i32), StoredOffset> = BTreeMap::new();
         let mut origin: Vec<((String, i32), usize, usize)> = Vec::new();
@@ -1409,7 +1418,7 @@ impl GroupCoordinator {
                     let group = state
                         .groups
                         .entry(group_id.to_owned())
-                        .or_insert_with(|| Group::new(Instant::now()));
+                        .or_insert_with(|| Group::new(&self.settings().clock));
                     for ((topic, partition), offset) in chunk {
                         group
                             .offsets
@@ -1435,7 +1444,7 @@ impl GroupCoordinator {
     /// Keeps offsets a transaction committed (TxnOffsetCommit) until it ends; a later commit
     /// of the same partition in the same transaction replaces the earlier one.
     pub fn stage_txn_offsets(&self, group_id: &str, producer_id: i64, offsets: &[TxnOffset]) {
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.settings().clock.as_ref());
         let mut state = self.shared.lock();
         let pending = state
             .txn_pending
@@ -1500,7 +1509,7 @@ impl GroupCoordinator {
             let group = state
                 .groups
                 .entry(group_id.to_owned())
-                .or_insert_with(|| Group::new(Instant::now()));
+                .or_insert_with(|| Group::new(&self.settings().clock));
             for ((topic, partition), offset) in staged {
                 group
                     .offsets
@@ -1855,7 +1864,7 @@ impl GroupCoordinator {
                 let group = state
                     .groups
                     .entry(group_id.to_owned())
-                    .or_insert_with(|| Group::new(Instant::now()));
+                    .or_insert_with(|| Group::new(&self.settings().clock));
                 for (topic, partitions) in removed.offsets {
                     let entry = group.offsets.entry(topic).or_default();
                     for (p, o) in partitions {
@@ -1985,20 +1994,20 @@ fn join_new_member(
 /// The reaper: runs the groups' timers until the coordinator goes away.
 async fn reaper(shared: Weak<Shared>, wake: Arc<Notify>) {
     loop {
-        let next = {
+        let (next, clock) = {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let (next, retention_due) = shared.tick(Instant::now());
+            let (next, retention_due) = shared.tick(shared.settings.clock.now());
             if retention_due {
                 shared.expire_offsets().await;
             }
-            next
+            (next, shared.settings.clock.clone())
         };
         match next {
             Some(at) => {
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
+                    () = clock.sleep_until(at) => {}
                     () = wake.notified() => {}
                 }
             }
@@ -2046,11 +2055,8 @@ fn millis(ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+fn wall_ms(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now_millis()).unwrap_or(i64::MAX)
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -2098,6 +2104,8 @@ pub fn decode_name(encoded: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+// The tests move tokio's paused time, which the system clock follows.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use std::collections::HashMap;
 

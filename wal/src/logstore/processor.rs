@@ -303,6 +303,7 @@ impl SegmentProcessor {
         clock: ClockRef,
         journal: Option<Arc<Journal>>,
         footer_lac: FooterLac,
+        log_ns: Option<&str>,
     ) -> Result<SegmentProcessor> {
         let segment: Arc<str> = format!("log {log_id} segment {segment_id}").into();
         let (writer, mode, durable, blocks) = match location {
@@ -348,7 +349,10 @@ impl SegmentProcessor {
             writer,
             clock: clock.clone(),
             footer_lac,
-            metrics: ServerLogMetrics::for_log(log_id),
+            metrics: match log_ns {
+                Some(ns) => ServerLogMetrics::for_log_in(ns, log_id),
+                None => ServerLogMetrics::for_log(log_id),
+            },
             log_id,
             segment_id,
             finalized_last: None,

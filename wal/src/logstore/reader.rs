@@ -615,7 +615,7 @@ impl LogStore {
         }
         self.close_processor(log_id, segment_id).await;
         self.evict_reader(log_id, segment_id);
-        local::repair_segment(&dir, lost)
+        local::repair_segment(&dir, self.clock.now_secs(), lost)
             .await
             .map_err(|e| match e {
                 storage::Error::Unsupported { what } => LogStoreError::SegmentStateInvalid {

@@ -122,13 +122,15 @@ impl StagedStore {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let tenant = format!("{}/{}", objects.bucket(), objects.root());
         let local = LogStore::new(
             Backend::Local(dir.clone()),
             policy,
             FormatVersion::V6,
             clock.clone(),
         )?
-        .with_footer_lac(FooterLac::Given);
+        .with_footer_lac(FooterLac::Given)
+        .with_log_namespace(&tenant);
         Ok(StagedStore {
             local,
             dir,

@@ -158,6 +158,11 @@ pub struct LogStoreNode {
 const INSTANCE: i64 = -1;
 
 impl LogStoreNode {
+    /// The node's clock: the time of its replies and its background work.
+    pub(crate) fn clock(&self) -> &ClockRef {
+        &self.clock
+    }
+
     /// A node over `settings.tenants.data_dir`: reads its persisted lifecycle and delete
     /// markers, reopens every tenant with local data (replaying journals), and publishes its
     /// status in `membership`.

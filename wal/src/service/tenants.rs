@@ -216,7 +216,11 @@ impl Tenants {
                 let mut cfg = self.settings.minio.clone();
                 cfg.bucket_name = tenant.bucket.clone();
                 cfg.root_path = tenant.root.clone();
-                build_object_storage(&cfg, BuildOptions::default())
+                let opts = BuildOptions {
+                    tenant_metrics: true,
+                    ..BuildOptions::default()
+                };
+                build_object_storage(&cfg, opts)
                     .await
                     .map_err(|e| storage_err(e.to_string()))?
                     .storage
