@@ -79,7 +79,7 @@ use crate::{Error, Result};
 /// Name of the journal directory under the local root.
 pub const JOURNAL_DIR: &str = ".journal";
 /// A journal file is retired once it holds this many bytes.
-pub const ROTATE_BYTES: u64 = 64 << 20;
+pub(crate) const ROTATE_BYTES: u64 = 64 << 20;
 /// ... or once it is this old (and holds something).
 pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks this large or larger skip the journal: their own `fdatasync` costs about what the
@@ -87,7 +87,7 @@ pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_JOURNALED_BLOCK: usize = 512 << 10;
 
 /// Retired journal files kept for reuse.
-pub const SPARES: usize = 2;
+pub(crate) const SPARES: usize = 2;
 
 /// Commits start at multiples of this in a journal file written with `O_DIRECT`.
 pub const ALIGN: usize = 4096;
@@ -309,7 +309,7 @@ impl Journal {
     }
 
     /// Whether blocks may still be committed through this journal (not closed).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.lock().closed
     }
 

@@ -73,7 +73,7 @@ impl Backend {
     }
 
     /// Where segment `segment_id` of `log_id` lives.
-    pub fn segment_location(&self, log_id: i64, segment_id: i64) -> SegmentLocation {
+    pub(crate) fn segment_location(&self, log_id: i64, segment_id: i64) -> SegmentLocation {
         match self {
             Backend::Object(storage) => SegmentLocation::Object(storage.clone()),
             Backend::Local(dir) => {
@@ -146,7 +146,7 @@ impl LogStore {
 
     /// Makes completion record the LAC the client names in local footers (service mode, see
     /// [`FooterLac::Given`]).
-    pub fn with_footer_lac(mut self, footer_lac: FooterLac) -> Self {
+    pub(crate) fn with_footer_lac(mut self, footer_lac: FooterLac) -> Self {
         self.footer_lac = footer_lac;
         self
     }

@@ -574,7 +574,7 @@ impl SegmentProcessor {
 
     /// Whether nothing is buffered or in flight and nothing was appended, fenced or completed
     /// for `max_idle` (by the processor's clock): closing it then loses nothing.
-    pub fn is_idle(&self, max_idle: std::time::Duration) -> bool {
+    pub(crate) fn is_idle(&self, max_idle: std::time::Duration) -> bool {
         let idle_for = self
             .clock
             .now_millis()
@@ -599,12 +599,12 @@ impl SegmentProcessor {
     /// entries become durable (after their receipts resolve), when a fence or completion has
     /// reached storage ([`WriterPhase::Sealed`]), and when the processor closes or fails
     /// ([`WriterPhase::Inactive`]).
-    pub fn subscribe_durable(&self) -> watch::Receiver<DurableState> {
+    pub(crate) fn subscribe_durable(&self) -> watch::Receiver<DurableState> {
         self.shared.durable.subscribe()
     }
 
     /// The current [`DurableState`].
-    pub fn durable_state(&self) -> DurableState {
+    pub(crate) fn durable_state(&self) -> DurableState {
         *self.shared.durable.borrow()
     }
 

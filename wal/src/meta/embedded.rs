@@ -69,14 +69,14 @@ use super::kv::{
 use crate::clock::ClockRef;
 
 /// The database file inside the store's directory.
-pub const DB_FILE: &str = "meta.redb";
+pub(crate) const DB_FILE: &str = "meta.redb";
 
 /// How often, in clock time, the background task looks for expired leases.
-pub const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The most operations a transaction may carry (in its compares, or either branch): etcd's
 /// default `--max-txn-ops`, so that what works here also works on etcd.
-pub const MAX_TXN_OPS: usize = 128;
+pub(crate) const MAX_TXN_OPS: usize = 128;
 
 /// Version of the layout of the tables below, kept in [`META`] under [`META_FORMAT`].
 const FORMAT: i64 = 1;

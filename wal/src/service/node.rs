@@ -259,7 +259,7 @@ impl LogStoreNode {
     }
 
     /// Local segments not yet reclaimed, per tenant.
-    pub async fn pending_local_segments(&self) -> Vec<(Tenant, i64, i64)> {
+    pub(crate) async fn pending_local_segments(&self) -> Vec<(Tenant, i64, i64)> {
         let mut out = Vec::new();
         for (t, s) in self.tenants.open_stores().await {
             for (l, seg) in s.unreclaimed_segments().await {
@@ -477,7 +477,7 @@ impl LogStoreNode {
     }
 
     /// NotifySegmentCompacted.
-    pub async fn notify_compacted(
+    pub(crate) async fn notify_compacted(
         &self,
         bucket: &str,
         root: &str,
@@ -552,7 +552,12 @@ impl LogStoreNode {
     /// MarkLogDeleted (`log_id`) or MarkInstanceDeleted (`None`): stores the marker (synced)
     /// before answering; requests for the log (or tenant) are refused with 2005 from now on and
     /// its local data is removed after the grace period.
-    pub async fn mark_deleted(&self, bucket: &str, root: &str, log_id: Option<i64>) -> Result<()> {
+    pub(crate) async fn mark_deleted(
+        &self,
+        bucket: &str,
+        root: &str,
+        log_id: Option<i64>,
+    ) -> Result<()> {
         let tenant = Tenant::parse(bucket, root)?;
         if log_id.is_some_and(|l| l < 0) {
             return Err(ServiceError::InvalidRequest("log_id is negative".into()));

@@ -153,7 +153,7 @@ impl Tenants {
     /// Opens every tenant that has local data under the data directory (a restart: journals
     /// are replayed and segments found before any request arrives). A tenant directory is one
     /// holding a `.journal` directory.
-    pub async fn open_existing(&self) -> Vec<Tenant> {
+    pub(crate) async fn open_existing(&self) -> Vec<Tenant> {
         let mut found = Vec::new();
         let mut stack = vec![(self.settings.data_dir.clone(), Vec::<String>::new())];
         while let Some((dir, parts)) = stack.pop() {
