@@ -646,8 +646,34 @@ pub fn fmt_ms(v: f64) -> String {
     }
 }
 
-fn fmt_load(l: Option<LoadAvg>) -> String {
-    l.map_or_else(|| "n/a".to_owned(), |l| format!("{:.2}", l.one))
+/// The first rows of a report's run table (`| | |` header, then date, host and load), the
+/// rows every report that describes one run of one machine starts with.
+pub(crate) fn write_run_rows(
+    s: &mut String,
+    date_utc: &str,
+    h: &HostInfo,
+    load_before: Option<LoadAvg>,
+    load_after: Option<LoadAvg>,
+) -> std::fmt::Result {
+    let load = |l: Option<LoadAvg>| l.map_or_else(|| "n/a".to_owned(), |l| format!("{:.2}", l.one));
+    writeln!(s, "| | |\n|---|---|")?;
+    writeln!(s, "| date | {date_utc} |")?;
+    writeln!(
+        s,
+        "| host | Linux {}, {} CPUs{} |",
+        h.kernel.as_deref().unwrap_or("?"),
+        h.cpus,
+        h.cpu_model
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    )?;
+    writeln!(
+        s,
+        "| load average (1 min) | {} before, {} after |",
+        load(load_before),
+        load(load_after)
+    )
 }
 
 impl Report {
@@ -669,24 +695,7 @@ impl Report {
                 ""
             }
         )?;
-        writeln!(s, "| | |\n|---|---|")?;
-        writeln!(s, "| date | {} |", self.date_utc)?;
-        writeln!(
-            s,
-            "| host | Linux {}, {} CPUs{} |",
-            h.kernel.as_deref().unwrap_or("?"),
-            h.cpus,
-            h.cpu_model
-                .as_deref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
-        )?;
-        writeln!(
-            s,
-            "| load average (1 min) | {} before, {} after |",
-            fmt_load(self.load_before),
-            fmt_load(self.load_after)
-        )?;
+        write_run_rows(s, &self.date_utc, h, self.load_before, self.load_after)?;
 
         writeln!(s, "\n### Local disk: sequential appends to a new file\n")?;
         let d = &self.disk;

@@ -47,7 +47,8 @@ use wal::engine::Engine;
 use wal::message::WriteMessage;
 
 use crate::ceilings::{self, HostInfo, KIB, LoadAvg, MIB, random_bytes};
-use crate::kafka_shim::{default_wal_config, parse_producer, run_captured as run_cmd, tail};
+use crate::kafka_shim::{default_wal_config, parse_producer, run_captured as run_cmd};
+use crate::serve::tail;
 pub use crate::service_cluster::Side;
 use crate::service_cluster::{self, Cluster};
 

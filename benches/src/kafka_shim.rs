@@ -38,9 +38,9 @@
 //! [`Report::to_markdown`].
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,16 +54,15 @@ use wal::config::Config as WalConfig;
 use wal::engine::Engine;
 use wal::message::{LogMessageId, WriteMessage};
 
-use crate::ceilings::{HostInfo, KIB, Latency, LoadAvg, MIB, fmt_ms, fmt_size, random_bytes};
+use crate::ceilings::{
+    HostInfo, KIB, Latency, LoadAvg, MIB, fmt_ms, fmt_size, random_bytes, write_run_rows,
+};
+use crate::serve::{Serve, tail};
 
 const MIB_F: f64 = MIB as f64;
 
-/// How long `woodpecker serve` may take to print its ready line.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one Kafka tool may run before it is killed.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(900);
-/// How long the server may take to stop after SIGTERM before it is killed.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The Kafka tool classes (kafka-tools 3.x).
 pub const PRODUCER_PERFORMANCE: &str = "org.apache.kafka.tools.ProducerPerformance";
@@ -535,174 +534,6 @@ pub(crate) fn run_captured(
     })
 }
 
-/// The last `lines` lines of `text`.
-pub(crate) fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A running `woodpecker serve`; killed when dropped without [`Server::stop`].
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    kafka_addr: String,
-    metrics_addr: Option<String>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(woodpecker: &Path, data_dir: &Path, log: PathBuf) -> anyhow::Result<Self> {
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(woodpecker)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--kafka-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--milvus-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--kafka-partitions", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with `cargo build --release -p woodpecker`, or \
-                     give --woodpecker PATH)",
-                    woodpecker.display()
-                )
-            })?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the ready line, then keeps draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                for (prefix, kind) in [("kafka listening on ", 0), ("metrics listening on ", 1)] {
-                    if let Some(addr) = line.strip_prefix(prefix) {
-                        let _ = tx.send((kind, addr.trim().to_owned()));
-                    }
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            kafka_addr: String::new(),
-            metrics_addr: None,
-            log,
-        };
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        // The metrics line follows the Kafka line; it is only waited for a moment.
-        let mut metrics_deadline = None;
-        while server.kafka_addr.is_empty() || server.metrics_addr.is_none() {
-            let until = metrics_deadline.unwrap_or(deadline);
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok((0, addr)) => {
-                    server.kafka_addr = addr;
-                    metrics_deadline = Some(Instant::now() + Duration::from_secs(2));
-                }
-                Ok((_, addr)) => server.metrics_addr = Some(addr),
-                Err(_) if !server.kafka_addr.is_empty() => break,
-                Err(_) => {
-                    let status = server.child.try_wait().ok().flatten();
-                    bail!(
-                        "{} serve did not print `kafka listening on` ({}); its log:\n{}",
-                        woodpecker.display(),
-                        status.map_or_else(|| "timed out".to_owned(), |s| s.to_string()),
-                        server.log_tail()
-                    );
-                }
-            }
-        }
-        Ok(server)
-    }
-
-    /// CPU time (user + system) the server used so far, from /proc (Linux, USER_HZ 100).
-    fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
-    }
-
-    /// A metric of the endpoint (`GET /metrics`): `name{labels}` exactly, or `name` summed
-    /// over its label sets.
-    fn metric(&self, name: &str) -> Option<f64> {
-        use std::io::Write as _;
-        let addr = self.metrics_addr.as_ref()?;
-        let mut conn = std::net::TcpStream::connect(addr).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            conn,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text).ok()?;
-        let values: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| {
-                let (key, value) = l.rsplit_once(' ')?;
-                // `name` alone sums every label set; `name{labels}` picks one.
-                let matches = key == name || key.split('{').next() == Some(name);
-                matches.then(|| value.trim().parse().ok())?
-            })
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    }
-
-    fn log_tail(&self) -> String {
-        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 30)
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if !sent.is_ok_and(|s| s.success()) {
-            bail!("could not send SIGTERM to the server (pid {pid})");
-        }
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!(
-                        "the server exited with {status} after SIGTERM; its log:\n{}",
-                        self.log_tail()
-                    );
-                }
-                return Ok(());
-            }
-            if t0.elapsed() > SERVER_STOP_TIMEOUT {
-                bail!(
-                    "the server did not stop within {}s of SIGTERM (killed); its log:\n{}",
-                    SERVER_STOP_TIMEOUT.as_secs(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // --- Kafka tools -----------------------------------------------------------------------------
 
 /// Parses `ProducerPerformance`'s final line, e.g. `2000 records sent, 1234.5 records/sec
@@ -850,7 +681,7 @@ fn shim_run(cfg: &Config, classpath: &str) -> anyhow::Result<ShimSection> {
         .tempdir_in(&cfg.dir)
         .with_context(|| format!("creating a temporary directory in {}", cfg.dir.display()))?;
     let data_dir = dir.path().join("data");
-    let server = Server::start(&cfg.woodpecker, &data_dir, dir.path().join("serve.log"))?;
+    let server = Serve::start(&cfg.woodpecker, &data_dir, dir.path().join("serve.log"))?;
     progress(format_args!(
         "shim: {} serve listening on {}",
         cfg.woodpecker.display(),
@@ -1068,7 +899,7 @@ fn rdkafka_run(cfg: &Config, tool: &Path) -> anyhow::Result<RdkafkaSection> {
         .prefix("woodpecker-kafka-rdkafka-")
         .tempdir_in(&cfg.dir)
         .with_context(|| format!("creating a temporary directory in {}", cfg.dir.display()))?;
-    let server = Server::start(
+    let server = Serve::start(
         &cfg.woodpecker,
         &dir.path().join("data"),
         dir.path().join("serve.log"),
@@ -1359,10 +1190,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 
 // --- output ----------------------------------------------------------------------------------
 
-fn fmt_load(l: Option<LoadAvg>) -> String {
-    l.map_or_else(|| "n/a".to_owned(), |l| format!("{:.2}", l.one))
-}
-
 fn ratio(num: f64, den: f64) -> String {
     if den > 0.0 {
         format!("{:.0}%", 100.0 * num / den)
@@ -1426,24 +1253,7 @@ impl Report {
             )?;
         }
         let cpu = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} s"));
-        writeln!(s, "| | |\n|---|---|")?;
-        writeln!(s, "| date | {} |", self.date_utc)?;
-        writeln!(
-            s,
-            "| host | Linux {}, {} CPUs{} |",
-            h.kernel.as_deref().unwrap_or("?"),
-            h.cpus,
-            h.cpu_model
-                .as_deref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
-        )?;
-        writeln!(
-            s,
-            "| load average (1 min) | {} before, {} after |",
-            fmt_load(self.load_before),
-            fmt_load(self.load_after)
-        )?;
+        write_run_rows(s, &self.date_utc, h, self.load_before, self.load_after)?;
         writeln!(
             s,
             "| workload | {} records of {} B ({:.0} MiB), acks=all / durable |",

@@ -12,10 +12,14 @@
 //!   engine's or Go Woodpecker's) on loopback and the clients that write through them.
 //! * [`s3util`]: the probe's S3 settings and a raw client built by the storage layer.
 
+// Benchmarks measure real time and pace real processes.
+#![allow(clippy::disallowed_methods)]
+
 pub mod args;
 pub mod ceilings;
 pub mod compare;
 pub mod kafka_shim;
 pub mod milvus_wal;
 pub mod s3util;
+mod serve;
 pub mod service_cluster;

@@ -29,9 +29,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,12 +44,9 @@ use wal::message::{LogMessageId, WriteMessage};
 
 use crate::args::Flags;
 use crate::ceilings::{HostInfo, Latency, LoadAvg, fmt_ms, random_bytes};
-use crate::kafka_shim::{default_wal_config, run_captured, tail};
+use crate::kafka_shim::{default_wal_config, run_captured};
+use crate::serve::{Serve, tail};
 
-/// How long `woodpecker serve` may take to print its listeners.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the server may take to stop after SIGTERM.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one `walbench` run may take.
 const WALBENCH_TIMEOUT: Duration = Duration::from_secs(900);
 /// Unmeasured appends before each measured run.
@@ -292,107 +288,6 @@ fn walbench(bin: &Path, wal: &str, addr: &str, w: &Workload) -> anyhow::Result<M
     })
 }
 
-/// A running `woodpecker serve`; killed when dropped without [`Server::stop`].
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    kafka: String,
-    milvus: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<Server> {
-        let log = data_dir.with_extension("serve.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--kafka-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--milvus-addr", "127.0.0.1:0", "--kafka-partitions", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                for (prefix, kind) in [("kafka listening on ", 0), ("milvus wal listening on ", 1)]
-                {
-                    if let Some(addr) = line.strip_prefix(prefix) {
-                        let _ = tx.send((kind, addr.trim().to_owned()));
-                    }
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            kafka: String::new(),
-            milvus: String::new(),
-            log,
-        };
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        while server.kafka.is_empty() || server.milvus.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((0, addr)) => server.kafka = addr,
-                Ok((_, addr)) => server.milvus = addr,
-                Err(_) => bail!(
-                    "woodpecker serve did not report its listeners; its log:\n{}",
-                    tail(
-                        &std::fs::read_to_string(&server.log).unwrap_or_default(),
-                        30
-                    )
-                ),
-            }
-        }
-        Ok(server)
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if !sent.is_ok_and(|s| s.success()) {
-            bail!("could not send SIGTERM to the server (pid {pid})");
-        }
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::ensure!(
-                    status.success(),
-                    "the server exited with {status} after SIGTERM"
-                );
-                return Ok(());
-            }
-            if t0.elapsed() > SERVER_STOP_TIMEOUT {
-                bail!(
-                    "the server did not stop within {}s of SIGTERM",
-                    SERVER_STOP_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Builds `walbench` (`go build`, cached by Go's build cache) into `dir`.
 pub fn build_walbench(dir: &Path) -> anyhow::Result<PathBuf> {
     let go_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../milvus-adapter/go");
@@ -422,11 +317,11 @@ async fn measure(
     match path {
         "native" => native(&data, w).await,
         "adapter" | "kafka" => {
-            let server = Server::start(&cfg.woodpecker, &data)?;
+            let server = Serve::start(&cfg.woodpecker, &data, data.with_extension("serve.log"))?;
             let (wal, addr) = if path == "adapter" {
-                ("woodpeckerrs", server.milvus.clone())
+                ("woodpeckerrs", server.milvus_addr.clone())
             } else {
-                ("kafka", server.kafka.clone())
+                ("kafka", server.kafka_addr.clone())
             };
             let bin = walbench_bin.to_path_buf();
             let w2 = w.clone();

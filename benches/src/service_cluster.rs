@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
 
-use crate::kafka_shim::tail;
+use crate::serve::tail;
 
 /// Whose LogStore nodes (or whose client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -213,6 +213,7 @@ pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     };
+    let stopped = crate::serve::stop_signals()?;
     say(format!("logstore listening on {service_addr}"));
     say(format!("admin listening on {admin_addr}"));
     if let Some(g) = args.gossip_addr {
@@ -223,7 +224,7 @@ pub(crate) async fn run(config: Config, args: LogstoreArgs) -> anyhow::Result<()
         membership.me().node_id,
         data_dir.display()
     );
-    crate::serve::wait_for_signal().await?;
+    stopped.await;
     eprintln!("woodpecker: shutting down");
     node.begin_stop();
     let _ = stop_tx.send(true);

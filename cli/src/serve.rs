@@ -350,6 +350,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         ))
     };
     let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics, stop_rx));
+    let stopped = stop_signals()?;
     println!("kafka listening on {kafka_addr}");
     for (name, protocol, addr) in &addresses {
         println!(
@@ -368,7 +369,7 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
         "woodpecker: {}",
         crate::meta::describe(engine.meta.prefix_choice(), engine.meta.keys().prefix())
     );
-    wait_for_signal().await?;
+    stopped.await;
     eprintln!("woodpecker: shutting down");
     let _ = stop_tx.send(true);
     for server in servers {
@@ -390,14 +391,20 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers at once and returns the wait for either.
+/// Callers install them before they print their ready lines: a launcher that signals as soon
+/// as it reads them must find the handler in place (before, such a SIGTERM could kill the
+/// process outright instead of stopping it cleanly).
+pub(crate) fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz`;

@@ -1,5 +1,8 @@
 //! The `woodpecker` binary, run as a child process on a temporary data directory.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -12,6 +12,9 @@
 //! `WOODPECKER_TEST_S3_*`); without them every case fails (it never skips). Each case uses
 //! its own bucket and etcd root. Time limits here are hang guards, never latency assertions.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

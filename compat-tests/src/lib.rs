@@ -6,6 +6,9 @@
 //! (`target/<profile>/woodpecker`, built by `cargo build -p woodpecker`; `scripts/test` builds
 //! it before the tests run). A missing binary is an error, never a skipped test.
 
+// The harness waits for real processes (brokers, Go programs, Milvus) in real time.
+#![allow(clippy::disallowed_methods)]
+
 pub mod clients;
 pub mod milvus;
 

@@ -22,6 +22,9 @@
 //!
 //! Without the services the first test fails (it never skips).
 
+// Real processes answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -348,14 +351,19 @@ fn sampled(scrape: &str) -> BTreeSet<String> {
 
 // --- the compose file ----------------------------------------------------------------------
 
-/// The compose server's command, with what the test must change: the config path to the
+/// The command of the compose server `service` (`woodpecker`, or `woodpecker-service`, which
+/// writes through the LogStore nodes), with what the test must change: the config path to the
 /// repository's file, the data dir to a temporary one, listeners to port 0 on loopback, the
 /// advertised address dropped (it defaults to the listener), and the OTLP endpoint to
 /// `otlp`. Fails on any flag it does not know how to map, so that a new flag in the compose
 /// file is looked at here.
-fn compose_serve(otlp: SocketAddr, data_dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+fn compose_serve(
+    service: &str,
+    otlp: SocketAddr,
+    data_dir: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
     let compose = yaml(&deployments().join("docker-compose.yaml"))?;
-    let service = &compose["services"]["woodpecker"];
+    let service = &compose["services"][service];
     let command = strings(&service["command"])?;
     let mounts: BTreeMap<String, String> = strings(&service["volumes"])?
         .iter()
@@ -426,6 +434,8 @@ fn service_env(names: &[String], run: &str) -> Result<Vec<(String, String)>> {
         env("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?,
     );
     values.insert("WOODPECKER_CONFIG__MINIO__BUCKETNAME", format!("wp-{run}"));
+    // Replaced below by the root of this run.
+    values.insert("WOODPECKER_CONFIG__ETCD__ROOTPATH", format!("wp-{run}"));
     values.insert("RUST_LOG", "info".into());
     let mut out = Vec::new();
     for name in names {
@@ -854,10 +864,75 @@ async fn run_composed_logstores(otlp: SocketAddr, run: &str) -> Result<String> {
         scrapes.contains("operation=\"compact_segment\",status=\"success\"} 1"),
         "no compaction counted"
     );
+
+    // The compose file's service-mode server, its seeds (the nodes' service names) mapped to
+    // the nodes here: Kafka records go through the quorum of three.
+    let tenant = serve_through_the_nodes(otlp, run, &nodes).await?;
+    for node in &nodes {
+        let scrape = http_get(node.admin, "/metrics").await?;
+        // Each node labels its flushes with the server's tenant, not its own empty namespace.
+        let line = format!(
+            "woodpecker_server_file_flush_latency_count{{node_id=\"{}\",log_ns=\"{tenant}\",",
+            node.name
+        );
+        ensure!(
+            scrape.contains(&line),
+            "{}: no {line} in\n{scrape}",
+            node.name
+        );
+        scrapes.push_str(&scrape);
+    }
     for node in nodes {
         node.stop().await?;
     }
     Ok(scrapes)
+}
+
+/// Runs the compose file's `woodpecker-service` (its config file: `storage.type: service`,
+/// seeds `logstore-N:18080`) against `nodes`, produces and consumes through it, and stops it.
+/// Returns the tenant (`<bucket>/<rootPath>`) it wrote as.
+async fn serve_through_the_nodes(
+    otlp: SocketAddr,
+    run: &str,
+    nodes: &[LogStoreProc],
+) -> Result<String> {
+    let temp = tempfile::tempdir()?;
+    let (args, env_names) = compose_serve("woodpecker-service", otlp, &temp.path().join("data"))?;
+    let config = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .context("the service-mode server has no --config")?;
+    let config = yaml(Path::new(config))?;
+    ensure!(
+        config["woodpecker"]["storage"]["type"].as_str() == Some("service"),
+        "the service-mode server's config is not storage.type: service"
+    );
+    let mut seeds = Vec::new();
+    for pool in config["woodpecker"]["client"]["quorum"]["quorumBufferPools"]
+        .as_sequence()
+        .context("no quorumBufferPools")?
+    {
+        for seed in strings(&pool["seeds"])? {
+            let (name, _) = seed.split_once(':').context("seed without port")?;
+            let node = nodes
+                .iter()
+                .find(|n| n.name == name)
+                .with_context(|| format!("seed {seed} is no compose LogStore node"))?;
+            seeds.push(node.service.to_string());
+        }
+    }
+    ensure!(seeds.len() == 3, "seeds {seeds:?}");
+    let mut envs = service_env(&env_names, run)?;
+    envs.push((
+        "WOODPECKER_CONFIG__WOODPECKER__CLIENT__QUORUM__QUORUMBUFFERPOOLS".into(),
+        format!("[{{name: compose, seeds: [{}]}}]", seeds.join(", ")),
+    ));
+    let serve = Serve::start(&args, &envs).await?;
+    produce_and_consume(&serve.kafka.to_string(), &format!("service-{run}"), 100).await?;
+    serve.stop().await?;
+    let root = config["minio"]["rootPath"].as_str().unwrap_or("files");
+    Ok(format!("wp-{run}/{root}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -870,7 +945,7 @@ async fn the_composed_processes_serve_kafka_logstore_rpcs_metrics_and_traces() -
 
     // The compose server: etcd + MinIO.
     let temp = tempfile::tempdir()?;
-    let (args, env_names) = compose_serve(otlp, &temp.path().join("data"))?;
+    let (args, env_names) = compose_serve("woodpecker", otlp, &temp.path().join("data"))?;
     let envs = service_env(&env_names, &run)?;
     let serve = Serve::start(&args, &envs).await?;
     let health = std::process::Command::new(woodpecker_bin()?)

@@ -18,6 +18,9 @@
 //! drain. Waits are for events (acknowledgements, reads); the fault loop's pauses are the
 //! workload, not assertions.
 
+// Faults and the run budget are real time against real processes.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

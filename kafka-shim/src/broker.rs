@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::future::BoxFuture;
@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 
 use crate::codec::{Body, Request};
 use wal::client::Client;
+use wal::clock::{Clock, ClockRef, SystemClock};
 use wal::meta::kv::Kv;
 
 use crate::TopicCatalog;
@@ -58,6 +59,20 @@ pub struct BrokerConfig {
     /// Partitions held by fetch sessions over all clients
     /// (`max.incremental.fetch.session.cache.slots`; 0: no sessions).
     pub fetch_session_slots: usize,
+    /// The broker's time: topic creation times, retention, fetch waits, reopen pauses. The
+    /// group and transaction coordinators read the clocks of their own settings;
+    /// [`BrokerConfig::with_clock`] sets all three.
+    pub clock: ClockRef,
+}
+
+impl BrokerConfig {
+    /// These settings with `clock` as the time of the broker and of its coordinators.
+    pub fn with_clock(mut self, clock: ClockRef) -> Self {
+        self.groups.clock = clock.clone();
+        self.transactions.clock = clock.clone();
+        self.clock = clock;
+        self
+    }
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +90,7 @@ impl Default for BrokerConfig {
             advertised_listeners: None,
             transactions: TxnSettings::default(),
             fetch_session_slots: crate::fetch_session::DEFAULT_SLOTS,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -117,10 +133,8 @@ impl TopicCatalog for Broker {
 /// The answer to one request: an encoded response body, or nothing (acks=0 produce).
 pub type Reply = Result<Option<BytesMut>, ShimError>;
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+pub(crate) fn now_ms(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now_millis()).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn encode<T: Encodable>(msg: &T, version: i16) -> Reply {
@@ -164,13 +178,14 @@ impl Broker {
             config.fetch_session_slots,
             crate::fetch_session::DEFAULT_EVICTION_MS,
         );
+        let reopen = ReopenBackoff::new(config.clock.clone());
         let broker = Arc::new(Broker {
             config,
             fetch_sessions,
             client,
             topics,
             partitions: Mutex::new(HashMap::new()),
-            reopen: ReopenBackoff::default(),
+            reopen,
             producer_ids,
             groups,
             authorizer,
@@ -355,7 +370,7 @@ impl Broker {
             id: uuid::Uuid::new_v4(),
             partitions,
             configs,
-            created_ms: now_ms(),
+            created_ms: now_ms(self.config.clock.as_ref()),
         };
         let created = self.topics.create(topic).await?;
         if created.is_ok() {
@@ -404,7 +419,7 @@ impl Broker {
 
     /// Runs retention over every topic once.
     pub async fn apply_retention(&self) {
-        let now = now_ms();
+        let now = now_ms(self.config.clock.as_ref());
         for topic in self.topics.all() {
             let ms = topic.retention_ms(&self.config.topic_defaults);
             let bytes = topic.retention_bytes(&self.config.topic_defaults);
@@ -427,11 +442,10 @@ impl Broker {
     pub fn spawn_retention(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(self);
         let every = self.config.retention_check_interval;
+        let clock = self.config.clock.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
             loop {
-                tick.tick().await;
+                clock.sleep(every).await;
                 let Some(broker) = me.upgrade() else { return };
                 broker.apply_retention().await;
             }

@@ -63,6 +63,7 @@ use bytes::Bytes;
 use telemetry::Stopwatch;
 use tokio::sync::watch;
 use wal::client::{Client, ClientError, LogHandle, LogReader, LogWriter};
+use wal::clock::ClockRef;
 use wal::message::{LogMessageId, WriteMessage};
 
 use crate::batch::{self, BatchHeader, Marker};
@@ -1329,15 +1330,22 @@ fn read_failure_code(e: &ClientError) -> KafkaCode {
 /// [`FIRST`](Self::FIRST) up to [`MAX`](Self::MAX); meanwhile the partition's requests get
 /// the failure's code at once. A partition that acknowledged writes before it failed starts
 /// over at `FIRST`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReopenBackoff {
     failing: Mutex<HashMap<(String, i32), Failing>>,
+    clock: ClockRef,
+}
+
+impl Default for ReopenBackoff {
+    fn default() -> Self {
+        ReopenBackoff::new(wal::clock::SystemClock::shared())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failing {
     attempts: u32,
-    retry_at: tokio::time::Instant,
+    retry_at: std::time::Instant,
     code: KafkaCode,
 }
 
@@ -1347,6 +1355,14 @@ impl ReopenBackoff {
     /// The longest pause: how long a partition may stay failed once storage has room again.
     pub const MAX: Duration = Duration::from_secs(2);
 
+    /// No partition failing; pauses are measured on `clock`.
+    pub fn new(clock: ClockRef) -> Self {
+        ReopenBackoff {
+            failing: Mutex::default(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Failing>> {
         self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1354,7 +1370,7 @@ impl ReopenBackoff {
     /// `Err(code)` while `key` waits for its next attempt.
     pub fn check(&self, key: &(String, i32)) -> Result<(), KafkaCode> {
         match self.lock().get(key) {
-            Some(f) if tokio::time::Instant::now() < f.retry_at => Err(f.code),
+            Some(f) if self.clock.now() < f.retry_at => Err(f.code),
             _ => Ok(()),
         }
     }
@@ -1391,7 +1407,7 @@ impl ReopenBackoff {
             key.clone(),
             Failing {
                 attempts,
-                retry_at: tokio::time::Instant::now() + pause,
+                retry_at: self.clock.now() + pause,
                 code,
             },
         );

@@ -39,13 +39,14 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, api_versions_response,
 };
 use kafka_protocol::protocol::Encodable;
+use std::time::Instant;
 use telemetry::Stopwatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tracing::Instrument as _;
+use wal::clock::{ClockRef, SystemClock};
 
 use crate::broker::{Broker, Reply};
 use crate::codec::{self, Body, Prefix};
@@ -126,6 +127,8 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The listener's time: idle connections, the pause after a failed accept or login.
+    pub clock: ClockRef,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(10),
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -262,14 +266,14 @@ pub async fn serve_listener(
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        config.clock.sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let metrics = broker.metrics().clone();
                 let Some(state) = registry.admit(&config, &metrics) else {
                     metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    refusals.count(config.max_connections);
+                    refusals.count(config.max_connections, config.clock.now());
                     drop(stream);
                     continue;
                 };
@@ -323,11 +327,12 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Told when the listener closes this connection to admit another.
     evicted: Notify,
+    clock: ClockRef,
 }
 
 impl ConnState {
     fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = self.clock.now();
     }
 
     fn idle_since(&self) -> Option<Instant> {
@@ -349,7 +354,7 @@ impl Registry {
     fn admit(&self, config: &ServerConfig, metrics: &Metrics) -> Option<Arc<ConnState>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len() >= config.max_connections {
-            let now = Instant::now();
+            let now = config.clock.now();
             let idlest = open
                 .values()
                 .filter_map(|c| c.idle_since().map(|t| (t, c.id)))
@@ -362,9 +367,10 @@ impl Registry {
         }
         let state = Arc::new(ConnState {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            last_active: Mutex::new(Instant::now()),
+            last_active: Mutex::new(config.clock.now()),
             in_flight: AtomicUsize::new(0),
             evicted: Notify::new(),
+            clock: config.clock.clone(),
         });
         open.insert(state.id, state.clone());
         Some(state)
@@ -389,9 +395,8 @@ struct Refusals {
 impl Refusals {
     const EVERY: Duration = Duration::from_secs(10);
 
-    fn count(&mut self, max: usize) {
+    fn count(&mut self, max: usize, now: Instant) {
         self.since_report += 1;
-        let now = Instant::now();
         if self
             .last_report
             .is_none_or(|t| now.duration_since(t) >= Self::EVERY)
@@ -638,7 +643,7 @@ where
             } => {
                 tracing::info!(%peer, %reason, "SASL authentication failed: closing the connection");
                 if delay {
-                    tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                    config.clock.sleep(FAILED_AUTHENTICATION_DELAY).await;
                 }
                 if let Some((header_version, body)) = reply {
                     write_frame(stream, last_correlation, Some(header_version), &body).await?;
@@ -751,7 +756,7 @@ where
                 let idle_deadline = state
                     .idle_since()
                     .map(|t| t + config.idle_timeout)
-                    .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+                    .unwrap_or_else(|| config.clock.now() + config.idle_timeout);
                 tokio::select! {
                     r = &mut read => break r,
                     _ = shutdown.changed() => return Ok(Ended::Closed),
@@ -759,8 +764,8 @@ where
                         tracing::debug!(%peer, "closing an idle connection to admit a new one");
                         return Ok(Ended::Closed);
                     }
-                    _ = tokio::time::sleep_until(idle_deadline) => {
-                        if state.idle_since().is_some_and(|t| t.elapsed() >= config.idle_timeout) {
+                    _ = config.clock.sleep_until(idle_deadline) => {
+                        if state.idle_since().is_some_and(|t| config.clock.elapsed(t) >= config.idle_timeout) {
                             tracing::debug!(%peer, "closing a connection idle for connections.max.idle.ms");
                             return Ok(Ended::Closed);
                         }

@@ -4,6 +4,9 @@
 //! frames of every request kind, and after each, a client that produces and consumes
 //! normally on the same server.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::sync::atomic::Ordering;

@@ -278,7 +278,13 @@ async fn idempotent_retries_are_stored_once() -> Result<()> {
 
 #[tokio::test]
 async fn fetch_returns_whole_batches_and_long_polls() -> Result<()> {
-    let h = Harness::start().await?;
+    // The broker's clock never moves: a long poll can only be answered by an append.
+    let clock = wal::clock::ManualClock::new(1_700_000_000_000);
+    let h = Harness::start_with(
+        BrokerConfig::default().with_clock(clock.shared()),
+        ServerConfig::default(),
+    )
+    .await?;
     let mut c = h.connect().await?;
     assert_eq!(create_topic(&mut c, "f", 1, &[]).await?, 0);
     produce(&mut c, "f", batch(&["0", "1", "2", "3", "4"], None)).await?;
@@ -291,8 +297,10 @@ async fn fetch_returns_whole_batches_and_long_polls() -> Result<()> {
     assert_eq!(fetch(&mut c, "f", 99, 100).await?.0, 1);
     // At the end, a long poll is answered by the next append.
     let mut poller = h.connect().await?;
+    let sleeping = clock.sleepers();
     let waiting = tokio::spawn(async move { fetch(&mut poller, "f", 5, 20_000).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The fetch is parked once it sleeps towards its deadline.
+    clock.wait_for_sleepers(sleeping + 1).await;
     produce(&mut c, "f", batch(&["5"], None)).await?;
     let (err, hwm, records) = waiting.await??;
     assert_eq!((err, hwm), (0, 6));

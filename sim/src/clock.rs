@@ -34,6 +34,10 @@ impl Clock for SimClock {
         self.start_millis.saturating_add(self.elapsed_millis())
     }
 
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }

@@ -1,10 +1,11 @@
-//! Settings for storage, read from the Go project's `woodpecker.yaml` schema.
+//! The storage sections of the Go project's `woodpecker.yaml` schema.
 //!
-//! Only the keys this crate acts on are modelled: the `minio:` section, `woodpecker.storage` and
-//! `woodpecker.logstore.fencePolicy`. Other keys are ignored here (the engine's configuration
-//! composes these structs with its own sections). Field names follow the Go YAML exactly
+//! This crate owns the types of the keys it acts on: the `minio:` section, `woodpecker.storage`
+//! and `woodpecker.logstore.fencePolicy`. The schema of the whole file is defined once, in
+//! `wal::config::Config`, which composes these types with the engine's sections and parses
+//! the file; there is no second document model here. Field names follow the Go YAML exactly
 //! (`accessKeyID`, `useSSL`, `useIAM`, ...), defaults follow the Go reference file, and
-//! [`StorageConfig::validate`] names the YAML key to fix when a value is wrong.
+//! [`validate`] names the YAML key to fix when a value is wrong.
 
 use serde::Deserialize;
 
@@ -391,59 +392,23 @@ pub(crate) fn validate_root_path(key: &str, root: &str) -> Result<()> {
     Ok(())
 }
 
-/// The storage-related part of `woodpecker.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default)]
-pub struct StorageConfig {
-    /// `woodpecker:` (only `storage` and `logstore.fencePolicy` are read here).
-    pub woodpecker: WoodpeckerSection,
-    /// `minio:`.
-    pub minio: MinioConfig,
-}
-
-/// The parts of the `woodpecker:` section this crate reads.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default)]
-pub struct WoodpeckerSection {
-    /// `woodpecker.storage`.
-    pub storage: StorageSection,
-    /// `woodpecker.logstore` (only `fencePolicy`).
-    pub logstore: LogstoreSection,
-}
-
-/// The parts of `woodpecker.logstore` this crate reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct LogstoreSection {
-    /// `fencePolicy`.
-    pub fence_policy: FencePolicy,
-}
-
-impl StorageConfig {
-    /// Parses YAML text with the Go schema. Errors name the key and line of the bad value.
-    pub fn from_yaml_str(text: &str) -> Result<Self> {
-        let cfg: StorageConfig = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Validates the sections that apply to the configured storage type.
-    pub fn validate(&self) -> Result<()> {
-        let storage = &self.woodpecker.storage;
-        match storage.kind {
-            StorageType::Minio | StorageType::Service => self.minio.validate()?,
-            StorageType::Local => {
-                if storage.root_path.trim().is_empty() {
-                    return Err(Error::config(
-                        "woodpecker.storage.rootPath",
-                        "empty; set the directory that holds local segment files",
-                    ));
-                }
-                validate_root_path("minio.rootPath", &self.minio.root_path)?;
+/// Validates the storage settings of `woodpecker.yaml` (`woodpecker.storage` and `minio`)
+/// for the configured storage type. The schema of the whole file, which parses them, is
+/// `wal::config::Config`; errors name the key as it is spelled there.
+pub fn validate(storage: &StorageSection, minio: &MinioConfig) -> Result<()> {
+    match storage.kind {
+        StorageType::Minio | StorageType::Service => minio.validate()?,
+        StorageType::Local => {
+            if storage.root_path.trim().is_empty() {
+                return Err(Error::config(
+                    "woodpecker.storage.rootPath",
+                    "empty; set the directory that holds local segment files",
+                ));
             }
+            validate_root_path("minio.rootPath", &minio.root_path)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Turns a YAML error into a config error that names the offending key.
@@ -468,146 +433,78 @@ pub fn yaml_error(e: serde_yaml_ng::Error) -> Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_match_the_go_reference_file() {
-        let cfg = StorageConfig::from_yaml_str("{}").unwrap();
-        assert_eq!(cfg.woodpecker.storage.kind, StorageType::Minio);
-        assert_eq!(cfg.woodpecker.storage.root_path, "/var/lib/woodpecker");
-        assert_eq!(
-            cfg.woodpecker.logstore.fence_policy.condition_write,
-            ConditionWriteMode::Auto
-        );
-        assert_eq!(cfg.minio.bucket_name, "a-bucket");
-        assert_eq!(cfg.minio.root_path, "files");
-        assert_eq!(cfg.minio.request_timeout_ms, 10_000);
-        assert_eq!(cfg.minio.endpoint_url(), "http://localhost:9000");
-    }
-
-    #[test]
-    fn reads_the_go_schema() {
-        let yaml = r#"
-woodpecker:
-  meta:
-    prefix: woodpecker
-  logstore:
-    segmentSyncPolicy:
-      maxInterval: 200
-    fencePolicy:
-      conditionWrite: disable
-  storage:
-    type: default
-    rootPath: /tmp/wp
-etcd:
-  endpoints: [localhost:2379]
-minio:
-  address: 10.0.0.5
-  port: 9100
-  accessKeyID: ak
-  secretAccessKey: sk
-  useSSL: true
-  ssl:
-    tlsCACert: ""
-  bucketName: milvus-bucket
-  createBucket: false
-  rootPath: files/wp
-  useIAM: false
-  cloudProvider: aliyun
-  iamEndpoint:
-  logLevel: fatal
-  region: cn-hangzhou
-  useVirtualHost: true
-  requestTimeoutMs: 3000
-  listObjectsMaxKeys: 0
-"#;
-        let cfg = StorageConfig::from_yaml_str(yaml).unwrap();
-        assert_eq!(cfg.woodpecker.storage.kind, StorageType::Minio);
-        assert_eq!(
-            cfg.woodpecker.logstore.fence_policy.condition_write,
-            ConditionWriteMode::Disable
-        );
-        let m = &cfg.minio;
-        assert_eq!(m.endpoint_url(), "https://10.0.0.5:9100");
-        assert_eq!(m.cloud_provider, CloudProvider::Aliyun);
-        assert_eq!(m.effective_region(), "cn-hangzhou");
-        assert!(m.use_virtual_host);
-        assert!(!m.create_bucket);
-        assert_eq!(m.root_path, "files/wp");
-        assert!(
-            !format!("{m:?}").contains("sk"),
-            "secret must not be printed"
-        );
-    }
-
-    #[test]
-    fn storage_type_spellings() {
-        for (text, kind) in [
-            ("minio", StorageType::Minio),
-            ("default", StorageType::Minio),
-            ("\"\"", StorageType::Minio),
-            ("local", StorageType::Local),
-            ("service", StorageType::Service),
-        ] {
-            let yaml = format!("woodpecker:\n  storage:\n    type: {text}\n");
-            let cfg = StorageConfig::from_yaml_str(&yaml).unwrap();
-            assert_eq!(cfg.woodpecker.storage.kind, kind, "{text}");
-        }
-    }
-
-    fn setting_of(yaml: &str) -> String {
-        match StorageConfig::from_yaml_str(yaml) {
+    fn setting_of(storage: &StorageSection, minio: &MinioConfig) -> String {
+        match validate(storage, minio) {
             Err(Error::Config { setting, .. }) => setting,
             other => panic!("expected a config error, got {other:?}"),
         }
     }
 
     #[test]
+    fn the_defaults_are_valid_and_match_the_go_reference_file() {
+        let (storage, minio) = (StorageSection::default(), MinioConfig::default());
+        validate(&storage, &minio).unwrap();
+        assert_eq!(storage.kind, StorageType::Minio);
+        assert_eq!(storage.root_path, "/var/lib/woodpecker");
+        assert_eq!(minio.bucket_name, "a-bucket");
+        assert_eq!(minio.root_path, "files");
+        assert_eq!(minio.request_timeout_ms, 10_000);
+        assert_eq!(minio.endpoint_url(), "http://localhost:9000");
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
-        assert_eq!(setting_of("minio:\n  port: abc\n"), "minio.port");
-        assert_eq!(setting_of("minio:\n  port: 0\n"), "minio.port");
+        let storage = StorageSection::default();
+        let minio = |f: fn(&mut MinioConfig)| {
+            let mut m = MinioConfig::default();
+            f(&mut m);
+            m
+        };
+        assert_eq!(setting_of(&storage, &minio(|m| m.port = 0)), "minio.port");
         assert_eq!(
-            setting_of("minio:\n  bucketName: \"\"\n"),
+            setting_of(&storage, &minio(|m| m.bucket_name = String::new())),
             "minio.bucketName"
         );
         assert_eq!(
-            setting_of("minio:\n  bucketName: My_Bucket\n"),
+            setting_of(&storage, &minio(|m| m.bucket_name = "My_Bucket".into())),
             "minio.bucketName"
         );
-        assert_eq!(setting_of("minio:\n  rootPath: a//b\n"), "minio.rootPath");
-        assert_eq!(setting_of("minio:\n  rootPath: a/../b\n"), "minio.rootPath");
         assert_eq!(
-            setting_of("minio:\n  cloudProvider: ibm\n"),
-            "minio.cloudProvider"
+            setting_of(&storage, &minio(|m| m.root_path = "a//b".into())),
+            "minio.rootPath"
         );
         assert_eq!(
-            setting_of("minio:\n  accessKeyID: ak\n  secretAccessKey: \"\"\n"),
-            "minio.secretAccessKey"
+            setting_of(&storage, &minio(|m| m.root_path = "a/../b".into())),
+            "minio.rootPath"
         );
         assert_eq!(
-            setting_of("minio:\n  requestTimeoutMs: 0\n"),
+            setting_of(&storage, &minio(|m| m.request_timeout_ms = 0)),
             "minio.requestTimeoutMs"
         );
+        let local_without_root = StorageSection {
+            kind: StorageType::Local,
+            root_path: String::new(),
+        };
         assert_eq!(
-            setting_of(
-                "woodpecker:\n  logstore:\n    fencePolicy:\n      conditionWrite: sometimes\n"
-            ),
-            "woodpecker.logstore.fencePolicy.conditionWrite"
-        );
-        assert_eq!(
-            setting_of("woodpecker:\n  storage:\n    type: nfs\n"),
-            "woodpecker.storage.type"
-        );
-        assert_eq!(
-            setting_of("woodpecker:\n  storage:\n    type: local\n    rootPath: \"\"\n"),
+            setting_of(&local_without_root, &MinioConfig::default()),
             "woodpecker.storage.rootPath"
         );
-        // Not YAML at all.
-        let err = StorageConfig::from_yaml_str("minio: [unclosed").unwrap_err();
-        assert!(matches!(err, Error::Config { .. }), "{err}");
     }
 
     #[test]
     fn local_storage_does_not_need_minio_credentials() {
-        let yaml = "woodpecker:\n  storage:\n    type: local\n    rootPath: ./data\nminio:\n  bucketName: \"\"\n";
-        StorageConfig::from_yaml_str(yaml).unwrap();
+        let local = StorageSection {
+            kind: StorageType::Local,
+            root_path: "./data".into(),
+        };
+        validate(&local, &minio_without_bucket()).unwrap();
+        assert!(validate(&StorageSection::default(), &minio_without_bucket()).is_err());
+    }
+
+    fn minio_without_bucket() -> MinioConfig {
+        MinioConfig {
+            bucket_name: String::new(),
+            ..MinioConfig::default()
+        }
     }
 }

@@ -160,7 +160,9 @@ async fn a_journal_commit_that_finds_the_disk_full_fails_alone_and_replay_never_
         return;
     };
     let root = fs.path().join("root");
-    let (journal, _) = Journal::open(&root).unwrap().unwrap();
+    let (journal, _) = Journal::open(&root, clock::SystemClock::shared())
+        .unwrap()
+        .unwrap();
     let writer = |dir: PathBuf, journal: Arc<Journal>| async move {
         LocalSegmentWriter::create(&dir, 0, 6)
             .await
@@ -205,7 +207,9 @@ async fn a_journal_commit_that_finds_the_disk_full_fails_alone_and_replay_never_
         .unwrap()
         .set_len(HEADER_RECORD_LEN as u64)
         .unwrap();
-    let (_replayed_journal, replayed) = Journal::open(copy.path()).unwrap().unwrap();
+    let (_replayed_journal, replayed) = Journal::open(copy.path(), clock::SystemClock::shared())
+        .unwrap()
+        .unwrap();
     assert!(replayed.records <= 3, "{replayed:?}");
     assert_eq!(file_len(&b_data), HEADER_RECORD_LEN as u64);
     assert_eq!(

@@ -248,6 +248,8 @@ async fn a_partial_error_rate_is_reproducible_from_its_seed() {
 }
 
 #[tokio::test(start_paused = true)]
+// Measures tokio's paused time, which the system clock follows.
+#[allow(clippy::disallowed_methods)]
 async fn injected_latency_delays_matching_operations() {
     let s = stack(9);
     s.faults

@@ -231,9 +231,14 @@ pub struct ServerLogMetrics {
 impl ServerLogMetrics {
     /// The handles of log `log_id` in the current namespace.
     pub fn for_log(log_id: i64) -> Self {
-        let ns = log_namespace();
+        Self::for_log_in(&log_namespace(), log_id)
+    }
+
+    /// The handles of log `log_id` in namespace `ns` (`<bucket>/<root path>`): a LogStore
+    /// node labels each tenant's logs with the tenant, not with the process's namespace.
+    pub fn for_log_in(ns: &str, log_id: i64) -> Self {
         let id = log_id.to_string();
-        let labels = [node_id(), ns.as_str(), id.as_str()];
+        let labels = [node_id(), ns, id.as_str()];
         ServerLogMetrics {
             flush_latency: SERVER_FILE_FLUSH_LATENCY.with(&labels),
             flush_bytes: SERVER_FLUSH_BYTES_WRITTEN.with(&labels),
@@ -349,28 +354,50 @@ impl ObjectStorageMetrics {
             return m;
         }
         let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
-        w.entry(log_id).or_insert_with(|| {
-            let ns = log_namespace();
-            let id = log_id.map(|i| i.to_string()).unwrap_or_default();
-            let ops = ObjectOp::ALL
-                .iter()
-                .map(|op| {
-                    let with = |status: &'static str| {
-                        [node_id(), ns.as_str(), id.as_str(), op.label(), status]
-                    };
-                    let bytes_labels = [node_id(), ns.as_str(), id.as_str(), op.label()];
-                    OpHandles {
-                        ok: OBJECT_STORAGE_OPERATIONS.with(&with("success")),
-                        failed: OBJECT_STORAGE_OPERATIONS.with(&with("error")),
-                        ok_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("success")),
-                        failed_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("error")),
-                        request_bytes: OBJECT_STORAGE_REQUEST_BYTES.with(&bytes_labels),
-                        transferred: OBJECT_STORAGE_BYTES_TRANSFERRED.with(&bytes_labels),
-                    }
-                })
-                .collect();
-            Box::leak(Box::new(ObjectStorageMetrics { ops }))
-        })
+        w.entry(log_id)
+            .or_insert_with(|| Self::make(&log_namespace(), log_id))
+    }
+
+    /// [`for_log`](Self::for_log) in namespace `ns` (`<bucket>/<root path>`) rather than the
+    /// process's: a LogStore node's stores label their traffic with their tenant.
+    pub fn for_log_in(ns: &str, log_id: Option<i64>) -> &'static ObjectStorageMetrics {
+        type Cache = HashMap<String, HashMap<Option<i64>, &'static ObjectStorageMetrics>>;
+        static CACHE: OnceLock<RwLock<Cache>> = OnceLock::new();
+        let cache = CACHE.get_or_init(RwLock::default);
+        if let Some(m) = cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns)
+            .and_then(|logs| logs.get(&log_id))
+        {
+            return m;
+        }
+        let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
+        w.entry(ns.to_string())
+            .or_default()
+            .entry(log_id)
+            .or_insert_with(|| Self::make(ns, log_id))
+    }
+
+    /// New handles, leaked: each (namespace, log) gets one set for the life of the process.
+    fn make(ns: &str, log_id: Option<i64>) -> &'static ObjectStorageMetrics {
+        let id = log_id.map(|i| i.to_string()).unwrap_or_default();
+        let ops = ObjectOp::ALL
+            .iter()
+            .map(|op| {
+                let with = |status: &'static str| [node_id(), ns, id.as_str(), op.label(), status];
+                let bytes_labels = [node_id(), ns, id.as_str(), op.label()];
+                OpHandles {
+                    ok: OBJECT_STORAGE_OPERATIONS.with(&with("success")),
+                    failed: OBJECT_STORAGE_OPERATIONS.with(&with("error")),
+                    ok_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("success")),
+                    failed_latency: OBJECT_STORAGE_OPERATION_LATENCY.with(&with("error")),
+                    request_bytes: OBJECT_STORAGE_REQUEST_BYTES.with(&bytes_labels),
+                    transferred: OBJECT_STORAGE_BYTES_TRANSFERRED.with(&bytes_labels),
+                }
+            })
+            .collect();
+        Box::leak(Box::new(ObjectStorageMetrics { ops }))
     }
 
     /// Records one call: its outcome, its time in nanoseconds and the payload bytes it sent
@@ -526,6 +553,33 @@ impl LogStoreRpcMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenants_with_the_same_log_id_get_series_of_their_own() {
+        let a = ServerLogMetrics::for_log_in("tenant-a/root", 41);
+        let b = ServerLogMetrics::for_log_in("tenant-b/root", 41);
+        a.flush_bytes.add(100);
+        b.flush_bytes.add(7);
+        let oa = ObjectStorageMetrics::for_log_in("tenant-a/root", Some(41));
+        let ob = ObjectStorageMetrics::for_log_in("tenant-b/root", Some(41));
+        assert!(!std::ptr::eq(oa, ob));
+        assert!(std::ptr::eq(
+            oa,
+            ObjectStorageMetrics::for_log_in("tenant-a/root", Some(41))
+        ));
+        oa.record(ObjectOp::Put, true, 1_000, 10);
+        ob.record(ObjectOp::Put, true, 1_000, 20);
+        let mut out = String::new();
+        render(&mut out);
+        for line in [
+            "woodpecker_server_flush_bytes_written{node_id=\"embed\",log_ns=\"tenant-a/root\",log_id=\"41\"} 100",
+            "woodpecker_server_flush_bytes_written{node_id=\"embed\",log_ns=\"tenant-b/root\",log_id=\"41\"} 7",
+            "woodpecker_server_object_storage_bytes_transferred{node_id=\"embed\",log_ns=\"tenant-a/root\",log_id=\"41\",operation=\"put_object\"} 10",
+            "woodpecker_server_object_storage_bytes_transferred{node_id=\"embed\",log_ns=\"tenant-b/root\",log_id=\"41\",operation=\"put_object\"} 20",
+        ] {
+            assert!(out.contains(line), "missing {line} in\n{out}");
+        }
+    }
 
     #[test]
     fn go_names_and_labels() {

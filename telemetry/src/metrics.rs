@@ -408,7 +408,7 @@ impl<M: Instrument> Render for Family<M> {
 }
 
 /// Writes every metric of `all`.
-pub fn render_all(all: &[&dyn Render], out: &mut String) {
+pub(crate) fn render_all(all: &[&dyn Render], out: &mut String) {
     for m in all {
         m.render(out);
     }

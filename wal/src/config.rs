@@ -643,16 +643,7 @@ impl Config {
     /// Checks the values this engine acts on; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let w = &self.woodpecker;
-        let storage = storage::config::StorageConfig {
-            woodpecker: storage::config::WoodpeckerSection {
-                storage: w.storage.clone(),
-                logstore: storage::config::LogstoreSection {
-                    fence_policy: w.logstore.fence_policy,
-                },
-            },
-            minio: self.minio.clone(),
-        };
-        storage.validate()?;
+        storage::config::validate(&w.storage, &self.minio)?;
         let positive = |v: u64, key: &str| {
             if v == 0 {
                 Err(ConfigError::new(key, "must be greater than 0"))
@@ -1080,5 +1071,138 @@ mod tests {
     fn a_missing_file_names_the_option() {
         let err = Config::from_file(Path::new("/nonexistent/woodpecker.yaml")).unwrap_err();
         assert_eq!(err.setting, "--config");
+    }
+
+    fn storage_setting_of(yaml: &str) -> String {
+        match Config::from_yaml_str(yaml) {
+            Err(e) => e.setting,
+            Ok(cfg) => panic!("expected a config error, got {cfg:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_storage_keys_of_the_go_schema() {
+        let yaml = r#"
+woodpecker:
+  meta:
+    prefix: woodpecker
+  logstore:
+    segmentSyncPolicy:
+      maxInterval: 200
+    fencePolicy:
+      conditionWrite: disable
+  storage:
+    type: default
+    rootPath: /tmp/wp
+etcd:
+  endpoints: [localhost:2379]
+minio:
+  address: 10.0.0.5
+  port: 9100
+  accessKeyID: ak
+  secretAccessKey: sk
+  useSSL: true
+  ssl:
+    tlsCACert: ""
+  bucketName: milvus-bucket
+  createBucket: false
+  rootPath: files/wp
+  useIAM: false
+  cloudProvider: aliyun
+  iamEndpoint:
+  logLevel: fatal
+  region: cn-hangzhou
+  useVirtualHost: true
+  requestTimeoutMs: 3000
+  listObjectsMaxKeys: 0
+"#;
+        let cfg = Config::from_yaml_str(yaml).unwrap();
+        assert_eq!(cfg.woodpecker.storage.kind, StorageType::Minio);
+        assert_eq!(
+            cfg.woodpecker.logstore.fence_policy.condition_write,
+            ConditionWriteMode::Disable
+        );
+        let m = &cfg.minio;
+        assert_eq!(m.endpoint_url(), "https://10.0.0.5:9100");
+        assert_eq!(m.cloud_provider, CloudProvider::Aliyun);
+        assert_eq!(m.effective_region(), "cn-hangzhou");
+        assert!(m.use_virtual_host);
+        assert!(!m.create_bucket);
+        assert_eq!(m.root_path, "files/wp");
+        assert!(
+            !format!("{m:?}").contains("sk"),
+            "secret must not be printed"
+        );
+    }
+
+    #[test]
+    fn storage_type_spellings() {
+        for (text, kind) in [
+            ("minio", StorageType::Minio),
+            ("default", StorageType::Minio),
+            ("\"\"", StorageType::Minio),
+            ("local", StorageType::Local),
+            ("service", StorageType::Service),
+        ] {
+            let yaml = format!("woodpecker:\n  storage:\n    type: {text}\n");
+            let cfg = Config::from_yaml_str(&yaml).unwrap();
+            assert_eq!(cfg.woodpecker.storage.kind, kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_storage_values_name_the_setting() {
+        assert_eq!(storage_setting_of("minio:\n  port: abc\n"), "minio.port");
+        assert_eq!(storage_setting_of("minio:\n  port: 0\n"), "minio.port");
+        assert_eq!(
+            storage_setting_of("minio:\n  bucketName: \"\"\n"),
+            "minio.bucketName"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  bucketName: My_Bucket\n"),
+            "minio.bucketName"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  rootPath: a//b\n"),
+            "minio.rootPath"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  rootPath: a/../b\n"),
+            "minio.rootPath"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  cloudProvider: ibm\n"),
+            "minio.cloudProvider"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  accessKeyID: ak\n  secretAccessKey: \"\"\n"),
+            "minio.secretAccessKey"
+        );
+        assert_eq!(
+            storage_setting_of("minio:\n  requestTimeoutMs: 0\n"),
+            "minio.requestTimeoutMs"
+        );
+        assert_eq!(
+            storage_setting_of(
+                "woodpecker:\n  logstore:\n    fencePolicy:\n      conditionWrite: sometimes\n"
+            ),
+            "woodpecker.logstore.fencePolicy.conditionWrite"
+        );
+        assert_eq!(
+            storage_setting_of("woodpecker:\n  storage:\n    type: nfs\n"),
+            "woodpecker.storage.type"
+        );
+        assert_eq!(
+            storage_setting_of("woodpecker:\n  storage:\n    type: local\n    rootPath: \"\"\n"),
+            "woodpecker.storage.rootPath"
+        );
+        // Not YAML at all.
+        assert!(Config::from_yaml_str("minio: [unclosed").is_err());
+    }
+
+    #[test]
+    fn local_storage_does_not_need_minio_credentials() {
+        let yaml = "woodpecker:\n  storage:\n    type: local\n    rootPath: ./data\nminio:\n  bucketName: \"\"\n";
+        Config::from_yaml_str(yaml).unwrap();
     }
 }

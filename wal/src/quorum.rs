@@ -121,7 +121,7 @@ impl QuorumSpec {
     }
 
     /// Replicas that may miss an acknowledged entry: `Wq − Aq`.
-    pub fn slack(&self) -> usize {
+    pub(crate) fn slack(&self) -> usize {
         self.wq - self.aq
     }
 

@@ -4,6 +4,9 @@
 //! `ManualClock`: the retention TTL is 30 s of that clock, so a test passes it in an instant.
 //! Each message encodes to 16 bytes and segments roll after 30 bytes: two entries a segment.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

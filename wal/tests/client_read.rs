@@ -181,9 +181,23 @@ fn spawn_read(
     })
 }
 
-/// Lets spawned tasks run for a moment of real time (the manual clock does not move).
+/// Gives a task that should stay parked a moment of real time in which a wrong
+/// implementation would finish it (the manual clock does not move). Only for checks that
+/// something does *not* happen; what must happen is waited for as an event.
+#[allow(clippy::disallowed_methods)]
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Spawns `read_next` on `r` and waits until the reader is parked: sleeping on the clock
+/// (which stands still) for one poll interval.
+async fn spawn_parked_read(
+    env_clock: &ManualClock,
+    r: LogReader,
+) -> tokio::task::JoinHandle<(LogReader, wal::client::Result<LogMessage>)> {
+    let task = spawn_read(r);
+    env_clock.wait_for_sleeper_of(POLL).await;
+    task
 }
 
 #[tokio::test]
@@ -273,7 +287,7 @@ async fn tail_reader_is_woken_by_a_write_of_this_process_without_polling() {
         write_range(&w, 0..1).await;
         let r = h.open_reader(LogMessageId::LATEST, None).await.unwrap();
         assert_eq!(r.position(), id(0, 1));
-        let task = spawn_read(r);
+        let task = spawn_parked_read(&env.clock, r).await;
         settle().await;
         assert!(!task.is_finished(), "nothing was written yet");
         let before = env.clock_ref.now_millis();
@@ -305,18 +319,22 @@ async fn reader_of_another_process_sees_new_entries_after_the_poll_interval() {
         let early = read_n(&mut h_r.open_reader(id(0, 1), None).await.unwrap(), 2).await;
         assert_msg(&early[1], 2);
 
-        let task = spawn_read(r);
-        settle().await;
+        let task = spawn_parked_read(&env.clock, r).await;
         let written = write_range(&w, 3..4).await;
         settle().await;
         assert!(!task.is_finished(), "no poll interval passed yet");
-        // Advance one poll interval at a time until the reader looks again.
+        // Advance one poll interval at a time until the reader looks again: after each
+        // advance the reader either finishes or parks for its next poll.
         let mut polls = 0;
         while !task.is_finished() {
             env.clock.advance(POLL);
             polls += 1;
             assert!(polls < 50, "reader never saw the entry");
-            settle().await;
+            let next_poll = wal::clock::Clock::now_millis(&env.clock) + POLL.as_millis() as u64;
+            wal::clock::testing::eventually("the reader to poll", || {
+                task.is_finished() || env.clock.sleepers_until(next_poll) > 0
+            })
+            .await;
         }
         let (r, m) = task.await.unwrap();
         let m = m.unwrap();

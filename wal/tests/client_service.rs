@@ -9,6 +9,9 @@
 //! Waits are for events (acknowledgements, reads), never for fixed times, except the
 //! client's own bounded timeouts, which the tests set short.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "support/fake_node.rs"]
 mod fake_node;
 

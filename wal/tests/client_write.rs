@@ -5,6 +5,9 @@
 //! `max_flush_size` of one byte), so durability never waits for the clock; time only moves
 //! when a test advances it.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

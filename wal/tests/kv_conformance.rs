@@ -3,6 +3,9 @@
 //!
 //! Every case works under its own random prefix, so cases share one etcd.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,6 +3,10 @@
 //! No external service is needed. Timing that matters runs on a `ManualClock` that the tests
 //! advance; real time is only used as a bound on how long a test waits.
 
+// `drive` paces the manual clock in real time, and a check that something does *not*
+// happen gives a wrong implementation a moment of real time to act.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -87,7 +91,12 @@ fn dense(n: i64) -> Vec<(i64, Bytes)> {
 
 /// memory <- faults, as the store of an ObjectStorage with root `root`.
 fn faulty_storage(seed: u64) -> (FaultInjectingStore, ObjectStorage) {
-    let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), seed);
+    faulty_storage_on(seed, SystemClock::shared())
+}
+
+/// [`faulty_storage`] whose injected latencies pass on `clock`.
+fn faulty_storage_on(seed: u64, clock: ClockRef) -> (FaultInjectingStore, ObjectStorage) {
+    let faults = FaultInjectingStore::new(Arc::new(InMemory::new()), seed).with_clock(clock);
     let storage = ObjectStorage::new(
         Arc::new(faults.clone()),
         BackendKind::Memory,
@@ -108,10 +117,12 @@ async fn out_of_order_round(backend: Backend, clock: ManualClock, clock_ref: Clo
         receipts.push(ls.add_entry(LOG, SEG, id, payload(id)).await.unwrap());
     }
     // Ticks pass, but nothing is contiguous from 0: nothing is flushed or acknowledged.
+    // Each tick is handled once the processor's ticker sleeps again.
     for _ in 0..5 {
+        clock.wait_for_sleepers(1).await;
         clock.advance(Duration::from_millis(200));
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    clock.wait_for_sleepers(1).await;
     for r in &mut receipts {
         assert!(
             r.now_or_never().is_none(),
@@ -871,7 +882,8 @@ async fn local_a_fence_file_from_another_process_stops_the_writer() {
 /// that are already open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_one_segment_does_not_stall_appends_to_another() {
-    let (faults, storage) = faulty_storage(9);
+    let faults_clock = ManualClock::new(0);
+    let (faults, storage) = faulty_storage_on(9, faults_clock.shared());
     let policy = SyncPolicy {
         max_flush_size: 1,
         ..SyncPolicy::default()
@@ -882,7 +894,7 @@ async fn opening_one_segment_does_not_stall_appends_to_another() {
         SystemClock::shared(),
     ));
     ls.processor(LOG, SEG).await.unwrap();
-    // Every read of segment 4 hangs (far longer than the test runs).
+    // Every read of segment 4 hangs until the faults' clock moves, which it never does.
     faults.add_rule(
         FaultRule::delay(&[Op::Get, Op::Head, Op::List], Duration::from_secs(3_600))
             .under(format!("root/{LOG}/4/")),
@@ -891,8 +903,8 @@ async fn opening_one_segment_does_not_stall_appends_to_another() {
         let ls = ls.clone();
         tokio::spawn(async move { ls.processor(LOG, 4).await.map(|_| ()) })
     };
-    // Let the slow open reach storage (scheduling only; nothing is timed).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow open reached storage once a read of it hangs.
+    faults_clock.wait_for_sleepers(1).await;
     let acked = within(async { ls.add_entry(LOG, SEG, 0, payload(0)).await.unwrap().await }).await;
     assert_eq!(acked.unwrap(), 0);
     assert!(!slow.is_finished(), "segment 4 is still opening");
@@ -910,6 +922,10 @@ struct CountingClock {
 impl wal::clock::Clock for CountingClock {
     fn now_millis(&self) -> u64 {
         self.inner.now_millis()
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
     }
 
     async fn sleep(&self, duration: Duration) {
@@ -961,7 +977,8 @@ async fn an_idle_processor_stops_its_ticker_until_an_entry_arrives() {
     let into = (wal::clock::Clock::now_millis(&clock) - start) % period;
     clock.advance(Duration::from_millis((period + period / 2 - into) % period));
     let r = ls.add_entry(LOG, SEG, 1, payload(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The ticker started again once it sleeps towards its next tick.
+    clock.wait_for_sleepers(1).await;
     clock.advance(Duration::from_millis(period / 2));
     assert_eq!(within(r).await.unwrap(), 1);
     assert_eq!(read_object(&storage, SEG).await.0, dense(2));

@@ -2,6 +2,9 @@
 //! `scripts/test` starts; `WOODPECKER_TEST_ETCD_ENDPOINT`). On etcd every case works under its
 //! own random root prefix.
 
+// Real processes, sockets and services answer in real time; waits poll them with deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -56,7 +56,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
-use tokio::time::Instant;
+use wal::clock::{Clock, ClockRef, SystemClock};
 use wal::meta::kv::{Kv, KvError};
 
 use self::machine::{
@@ -76,7 +76,7 @@ const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 const MIN_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Coordinator settings (Kafka's `group.*` and `offsets.*` broker settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GroupSettings {
     /// How long a rebalance of an Empty group waits for more members
     /// (`group.initial.rebalance.delay.ms`; Kafka's default is 3 s, ours 100 ms).
@@ -88,6 +88,8 @@ pub struct GroupSettings {
     /// How long the offsets of an Empty group are kept (`offsets.retention.minutes`);
     /// `None` keeps them forever.
     pub offsets_retention: Option<Duration>,
+    /// The coordinator's time: session and rebalance timeouts, offset retention.
+    pub clock: ClockRef,
 }
 
 impl Default for GroupSettings {
@@ -97,6 +99,7 @@ impl Default for GroupSettings {
             min_session_timeout: Duration::from_secs(6),
             max_session_timeout: Duration::from_secs(30 * 60),
             offsets_retention: None,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -283,14 +286,18 @@ impl Shared {
     /// The current moment, as the machines take it.
     fn now(&self) -> Now {
         Now {
-            mono: Instant::now().saturating_duration_since(self.epoch),
-            wall_ms: wall_ms(),
+            mono: self
+                .settings
+                .clock
+                .now()
+                .saturating_duration_since(self.epoch),
+            wall_ms: wall_ms(self.settings.clock.as_ref()),
         }
     }
 
     /// Runs due timers; returns the next deadline and whether offset retention is due.
     fn tick(&self) -> (Option<Instant>, bool) {
-        let at = Instant::now();
+        let at = self.settings.clock.now();
         let now = self.now();
         let mut state = self.lock();
         let ids: Vec<String> = state.groups.keys().cloned().collect();
@@ -329,7 +336,7 @@ impl Shared {
         };
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let _persist = self.persist.lock().await;
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.settings.clock.as_ref());
         let mut doomed = Vec::new();
         {
             let mut state = self.lock();
@@ -382,6 +389,7 @@ impl GroupCoordinator {
         settings: GroupSettings,
     ) -> Result<Arc<GroupCoordinator>, GroupError> {
         let wake = Arc::new(Notify::new());
+        let epoch = settings.clock.now();
         let shared = Arc::new(Shared {
             store: OffsetStore::new(kv, prefix),
             settings,
@@ -389,7 +397,7 @@ impl GroupCoordinator {
             persist: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
             closed: AtomicBool::new(false),
-            epoch: Instant::now(),
+            epoch,
         });
         let loaded = shared.store.load().await?;
         let now = shared.now();
@@ -691,7 +699,7 @@ fn new_member_id(instance_id: Option<&str>) -> String {
 /// The reaper: runs the groups' timers until the coordinator goes away.
 async fn reaper(shared: Weak<Shared>, wake: Arc<Notify>) {
     loop {
-        let next = {
+        let (next, clock) = {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -699,12 +707,12 @@ async fn reaper(shared: Weak<Shared>, wake: Arc<Notify>) {
             if retention_due {
                 shared.expire_offsets().await;
             }
-            next
+            (next, shared.settings.clock.clone())
         };
         match next {
             Some(at) => {
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
+                    () = clock.sleep_until(at) => {}
                     () = wake.notified() => {}
                 }
             }
@@ -724,11 +732,8 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+fn wall_ms(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now_millis()).unwrap_or(i64::MAX)
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -740,4 +745,6 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 #[cfg(test)]
+// The tests move tokio's paused time, which the system clock follows.
+#[allow(clippy::disallowed_methods)]
 mod tests;

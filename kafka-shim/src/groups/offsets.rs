@@ -109,7 +109,7 @@ impl GroupCoordinator {
         catalog: &dyn TopicCatalog,
         codes: &mut [Vec<i16>],
     ) {
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.shared.settings.clock.as_ref());
         // The last write of each partition wins; the store refuses one key twice in a txn.
         let mut writes: BTreeMap<(String, i32), StoredOffset> = BTreeMap::new();
         let mut origin: Vec<((String, i32), usize, usize)> = Vec::new();
@@ -178,7 +178,7 @@ impl GroupCoordinator {
     /// Keeps offsets a transaction committed (TxnOffsetCommit) until it ends; a later commit
     /// of the same partition in the same transaction replaces the earlier one.
     pub fn stage_txn_offsets(&self, group_id: &str, producer_id: i64, offsets: &[TxnOffset]) {
-        let now_ms = wall_ms();
+        let now_ms = wall_ms(self.shared.settings.clock.as_ref());
         let mut state = self.shared.lock();
         let pending = state
             .txn_pending

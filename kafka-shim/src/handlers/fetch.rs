@@ -32,8 +32,8 @@ impl Broker {
         req: FetchRequest,
         version: i16,
     ) -> Reply {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let clock = self.config.clock.clone();
+        let deadline = clock.now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let max_bytes = if version >= 3 && req.max_bytes > 0 {
             req.max_bytes as usize
         } else {
@@ -76,7 +76,11 @@ impl Broker {
             partitions: named,
             forgotten,
         };
-        let plan = match self.fetch_sessions.begin(version, request, now_ms() as u64) {
+        let plan = match self.fetch_sessions.begin(
+            version,
+            request,
+            now_ms(self.config.clock.as_ref()) as u64,
+        ) {
             Ok(plan) => plan,
             Err(code) => {
                 return encode(
@@ -216,7 +220,7 @@ impl Broker {
                 }
                 answered.push(pd);
             }
-            let now = tokio::time::Instant::now();
+            let now = clock.now();
             if total >= min_bytes.max(1) || errors || now >= deadline || wanted.is_empty() {
                 self.metrics.fetched(total as u64);
                 return self.fetch_response(&plan, &wanted, answered, version);
@@ -235,7 +239,10 @@ impl Broker {
                     .map(|r| Box::pin(r.changed()))
                     .collect::<Vec<_>>(),
             );
-            let _ = tokio::time::timeout_at(deadline, changed).await;
+            tokio::select! {
+                _ = changed => {}
+                () = clock.sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -258,7 +265,9 @@ impl Broker {
                 log_start_offset: pd.log_start_offset,
             })
             .collect();
-        let settled = self.fetch_sessions.finish(plan, &answers, now_ms() as u64);
+        let settled =
+            self.fetch_sessions
+                .finish(plan, &answers, now_ms(self.config.clock.as_ref()) as u64);
         self.metrics
             .fetch_sessions
             .store(self.fetch_sessions.len() as i64, Ordering::Relaxed);

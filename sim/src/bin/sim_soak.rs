@@ -3,6 +3,9 @@
 //! a seed failed; a failing seed is printed with its reproduction command and the soak
 //! exits non-zero).
 
+// The soak runs seeds for a wall-clock budget, in real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use sim::run::FaultCounts;

@@ -132,7 +132,7 @@ impl FrameHeader {
 
     /// Bytes of the whole record, header included. `u64` because `9 + u32::MAX` need not fit a
     /// 32-bit `usize`.
-    pub fn record_len(&self) -> u64 {
+    pub(crate) fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + u64::from(self.payload_len)
     }
 }

@@ -43,6 +43,9 @@ pub struct BuildOptions {
     pub counters: Option<Arc<StoreCounters>>,
     /// Wrap the backend in a fault injector with this seed (tests).
     pub fault_seed: Option<u64>,
+    /// Label the store's metrics with its own `log_ns` (`<bucket>/<root path>`) rather than
+    /// the process's: set by a service-mode node, which holds one store per tenant.
+    pub tenant_metrics: bool,
 }
 
 /// The result of a build: the storage and, when asked for, the fault injector under it.
@@ -77,7 +80,11 @@ pub async fn build_object_storage(cfg: &MinioConfig, opts: BuildOptions) -> Resu
     if policy.max_retries > 0 {
         store = Arc::new(RetryingStore::new(store, policy));
     }
-    store = Arc::new(MeteredStore::new(store, &cfg.root_path));
+    let mut metered = MeteredStore::new(store, &cfg.root_path);
+    if opts.tenant_metrics {
+        metered = metered.with_log_namespace(&format!("{}/{}", cfg.bucket_name, cfg.root_path));
+    }
+    store = Arc::new(metered);
     let storage = ObjectStorage::new(store, kind, caps, &cfg.bucket_name, &cfg.root_path)?
         .with_endpoint(&store_location(cfg));
     if cfg.create_bucket {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clock::{ClockRef, SystemClock};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -161,6 +162,7 @@ struct State {
 pub struct FaultInjectingStore {
     inner: Arc<dyn ObjectStore>,
     state: Arc<Mutex<State>>,
+    clock: ClockRef,
 }
 
 /// The decision for one operation.
@@ -179,7 +181,14 @@ impl FaultInjectingStore {
                 rng: StdRng::seed_from_u64(seed),
                 stats: FaultStats::default(),
             })),
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// Injected latencies pass on `clock`.
+    pub fn with_clock(mut self, clock: ClockRef) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds a rule after the existing ones.
@@ -248,7 +257,7 @@ impl FaultInjectingStore {
     {
         let decision = self.decide(op, path.as_ref());
         if !decision.latency.is_zero() {
-            tokio::time::sleep(decision.latency).await;
+            self.clock.sleep(decision.latency).await;
         }
         match decision.fault {
             None => fut.await,
@@ -338,18 +347,19 @@ impl ObjectStore for FaultInjectingStore {
         let decision = self.decide(Op::List, path.as_ref());
         let inner = self.inner.list(prefix);
         let latency = decision.latency;
+        let clock = self.clock.clone();
         match decision.fault {
             // A listing is read-only: before and after are the same to the caller.
             Some((_, transient)) => {
                 let err = Self::error(Op::List, path.as_ref(), transient, false);
                 futures::stream::once(async move {
-                    tokio::time::sleep(latency).await;
+                    clock.sleep(latency).await;
                     Err(err)
                 })
                 .boxed()
             }
             None if latency.is_zero() => inner,
-            None => futures::stream::once(tokio::time::sleep(latency))
+            None => futures::stream::once(async move { clock.sleep(latency).await })
                 .flat_map(move |_| futures::stream::empty())
                 .chain(inner)
                 .boxed(),

@@ -11,7 +11,6 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use telemetry::Stopwatch;
 use telemetry::catalog::{ObjectOp, ObjectStorageMetrics};
@@ -79,14 +78,14 @@ impl StoreCounters {
         OPS.iter().map(|op| (*op, self.snapshot(*op))).collect()
     }
 
-    fn record(&self, op: Op, started: Instant, ok: bool, bytes: u64) {
+    fn record(&self, op: Op, started: Stopwatch, ok: bool, bytes: u64) {
         let c = &self.ops[slot(op)];
         c.requests.fetch_add(1, Ordering::Relaxed);
         if !ok {
             c.errors.fetch_add(1, Ordering::Relaxed);
         }
         c.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let nanos = started.elapsed_nanos();
         c.nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
@@ -124,7 +123,7 @@ impl ObjectStore for CountingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let len = payload.content_length() as u64;
         let r = self.inner.put_opts(location, payload, opts).await;
         self.counters.record(Op::Put, started, r.is_ok(), len);
@@ -136,14 +135,14 @@ impl ObjectStore for CountingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let r = self.inner.put_multipart_opts(location, opts).await;
         self.counters.record(Op::Put, started, r.is_ok(), 0);
         r
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let op = if options.head { Op::Head } else { Op::Get };
         let r = self.inner.get_opts(location, options).await;
         let bytes = match (&r, op) {
@@ -155,7 +154,7 @@ impl ObjectStore for CountingStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let r = self.inner.get_ranges(location, ranges).await;
         let bytes = r
             .as_ref()
@@ -170,7 +169,7 @@ impl ObjectStore for CountingStore {
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
         let counters = Arc::clone(&self.counters);
-        let started = Instant::now();
+        let started = Stopwatch::start();
         self.inner
             .delete_stream(locations)
             .map(move |r| {
@@ -182,7 +181,7 @@ impl ObjectStore for CountingStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let counters = Arc::clone(&self.counters);
-        let started = Instant::now();
+        let started = Stopwatch::start();
         counters.record(Op::List, started, true, 0);
         let errors = Arc::clone(&counters);
         self.inner
@@ -199,21 +198,21 @@ impl ObjectStore for CountingStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let r = self.inner.list_with_delimiter(prefix).await;
         self.counters.record(Op::List, started, r.is_ok(), 0);
         r
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let r = self.inner.copy_opts(from, to, options).await;
         self.counters.record(Op::Copy, started, r.is_ok(), 0);
         r
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let r = self.inner.rename_opts(from, to, options).await;
         self.counters.record(Op::Copy, started, r.is_ok(), 0);
         r
@@ -234,6 +233,8 @@ pub struct MeteredStore {
     inner: Arc<dyn ObjectStore>,
     /// The root prefix with a trailing `/` (empty for none).
     root: String,
+    /// The `log_ns` label; `None`: the process's ([`telemetry::catalog::set_log_namespace`]).
+    log_ns: Option<Arc<str>>,
 }
 
 impl MeteredStore {
@@ -247,6 +248,22 @@ impl MeteredStore {
             } else {
                 format!("{root}/")
             },
+            log_ns: None,
+        }
+    }
+
+    /// Labels this store's traffic with `log_ns` (`<bucket>/<root path>`) instead of the
+    /// process's namespace: a service-mode node holds one store per tenant.
+    pub fn with_log_namespace(mut self, log_ns: &str) -> Self {
+        self.log_ns = Some(log_ns.into());
+        self
+    }
+
+    /// The handles of the log a key belongs to (`None`: outside any log).
+    fn metrics(&self, log_id: Option<i64>) -> &'static ObjectStorageMetrics {
+        match &self.log_ns {
+            Some(ns) => ObjectStorageMetrics::for_log_in(ns, log_id),
+            None => ObjectStorageMetrics::for_log(log_id),
         }
     }
 
@@ -263,12 +280,8 @@ impl MeteredStore {
     }
 
     fn record(&self, location: &Path, op: ObjectOp, started: Stopwatch, ok: bool, bytes: u64) {
-        ObjectStorageMetrics::for_log(self.log_id(location)).record(
-            op,
-            ok,
-            started.elapsed_nanos(),
-            bytes,
-        );
+        self.metrics(self.log_id(location))
+            .record(op, ok, started.elapsed_nanos(), bytes);
     }
 }
 
@@ -372,7 +385,7 @@ impl ObjectStore for MeteredStore {
             .map(move |r| {
                 match &r {
                     Ok(p) => this.record(p, ObjectOp::Remove, started, true, 0),
-                    Err(_) => ObjectStorageMetrics::for_log(None).record(
+                    Err(_) => this.metrics(None).record(
                         ObjectOp::Remove,
                         false,
                         started.elapsed_nanos(),
@@ -386,7 +399,7 @@ impl ObjectStore for MeteredStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let mut guard = ListGuard {
-            metrics: ObjectStorageMetrics::for_log(prefix.and_then(|p| self.log_id(p))),
+            metrics: self.metrics(prefix.and_then(|p| self.log_id(p))),
             started: Stopwatch::start(),
             failed: false,
         };
@@ -405,7 +418,7 @@ impl ObjectStore for MeteredStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let started = Stopwatch::start();
         let r = self.inner.list_with_delimiter(prefix).await;
-        let metrics = ObjectStorageMetrics::for_log(prefix.and_then(|p| self.log_id(p)));
+        let metrics = self.metrics(prefix.and_then(|p| self.log_id(p)));
         metrics.record(ObjectOp::List, r.is_ok(), started.elapsed_nanos(), 0);
         r
     }
@@ -440,5 +453,23 @@ mod tests {
         assert_eq!(m.log_id(&Path::from("other/12/0/3.blk")), None);
         let bare = MeteredStore::new(Arc::new(InMemory::new()), "");
         assert_eq!(bare.log_id(&Path::from("5/1/0.blk")), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_store_labels_its_traffic_with_the_tenant() {
+        let m =
+            MeteredStore::new(Arc::new(InMemory::new()), "wp").with_log_namespace("tenant-x/wp");
+        m.put_opts(
+            &Path::from("wp/77/0/0.blk"),
+            PutPayload::from_static(b"12345"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        telemetry::catalog::render(&mut out);
+        let line = "woodpecker_server_object_storage_bytes_transferred{node_id=\"embed\",\
+                    log_ns=\"tenant-x/wp\",log_id=\"77\",operation=\"put_object\"} 5";
+        assert!(out.contains(line), "missing {line} in\n{out}");
     }
 }

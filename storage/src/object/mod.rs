@@ -419,7 +419,7 @@ impl ObjectStorage {
     }
 
     /// The whole object at `key` and what it is, in one request where the backend allows.
-    pub async fn get_with_info(&self, key: &str) -> Result<(ObjectInfo, Bytes)> {
+    pub(crate) async fn get_with_info(&self, key: &str) -> Result<(ObjectInfo, Bytes)> {
         let result = self
             .inner
             .store
@@ -541,7 +541,7 @@ impl ObjectStorage {
 }
 
 /// Whether user metadata marks a fence: key `Fenced` in any case, value exactly `true`.
-pub fn has_fence_metadata(attributes: &Attributes) -> bool {
+pub(crate) fn has_fence_metadata(attributes: &Attributes) -> bool {
     attributes.iter().any(|(k, v)| match k {
         Attribute::Metadata(name) => {
             name.eq_ignore_ascii_case(FENCE_METADATA_KEY) && v.as_ref() == FENCE_METADATA_VALUE
@@ -553,7 +553,7 @@ pub fn has_fence_metadata(attributes: &Attributes) -> bool {
 /// Maps an `object_store` error to [`Error`], classifying what may pass as transient. The
 /// backend's message is kept as text with the query strings and user info of URLs removed
 /// ([`crate::redact::urls`]): an HTTP client's error quotes the URL it failed on.
-pub fn map_store_error(op: &'static str, path: String, e: object_store::Error) -> Error {
+pub(crate) fn map_store_error(op: &'static str, path: String, e: object_store::Error) -> Error {
     use object_store::Error as E;
     let text = crate::redact::urls(&e.to_string()).into_owned();
     if is_transient(&e) {
@@ -601,7 +601,7 @@ fn is_missing_bucket(e: &object_store::Error) -> bool {
 
 /// Whether an `object_store` error may pass on its own: connection trouble, timeouts, throttling,
 /// server errors, and faults injected as transient.
-pub fn is_transient(e: &object_store::Error) -> bool {
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     let E::Generic { source, .. } = e else {
         return false;
@@ -639,7 +639,7 @@ pub fn is_transient(e: &object_store::Error) -> bool {
 
 /// Whether a failure of `e` proves the request never reached the server, so that even a
 /// non-idempotent request may be sent again.
-pub fn is_not_sent(e: &object_store::Error) -> bool {
+pub(crate) fn is_not_sent(e: &object_store::Error) -> bool {
     let object_store::Error::Generic { source, .. } = e else {
         return false;
     };

@@ -25,7 +25,7 @@ use crate::config::ConditionWriteMode;
 use crate::error::{Error, Result};
 
 /// How many times a failing probe is repeated before the store is declared unfit.
-pub const PROBE_ATTEMPTS: usize = 10;
+pub(crate) const PROBE_ATTEMPTS: usize = 10;
 
 /// One probe step and what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 //! else is reported as `AlreadyExists`, exactly as the store said. A conditional update
 //! (`PutMode::Update`) is retried only when the failed attempt provably never reached the server.
 //!
-//! Backoff sleeps use tokio's clock, which tests pause and advance.
+//! Backoff sleeps go through the store's [`Clock`](clock::Clock) ([`SystemClock`] unless
+//! [`RetryingStore::with_clock`] says otherwise), so tests and simulations control them.
 
 use std::fmt;
 use std::ops::Range;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use clock::{ClockRef, SystemClock};
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -71,12 +73,23 @@ impl RetryPolicy {
 pub struct RetryingStore {
     inner: Arc<dyn ObjectStore>,
     policy: RetryPolicy,
+    clock: ClockRef,
 }
 
 impl RetryingStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy) -> Self {
-        RetryingStore { inner, policy }
+        RetryingStore {
+            inner,
+            policy,
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// Sleeps between attempts on `clock`.
+    pub fn with_clock(mut self, clock: ClockRef) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T>
@@ -89,7 +102,7 @@ impl RetryingStore {
             match op().await {
                 Err(e) if is_transient(&e) && retry < self.policy.max_retries => {
                     tracing::debug!(error = %e, retry, "retrying transient object store error");
-                    tokio::time::sleep(self.policy.backoff(retry)).await;
+                    self.clock.sleep(self.policy.backoff(retry)).await;
                     retry += 1;
                 }
                 other => return other,
@@ -122,7 +135,7 @@ impl RetryingStore {
                 Err(e) if is_transient(&e) && retry < self.policy.max_retries => {
                     ambiguous |= !is_not_sent(&e);
                     tracing::debug!(error = %e, retry, %location, "retrying conditional create");
-                    tokio::time::sleep(self.policy.backoff(retry)).await;
+                    self.clock.sleep(self.policy.backoff(retry)).await;
                     retry += 1;
                 }
                 Err(e) => return Err(e),
@@ -190,7 +203,7 @@ impl ObjectStore for RetryingStore {
                         .await
                     {
                         Err(e) if is_not_sent(&e) && retry < self.policy.max_retries => {
-                            tokio::time::sleep(self.policy.backoff(retry)).await;
+                            self.clock.sleep(self.policy.backoff(retry)).await;
                             retry += 1;
                         }
                         other => return other,

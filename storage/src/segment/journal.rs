@@ -70,15 +70,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clock::ClockRef;
 use tokio::sync::oneshot;
 
-use crate::segment::local::{DATA_FILE, io_error, sync_dir};
+use crate::segment::disk::{DATA_FILE, io_error, sync_dir};
 use crate::{Error, Result};
 
 /// Name of the journal directory under the local root.
 pub const JOURNAL_DIR: &str = ".journal";
 /// A journal file is retired once it holds this many bytes.
-pub const ROTATE_BYTES: u64 = 64 << 20;
+pub(crate) const ROTATE_BYTES: u64 = 64 << 20;
 /// ... or once it is this old (and holds something).
 pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks this large or larger skip the journal: their own `fdatasync` costs about what the
@@ -86,7 +87,7 @@ pub const ROTATE_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_JOURNALED_BLOCK: usize = 512 << 10;
 
 /// Retired journal files kept for reuse.
-pub const SPARES: usize = 2;
+pub(crate) const SPARES: usize = 2;
 
 /// Commits start at multiples of this in a journal file written with `O_DIRECT`.
 pub const ALIGN: usize = 4096;
@@ -119,6 +120,10 @@ impl std::fmt::Debug for Journal {
 
 struct Shared {
     root: PathBuf,
+    /// Ages journal files for rotation. The committer thread still waits on a condition
+    /// variable in real time; under a manual clock a due file rotates at its next wake-up
+    /// (a commit or the next timed wait) after the clock passed the deadline.
+    clock: ClockRef,
     files: Arc<Files>,
     queue: Mutex<Queue>,
     /// Wakes the committer thread: blocks wait, the journal closes, or a file's age is due.
@@ -177,14 +182,18 @@ pub struct Replayed {
 
 impl Journal {
     /// Replays what an earlier process left under `root` and starts the committer. `None`
-    /// when another store holds this root's journal.
-    pub fn open(root: impl AsRef<Path>) -> Result<Option<(Arc<Journal>, Replayed)>> {
-        Self::open_rotating_at(root, ROTATE_BYTES)
+    /// when another store holds this root's journal. Files rotate by age on `clock`.
+    pub fn open(
+        root: impl AsRef<Path>,
+        clock: ClockRef,
+    ) -> Result<Option<(Arc<Journal>, Replayed)>> {
+        Self::open_rotating_at(root, ROTATE_BYTES, clock)
     }
 
     fn open_rotating_at(
         root: impl AsRef<Path>,
         rotate_bytes: u64,
+        clock: ClockRef,
     ) -> Result<Option<(Arc<Journal>, Replayed)>> {
         let root = root.as_ref().to_path_buf();
         let dir = root.join(JOURNAL_DIR);
@@ -207,7 +216,7 @@ impl Journal {
             spares: Mutex::new(Vec::new()),
             rotate_bytes,
         });
-        let current = next_file(&files, last_seq)?;
+        let current = next_file(&files, last_seq, clock.now())?;
         let committer = Committer {
             current,
             buf: AlignedBuf::default(),
@@ -215,6 +224,7 @@ impl Journal {
         };
         let shared = Arc::new(Shared {
             root,
+            clock,
             files,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -299,7 +309,7 @@ impl Journal {
     }
 
     /// Whether blocks may still be committed through this journal (not closed).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.lock().closed
     }
 
@@ -400,7 +410,7 @@ struct Current {
 }
 
 /// Starts journal file `after + 1` (from a spare when there is one) and syncs the directory.
-fn next_file(files: &Files, after: u64) -> Result<Current> {
+fn next_file(files: &Files, after: u64, now: Instant) -> Result<Current> {
     let dir = &files.dir;
     let seq = after + 1;
     let path = dir.join(format!("{seq:020}{SUFFIX}"));
@@ -423,7 +433,7 @@ fn next_file(files: &Files, after: u64) -> Result<Current> {
         file,
         direct,
         size: 0,
-        opened: Instant::now(),
+        opened: now,
         covers: HashMap::new(),
     })
 }
@@ -587,7 +597,7 @@ impl Committer {
         // Rotation comes before the next write, so the newest commit stays in the current
         // file until something follows it.
         if rotate {
-            self.rotate_if_due(&shared.files);
+            self.rotate_if_due(&shared.files, shared.clock.now());
         }
         if !batch.is_empty() {
             let current = &mut self.current;
@@ -626,14 +636,15 @@ impl Committer {
 
     /// Moves to the next journal file once the current one is full or old (and holds
     /// something).
-    fn rotate_if_due(&mut self, files: &Files) {
+    fn rotate_if_due(&mut self, files: &Files, now: Instant) {
         let current = &mut self.current;
         let due = current.size >= files.rotate_bytes
-            || (!current.covers.is_empty() && current.opened.elapsed() >= ROTATE_INTERVAL);
+            || (!current.covers.is_empty()
+                && now.saturating_duration_since(current.opened) >= ROTATE_INTERVAL);
         if !due {
             return;
         }
-        match next_file(files, current.seq) {
+        match next_file(files, current.seq, now) {
             Ok(next) => {
                 let old = std::mem::replace(current, next);
                 self.checkpoints.retire(old);
@@ -641,7 +652,7 @@ impl Committer {
             Err(e) => {
                 // Keep writing the current file; the next rotation tries again.
                 tracing::warn!(error = %e, "cannot start a new journal file");
-                current.opened = Instant::now();
+                current.opened = now;
             }
         }
     }
@@ -666,13 +677,13 @@ fn commit_thread(shared: &Shared) {
                     if q.closed {
                         break None;
                     }
-                    if q.rotate_at.is_some_and(|t| t <= Instant::now()) {
+                    if q.rotate_at.is_some_and(|t| t <= shared.clock.now()) {
                         q.busy = true;
                         break Some((Vec::new(), true));
                     }
                 }
                 // A file due while someone writes is rotated by that write (which says so).
-                let now = Instant::now();
+                let now = shared.clock.now();
                 q = match q.rotate_at {
                     Some(t) if t > now => {
                         shared
@@ -992,9 +1003,13 @@ fn replay(root: &Path, dir: &Path) -> Result<(Replayed, u64)> {
 }
 
 #[cfg(test)]
+// The tests poll the journal directory with real deadlines.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    use clock::{ManualClock, SystemClock};
 
     use crate::segment::local::{BlockWrite, LocalSegmentReader, LocalSegmentWriter};
 
@@ -1028,7 +1043,7 @@ mod tests {
     async fn journaled_blocks_are_durable_and_the_journal_is_checkpointed_on_close() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let (journal, replayed) = Journal::open(root).unwrap().unwrap();
+        let (journal, replayed) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         assert_eq!(replayed, Replayed::default());
         let dir = root.join("7").join("3");
         let w = journaled_writer(&journal, &dir).await;
@@ -1054,7 +1069,9 @@ mod tests {
     async fn concurrent_commits_are_written_by_callers_and_the_committer_alike() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let (journal, _) = Journal::open_rotating_at(&root, 16 << 10).unwrap().unwrap();
+        let (journal, _) = Journal::open_rotating_at(&root, 16 << 10, SystemClock::shared())
+            .unwrap()
+            .unwrap();
         let mut tasks = Vec::new();
         for seg in 0..8 {
             let dir = root.join("9").join(seg.to_string());
@@ -1094,17 +1111,23 @@ mod tests {
         assert!(journal_files_in(&root).is_empty());
     }
 
-    /// A file a caller wrote is retired by age with nothing written after it.
+    /// A file a caller wrote is retired by age (on the journal's clock) with nothing written
+    /// after it.
     #[tokio::test]
     async fn an_idle_journal_retires_its_file_once_it_is_old() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let (journal, _) = Journal::open(root).unwrap().unwrap();
+        let clock = ManualClock::new(0);
+        let (journal, _) = Journal::open(root, clock.shared()).unwrap().unwrap();
         let dir = root.join("7").join("3");
         let w = journaled_writer(&journal, &dir).await;
         w.append_block(0, &entries("a", 2)).await.unwrap();
         let first = journal_files_in(root);
         assert_eq!(first.len(), 1);
+        // Real time passes, the journal's clock does not: the file stays.
+        std::thread::sleep(2 * ROTATE_INTERVAL);
+        assert!(journal_files_in(root).contains(&first[0]));
+        clock.advance(ROTATE_INTERVAL);
         let deadline = Instant::now() + 20 * ROTATE_INTERVAL;
         while journal_files_in(root).contains(&first[0]) {
             assert!(
@@ -1123,7 +1146,7 @@ mod tests {
     async fn after_close_blocks_are_synced_in_their_own_file() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let (journal, _) = Journal::open(root).unwrap().unwrap();
+        let (journal, _) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         let dir = root.join("7").join("3");
         let w = journaled_writer(&journal, &dir).await;
         w.append_block(0, &entries("a", 2)).await.unwrap();
@@ -1142,10 +1165,20 @@ mod tests {
     #[tokio::test]
     async fn a_second_store_on_the_same_root_gets_no_journal() {
         let tmp = tempfile::tempdir().unwrap();
-        let (first, _) = Journal::open(tmp.path()).unwrap().unwrap();
-        assert!(Journal::open(tmp.path()).unwrap().is_none());
+        let (first, _) = Journal::open(tmp.path(), SystemClock::shared())
+            .unwrap()
+            .unwrap();
+        assert!(
+            Journal::open(tmp.path(), SystemClock::shared())
+                .unwrap()
+                .is_none()
+        );
         drop(first);
-        assert!(Journal::open(tmp.path()).unwrap().is_some());
+        assert!(
+            Journal::open(tmp.path(), SystemClock::shared())
+                .unwrap()
+                .is_some()
+        );
     }
 
     /// A segment with two synced blocks; returns its directory, the bytes of `data.log` and
@@ -1195,7 +1228,7 @@ mod tests {
         write_journal(root, 2, &[("7/3", second as u64, &bytes[second..])]);
         fs::write(&data_path, &bytes[..25 + (second - 25) / 2]).unwrap();
 
-        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        let (_journal, replayed) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         assert_eq!(
             replayed,
             Replayed {
@@ -1236,7 +1269,7 @@ mod tests {
         fs::write(jdir.join(format!("{:020}{SPARE_SUFFIX}", 6)), b"old spare").unwrap();
         fs::write(&data_path, &bytes[..25]).unwrap();
 
-        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        let (_journal, replayed) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         assert_eq!((replayed.records, replayed.written), (1, 1));
         assert_eq!(fs::read(&data_path).unwrap(), bytes);
         assert_eq!(read_all(&dir).await, all);
@@ -1293,7 +1326,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("live");
         // Rotate every few blocks, so that files are retired, kept as spares and reused.
-        let (journal, _) = Journal::open_rotating_at(&root, 2048).unwrap().unwrap();
+        let (journal, _) = Journal::open_rotating_at(&root, 2048, SystemClock::shared())
+            .unwrap()
+            .unwrap();
         let dir = root.join("7").join("3");
         let w = journaled_writer(&journal, &dir).await;
         let mut all = Vec::new();
@@ -1317,7 +1352,9 @@ mod tests {
         let crashed_data = crashed.join("7").join("3").join(DATA_FILE);
         fs::write(&crashed_data, &bytes[..cut]).unwrap();
 
-        let (_replayed_journal, replayed) = Journal::open(&crashed).unwrap().unwrap();
+        let (_replayed_journal, replayed) = Journal::open(&crashed, SystemClock::shared())
+            .unwrap()
+            .unwrap();
         assert!(replayed.written > 0);
         assert_eq!(fs::read(&crashed_data).unwrap(), bytes);
         assert_eq!(read_all(&crashed.join("7").join("3")).await, all);
@@ -1348,7 +1385,7 @@ mod tests {
         f.write_all(&torn[..torn.len() - 3]).unwrap();
         drop(f);
 
-        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        let (_journal, replayed) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         assert_eq!(
             replayed,
             Replayed {
@@ -1465,7 +1502,7 @@ mod tests {
         // The segment lost both blocks.
         fs::write(dir.join(DATA_FILE), &bytes[..25]).unwrap();
 
-        let (_journal, replayed) = Journal::open(root).unwrap().unwrap();
+        let (_journal, replayed) = Journal::open(root, SystemClock::shared()).unwrap().unwrap();
         assert_eq!(
             replayed,
             Replayed {

@@ -55,11 +55,11 @@ use crate::codec::{
     encode_block, footer_from_tail,
 };
 use crate::segment::DamagedBlock;
+use crate::segment::disk::{io_error, sync_dir};
 use crate::segment::journal::{Journal, MAX_JOURNALED_BLOCK};
 use crate::{Error, Result};
 
-/// Name of the segment file.
-pub const DATA_FILE: &str = "data.log";
+pub use super::disk::DATA_FILE;
 /// The largest single `write` of a block to `data.log` (see `append`).
 const WRITE_PIECE: usize = 1 << 20;
 /// Name of the fence marker; its presence means fenced.
@@ -1363,8 +1363,13 @@ pub const DAMAGED_FILE_PREFIX: &str = "data.log.damaged-";
 /// The segment must be finalized: a segment without a footer may still be written (fence and
 /// complete it first, which keeps its damaged blocks in the index). Nothing else may write the
 /// file meanwhile, and no journal may hold blocks of it (the caller holds the root's journal,
-/// which replayed them when it opened).
-pub async fn repair_segment<F>(dir: impl AsRef<Path>, lost: F) -> Result<Option<Repaired>>
+/// which replayed them when it opened). `now_secs` (Unix seconds, from the caller's clock)
+/// names the kept file.
+pub async fn repair_segment<F>(
+    dir: impl AsRef<Path>,
+    now_secs: u64,
+    lost: F,
+) -> Result<Option<Repaired>>
 where
     F: Fn(i64, &DamagedBlock) -> Vec<u8> + Send + 'static,
 {
@@ -1454,10 +1459,7 @@ where
         new.write_all(&out)
             .and_then(|()| new.sync_all())
             .map_err(|e| io_error("write", &staged, e))?;
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let kept = dir.join(format!("{DAMAGED_FILE_PREFIX}{secs}"));
+        let kept = dir.join(format!("{DAMAGED_FILE_PREFIX}{now_secs}"));
         fs::hard_link(&path, &kept).map_err(|e| io_error("link", &kept, e))?;
         fs::rename(&staged, &path).map_err(|e| io_error("rename", &staged, e))?;
         sync_dir(&dir)?;
@@ -1619,32 +1621,6 @@ fn write_fence_file(dir: &Path, fence_path: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Makes a created or renamed file's directory entry durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("fsync", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-pub(crate) fn io_error(op: &'static str, path: &Path, e: io::Error) -> Error {
-    let path = path.display().to_string();
-    match e.kind() {
-        io::ErrorKind::NotFound => Error::NotFound { path },
-        io::ErrorKind::AlreadyExists => Error::AlreadyExists { path },
-        _ => Error::Backend {
-            op,
-            path,
-            source: Box::new(e),
-        },
-    }
-}
-
 /// `fdatasync` of a segment file after `bytes` were written, measured and traced.
 fn fsync_segment(file: &File, bytes: usize) -> io::Result<()> {
     let _span = tracing::debug_span!(target: telemetry::trace::SPAN_TARGET, "storage.fsync", file = "segment", bytes).entered();
@@ -1676,6 +1652,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 #[cfg(test)]
+// A reader test polls a concurrent writer in real time.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::codec::decode_record_list;
@@ -2148,7 +2126,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join(DATA_FILE), &bytes).unwrap();
 
-        let repaired = repair_segment(tmp.path(), |id, d| {
+        let repaired = repair_segment(tmp.path(), 1_700_000_000, |id, d| {
             format!("lost {id} of block {}", d.block_number).into_bytes()
         })
         .await
@@ -2202,7 +2180,7 @@ mod tests {
             .unwrap();
         assert!(recovery.footer.is_some());
         assert!(
-            repair_segment(tmp.path(), |_, _| Vec::new())
+            repair_segment(tmp.path(), 1_700_000_000, |_, _| Vec::new())
                 .await
                 .unwrap()
                 .is_none()
@@ -2213,7 +2191,7 @@ mod tests {
         open[infos[0].offset as usize + BLOCK_HEADER_RECORD_LEN + 5] ^= 0x01;
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join(DATA_FILE), &open).unwrap();
-        let err = repair_segment(tmp.path(), |_, _| Vec::new())
+        let err = repair_segment(tmp.path(), 1_700_000_000, |_, _| Vec::new())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no footer"), "{err}");

@@ -8,6 +8,7 @@
 //! Both encode blocks with [`crate::codec`] and verify every block before returning entries;
 //! a block that does not verify is described by a [`DamagedBlock`].
 
+mod disk;
 pub mod journal;
 pub mod local;
 pub mod object;

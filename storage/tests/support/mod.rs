@@ -67,7 +67,7 @@ pub async fn s3_with(
     let opts = BuildOptions {
         retry: Some(retry),
         counters,
-        fault_seed: None,
+        ..BuildOptions::default()
     };
     build_object_storage(&s3_config(root), opts)
         .await

@@ -156,7 +156,7 @@ impl GrpcLogStoreClient {
 impl GrpcNode {
     /// Whether the node failed at the transport level or timed out within
     /// [`RpcSettings::down_for`], with no call getting through since.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         let since = *self.down_since.lock().unwrap_or_else(|p| p.into_inner());
         let window = u64::try_from(self.settings.down_for.as_millis()).unwrap_or(u64::MAX);
         since.is_some_and(|t| self.clock.now_millis().saturating_sub(t) < window)

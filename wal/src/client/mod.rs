@@ -100,7 +100,7 @@ pub struct ClientSettings {
 
 impl ClientSettings {
     /// Takes the retention TTL and the compaction block size from `woodpecker.logstore`.
-    pub fn with_logstore(mut self, logstore: &LogstoreSection) -> Self {
+    pub(crate) fn with_logstore(mut self, logstore: &LogstoreSection) -> Self {
         self.retention_ttl = logstore.retention_policy.ttl();
         self.compaction_max_bytes =
             usize::try_from(logstore.segment_compaction_policy.max_bytes).unwrap_or(usize::MAX);

@@ -160,7 +160,7 @@ impl<W> SequentialBuffer<W> {
 
     /// Takes the contiguous prefix for a flush (`None` when there is none); its ids are in
     /// flight until [`mark_durable`](Self::mark_durable) or [`fail_all`](Self::fail_all).
-    pub fn take_ready(&mut self) -> Option<ReadyBatch> {
+    pub(crate) fn take_ready(&mut self) -> Option<ReadyBatch> {
         if self.ready == 0 {
             return None;
         }
@@ -189,7 +189,7 @@ impl<W> SequentialBuffer<W> {
 
     /// Records that every id ≤ `last_id` is durable and returns their waiters, in id order.
     /// Only ids in flight can become durable; a higher `last_id` is capped.
-    pub fn mark_durable(&mut self, last_id: i64) -> Vec<(i64, W)> {
+    pub(crate) fn mark_durable(&mut self, last_id: i64) -> Vec<(i64, W)> {
         let last_id = last_id.min(self.first - 1);
         let mut woken = Vec::new();
         while self.durable < last_id {
@@ -204,7 +204,7 @@ impl<W> SequentialBuffer<W> {
 
     /// Drops everything not durable (in flight and buffered) and returns its waiters in id
     /// order: the writer failed, or stops taking the window's leftovers.
-    pub fn fail_all(&mut self) -> Vec<(i64, W)> {
+    pub(crate) fn fail_all(&mut self) -> Vec<(i64, W)> {
         let mut failed = Vec::new();
         for (i, f) in self.in_flight.drain(..).enumerate() {
             let id = self.durable + 1 + i as i64;
@@ -225,12 +225,12 @@ impl<W> SequentialBuffer<W> {
     }
 
     /// Every id ≤ this is durable (`next_id - 1` at the start).
-    pub fn durable_id(&self) -> i64 {
+    pub(crate) fn durable_id(&self) -> i64 {
         self.durable
     }
 
     /// The first id not taken for a flush.
-    pub fn first_unflushed(&self) -> i64 {
+    pub(crate) fn first_unflushed(&self) -> i64 {
         self.first
     }
 
@@ -240,7 +240,7 @@ impl<W> SequentialBuffer<W> {
     }
 
     /// One past the last id the window takes now.
-    pub fn window_end(&self) -> i64 {
+    pub(crate) fn window_end(&self) -> i64 {
         self.first + self.max_entries as i64
     }
 
@@ -259,12 +259,12 @@ impl<W> SequentialBuffer<W> {
     }
 
     /// Bytes of the contiguous prefix.
-    pub fn ready_bytes(&self) -> usize {
+    pub(crate) fn ready_bytes(&self) -> usize {
         self.ready_bytes
     }
 
     /// Bytes in the window (contiguous or not), not yet taken for a flush.
-    pub fn buffered_bytes(&self) -> usize {
+    pub(crate) fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
     }
 

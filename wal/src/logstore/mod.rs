@@ -73,7 +73,7 @@ impl Backend {
     }
 
     /// Where segment `segment_id` of `log_id` lives.
-    pub fn segment_location(&self, log_id: i64, segment_id: i64) -> SegmentLocation {
+    pub(crate) fn segment_location(&self, log_id: i64, segment_id: i64) -> SegmentLocation {
         match self {
             Backend::Object(storage) => SegmentLocation::Object(storage.clone()),
             Backend::Local(dir) => {
@@ -103,6 +103,8 @@ pub struct LogStore {
     journal: Option<Arc<Journal>>,
     /// What local footers record as LAC on completion.
     footer_lac: FooterLac,
+    /// The `log_ns` label of its processors' flush metrics; `None`: the process's.
+    log_ns: Option<Arc<str>>,
 }
 
 impl LogStore {
@@ -116,7 +118,7 @@ impl LogStore {
         policy.validate()?;
         let journal = match &backend {
             // Replays what a crash left before any segment is opened.
-            Backend::Local(root) => Journal::open(root)
+            Backend::Local(root) => Journal::open(root, clock.clone())
                 .map_err(|e| format!("local journal: {e}"))?
                 .map(|(journal, _)| journal),
             Backend::Object(_) => None,
@@ -130,12 +132,21 @@ impl LogStore {
             read_state: reader::ReadStateRef::default(),
             journal,
             footer_lac: FooterLac::LastEntry,
+            log_ns: None,
         })
+    }
+
+    /// Labels the flush metrics of this store's segments with `log_ns` (`<bucket>/<root
+    /// path>`) instead of the process's namespace: a service-mode node holds one store per
+    /// tenant, and two tenants' logs with the same id must not share a series.
+    pub fn with_log_namespace(mut self, log_ns: &str) -> Self {
+        self.log_ns = Some(log_ns.into());
+        self
     }
 
     /// Makes completion record the LAC the client names in local footers (service mode, see
     /// [`FooterLac::Given`]).
-    pub fn with_footer_lac(mut self, footer_lac: FooterLac) -> Self {
+    pub(crate) fn with_footer_lac(mut self, footer_lac: FooterLac) -> Self {
         self.footer_lac = footer_lac;
         self
     }
@@ -165,6 +176,7 @@ impl LogStore {
                         self.clock.clone(),
                         self.journal.clone(),
                         self.footer_lac,
+                        self.log_ns.as_deref(),
                     )
                     .await?;
                     self.forget_cleaned(log_id, segment_id);

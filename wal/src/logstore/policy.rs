@@ -41,7 +41,7 @@ impl Default for SyncPolicy {
 
 impl SyncPolicy {
     /// The first retry backoff.
-    pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+    pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
     /// Checks the settings; the message names the Go YAML key.
     pub fn validate(&self) -> Result<(), String> {

@@ -303,6 +303,7 @@ impl SegmentProcessor {
         clock: ClockRef,
         journal: Option<Arc<Journal>>,
         footer_lac: FooterLac,
+        log_ns: Option<&str>,
     ) -> Result<SegmentProcessor> {
         let segment: Arc<str> = format!("log {log_id} segment {segment_id}").into();
         let (writer, mode, durable, blocks) = match location {
@@ -348,7 +349,10 @@ impl SegmentProcessor {
             writer,
             clock: clock.clone(),
             footer_lac,
-            metrics: ServerLogMetrics::for_log(log_id),
+            metrics: match log_ns {
+                Some(ns) => ServerLogMetrics::for_log_in(ns, log_id),
+                None => ServerLogMetrics::for_log(log_id),
+            },
             log_id,
             segment_id,
             finalized_last: None,
@@ -570,7 +574,7 @@ impl SegmentProcessor {
 
     /// Whether nothing is buffered or in flight and nothing was appended, fenced or completed
     /// for `max_idle` (by the processor's clock): closing it then loses nothing.
-    pub fn is_idle(&self, max_idle: std::time::Duration) -> bool {
+    pub(crate) fn is_idle(&self, max_idle: std::time::Duration) -> bool {
         let idle_for = self
             .clock
             .now_millis()
@@ -595,12 +599,12 @@ impl SegmentProcessor {
     /// entries become durable (after their receipts resolve), when a fence or completion has
     /// reached storage ([`WriterPhase::Sealed`]), and when the processor closes or fails
     /// ([`WriterPhase::Inactive`]).
-    pub fn subscribe_durable(&self) -> watch::Receiver<DurableState> {
+    pub(crate) fn subscribe_durable(&self) -> watch::Receiver<DurableState> {
         self.shared.durable.subscribe()
     }
 
     /// The current [`DurableState`].
-    pub fn durable_state(&self) -> DurableState {
+    pub(crate) fn durable_state(&self) -> DurableState {
         *self.shared.durable.borrow()
     }
 

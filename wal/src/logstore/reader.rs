@@ -491,7 +491,11 @@ impl LogStore {
     /// (the writer waited for the answer of every append). A segment with a block, a fence or
     /// a footer is left as it is (`Ok(false)`): it is not empty, or not this writer's any
     /// more. Storage keeps no trace, so the segment id can be created again.
-    pub async fn discard_segment_if_empty(&self, log_id: i64, segment_id: i64) -> Result<bool> {
+    pub(crate) async fn discard_segment_if_empty(
+        &self,
+        log_id: i64,
+        segment_id: i64,
+    ) -> Result<bool> {
         let segment = segment_name(log_id, segment_id);
         self.close_processor(log_id, segment_id).await;
         self.evict_reader(log_id, segment_id);
@@ -615,7 +619,7 @@ impl LogStore {
         }
         self.close_processor(log_id, segment_id).await;
         self.evict_reader(log_id, segment_id);
-        local::repair_segment(&dir, lost)
+        local::repair_segment(&dir, self.clock.now_secs(), lost)
             .await
             .map_err(|e| match e {
                 storage::Error::Unsupported { what } => LogStoreError::SegmentStateInvalid {

@@ -52,7 +52,7 @@ use crate::clock::ClockRef;
 const OBJECT_READER_CAPACITY: usize = 256;
 
 /// The empty file that marks a segment as durably compacted into object storage.
-pub const COMPACTED_MARKER: &str = "data.compacted";
+pub(crate) const COMPACTED_MARKER: &str = "data.compacted";
 
 /// What [`StagedStore::compact`] produced (the facts CompactSegment answers with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,13 +122,15 @@ impl StagedStore {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let tenant = format!("{}/{}", objects.bucket(), objects.root());
         let local = LogStore::new(
             Backend::Local(dir.clone()),
             policy,
             FormatVersion::V6,
             clock.clone(),
         )?
-        .with_footer_lac(FooterLac::Given);
+        .with_footer_lac(FooterLac::Given)
+        .with_log_namespace(&tenant);
         Ok(StagedStore {
             local,
             dir,
@@ -577,7 +579,7 @@ impl StagedStore {
     /// NotifySegmentCompacted: once `footer.blk` is confirmed compacted in object storage,
     /// marks the segment compacted here and reclaims the local copy. Refused (1202) while the
     /// object footer is missing or not compacted.
-    pub async fn notify_compacted(&self, log_id: i64, segment_id: i64) -> Result<()> {
+    pub(crate) async fn notify_compacted(&self, log_id: i64, segment_id: i64) -> Result<()> {
         if self.is_compacted(log_id, segment_id).await {
             return Ok(());
         }
@@ -663,7 +665,7 @@ impl StagedStore {
 
     /// Deletes every local segment of `log_id` (a log marked deleted): closes its processors
     /// and removes `<dir>/<logId>`.
-    pub async fn delete_local_log(&self, log_id: i64) -> Result<()> {
+    pub(crate) async fn delete_local_log(&self, log_id: i64) -> Result<()> {
         let log_dir = self.dir.join(log_id.to_string());
         for segment_id in self.local_segments(log_id).await {
             self.local.close_processor(log_id, segment_id).await;
@@ -685,7 +687,7 @@ impl StagedStore {
     /// Removes every local log of this tenant and its journal (an instance marked deleted).
     /// Only what belongs to this tenant goes: log directories (decimal names) and `.journal`;
     /// another tenant whose root path lies below this one's is left alone.
-    pub async fn delete_local_instance(&self) -> Result<()> {
+    pub(crate) async fn delete_local_instance(&self) -> Result<()> {
         self.local.close_all().await;
         for log_id in numeric_dirs(&self.dir).await {
             self.delete_local_log(log_id).await?;
@@ -705,7 +707,7 @@ impl StagedStore {
 
     /// Local segments still holding a `data.log` that is not marked compacted, as (log,
     /// segment) pairs: what a decommissioning node must see drained.
-    pub async fn unreclaimed_segments(&self) -> Vec<(i64, i64)> {
+    pub(crate) async fn unreclaimed_segments(&self) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         for log_id in numeric_dirs(&self.dir).await {
             for segment_id in self.local_segments(log_id).await {
@@ -724,7 +726,7 @@ impl StagedStore {
     /// The pull reconcile (the backstop of NotifySegmentCompacted, which Go clients before
     /// v0.1.36 never send): local segments completed at least `min_age` ago whose object
     /// footer is compacted are marked compacted and reclaimed. Returns how many.
-    pub async fn reconcile_compacted(&self, min_age: Duration) -> usize {
+    pub(crate) async fn reconcile_compacted(&self, min_age: Duration) -> usize {
         let mut done = 0;
         for (log_id, segment_id) in self.unreclaimed_segments().await {
             let data = self.segment_dir(log_id, segment_id).join(DATA_FILE);

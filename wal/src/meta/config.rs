@@ -61,7 +61,7 @@ impl Default for MetaSection {
 
 impl MetaSection {
     /// The embedded store's directory: `embeddedDir`, or `<data_root>/meta`.
-    pub fn embedded_dir(&self, data_root: &Path) -> PathBuf {
+    pub(crate) fn embedded_dir(&self, data_root: &Path) -> PathBuf {
         if self.embedded_dir.trim().is_empty() {
             data_root.join("meta")
         } else {

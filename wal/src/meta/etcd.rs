@@ -275,7 +275,7 @@ impl EtcdConfig {
 
     /// The URLs dialled, one per endpoint: `host:port` gets `http://`, or `https://` when
     /// `ssl.enabled`.
-    pub fn endpoint_urls(&self) -> Result<Vec<String>, EtcdConfigError> {
+    pub(crate) fn endpoint_urls(&self) -> Result<Vec<String>, EtcdConfigError> {
         if self.endpoints.is_empty() {
             return Err(EtcdConfigError::new(
                 "etcd.endpoints",

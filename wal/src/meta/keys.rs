@@ -23,7 +23,7 @@ pub const LEGACY_PREFIX: &str = "woodpecker";
 
 /// Joins `etcd.rootPath` and `woodpecker.meta.prefix` like Go's `path.Join`, falling back to
 /// `woodpecker` when the result is empty or `.`.
-pub fn configured_prefix(etcd_root: &str, meta_prefix: &str) -> String {
+pub(crate) fn configured_prefix(etcd_root: &str, meta_prefix: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in etcd_root.split('/').chain(meta_prefix.split('/')) {
         match part {
@@ -90,7 +90,7 @@ impl Keys {
     }
 
     /// `<P>/logs/` (with the slash: the prefix of every log key).
-    pub fn logs_prefix(&self) -> String {
+    pub(crate) fn logs_prefix(&self) -> String {
         self.at("logs/")
     }
 
@@ -100,7 +100,7 @@ impl Keys {
     }
 
     /// `<P>/logs/<name>/segments/`.
-    pub fn segments_prefix(&self, name: &str) -> String {
+    pub(crate) fn segments_prefix(&self, name: &str) -> String {
         self.at(&format!("logs/{name}/segments/"))
     }
 
@@ -115,7 +115,7 @@ impl Keys {
     }
 
     /// `<P>/readers/<logId>/`.
-    pub fn readers_prefix(&self, log_id: i64) -> String {
+    pub(crate) fn readers_prefix(&self, log_id: i64) -> String {
         self.at(&format!("readers/{log_id}/"))
     }
 
@@ -125,7 +125,7 @@ impl Keys {
     }
 
     /// `<P>/cleaning/<logId>/`.
-    pub fn cleaning_prefix(&self, log_id: i64) -> String {
+    pub(crate) fn cleaning_prefix(&self, log_id: i64) -> String {
         self.at(&format!("cleaning/{log_id}/"))
     }
 
@@ -135,7 +135,7 @@ impl Keys {
     }
 
     /// `<P>/marking/<logId>/`.
-    pub fn marking_prefix(&self, log_id: i64) -> String {
+    pub(crate) fn marking_prefix(&self, log_id: i64) -> String {
         self.at(&format!("marking/{log_id}/"))
     }
 
@@ -145,12 +145,12 @@ impl Keys {
     }
 
     /// `<P>/logs-deleted/<name>-<unixNano>`.
-    pub fn deleted_log(&self, name: &str, unix_nanos: u128) -> String {
+    pub(crate) fn deleted_log(&self, name: &str, unix_nanos: u128) -> String {
         self.at(&format!("logs-deleted/{name}-{unix_nanos}"))
     }
 
     /// `<P>/logs-deleted/<name>-<unixNano>/segments/<id>`.
-    pub fn deleted_segment(&self, name: &str, unix_nanos: u128, segment_id: i64) -> String {
+    pub(crate) fn deleted_segment(&self, name: &str, unix_nanos: u128, segment_id: i64) -> String {
         self.at(&format!(
             "logs-deleted/{name}-{unix_nanos}/segments/{segment_id}"
         ))
@@ -159,7 +159,7 @@ impl Keys {
 
 /// The log name of a key directly under `<P>/logs/`, or `None` for deeper keys
 /// (segments, locks).
-pub fn log_name_of<'a>(keys: &Keys, key: &'a str) -> Option<&'a str> {
+pub(crate) fn log_name_of<'a>(keys: &Keys, key: &'a str) -> Option<&'a str> {
     let rest = key.strip_prefix(keys.prefix())?.strip_prefix("/logs/")?;
     (!rest.is_empty() && !rest.contains('/')).then_some(rest)
 }

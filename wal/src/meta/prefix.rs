@@ -43,7 +43,7 @@ use super::keys::{Keys, LEGACY_PREFIX, configured_prefix, log_name_of};
 use super::kv::Kv;
 
 /// Keys whose presence under a prefix marks a Woodpecker store (the ones Go checks).
-pub const MARKER_KEYS: [&str; 5] = [
+pub(crate) const MARKER_KEYS: [&str; 5] = [
     "instance",
     "version",
     "logidgen",
@@ -52,7 +52,8 @@ pub const MARKER_KEYS: [&str; 5] = [
 ];
 
 /// Sub-prefixes whose presence under a prefix marks a Woodpecker store (the ones Go checks).
-pub const MARKER_PREFIXES: [&str; 5] = ["logs/", "quorums/", "logstores/", "readers/", "cleaning/"];
+pub(crate) const MARKER_PREFIXES: [&str; 5] =
+    ["logs/", "quorums/", "logstores/", "readers/", "cleaning/"];
 
 /// `woodpecker.meta.prefixMode`: how the root prefix is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -180,7 +181,7 @@ pub async fn holds_keys(kv: &dyn Kv, prefix: &str) -> MetaResult<bool> {
 }
 
 /// The logs under `prefix`, sorted.
-pub async fn logs_under(kv: &dyn Kv, prefix: &str) -> MetaResult<Vec<String>> {
+pub(crate) async fn logs_under(kv: &dyn Kv, prefix: &str) -> MetaResult<Vec<String>> {
     let keys = Keys::new(prefix);
     let (kvs, _) = kv.get_prefix(&keys.logs_prefix()).await?;
     let mut names: Vec<String> = kvs

@@ -144,12 +144,12 @@ impl ServiceError {
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 /// The `Status` of success (code 0).
-pub fn ok_status() -> Status {
+pub(crate) fn ok_status() -> Status {
     Status::default()
 }
 
 /// The `Status` of a result.
-pub fn status_of<T>(r: &Result<T>) -> Status {
+pub(crate) fn status_of<T>(r: &Result<T>) -> Status {
     match r {
         Ok(_) => ok_status(),
         Err(e) => e.status(),

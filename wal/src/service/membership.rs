@@ -157,7 +157,7 @@ impl Membership {
     }
 
     /// The live nodes (this one included), sorted by node id.
-    pub async fn live_nodes(&self) -> Vec<NodeMeta> {
+    pub(crate) async fn live_nodes(&self) -> Vec<NodeMeta> {
         let mut nodes = match &self.gossip {
             None => vec![self.me()],
             Some(g) => {

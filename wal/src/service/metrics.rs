@@ -17,7 +17,7 @@ pub struct Metrics {
 }
 
 /// The RPCs counted, in proto order.
-pub const RPCS: [&str; 14] = [
+pub(crate) const RPCS: [&str; 14] = [
     "AddEntry",
     "AddEntries",
     "GetBatchEntriesAdv",

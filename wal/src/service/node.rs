@@ -158,6 +158,11 @@ pub struct LogStoreNode {
 const INSTANCE: i64 = -1;
 
 impl LogStoreNode {
+    /// The node's clock: the time of its replies and its background work.
+    pub(crate) fn clock(&self) -> &ClockRef {
+        &self.clock
+    }
+
     /// A node over `settings.tenants.data_dir`: reads its persisted lifecycle and delete
     /// markers, reopens every tenant with local data (replaying journals), and publishes its
     /// status in `membership`.
@@ -276,7 +281,7 @@ impl LogStoreNode {
     }
 
     /// Local segments not yet reclaimed, per tenant.
-    pub async fn pending_local_segments(&self) -> Vec<(Tenant, i64, i64)> {
+    pub(crate) async fn pending_local_segments(&self) -> Vec<(Tenant, i64, i64)> {
         let mut out = Vec::new();
         for (t, s) in self.tenants.open_stores().await {
             for (l, seg) in s.unreclaimed_segments().await {
@@ -569,7 +574,12 @@ impl LogStoreNode {
     /// MarkLogDeleted (`log_id`) or MarkInstanceDeleted (`None`): stores the marker (synced)
     /// before answering; requests for the log (or tenant) are refused with 2005 from now on and
     /// its local data is removed after the grace period.
-    pub async fn mark_deleted(&self, bucket: &str, root: &str, log_id: Option<i64>) -> Result<()> {
+    pub(crate) async fn mark_deleted(
+        &self,
+        bucket: &str,
+        root: &str,
+        log_id: Option<i64>,
+    ) -> Result<()> {
         let tenant = Tenant::parse(bucket, root)?;
         if log_id.is_some_and(|l| l < 0) {
             return Err(ServiceError::InvalidRequest("log_id is negative".into()));

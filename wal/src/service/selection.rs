@@ -93,7 +93,7 @@ impl NameMatch {
 }
 
 /// Whether a node is leaving the cluster (never selected).
-pub fn is_decommissioning(n: &NodeMeta) -> bool {
+pub(crate) fn is_decommissioning(n: &NodeMeta) -> bool {
     matches!(
         n.tags.get("status").map(String::as_str),
         Some("decommissioning" | "decommissioned")

@@ -453,9 +453,7 @@ impl LogStoreRpc for LogStoreService {
             out.is_ok(),
             started,
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = i64::try_from(self.node.clock().now_millis()).unwrap_or(i64::MAX);
         Ok(Response::new(pb::CompactSegmentResponse {
             status: Some(status_of(&out)),
             metadata: out

@@ -169,7 +169,7 @@ impl Tenants {
     /// Opens every tenant that has local data under the data directory (a restart: journals
     /// are replayed and segments found before any request arrives). A tenant directory is one
     /// holding a `.journal` directory.
-    pub async fn open_existing(&self) -> Vec<Tenant> {
+    pub(crate) async fn open_existing(&self) -> Vec<Tenant> {
         let mut found = Vec::new();
         let mut stack = vec![(self.settings.data_dir.clone(), Vec::<String>::new())];
         while let Some((dir, parts)) = stack.pop() {
@@ -232,7 +232,11 @@ impl Tenants {
                 let mut cfg = self.settings.minio.clone();
                 cfg.bucket_name = tenant.bucket.clone();
                 cfg.root_path = tenant.root.clone();
-                build_object_storage(&cfg, BuildOptions::default())
+                let opts = BuildOptions {
+                    tenant_metrics: true,
+                    ..BuildOptions::default()
+                };
+                build_object_storage(&cfg, opts)
                     .await
                     .map_err(|e| storage_err(e.to_string()))?
                     .storage
