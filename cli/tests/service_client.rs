@@ -6,6 +6,8 @@
 //!   entry is read back from the LogStores in id order exactly once, then again after the
 //!   auditor compacted every finished segment into object storage and every node lost its
 //!   local data (so the reads can only come from MinIO);
+//! * the chaos loop (issue 19): SIGKILL and SIGSTOP/SIGCONT of LogStore nodes, and
+//!   SIGSTOP/SIGCONT of MinIO and etcd, with the same checks;
 //! * `woodpecker log create/write/tail` run against the cluster with one node down.
 //!
 //! Needs etcd and MinIO from `scripts/services start` (`WOODPECKER_TEST_ETCD_ENDPOINT`,
@@ -25,6 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proto::meta::SegmentState;
+use rand::Rng;
 use rand::seq::IndexedRandom;
 use wal::clock::SystemClock;
 use wal::config::Config;
@@ -483,6 +486,172 @@ async fn kill_loop(nodes: usize, per_round: usize) {
         started.elapsed()
     );
     engine.shutdown().await;
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}: {status}");
+}
+
+/// The pid of a test service (`minio`, `etcd`) that `scripts/services` started, from its
+/// state directory (`WOODPECKER_SERVICES_DIR`).
+fn service_pid(name: &str) -> Option<u32> {
+    let dir = std::env::var_os("WOODPECKER_SERVICES_DIR")?;
+    std::fs::read_to_string(PathBuf::from(dir).join(name).join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Rounds of the chaos loop (`WOODPECKER_CHAOS_ROUNDS` overrides).
+fn chaos_rounds() -> usize {
+    std::env::var("WOODPECKER_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+/// The chaos loop of issue 19 on real processes: while a writer writes, each round injects
+/// one fault drawn at random: SIGKILL and restart of a LogStore node, SIGSTOP/SIGCONT of a
+/// node, of MinIO or of etcd (the last two only when `scripts/services` started them and
+/// `WOODPECKER_SERVICES_DIR` names its state). Then the same checks as the kill loop: every
+/// acknowledged entry read back in order exactly once from the LogStores, and again from
+/// object storage after compaction and the loss of every node's local data.
+async fn chaos_loop(nodes: usize) {
+    let mut cluster = Cluster::start(nodes);
+    let engine = cluster.engine().await;
+    let client = engine.client.clone();
+    client.create_log("chaos").await.unwrap();
+    let log = client.open_log("chaos").await.unwrap();
+    let mut writer = Some(log.open_writer().await.unwrap());
+    let mut acked: Vec<(String, LogMessageId)> = Vec::new();
+    let started = Instant::now();
+    acked.extend(acknowledged(writer.as_ref().unwrap(), 0).await);
+    let services: Vec<(&str, u32)> = ["minio", "etcd"]
+        .into_iter()
+        .filter_map(|n| service_pid(n).map(|p| (n, p)))
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for round in 1..=chaos_rounds() {
+        let (kind, victim, pause) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_range(0..2 + services.len()),
+                rng.random_range(0..nodes),
+                Duration::from_millis(rng.random_range(200..3_000)),
+            )
+        };
+        let w = writer.as_ref().unwrap();
+        let before = issue(w, round * 3, 20);
+        let during;
+        match kind {
+            0 => {
+                cluster.kill9(victim);
+                during = issue(w, round * 3 + 1, 20);
+                acked.extend(settle(before).await);
+                acked.extend(settle(during).await);
+                cluster.spawn(victim);
+                *counts.entry("SIGKILL+restart logstore".into()).or_default() += 1;
+            }
+            1 => {
+                let pid = cluster.nodes[victim].child.as_ref().unwrap().id();
+                signal(pid, "STOP");
+                during = issue(w, round * 3 + 1, 20);
+                tokio::time::sleep(pause).await;
+                signal(pid, "CONT");
+                acked.extend(settle(before).await);
+                acked.extend(settle(during).await);
+                *counts.entry("SIGSTOP/SIGCONT logstore".into()).or_default() += 1;
+            }
+            k => {
+                let (name, pid) = services[k - 2];
+                signal(pid, "STOP");
+                during = issue(w, round * 3 + 1, 20);
+                tokio::time::sleep(pause).await;
+                signal(pid, "CONT");
+                acked.extend(settle(before).await);
+                acked.extend(settle(during).await);
+                *counts.entry(format!("SIGSTOP/SIGCONT {name}")).or_default() += 1;
+            }
+        }
+        if !writer.as_ref().unwrap().is_valid() {
+            writer = None;
+            let mut tries = 0;
+            while writer.is_none() {
+                match log.open_writer().await {
+                    Ok(w) => writer = Some(w),
+                    Err(_) if tries < 100 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("cannot reopen the writer after round {round}: {e}"),
+                }
+            }
+            *counts.entry("writer reopened".into()).or_default() += 1;
+        }
+        acked.extend(acknowledged(writer.as_ref().unwrap(), round * 3 + 2).await);
+        assert!(
+            started.elapsed() < LOOP_GUARD,
+            "hang guard: round {round} at {:?}",
+            started.elapsed()
+        );
+    }
+    writer.unwrap().close().await.unwrap();
+    acked.sort_by_key(|(_, id)| *id);
+    for pair in acked.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "{} acknowledged twice", pair[0].1);
+    }
+    read_back(&log, &acked, "from the LogStores").await;
+    let auditor = log.auditor();
+    let mut passes = 0;
+    loop {
+        // MinIO may still be waking up from its last pause: a failed pass is retried.
+        let _ = auditor.run_once().await;
+        let segments = log.segments().await.unwrap();
+        let left: Vec<i64> = segments
+            .iter()
+            .filter(|(_, m)| m.state != SegmentState::Sealed as i32)
+            .map(|(id, _)| *id)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        passes += 1;
+        assert!(
+            passes < 20,
+            "segments {left:?} are not compacted after {passes} passes"
+        );
+    }
+    for i in 0..nodes {
+        cluster.kill9(i);
+        std::fs::remove_dir_all(&cluster.nodes[i].data).unwrap();
+    }
+    for i in 0..nodes {
+        cluster.spawn(i);
+    }
+    read_back(&log, &acked, "from object storage").await;
+    let mut kinds: Vec<_> = counts.into_iter().collect();
+    kinds.sort();
+    eprintln!(
+        "chaos: {nodes} nodes, {} rounds, faults {kinds:?}, {} acknowledged entries, lost 0, \
+         {} segments, in {:?}",
+        chaos_rounds(),
+        acked.len(),
+        log.segments().await.unwrap().len(),
+        started.elapsed()
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_logstores_lose_no_acknowledged_entry_through_kills_and_pauses_of_every_process() {
+    chaos_loop(4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

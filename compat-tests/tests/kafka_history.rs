@@ -14,7 +14,8 @@
 //!   never behind the last successful commit, and the group skips no acknowledged record
 //!   below its final committed offset.
 //!
-//! The run is bounded by time: `KAFKA_HISTORY_SECS` (default 20) of faults, then a bounded
+//! A second run puts serve's metadata on etcd and its segments on MinIO, and pauses those
+//! too. The run is bounded by time: `KAFKA_HISTORY_SECS` (default 20) of faults, then a bounded
 //! drain. Waits are for events (acknowledgements, reads); the fault loop's pauses are the
 //! workload, not assertions.
 
@@ -217,16 +218,23 @@ struct Faults {
     kills: u32,
     pauses: u32,
     restarts: u32,
+    /// SIGSTOP/SIGCONT of MinIO or etcd.
+    service_pauses: u32,
 }
 
-async fn chaos(server: &mut Server, until: Instant, history: &History) -> Result<Faults> {
+async fn chaos(
+    server: &mut Server,
+    until: Instant,
+    history: &History,
+    services: &[(&'static str, u32)],
+) -> Result<Faults> {
     let mut f = Faults::default();
     while Instant::now() < until {
         let (wait, kind, pause) = {
             let mut rng = rand::rng();
             (
                 Duration::from_millis(rng.random_range(500..2_500)),
-                rng.random_range(0..3u8),
+                rng.random_range(0..3 + services.len()),
                 Duration::from_millis(rng.random_range(200..3_000)),
             )
         };
@@ -246,10 +254,18 @@ async fn chaos(server: &mut Server, until: Instant, history: &History) -> Result
                 signal(pid, "CONT")?;
                 f.pauses += 1;
             }
-            _ => {
+            2 => {
                 history.push(Event::Fault("SIGTERM restart"));
                 server.restart().await?;
                 f.restarts += 1;
+            }
+            k => {
+                let (name, pid) = services[k - 3];
+                history.push(Event::Fault(name));
+                signal(pid, "STOP")?;
+                tokio::time::sleep(pause).await;
+                signal(pid, "CONT")?;
+                f.service_pauses += 1;
             }
         }
     }
@@ -455,7 +471,68 @@ fn read_all(bootstrap: &str) -> Result<BTreeMap<i32, Vec<(i64, String)>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotent_producer_and_group_under_kill_pause_restart_of_serve() -> Result<()> {
-    let mut server = Server::start().await?;
+    history_run(Server::start().await?, &[]).await
+}
+
+fn required(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| {
+        format!(
+            "{name} is not set: this test needs etcd and MinIO; run `eval \"$(scripts/services \
+             start)\"` first (or use scripts/test)"
+        )
+    })
+}
+
+/// The pid of a service `scripts/services` started (`minio`, `etcd`), from its state
+/// directory.
+fn service_pid(name: &str) -> Option<u32> {
+    let dir = std::env::var_os("WOODPECKER_SERVICES_DIR")?;
+    std::fs::read_to_string(std::path::PathBuf::from(dir).join(name).join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The same history with serve's metadata on etcd and its segments on MinIO, and MinIO and
+/// etcd paused (SIGSTOP/SIGCONT) among the faults when `WOODPECKER_SERVICES_DIR` names the
+/// state of the `scripts/services` that started them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_producer_and_group_on_etcd_and_minio_under_faults_of_every_process()
+-> Result<()> {
+    let s3 = required("WOODPECKER_TEST_S3_ENDPOINT")?;
+    let key = required("WOODPECKER_TEST_S3_ACCESS_KEY_ID")?;
+    let secret = required("WOODPECKER_TEST_S3_SECRET_ACCESS_KEY")?;
+    let region = required("WOODPECKER_TEST_S3_REGION")?;
+    let etcd = required("WOODPECKER_TEST_ETCD_ENDPOINT")?;
+    let id = rand::random::<u64>();
+    let host_port = s3
+        .trim_end_matches('/')
+        .split_once("://")
+        .map_or(s3.as_str(), |x| x.1);
+    let (host, port) = host_port.rsplit_once(':').context("S3 endpoint port")?;
+    let work = tempfile::tempdir()?;
+    let config = work.path().join("woodpecker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "woodpecker:\n  meta:\n    type: etcd\n    prefixMode: configured\n  storage:\n    \
+             type: minio\netcd:\n  endpoints: [\"{etcd}\"]\n  rootPath: wp-kh-{id}\nminio:\n  \
+             address: \"{host}\"\n  port: {port}\n  accessKeyID: \"{key}\"\n  \
+             secretAccessKey: \"{secret}\"\n  region: \"{region}\"\n  bucketName: wp-kh-{id}\n  \
+             createBucket: true\n  rootPath: files\n"
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    let server = Server::start_with(&["--config", &config_arg]).await?;
+    let services: Vec<(&'static str, u32)> = ["minio", "etcd"]
+        .into_iter()
+        .filter_map(|n| service_pid(n).map(|p| (n, p)))
+        .collect();
+    history_run(server, &services).await
+}
+
+async fn history_run(mut server: Server, services: &[(&'static str, u32)]) -> Result<()> {
     let bootstrap = server.bootstrap();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -481,7 +558,7 @@ async fn idempotent_producer_and_group_under_kill_pause_restart_of_serve() -> Re
     ));
 
     let until = Instant::now() + Duration::from_secs(secs());
-    let faults = chaos(&mut server, until, &history).await?;
+    let faults = chaos(&mut server, until, &history, services).await?;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let sent = tokio::time::timeout(DRAIN_GUARD, producing)
         .await
@@ -521,11 +598,12 @@ async fn idempotent_producer_and_group_under_kill_pause_restart_of_serve() -> Re
     let violations = check(&events, &read);
     println!(
         "kafka history: {sent} sent, {acked} acknowledged, {failed} failed for good, {commits} \
-         commits, {rewinds} re-deliveries; faults: {} SIGKILL, {} SIGSTOP/SIGCONT, {} restarts; \
-         {} violations",
+         commits, {rewinds} re-deliveries; faults: {} SIGKILL, {} SIGSTOP/SIGCONT, {} restarts of \
+         serve, {} SIGSTOP/SIGCONT of MinIO or etcd; {} violations",
         faults.kills,
         faults.pauses,
         faults.restarts,
+        faults.service_pauses,
         violations.len()
     );
     assert!(acked > 0, "nothing was acknowledged");

@@ -28,11 +28,13 @@
 //! # What is deterministic
 //!
 //! The fault plan, the workload and every per-call fault decision are functions of the seed
-//! (per node, per call number). The engine's interleaving is deterministic as far as a
-//! current-thread runtime with paused time makes it; what it does not control is the order in
-//! which blocking file IO (local segments, redb) completes and the local journal's rotation
-//! timer, which reads `std::time::Instant`. [`run::Report::trace_digest`] lets a test see
-//! whether two runs of a seed took the same path.
+//! (per node, per call number). The engine's interleaving is not, exactly: the local journal
+//! commits on its own OS thread (and its rotation timer reads `std::time::Instant`), and
+//! local segment files and the embedded metadata store (redb) complete on blocking threads,
+//! none of which the paused runtime schedules. Two runs of a seed meet the same faults at the
+//! same simulated times but may interleave differently; [`run::Report::trace_digest`] tells
+//! whether they took the same path. An exact path needs a runtime-driven journal committer
+//! in `storage::segment::journal` and an in-memory metadata store.
 //!
 //! [`LogStoreClient`]: wal::client::LogStoreClient
 //! [`LogStoreCluster`]: wal::client::LogStoreCluster

@@ -78,7 +78,18 @@ fn ci_seeds() {
 /// simulated scheduler (see the crate docs), so the engine's path is not bit-exact.
 #[test]
 fn a_seed_reproduces_its_plan_and_timed_faults() {
-    for seed in [1_001, 1_002] {
+    // Two seeds whose first fault comes early, so that both runs meet it.
+    let seeds: Vec<u64> = (1_000..)
+        .filter(|s| {
+            let p = sim::Plan::from_seed(*s);
+            p.writes > 80
+                && p.faults
+                    .first()
+                    .is_some_and(|f| f.at < std::time::Duration::from_millis(150))
+        })
+        .take(2)
+        .collect();
+    for seed in seeds {
         let a = run(seed);
         let b = run(seed);
         assert_eq!(a.plan, b.plan, "seed {seed}: plans differ");
@@ -89,7 +100,12 @@ fn a_seed_reproduces_its_plan_and_timed_faults() {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        assert_eq!(timed(&a), timed(&b), "seed {seed}: timed faults differ");
+        // The fault driver stops when the write phase ends, which depends on the engine's
+        // path: one run may stop before a late fault the other reached.
+        let (ta, tb) = (timed(&a), timed(&b));
+        let n = ta.len().min(tb.len());
+        assert_eq!(ta[..n], tb[..n], "seed {seed}: timed faults differ");
+        assert!(n > 0, "seed {seed}: no timed fault to compare");
         println!(
             "seed {seed}: path digests {} {} ({})",
             a.trace_digest,
