@@ -320,6 +320,163 @@ async fn kafka_java_tools_over_sasl_ssl_scram() -> Result<()> {
     s.server.stop().await
 }
 
+/// Runs `cmd` to its end expecting it to fail; its output (stdout and stderr together).
+async fn failure(what: &str, mut cmd: Command) -> Result<String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .with_context(|| format!("{what} did not finish within {CLIENT_TIMEOUT:?}"))?
+        .with_context(|| format!("starting {what}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("--- {what}: {}\n{text}", out.status);
+    ensure!(
+        !out.status.success(),
+        "{what} succeeded, a failure was expected"
+    );
+    Ok(text)
+}
+
+/// `kafka-configs.sh` and `kafka-acls.sh` (Kafka's core jar) over SASL_SSL with SCRAM: the
+/// admin makes a SCRAM user with kafka-configs.sh, who then logs in; that user may not grow
+/// a topic or alter its configuration until kafka-acls.sh grants ALTER and ALTER_CONFIGS, and
+/// may not grow it again once ALTER is removed; the ACLs are listed in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let alice = s.java_config("alice", "alice-secret", "SCRAM-SHA-256")?;
+    let tool = |class: &str, config: &Path, args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool(class)?;
+        cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+            .arg(config)
+            .args(args);
+        Ok(cmd)
+    };
+    let configs = "kafka.admin.ConfigCommand";
+    let acls = "kafka.admin.AclCommand";
+    let topics = "org.apache.kafka.tools.TopicCommand";
+
+    // A SCRAM user made with kafka-configs.sh (AlterUserScramCredentials), then described.
+    let user = ["--entity-type", "users", "--entity-name", "alice"];
+    let mut args = user.to_vec();
+    args.extend([
+        "--alter",
+        "--add-config",
+        "SCRAM-SHA-256=[iterations=8192,password=alice-secret]",
+    ]);
+    output(
+        "kafka-configs.sh --alter users",
+        tool(configs, &admin, &args)?,
+    )
+    .await?;
+    // (`--describe` of users also asks for client quotas, DescribeClientQuotas, which is not
+    // served: that alice can log in below is what shows the credential.)
+
+    output(
+        "kafka-topics.sh --create",
+        tool(
+            topics,
+            &admin,
+            &["--create", "--topic", "acl-t", "--partitions", "1"],
+        )?,
+    )
+    .await?;
+    let grow = |n: &'static str| {
+        tool(
+            topics,
+            &alice,
+            &["--alter", "--topic", "acl-t", "--partitions", n],
+        )
+    };
+    let topic_config = [
+        "--entity-type",
+        "topics",
+        "--entity-name",
+        "acl-t",
+        "--alter",
+        "--add-config",
+        "retention.ms=1000000",
+    ];
+    // alice authenticates (she can list) but may not alter the topic yet.
+    output(
+        "kafka-topics.sh --list as alice",
+        tool(topics, &alice, &["--list"])?,
+    )
+    .await?;
+    failure("kafka-topics.sh --alter as alice, no ACL", grow("2")?).await?;
+    let out = failure(
+        "kafka-configs.sh --alter as alice, no ACL",
+        tool(configs, &alice, &topic_config)?,
+    )
+    .await?;
+    ensure!(out.contains("TopicAuthorizationException"), "{out}");
+
+    let grant = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Alter",
+        "--operation",
+        "AlterConfigs",
+        "--topic",
+        "acl-t",
+    ];
+    output("kafka-acls.sh --add", tool(acls, &admin, &grant)?).await?;
+    let out = output(
+        "kafka-acls.sh --list",
+        tool(acls, &admin, &["--list", "--topic", "acl-t"])?,
+    )
+    .await?;
+    ensure!(
+        out.contains("User:alice") && out.contains("ALTER") && out.contains("ALTER_CONFIGS"),
+        "{out}"
+    );
+    output("kafka-topics.sh --alter as alice", grow("2")?).await?;
+    output(
+        "kafka-configs.sh --alter as alice",
+        tool(configs, &alice, &topic_config)?,
+    )
+    .await?;
+
+    let revoke = [
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Alter",
+        "--topic",
+        "acl-t",
+    ];
+    output("kafka-acls.sh --remove", tool(acls, &admin, &revoke)?).await?;
+    failure("kafka-topics.sh --alter as alice, ACL removed", grow("3")?).await?;
+    let out = output(
+        "kafka-topics.sh --describe",
+        tool(topics, &admin, &["--describe", "--topic", "acl-t"])?,
+    )
+    .await?;
+    ensure!(out.contains("PartitionCount: 2"), "{out}");
+    let out = output(
+        "kafka-configs.sh --describe",
+        tool(
+            configs,
+            &admin,
+            &[
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                "acl-t",
+                "--describe",
+            ],
+        )?,
+    )
+    .await?;
+    ensure!(out.contains("retention.ms=1000000"), "{out}");
+    s.server.stop().await
+}
+
 /// The Java client's transactional producer and `read_committed` consumer, unchanged, over
 /// TLS + SCRAM-SHA-512 (the client programs of `transactions.rs`, `TxnClients.java`, with the
 /// client settings of a properties file): committed and aborted transactions,
