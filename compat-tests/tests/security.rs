@@ -340,7 +340,8 @@ async fn failure(what: &str, mut cmd: Command) -> Result<String> {
 /// `kafka-configs.sh` and `kafka-acls.sh` (Kafka's core jar) over SASL_SSL with SCRAM: the
 /// admin makes a SCRAM user with kafka-configs.sh, who then logs in; that user may not grow
 /// a topic or alter its configuration until kafka-acls.sh grants ALTER and ALTER_CONFIGS, and
-/// may not grow it again once ALTER is removed; the ACLs are listed in between.
+/// may not grow it again once ALTER is removed; the ACLs are listed in between. Then
+/// `kafka-transactions.sh describe-producers` needs READ on the topic (DESCRIBE is not enough).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
     let mut s = secured_server().await?;
@@ -474,6 +475,39 @@ async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
     )
     .await?;
     ensure!(out.contains("retention.ms=1000000"), "{out}");
+
+    // DescribeProducers needs READ on the topic: alice, who may DESCRIBE it (so that the
+    // tool finds its leader) but not READ it, is refused by the broker.
+    let describe_only = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Describe",
+        "--topic",
+        "acl-t",
+    ];
+    output(
+        "kafka-acls.sh --add Describe",
+        tool(acls, &admin, &describe_only)?,
+    )
+    .await?;
+    let txns = "org.apache.kafka.tools.TransactionsCommand";
+    let producers = ["describe-producers", "--topic", "acl-t", "--partition", "0"];
+    output(
+        "kafka-transactions.sh describe-producers as admin",
+        tool(txns, &admin, &producers)?,
+    )
+    .await?;
+    let out = failure(
+        "kafka-transactions.sh describe-producers as alice",
+        tool(txns, &alice, &producers)?,
+    )
+    .await?;
+    ensure!(
+        out.contains("TopicAuthorizationException") && !out.contains("in `Metadata` response"),
+        "{out}"
+    );
     s.server.stop().await
 }
 
