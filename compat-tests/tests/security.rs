@@ -246,6 +246,32 @@ async fn confluent_kafka_over_sasl_ssl_with_acls() -> Result<()> {
     s.server.stop().await
 }
 
+/// kafka-python (its own protocol code) over SASL_SSL: SCRAM-SHA-256, SCRAM-SHA-512 and
+/// PLAIN each produce and read back, a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_over_sasl_ssl_plain_and_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let mut create = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+    create
+        .args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+        .arg(&admin)
+        .args(["--create", "--topic", "kp-sasl", "--partitions", "1"]);
+    output("kafka-topics.sh --create", create).await?;
+    let mut cmd = compat_tests::clients::python("kafka_python_security.py")?;
+    cmd.args(["sasl", &s.sasl_ssl])
+        .arg(s.path("ca.pem"))
+        .args([ADMIN_PASSWORD, "kp-sasl"]);
+    let v = compat_tests::clients::run("kafka_python_security.py", cmd)
+        .await?
+        .summary()?;
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+        ensure!(v["roundtrips"][mechanism] == 3, "{mechanism}: {v}");
+    }
+    ensure!(v["wrong_password"].is_string(), "{v}");
+    s.server.stop().await
+}
+
 /// Kafka's Java tools over SASL_SSL with SCRAM-SHA-256: `kafka-topics.sh` creates and lists,
 /// the producer perf tool writes and the console consumer reads back; a wrong password
 /// fails the tool.
