@@ -272,6 +272,162 @@ async fn kafka_python_over_sasl_ssl_plain_and_scram() -> Result<()> {
     s.server.stop().await
 }
 
+/// A client certificate for `CN=client`, signed by the CA of [`certificates`], in `dir`:
+/// `client.pem`, `client-key.pem` (PKCS#8) and `client-keystore.pem` (both, for the Java
+/// client's PEM keystore).
+async fn client_certificate(dir: &Path) -> Result<()> {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        cmd
+    };
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )?;
+    output(
+        "openssl (client key)",
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client-key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ]),
+    )
+    .await?;
+    output(
+        "openssl (client certificate)",
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ]),
+    )
+    .await?;
+    let keystore = std::fs::read_to_string(dir.join("client-key.pem"))?
+        + &std::fs::read_to_string(dir.join("client.pem"))?;
+    std::fs::write(dir.join("client-keystore.pem"), keystore)?;
+    Ok(())
+}
+
+/// Client certificates (`ssl.client.auth=required`) with two real clients: an SSL listener
+/// whose ACLs make the certificate's principal, `User:CN=client`, the super user.
+/// confluent-kafka creates a topic, produces and consumes with the certificate and is refused
+/// without one; the Java client (`kafka-topics.sh`) creates and lists with its PEM keystore
+/// and fails without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_required_confluent_kafka_and_java() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path()).await?;
+    client_certificate(dir.path()).await?;
+    let (plain, ssl) = (free_port()?, free_port()?);
+    let config = dir.path().join("security.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{plain},SSL://localhost:{ssl}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL\n\
+             listener.name.ssl.ssl.certificate.location={}\n\
+             listener.name.ssl.ssl.key.location={}\n\
+             listener.name.ssl.ssl.truststore.location={}\n\
+             listener.name.ssl.ssl.client.auth=required\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:CN=client\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server-key.pem").display(),
+            dir.path().join("ca.pem").display(),
+        ),
+    )?;
+    let mut server = Server::start_with(&[
+        "--kafka-security-config",
+        config.to_str().context("a UTF-8 path")?,
+    ])
+    .await?;
+    let bootstrap = format!("localhost:{ssl}");
+    let path = |name: &str| dir.path().join(name);
+
+    let mut cmd = compat_tests::clients::python("confluent_security.py")?;
+    cmd.args(["mtls", &bootstrap])
+        .arg(path("ca.pem"))
+        .arg(path("client.pem"))
+        .arg(path("client-key.pem"))
+        .arg("mtls-ck");
+    let v = compat_tests::clients::run("confluent_security.py mtls", cmd)
+        .await?
+        .summary()?;
+    ensure!(v["refused_without_certificate"] == true, "{v}");
+
+    let with_cert = path("client-ssl.properties");
+    std::fs::write(
+        &with_cert,
+        format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n\
+             ssl.keystore.type=PEM\nssl.keystore.location={}\n",
+            path("ca.pem").display(),
+            path("client-keystore.pem").display()
+        ),
+    )?;
+    let without_cert = path("no-cert-ssl.properties");
+    std::fs::write(
+        &without_cert,
+        format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            path("ca.pem").display()
+        ),
+    )?;
+    let topics = |config: &Path, args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+        cmd.args(["--bootstrap-server", &bootstrap, "--command-config"])
+            .arg(config)
+            .args(args);
+        Ok(cmd)
+    };
+    output(
+        "kafka-topics.sh --create with a client certificate",
+        topics(
+            &with_cert,
+            &["--create", "--topic", "mtls-java", "--partitions", "1"],
+        )?,
+    )
+    .await?;
+    let listed = output(
+        "kafka-topics.sh --list with a client certificate",
+        topics(&with_cert, &["--list"])?,
+    )
+    .await?;
+    ensure!(
+        listed.lines().any(|l| l.trim() == "mtls-java")
+            && listed.lines().any(|l| l.trim() == "mtls-ck"),
+        "{listed}"
+    );
+    // Without a certificate the TLS handshake fails (SslAuthenticationException).
+    let out = failure(
+        "kafka-topics.sh --list without a client certificate",
+        topics(&without_cert, &["--list"])?,
+    )
+    .await?;
+    ensure!(out.contains("SslAuthenticationException"), "{out}");
+    server.stop().await
+}
+
 /// Kafka's Java tools over SASL_SSL with SCRAM-SHA-256: `kafka-topics.sh` creates and lists,
 /// the producer perf tool writes and the console consumer reads back; a wrong password
 /// fails the tool.
