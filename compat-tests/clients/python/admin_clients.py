@@ -13,6 +13,8 @@ Scenarios (each prints `RESULT <json>`, see common.py):
         and resets to 4; (confluent-kafka) a consumer at offset 6 with leader epoch 0 has
         librdkafka validate its position with OffsetForLeaderEpoch and reads from 6; an offset
         beyond the high watermark is OFFSET_OUT_OF_RANGE.
+      * (confluent-kafka) authorized operations in Metadata and DescribeCluster: without an
+        authorizer, every operation of the topic and of the cluster.
       * AlterConfigs (the legacy API, which replaces the whole set): retention.bytes set, then
         (confluent-kafka; kafka-python merges the current dynamic configs in itself) a set
         without it puts it back to its default.
@@ -162,6 +164,22 @@ class Confluent:
         return self._one(
             self.admin.incremental_alter_configs([resource], validate_only=validate_only)
         )[1]
+
+    def authorized_operations(self, topic):
+        """The operation names Metadata (topic) and DescribeCluster report as allowed."""
+        from confluent_kafka import TopicCollection
+
+        cluster = self.admin.describe_cluster(include_authorized_operations=True).result(
+            timeout=TIMEOUT
+        )
+        (future,) = self.admin.describe_topics(
+            TopicCollection([topic]), include_authorized_operations=True
+        ).values()
+        described = future.result(timeout=TIMEOUT)
+        return {
+            "cluster": sorted(op.name for op in cluster.authorized_operations or []),
+            "topic": sorted(op.name for op in described.authorized_operations or []),
+        }
 
     def replace_configs(self, topic, configs):
         """AlterConfigs (the legacy, replacing API) of `topic`: the error name."""
@@ -391,6 +409,31 @@ def before(run, client, bootstrap, topic):
             err == errors["OFFSET_OUT_OF_RANGE"],
             f"delete_records beyond the high watermark: low {low}, error {err}",
         )
+
+    if client == "confluent":
+        with run.step("authorized operations"):
+            # No authorizer: every operation of the resource type, as Kafka computes it.
+            ops = c.authorized_operations(topic)
+            run.result["authorized_operations"] = ops
+            run.check(
+                set(ops["topic"])
+                == {
+                    "READ",
+                    "WRITE",
+                    "CREATE",
+                    "DELETE",
+                    "ALTER",
+                    "DESCRIBE",
+                    "DESCRIBE_CONFIGS",
+                    "ALTER_CONFIGS",
+                },
+                f"topic operations: {ops['topic']}",
+            )
+            run.check(
+                {"ALTER", "DESCRIBE", "CLUSTER_ACTION", "ALTER_CONFIGS", "IDEMPOTENT_WRITE"}
+                <= set(ops["cluster"]),
+                f"cluster operations: {ops['cluster']}",
+            )
 
     with run.step("legacy alter configs"):
         err = c.replace_configs(topic, {"retention.bytes": "1048576"})
