@@ -25,6 +25,8 @@ Scenarios (each prints `RESULT <json>`, see common.py):
         delete from it.
       * cleanup.policy=compact: a record without a key is INVALID_RECORD, one with a key is
         stored.
+      * compression.type (gzip, snappy, lz4, zstd; kafka-python: gzip): topics made with it
+        take uncompressed batches, store them in the codec and serve the same records.
 
   after CLIENT BOOTSTRAP TOPIC
       After a server restart: TOPIC still has 3 partitions, partition 0 starts at offset 4 (a
@@ -64,10 +66,11 @@ class Confluent:
         except Exception as e:  # noqa: BLE001 - the error is what is checked
             return None, self._error_name(e)
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, configs=None):
         from confluent_kafka.admin import NewTopic
 
-        return self._one(self.admin.create_topics([NewTopic(topic, partitions, 1)]))[1]
+        new = NewTopic(topic, partitions, 1, config=configs or {})
+        return self._one(self.admin.create_topics([new]))[1]
 
     def partition_count(self, topic):
         md = self.admin.list_topics(topic, timeout=TIMEOUT)
@@ -147,6 +150,24 @@ class Confluent:
         finally:
             c.close()
 
+    def values_from(self, topic, partition, offset, n):
+        """The values of `n` records read from `offset` on."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"values-{topic}"})
+        seen = []
+        try:
+            c.assign([TopicPartition(topic, partition, offset)])
+            for _ in range(int(TIMEOUT)):
+                msg = c.poll(1.0)
+                if msg is not None and not msg.error():
+                    seen.append(msg.value())
+                    if len(seen) == n:
+                        break
+        finally:
+            c.close()
+        return seen
+
     def alter(self, topic, ops, validate_only=False):
         """IncrementalAlterConfigs of (key, op name, value) on `topic`: the error name."""
         from confluent_kafka.admin import (
@@ -219,11 +240,11 @@ class KafkaPython:
     def _error_name(exc):
         return type(exc).__name__
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, configs=None):
         from kafka.admin import NewTopic
 
         try:
-            self.admin.create_topics([NewTopic(topic, partitions, 1)])
+            self.admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
             return None
         except Exception as e:  # noqa: BLE001
             return self._error_name(e)
@@ -299,6 +320,23 @@ class KafkaPython:
             return None
         finally:
             c.close()
+
+    def values_from(self, topic, partition, offset, n):
+        from kafka import TopicPartition
+
+        c = self._consumer()
+        seen = []
+        try:
+            tp = TopicPartition(topic, partition)
+            c.assign([tp])
+            c.seek(tp, offset)
+            for msg in c:
+                seen.append(msg.value)
+                if len(seen) == n:
+                    break
+        finally:
+            c.close()
+        return seen
 
     def alter(self, topic, ops, validate_only=False):
         from kafka.admin import ConfigResource, ConfigResourceType
@@ -495,6 +533,28 @@ def before(run, client, bootstrap, topic):
             f"a record without a key gave {outcomes[0]}",
         )
         run.check(outcomes[1] == 0, f"the keyed record landed at {outcomes[1]}")
+
+
+    with run.step("compression.type"):
+        # The producer sends uncompressed batches; the broker stores them in the topic's
+        # codec, and the consumer reads the same records (kafka-python has only gzip here).
+        codecs = ["gzip", "snappy", "lz4", "zstd"] if client == "confluent" else ["gzip"]
+        run.result["codecs_read"] = {}
+        for codec in codecs:
+            t = f"{topic}-{codec}"
+            err = c.create_topic(t, 1, {"compression.type": codec})
+            run.check(err is None, f"creating {t}: {err}")
+            values = [f"{codec}-{i}".encode() for i in range(3)]
+            offsets = c.produce(t, 0, [(b"k", v) for v in values])
+            run.check(offsets == [0, 1, 2], f"{t}: produced at {offsets}")
+            seen = c.values_from(t, 0, 0, 3)
+            run.result["codecs_read"][codec] = len(seen)
+            run.check(seen == values, f"{t}: read {seen}")
+            value, source = c.config(t, "compression.type")
+            run.check(
+                value == codec and source == "DYNAMIC_TOPIC_CONFIG",
+                f"{t}: compression.type {value} ({source})",
+            )
 
 
 def after(run, client, bootstrap, topic):
