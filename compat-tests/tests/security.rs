@@ -246,6 +246,188 @@ async fn confluent_kafka_over_sasl_ssl_with_acls() -> Result<()> {
     s.server.stop().await
 }
 
+/// kafka-python (its own protocol code) over SASL_SSL: SCRAM-SHA-256, SCRAM-SHA-512 and
+/// PLAIN each produce and read back, a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_over_sasl_ssl_plain_and_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let mut create = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+    create
+        .args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+        .arg(&admin)
+        .args(["--create", "--topic", "kp-sasl", "--partitions", "1"]);
+    output("kafka-topics.sh --create", create).await?;
+    let mut cmd = compat_tests::clients::python("kafka_python_security.py")?;
+    cmd.args(["sasl", &s.sasl_ssl])
+        .arg(s.path("ca.pem"))
+        .args([ADMIN_PASSWORD, "kp-sasl"]);
+    let v = compat_tests::clients::run("kafka_python_security.py", cmd)
+        .await?
+        .summary()?;
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+        ensure!(v["roundtrips"][mechanism] == 3, "{mechanism}: {v}");
+    }
+    ensure!(v["wrong_password"].is_string(), "{v}");
+    s.server.stop().await
+}
+
+/// A client certificate for `CN=client`, signed by the CA of [`certificates`], in `dir`:
+/// `client.pem`, `client-key.pem` (PKCS#8) and `client-keystore.pem` (both, for the Java
+/// client's PEM keystore).
+async fn client_certificate(dir: &Path) -> Result<()> {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        cmd
+    };
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )?;
+    output(
+        "openssl (client key)",
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client-key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ]),
+    )
+    .await?;
+    output(
+        "openssl (client certificate)",
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ]),
+    )
+    .await?;
+    let keystore = std::fs::read_to_string(dir.join("client-key.pem"))?
+        + &std::fs::read_to_string(dir.join("client.pem"))?;
+    std::fs::write(dir.join("client-keystore.pem"), keystore)?;
+    Ok(())
+}
+
+/// Client certificates (`ssl.client.auth=required`) with two real clients: an SSL listener
+/// whose ACLs make the certificate's principal, `User:CN=client`, the super user.
+/// confluent-kafka creates a topic, produces and consumes with the certificate and is refused
+/// without one; the Java client (`kafka-topics.sh`) creates and lists with its PEM keystore
+/// and fails without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_required_confluent_kafka_and_java() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path()).await?;
+    client_certificate(dir.path()).await?;
+    let (plain, ssl) = (free_port()?, free_port()?);
+    let config = dir.path().join("security.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{plain},SSL://localhost:{ssl}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL\n\
+             listener.name.ssl.ssl.certificate.location={}\n\
+             listener.name.ssl.ssl.key.location={}\n\
+             listener.name.ssl.ssl.truststore.location={}\n\
+             listener.name.ssl.ssl.client.auth=required\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:CN=client\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server-key.pem").display(),
+            dir.path().join("ca.pem").display(),
+        ),
+    )?;
+    let mut server = Server::start_with(&[
+        "--kafka-security-config",
+        config.to_str().context("a UTF-8 path")?,
+    ])
+    .await?;
+    let bootstrap = format!("localhost:{ssl}");
+    let path = |name: &str| dir.path().join(name);
+
+    let mut cmd = compat_tests::clients::python("confluent_security.py")?;
+    cmd.args(["mtls", &bootstrap])
+        .arg(path("ca.pem"))
+        .arg(path("client.pem"))
+        .arg(path("client-key.pem"))
+        .arg("mtls-ck");
+    let v = compat_tests::clients::run("confluent_security.py mtls", cmd)
+        .await?
+        .summary()?;
+    ensure!(v["refused_without_certificate"] == true, "{v}");
+
+    let with_cert = path("client-ssl.properties");
+    std::fs::write(
+        &with_cert,
+        format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n\
+             ssl.keystore.type=PEM\nssl.keystore.location={}\n",
+            path("ca.pem").display(),
+            path("client-keystore.pem").display()
+        ),
+    )?;
+    let without_cert = path("no-cert-ssl.properties");
+    std::fs::write(
+        &without_cert,
+        format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            path("ca.pem").display()
+        ),
+    )?;
+    let topics = |config: &Path, args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
+        cmd.args(["--bootstrap-server", &bootstrap, "--command-config"])
+            .arg(config)
+            .args(args);
+        Ok(cmd)
+    };
+    output(
+        "kafka-topics.sh --create with a client certificate",
+        topics(
+            &with_cert,
+            &["--create", "--topic", "mtls-java", "--partitions", "1"],
+        )?,
+    )
+    .await?;
+    let listed = output(
+        "kafka-topics.sh --list with a client certificate",
+        topics(&with_cert, &["--list"])?,
+    )
+    .await?;
+    ensure!(
+        listed.lines().any(|l| l.trim() == "mtls-java")
+            && listed.lines().any(|l| l.trim() == "mtls-ck"),
+        "{listed}"
+    );
+    // Without a certificate the TLS handshake fails (SslAuthenticationException).
+    let out = failure(
+        "kafka-topics.sh --list without a client certificate",
+        topics(&without_cert, &["--list"])?,
+    )
+    .await?;
+    ensure!(out.contains("SslAuthenticationException"), "{out}");
+    server.stop().await
+}
+
 /// Kafka's Java tools over SASL_SSL with SCRAM-SHA-256: `kafka-topics.sh` creates and lists,
 /// the producer perf tool writes and the console consumer reads back; a wrong password
 /// fails the tool.
@@ -317,6 +499,197 @@ async fn kafka_java_tools_over_sasl_ssl_scram() -> Result<()> {
         out.status
     );
 
+    s.server.stop().await
+}
+
+/// Runs `cmd` to its end expecting it to fail; its output (stdout and stderr together).
+async fn failure(what: &str, mut cmd: Command) -> Result<String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .with_context(|| format!("{what} did not finish within {CLIENT_TIMEOUT:?}"))?
+        .with_context(|| format!("starting {what}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("--- {what}: {}\n{text}", out.status);
+    ensure!(
+        !out.status.success(),
+        "{what} succeeded, a failure was expected"
+    );
+    Ok(text)
+}
+
+/// `kafka-configs.sh` and `kafka-acls.sh` (Kafka's core jar) over SASL_SSL with SCRAM: the
+/// admin makes a SCRAM user with kafka-configs.sh, who then logs in; that user may not grow
+/// a topic or alter its configuration until kafka-acls.sh grants ALTER and ALTER_CONFIGS, and
+/// may not grow it again once ALTER is removed; the ACLs are listed in between. Then
+/// `kafka-transactions.sh describe-producers` needs READ on the topic (DESCRIBE is not enough).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let alice = s.java_config("alice", "alice-secret", "SCRAM-SHA-256")?;
+    let tool = |class: &str, config: &Path, args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool(class)?;
+        cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+            .arg(config)
+            .args(args);
+        Ok(cmd)
+    };
+    let configs = "kafka.admin.ConfigCommand";
+    let acls = "kafka.admin.AclCommand";
+    let topics = "org.apache.kafka.tools.TopicCommand";
+
+    // A SCRAM user made with kafka-configs.sh (AlterUserScramCredentials), then described.
+    let user = ["--entity-type", "users", "--entity-name", "alice"];
+    let mut args = user.to_vec();
+    args.extend([
+        "--alter",
+        "--add-config",
+        "SCRAM-SHA-256=[iterations=8192,password=alice-secret]",
+    ]);
+    output(
+        "kafka-configs.sh --alter users",
+        tool(configs, &admin, &args)?,
+    )
+    .await?;
+    // (`--describe` of users also asks for client quotas, DescribeClientQuotas, which is not
+    // served: that alice can log in below is what shows the credential.)
+
+    output(
+        "kafka-topics.sh --create",
+        tool(
+            topics,
+            &admin,
+            &["--create", "--topic", "acl-t", "--partitions", "1"],
+        )?,
+    )
+    .await?;
+    let grow = |n: &'static str| {
+        tool(
+            topics,
+            &alice,
+            &["--alter", "--topic", "acl-t", "--partitions", n],
+        )
+    };
+    let topic_config = [
+        "--entity-type",
+        "topics",
+        "--entity-name",
+        "acl-t",
+        "--alter",
+        "--add-config",
+        "retention.ms=1000000",
+    ];
+    // alice authenticates (she can list) but may not alter the topic yet.
+    output(
+        "kafka-topics.sh --list as alice",
+        tool(topics, &alice, &["--list"])?,
+    )
+    .await?;
+    failure("kafka-topics.sh --alter as alice, no ACL", grow("2")?).await?;
+    let out = failure(
+        "kafka-configs.sh --alter as alice, no ACL",
+        tool(configs, &alice, &topic_config)?,
+    )
+    .await?;
+    ensure!(out.contains("TopicAuthorizationException"), "{out}");
+
+    let grant = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Alter",
+        "--operation",
+        "AlterConfigs",
+        "--topic",
+        "acl-t",
+    ];
+    output("kafka-acls.sh --add", tool(acls, &admin, &grant)?).await?;
+    let out = output(
+        "kafka-acls.sh --list",
+        tool(acls, &admin, &["--list", "--topic", "acl-t"])?,
+    )
+    .await?;
+    ensure!(
+        out.contains("User:alice") && out.contains("ALTER") && out.contains("ALTER_CONFIGS"),
+        "{out}"
+    );
+    output("kafka-topics.sh --alter as alice", grow("2")?).await?;
+    output(
+        "kafka-configs.sh --alter as alice",
+        tool(configs, &alice, &topic_config)?,
+    )
+    .await?;
+
+    let revoke = [
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Alter",
+        "--topic",
+        "acl-t",
+    ];
+    output("kafka-acls.sh --remove", tool(acls, &admin, &revoke)?).await?;
+    failure("kafka-topics.sh --alter as alice, ACL removed", grow("3")?).await?;
+    let out = output(
+        "kafka-topics.sh --describe",
+        tool(topics, &admin, &["--describe", "--topic", "acl-t"])?,
+    )
+    .await?;
+    ensure!(out.contains("PartitionCount: 2"), "{out}");
+    let out = output(
+        "kafka-configs.sh --describe",
+        tool(
+            configs,
+            &admin,
+            &[
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                "acl-t",
+                "--describe",
+            ],
+        )?,
+    )
+    .await?;
+    ensure!(out.contains("retention.ms=1000000"), "{out}");
+
+    // DescribeProducers needs READ on the topic: alice, who may DESCRIBE it (so that the
+    // tool finds its leader) but not READ it, is refused by the broker.
+    let describe_only = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Describe",
+        "--topic",
+        "acl-t",
+    ];
+    output(
+        "kafka-acls.sh --add Describe",
+        tool(acls, &admin, &describe_only)?,
+    )
+    .await?;
+    let txns = "org.apache.kafka.tools.TransactionsCommand";
+    let producers = ["describe-producers", "--topic", "acl-t", "--partition", "0"];
+    output(
+        "kafka-transactions.sh describe-producers as admin",
+        tool(txns, &admin, &producers)?,
+    )
+    .await?;
+    let out = failure(
+        "kafka-transactions.sh describe-producers as alice",
+        tool(txns, &alice, &producers)?,
+    )
+    .await?;
+    ensure!(
+        out.contains("TopicAuthorizationException") && !out.contains("in `Metadata` response"),
+        "{out}"
+    );
     s.server.stop().await
 }
 

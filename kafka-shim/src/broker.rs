@@ -605,16 +605,16 @@ impl Broker {
             }
             Body::EndTxn(req) => Box::pin(async move { me.end_txn(req, version).await }),
             Body::TxnOffsetCommit(req) => {
-                Box::pin(async move { me.txn_offset_commit(req, version).await })
+                Box::pin(async move { me.txn_offset_commit(&s, req, version).await })
             }
             Body::DescribeProducers(req) => {
-                Box::pin(async move { me.describe_producers(req, version).await })
+                Box::pin(async move { me.describe_producers(&s, req, version).await })
             }
             Body::DescribeTransactions(req) => {
-                Box::pin(async move { me.describe_transactions(req, version).await })
+                Box::pin(async move { me.describe_transactions(&s, req, version).await })
             }
             Body::ListTransactions(req) => {
-                Box::pin(async move { me.list_transactions(req, version).await })
+                Box::pin(async move { me.list_transactions(&s, req, version).await })
             }
             Body::ApiVersions(_) | Body::SaslHandshake(_) | Body::SaslAuthenticate(_) => {
                 return Err(ShimError::Malformed {

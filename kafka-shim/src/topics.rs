@@ -74,7 +74,7 @@ impl Default for TopicDefaults {
 /// A topic configuration key the broker knows: (name, read-only, documentation).
 pub const TOPIC_CONFIG_KEYS: &[(&str, bool)] = &[
     ("cleanup.policy", false),
-    ("compression.type", true),
+    ("compression.type", false),
     ("max.message.bytes", false),
     ("message.timestamp.type", true),
     ("min.insync.replicas", true),
@@ -178,10 +178,10 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), String
                     "Invalid value {v} for configuration cleanup.policy: String must be one of: compact, delete"
                 ));
             }
-            "compression.type" if v == "producer" => {}
+            "compression.type" if crate::batch::topic_codec(v).is_none_or(|c| c.is_ok()) => {}
             "compression.type" => {
                 return Err(format!(
-                    "compression.type={v}: only `producer` is supported (batches are stored as sent)"
+                    "Invalid value {v} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
                 ));
             }
             "message.timestamp.type" if v == "CreateTime" => {}
@@ -605,7 +605,7 @@ mod tests {
             ("cleanup.policy", ""),
             ("retention.ms", "soon"),
             ("no.such.key", "1"),
-            ("compression.type", "gzip"),
+            ("compression.type", "brotli"),
         ] {
             let bad = BTreeMap::from([(k.to_string(), v.to_string())]);
             assert!(validate_configs(&bad).is_err(), "{k}={v}");

@@ -645,3 +645,67 @@ async fn fetch_sessions_list_only_partitions_with_news_and_v13_names_topics_by_i
     assert_eq!(listed(&resp), vec![(0, 75, false)]);
     h.stop().await
 }
+
+/// `compression.type` naming a codec: batches are stored (and fetched) in that codec with
+/// their records unchanged, whatever the producer sent; `uncompressed` decompresses; zstd
+/// is refused to Produce before v7; `producer` keeps batches as sent.
+#[tokio::test]
+async fn topics_with_a_compression_type_store_batches_in_that_codec() -> Result<()> {
+    let h = Harness::start().await?;
+    let mut c = h.connect().await?;
+    for (topic, codec) in [("c-gzip", 1), ("c-snappy", 2), ("c-lz4", 3), ("c-zstd", 4)] {
+        let kind = ["uncompressed", "gzip", "snappy", "lz4", "zstd"][codec as usize];
+        assert_eq!(
+            create_topic(&mut c, topic, 1, &[("compression.type", kind)]).await?,
+            0
+        );
+        assert_eq!(
+            produce(&mut c, topic, batch(&["a", "b"], None)).await?,
+            (0, 0)
+        );
+        let resp: FetchResponse = c.call(&fetch_req(topic, 0, 100), 12).await?;
+        let records = resp.responses[0].partitions[0]
+            .records
+            .clone()
+            .expect("records");
+        let header = kafka_shim::batch::read_header(&records)?;
+        assert_eq!(header.compression(), codec, "{topic}");
+        // The records are those produced (read through the uncompressed form: the test
+        // client's decoder has no codecs).
+        let mut plain = kafka_shim::batch::recompress(&records, 0, 1 << 20)?;
+        let mut values = Vec::new();
+        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut plain)? {
+            for r in set.records {
+                values.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+            }
+        }
+        assert_eq!(
+            values,
+            vec![(0, b"a".to_vec()), (1, b"b".to_vec())],
+            "{topic}"
+        );
+    }
+    // A zstd topic refuses Produce v6 (zstd needs v7+).
+    let resp: ProduceResponse = c
+        .call(&produce_req("c-zstd", 0, batch(&["c"], None), -1), 6)
+        .await?;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 76);
+    // A gzip batch into an `uncompressed` topic is stored uncompressed.
+    assert_eq!(
+        create_topic(&mut c, "c-none", 1, &[("compression.type", "uncompressed")]).await?,
+        0
+    );
+    let gzip = kafka_shim::batch::recompress(&batch(&["z"], None), 1, 1 << 20)?;
+    assert_eq!(produce(&mut c, "c-none", gzip).await?, (0, 0));
+    let resp: FetchResponse = c.call(&fetch_req("c-none", 0, 100), 12).await?;
+    let records = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(kafka_shim::batch::read_header(&records)?.compression(), 0);
+    assert_eq!(
+        create_topic(&mut c, "c-bad", 1, &[("compression.type", "brotli")]).await?,
+        40
+    );
+    h.stop().await
+}

@@ -13,6 +13,8 @@ Scenarios (each prints `RESULT <json>`, see common.py):
         and resets to 4; (confluent-kafka) a consumer at offset 6 with leader epoch 0 has
         librdkafka validate its position with OffsetForLeaderEpoch and reads from 6; an offset
         beyond the high watermark is OFFSET_OUT_OF_RANGE.
+      * (confluent-kafka) authorized operations in Metadata and DescribeCluster: without an
+        authorizer, every operation of the topic and of the cluster.
       * AlterConfigs (the legacy API, which replaces the whole set): retention.bytes set, then
         (confluent-kafka; kafka-python merges the current dynamic configs in itself) a set
         without it puts it back to its default.
@@ -23,6 +25,8 @@ Scenarios (each prints `RESULT <json>`, see common.py):
         delete from it.
       * cleanup.policy=compact: a record without a key is INVALID_RECORD, one with a key is
         stored.
+      * compression.type (gzip, snappy, lz4, zstd; kafka-python: gzip): topics made with it
+        take uncompressed batches, store them in the codec and serve the same records.
 
   after CLIENT BOOTSTRAP TOPIC
       After a server restart: TOPIC still has 3 partitions, partition 0 starts at offset 4 (a
@@ -62,10 +66,11 @@ class Confluent:
         except Exception as e:  # noqa: BLE001 - the error is what is checked
             return None, self._error_name(e)
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, configs=None):
         from confluent_kafka.admin import NewTopic
 
-        return self._one(self.admin.create_topics([NewTopic(topic, partitions, 1)]))[1]
+        new = NewTopic(topic, partitions, 1, config=configs or {})
+        return self._one(self.admin.create_topics([new]))[1]
 
     def partition_count(self, topic):
         md = self.admin.list_topics(topic, timeout=TIMEOUT)
@@ -145,6 +150,24 @@ class Confluent:
         finally:
             c.close()
 
+    def values_from(self, topic, partition, offset, n):
+        """The values of `n` records read from `offset` on."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"values-{topic}"})
+        seen = []
+        try:
+            c.assign([TopicPartition(topic, partition, offset)])
+            for _ in range(int(TIMEOUT)):
+                msg = c.poll(1.0)
+                if msg is not None and not msg.error():
+                    seen.append(msg.value())
+                    if len(seen) == n:
+                        break
+        finally:
+            c.close()
+        return seen
+
     def alter(self, topic, ops, validate_only=False):
         """IncrementalAlterConfigs of (key, op name, value) on `topic`: the error name."""
         from confluent_kafka.admin import (
@@ -162,6 +185,22 @@ class Confluent:
         return self._one(
             self.admin.incremental_alter_configs([resource], validate_only=validate_only)
         )[1]
+
+    def authorized_operations(self, topic):
+        """The operation names Metadata (topic) and DescribeCluster report as allowed."""
+        from confluent_kafka import TopicCollection
+
+        cluster = self.admin.describe_cluster(include_authorized_operations=True).result(
+            timeout=TIMEOUT
+        )
+        (future,) = self.admin.describe_topics(
+            TopicCollection([topic]), include_authorized_operations=True
+        ).values()
+        described = future.result(timeout=TIMEOUT)
+        return {
+            "cluster": sorted(op.name for op in cluster.authorized_operations or []),
+            "topic": sorted(op.name for op in described.authorized_operations or []),
+        }
 
     def replace_configs(self, topic, configs):
         """AlterConfigs (the legacy, replacing API) of `topic`: the error name."""
@@ -201,11 +240,11 @@ class KafkaPython:
     def _error_name(exc):
         return type(exc).__name__
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, configs=None):
         from kafka.admin import NewTopic
 
         try:
-            self.admin.create_topics([NewTopic(topic, partitions, 1)])
+            self.admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
             return None
         except Exception as e:  # noqa: BLE001
             return self._error_name(e)
@@ -281,6 +320,23 @@ class KafkaPython:
             return None
         finally:
             c.close()
+
+    def values_from(self, topic, partition, offset, n):
+        from kafka import TopicPartition
+
+        c = self._consumer()
+        seen = []
+        try:
+            tp = TopicPartition(topic, partition)
+            c.assign([tp])
+            c.seek(tp, offset)
+            for msg in c:
+                seen.append(msg.value)
+                if len(seen) == n:
+                    break
+        finally:
+            c.close()
+        return seen
 
     def alter(self, topic, ops, validate_only=False):
         from kafka.admin import ConfigResource, ConfigResourceType
@@ -392,6 +448,31 @@ def before(run, client, bootstrap, topic):
             f"delete_records beyond the high watermark: low {low}, error {err}",
         )
 
+    if client == "confluent":
+        with run.step("authorized operations"):
+            # No authorizer: every operation of the resource type, as Kafka computes it.
+            ops = c.authorized_operations(topic)
+            run.result["authorized_operations"] = ops
+            run.check(
+                set(ops["topic"])
+                == {
+                    "READ",
+                    "WRITE",
+                    "CREATE",
+                    "DELETE",
+                    "ALTER",
+                    "DESCRIBE",
+                    "DESCRIBE_CONFIGS",
+                    "ALTER_CONFIGS",
+                },
+                f"topic operations: {ops['topic']}",
+            )
+            run.check(
+                {"ALTER", "DESCRIBE", "CLUSTER_ACTION", "ALTER_CONFIGS", "IDEMPOTENT_WRITE"}
+                <= set(ops["cluster"]),
+                f"cluster operations: {ops['cluster']}",
+            )
+
     with run.step("legacy alter configs"):
         err = c.replace_configs(topic, {"retention.bytes": "1048576"})
         run.check(err is None, f"AlterConfigs retention.bytes: {err}")
@@ -452,6 +533,28 @@ def before(run, client, bootstrap, topic):
             f"a record without a key gave {outcomes[0]}",
         )
         run.check(outcomes[1] == 0, f"the keyed record landed at {outcomes[1]}")
+
+
+    with run.step("compression.type"):
+        # The producer sends uncompressed batches; the broker stores them in the topic's
+        # codec, and the consumer reads the same records (kafka-python has only gzip here).
+        codecs = ["gzip", "snappy", "lz4", "zstd"] if client == "confluent" else ["gzip"]
+        run.result["codecs_read"] = {}
+        for codec in codecs:
+            t = f"{topic}-{codec}"
+            err = c.create_topic(t, 1, {"compression.type": codec})
+            run.check(err is None, f"creating {t}: {err}")
+            values = [f"{codec}-{i}".encode() for i in range(3)]
+            offsets = c.produce(t, 0, [(b"k", v) for v in values])
+            run.check(offsets == [0, 1, 2], f"{t}: produced at {offsets}")
+            seen = c.values_from(t, 0, 0, 3)
+            run.result["codecs_read"][codec] = len(seen)
+            run.check(seen == values, f"{t}: read {seen}")
+            value, source = c.config(t, "compression.type")
+            run.check(
+                value == codec and source == "DYNAMIC_TOPIC_CONFIG",
+                f"{t}: compression.type {value} ({source})",
+            )
 
 
 def after(run, client, bootstrap, topic):

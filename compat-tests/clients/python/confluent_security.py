@@ -13,6 +13,11 @@ Scenario (prints `RESULT <json>`, see common.py):
       the bindings. Her transactional producer is refused (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
       until WRITE on its transactional id is allowed, then commits a transaction. DeleteAcls
       removes the bindings and alice is refused again.
+
+  mtls SSL_BOOTSTRAP CA_PEM CLIENT_CERT_PEM CLIENT_KEY_PEM TOPIC
+      An SSL listener that requires client certificates, with ACLs whose super user is the
+      certificate's principal: with the certificate, TOPIC is created, written and read;
+      without one, nothing is served.
 """
 
 import sys
@@ -190,5 +195,55 @@ def security(run, bootstrap, ca, admin_password, topic):
         )
 
 
+def mtls(run, bootstrap, ca, cert, key, topic):
+    """An SSL listener with ssl.client.auth=required and ACLs whose super user is the client
+    certificate's principal (User:CN=client): with the certificate the client creates TOPIC,
+    produces 3 records and reads them back; without one it cannot even list topics."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SSL",
+        "ssl.ca.location": ca,
+        "ssl.certificate.location": cert,
+        "ssl.key.location": key,
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    with run.step("with a client certificate"):
+        admin = AdminClient(conf)
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(TIMEOUT)
+        producer = Producer(conf)
+        delivered = []
+        for i in range(3):
+            producer.produce(
+                topic, value=f"m{i}".encode(), on_delivery=lambda e, m: delivered.append(e)
+            )
+        producer.flush(TIMEOUT)
+        run.check(delivered == [None] * 3, f"deliveries: {delivered}")
+        consumer = Consumer(
+            dict(conf, **{"group.id": "mtls", "auto.offset.reset": "earliest"})
+        )
+        consumer.subscribe([topic])
+        seen = []
+        deadline = Deadline(TIMEOUT)
+        while len(seen) < 3 and not deadline.expired():
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                seen.append(msg.value().decode())
+        consumer.close()
+        run.result["consumed"] = seen
+        run.check(seen == ["m0", "m1", "m2"], f"consumed {seen}")
+    with run.step("without a client certificate"):
+        bare = {k: v for k, v in conf.items() if k not in ("ssl.certificate.location", "ssl.key.location")}
+        admin = AdminClient(dict(bare, error_cb=lambda e: None))
+        refused = False
+        try:
+            admin.list_topics(timeout=5)
+        except KafkaException as e:
+            refused = True
+            run.log(f"refused without a certificate: {e}")
+        run.result["refused_without_certificate"] = refused
+        run.check(refused, "listed topics without a client certificate")
+
+
 if __name__ == "__main__":
-    main(Run("confluent_security"), {"security": security}, sys.argv)
+    main(Run("confluent_security"), {"security": security, "mtls": mtls}, sys.argv)

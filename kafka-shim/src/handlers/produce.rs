@@ -47,6 +47,7 @@ impl Broker {
                         tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
                         batch_code(&e)
                     })?;
+                    let batches = recompressed(topic, batches, version, &self.config.topic_defaults)?;
                     let limit = topic.max_message_bytes(&self.config.topic_defaults);
                     for (h, _) in &batches {
                         if h.size as i64 > limit {
@@ -206,4 +207,44 @@ fn refuse_records_without_key(
         code: KafkaCode::InvalidRecord,
         records,
     })
+}
+
+/// The most a batch's records may decompress to when the broker recompresses it.
+const MAX_RECOMPRESSED_RECORDS: usize = 256 << 20;
+
+/// The batches as the topic stores them: a topic whose `compression.type` names a codec
+/// gets every batch in that codec (Kafka's log validator recompresses on append), so that
+/// consumers see what Kafka would give them. `producer` keeps them as sent. Done on produce,
+/// not fetch: a batch is compressed once, and what is stored (and its size against
+/// `max.message.bytes`) is what every fetch returns.
+fn recompressed(
+    topic: &crate::topics::Topic,
+    batches: Vec<(batch::BatchHeader, bytes::Bytes)>,
+    version: i16,
+    defaults: &crate::topics::TopicDefaults,
+) -> Result<Vec<(batch::BatchHeader, bytes::Bytes)>, Refused> {
+    let codec = match topic
+        .config("compression.type", defaults)
+        .and_then(|(v, _)| batch::topic_codec(&v))
+    {
+        None => return Ok(batches),
+        Some(Ok(codec)) => codec,
+        Some(Err(e)) => return Err(batch_code(&e).into()),
+    };
+    // zstd needs Produce v7+ (KIP-110), whoever asked for it.
+    if codec == 4 && version < 7 {
+        return Err(KafkaCode::UnsupportedCompressionType.into());
+    }
+    batches
+        .into_iter()
+        .map(|(h, b)| {
+            if h.compression() == codec || h.is_control() {
+                return Ok((h, b));
+            }
+            let b = batch::recompress(&b, codec, MAX_RECOMPRESSED_RECORDS)
+                .map_err(|e| Refused::from(batch_code(&e)))?;
+            let h = batch::read_header(&b).map_err(|e| Refused::from(batch_code(&e)))?;
+            Ok((h, b))
+        })
+        .collect()
 }

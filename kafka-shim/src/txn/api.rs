@@ -18,6 +18,8 @@ use super::{TxnRecord, TxnState};
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
 use crate::groups::TxnOffset;
+use crate::security::Session;
+use crate::security::acl::{Operation, ResourceType};
 
 impl Broker {
     /// The partitions of an AddPartitionsToTxn topic list, and the code each gets when the
@@ -210,6 +212,7 @@ impl Broker {
     /// TxnOffsetCommit: offsets committed inside a transaction, visible when it commits.
     pub(crate) async fn txn_offset_commit(
         self: Arc<Self>,
+        session: &Session,
         req: TxnOffsetCommitRequest,
         version: i16,
     ) -> Reply {
@@ -219,8 +222,20 @@ impl Broker {
         let mut offsets = Vec::new();
         for t in &req.topics {
             let count = self.topics().get(t.name.as_str()).map(|t| t.partitions);
+            // Kafka: READ on each topic (WRITE on the transactional id and READ on the group
+            // are checked before the request gets here).
+            let readable = self.allowed(
+                session,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.as_str(),
+            );
             let mut topic_codes = Vec::new();
             for p in &t.partitions {
+                if !readable {
+                    topic_codes.push(KafkaCode::TopicAuthorizationFailed);
+                    continue;
+                }
                 if !count.is_some_and(|c| p.partition_index >= 0 && p.partition_index < c) {
                     topic_codes.push(KafkaCode::UnknownTopicOrPartition);
                     continue;
@@ -311,6 +326,7 @@ impl Broker {
     /// DescribeTransactions (`kafka-transactions.sh describe`).
     pub(crate) async fn describe_transactions(
         self: Arc<Self>,
+        session: &Session,
         req: DescribeTransactionsRequest,
         version: i16,
     ) -> Reply {
@@ -318,6 +334,18 @@ impl Broker {
         for id in req.transactional_ids {
             let mut s = describe_transactions_response::TransactionState::default()
                 .with_transactional_id(id.clone());
+            // Kafka: DESCRIBE on the transactional id; its partitions of topics the
+            // principal may not DESCRIBE are left out.
+            if !self.allowed(
+                session,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                id.as_str(),
+            ) {
+                s.error_code = KafkaCode::TransactionalIdAuthorizationFailed.code();
+                states.push(s);
+                continue;
+            }
             match self.txn().describe(id.as_str()).await {
                 None => {
                     s.error_code = KafkaCode::TransactionalIdNotFound.code();
@@ -325,7 +353,9 @@ impl Broker {
                 Some(r) => {
                     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
                     for (t, p) in &r.partitions {
-                        topics.entry(t).or_default().push(*p);
+                        if self.allowed(session, Operation::Describe, ResourceType::Topic, t) {
+                            topics.entry(t).or_default().push(*p);
+                        }
                     }
                     s = s
                         .with_transaction_state(str_bytes(r.state.name()))
@@ -356,6 +386,7 @@ impl Broker {
     /// ListTransactions (`kafka-transactions.sh list`, `find-hanging`).
     pub(crate) async fn list_transactions(
         self: Arc<Self>,
+        session: &Session,
         req: ListTransactionsRequest,
         version: i16,
     ) -> Reply {
@@ -386,7 +417,17 @@ impl Broker {
             .records()
             .await
             .into_iter()
-            .filter(|r| r.producer_epoch >= 0 && wanted(r))
+            // Kafka lists only the transactional ids the principal may DESCRIBE.
+            .filter(|r| {
+                r.producer_epoch >= 0
+                    && wanted(r)
+                    && self.allowed(
+                        session,
+                        Operation::Describe,
+                        ResourceType::TransactionalId,
+                        &r.transactional_id,
+                    )
+            })
             .map(|r| {
                 list_transactions_response::TransactionState::default()
                     .with_transactional_id(TransactionalId(str_bytes(&r.transactional_id)))
@@ -406,17 +447,26 @@ impl Broker {
     /// producers each partition holds state for, with their open transactions.
     pub(crate) async fn describe_producers(
         self: Arc<Self>,
+        session: &Session,
         req: DescribeProducersRequest,
         version: i16,
     ) -> Reply {
         let mut topics = Vec::new();
         for t in req.topics {
             let topic = self.topics().get(t.name.as_str());
+            // Kafka: READ on the topic.
+            let readable = self.allowed(
+                session,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.as_str(),
+            );
             let mut partitions = Vec::new();
             for index in t.partition_indexes {
                 let mut r = describe_producers_response::PartitionResponse::default()
                     .with_partition_index(index);
                 let part = match &topic {
+                    _ if !readable => Err(KafkaCode::TopicAuthorizationFailed),
                     Some(topic) => self.partition(topic, index).await,
                     None => Err(KafkaCode::UnknownTopicOrPartition),
                 };
