@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// A failure guard for one client run, not a performance bound.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
-const INSTALL_HINT: &str = "run `scripts/compat-tools install && eval \"$(scripts/compat-tools env)\"` \
-     before `cargo test` (scripts/test does this)";
+/// How to get the clients a test needs.
+pub const INSTALL_HINT: &str = "run `scripts/compat-tools install && eval \"$(scripts/compat-tools env)\"` \
+     and `export WOODPECKER_COMPAT_KAFKA_TOOLS_CP=$(scripts/kafka-tools classpath)` before \
+     `cargo test` (scripts/test does this)";
 
 /// A variable `scripts/compat-tools env` exports; an error saying how to set it when unset.
 pub fn required_env(name: &str) -> Result<String> {
@@ -52,6 +55,37 @@ pub fn kafka_tool(class: &str) -> Result<Command> {
         .arg("-cp")
         .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
         .arg(class);
+    Ok(cmd)
+}
+
+/// One of the Java client programs of `clients/java` (`main`: its source path below
+/// `src/main/java`, `class`: its class name), after checking that the compiled classes on
+/// `WOODPECKER_COMPAT_JAVA_CP` were built from the current source.
+pub fn java_program(main: &str, class: &str) -> Result<Command> {
+    let launcher = required_env("WOODPECKER_COMPAT_JAVA")?;
+    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
+    let source = clients_dir().join("java/src/main/java").join(main);
+    let source_text =
+        std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+    // scripts/compat-tools puts a copy of the source it compiled beside the classes.
+    let compiled = classpath
+        .split(':')
+        .map(|entry| Path::new(entry).join(main))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "WOODPECKER_COMPAT_JAVA_CP has no compiled {main} ({classpath}): {INSTALL_HINT}"
+            )
+        })?;
+    if std::fs::read(&compiled)? != source_text {
+        bail!(
+            "the compiled Java clients ({}) were not built from the current {}: {INSTALL_HINT}",
+            compiled.display(),
+            source.display()
+        );
+    }
+    let mut cmd = Command::new(launcher);
+    cmd.arg("-cp").arg(classpath).arg(class);
     Ok(cmd)
 }
 
@@ -95,7 +129,8 @@ impl ClientRun {
         Ok(format!("{}\n{}", self.stdout, self.stderr))
     }
 
-    fn stderr_tail(&self) -> String {
+    /// The last 40 lines of standard error.
+    pub fn stderr_tail(&self) -> String {
         let lines: Vec<&str> = self.stderr.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -138,12 +173,30 @@ impl ClientRun {
 }
 
 /// Runs `cmd` to its end (killed after [`CLIENT_TIMEOUT`]) with no input.
-pub async fn run(what: &str, mut cmd: Command) -> Result<ClientRun> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+pub async fn run(what: &str, cmd: Command) -> Result<ClientRun> {
+    run_with_input(what, cmd, None).await
+}
+
+/// Runs `cmd` to its end (killed after [`CLIENT_TIMEOUT`]), feeding it `stdin`.
+pub async fn run_with_input(
+    what: &str,
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+) -> Result<ClientRun> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("no stdin pipe")?;
+        pipe.write_all(input).await?;
+        drop(pipe);
+    }
     let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| anyhow!("{what} did not finish within {CLIENT_TIMEOUT:?}; killed"))??;

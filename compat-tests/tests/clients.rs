@@ -11,173 +11,24 @@
 //! `RESULT <json>` with what it observed and the failures it found, and exits 0 only when it
 //! found none; the tests here check the exit status, that list, and the key figures.
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use compat_tests::Server;
+use compat_tests::clients::{
+    CLIENT_TIMEOUT, ClientRun, clients_dir, java_program, python, required_env,
+    run_with_input as run,
+};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-/// A failure guard for one client run, not a performance bound.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
-
-const INSTALL_HINT: &str = "run `scripts/compat-tools install && eval \"$(scripts/compat-tools env)\"` \
-     before `cargo test` (scripts/test does this)";
-
-fn required_env(name: &str) -> Result<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => bail!("{name} is not set: {INSTALL_HINT}"),
-    }
-}
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-/// What a client run printed.
-#[derive(Debug)]
-struct ClientRun {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl ClientRun {
-    fn stderr_tail(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// The `RESULT` summary; an error naming the failures unless the run succeeded with none.
-    fn summary(&self) -> Result<Value> {
-        let line = self
-            .stdout
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} ({}) printed no RESULT line\nstdout:\n{}\nstderr (tail):\n{}",
-                    self.what,
-                    self.status,
-                    self.stdout,
-                    self.stderr_tail()
-                )
-            })?;
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: parsing its RESULT line {line}", self.what))?;
-        let failures = v["failures"].as_array().cloned().unwrap_or_default();
-        if !self.status.success() || !failures.is_empty() {
-            let list: Vec<String> = failures
-                .iter()
-                .map(|f| format!("  - {}", f.as_str().unwrap_or_default()))
-                .collect();
-            bail!(
-                "{} failed ({}):\n{}\nsummary: {}\nstderr (tail):\n{}",
-                self.what,
-                self.status,
-                list.join("\n"),
-                line,
-                self.stderr_tail()
-            );
-        }
-        Ok(v)
-    }
-
-    /// Exit status 0, else an error with the output.
-    fn ok(&self) -> Result<&Self> {
-        ensure!(
-            self.status.success(),
-            "{} failed ({})\nstdout:\n{}\nstderr (tail):\n{}",
-            self.what,
-            self.status,
-            self.stdout,
-            self.stderr_tail()
-        );
-        Ok(self)
-    }
-}
-
-/// Runs `cmd` to its end (killed after [`CLIENT_TIMEOUT`]), feeding it `stdin`.
-async fn run(what: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Result<ClientRun> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().context("no stdin pipe")?;
-        pipe.write_all(input).await?;
-        drop(pipe);
-    }
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| anyhow!("{what} did not finish within {CLIENT_TIMEOUT:?}; killed"))??;
-    let run = ClientRun {
-        what: what.to_string(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    // Shown by the test harness when the test fails.
-    eprintln!(
-        "--- {what}: {}\n{}\n{}",
-        run.status,
-        run.stdout.trim_end(),
-        run.stderr.trim_end()
-    );
-    Ok(run)
-}
-
-/// A Python client script from `clients/python`, run by the compat venv's interpreter.
-fn python(script: &str) -> Result<Command> {
-    let interpreter = required_env("WOODPECKER_COMPAT_PYTHON")?;
-    let dir = clients_dir().join("python");
-    let mut cmd = Command::new(interpreter);
-    cmd.arg(dir.join(script))
-        .current_dir(&dir)
-        // No __pycache__ in the source tree.
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    Ok(cmd)
-}
-
-/// The Java client program, after checking that its compiled classes match the source.
+/// The Java client program (`clients/java`, `KafkaClients`).
 fn java() -> Result<Command> {
-    let launcher = required_env("WOODPECKER_COMPAT_JAVA")?;
-    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
-    let main = "woodpecker/compat/KafkaClients.java";
-    let source = clients_dir().join("java/src/main/java").join(main);
-    let source_text =
-        std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
-    // scripts/compat-tools puts a copy of the source it compiled beside the classes.
-    let compiled = classpath
-        .split(':')
-        .map(|entry| Path::new(entry).join(main))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!("WOODPECKER_COMPAT_JAVA_CP has no compiled KafkaClients ({classpath}): {INSTALL_HINT}")
-        })?;
-    ensure!(
-        std::fs::read(&compiled)? == source_text,
-        "the compiled Java clients ({}) were not built from the current {}: {INSTALL_HINT}",
-        compiled.display(),
-        source.display()
-    );
-    let mut cmd = Command::new(launcher);
-    cmd.arg("-cp")
-        .arg(classpath)
-        .arg("woodpecker.compat.KafkaClients");
-    Ok(cmd)
+    java_program(
+        "woodpecker/compat/KafkaClients.java",
+        "woodpecker.compat.KafkaClients",
+    )
 }
 
 fn kcat() -> Result<Command> {
@@ -402,7 +253,7 @@ async fn kcat_metadata_and_roundtrip() -> Result<()> {
     let mut cmd = kcat()?;
     cmd.args(["-L", "-J", "-b", &bootstrap]);
     let listing = run("kcat -L", cmd, None).await?;
-    let md: Value = serde_json::from_str(listing.ok()?.stdout.trim())
+    let md: Value = serde_json::from_str(listing.ok()?.trim())
         .with_context(|| format!("kcat -L -J output: {}", listing.stdout))?;
     let brokers = md["brokers"].as_array().context("brokers")?;
     ensure!(
@@ -444,7 +295,7 @@ async fn kcat_metadata_and_roundtrip() -> Result<()> {
     .args(["-e", "-q", "-f", "%p/%o %k=%s\\n"]);
     let consumed = run("kcat -C", cmd, None).await?;
     ensure!(
-        consumed.ok()?.stdout == "0/0 k1=v1\n0/1 k2=v2\n0/2 k3=hello world\n",
+        consumed.ok()? == "0/0 k1=v1\n0/1 k2=v2\n0/2 k3=hello world\n",
         "kcat -C read {:?}",
         consumed.stdout
     );
@@ -452,7 +303,7 @@ async fn kcat_metadata_and_roundtrip() -> Result<()> {
     let mut cmd = kcat()?;
     cmd.args(["-L", "-J", "-b", &bootstrap, "-t", "kcat-topic"]);
     let listing = run("kcat -L -t", cmd, None).await?;
-    let md: Value = serde_json::from_str(listing.ok()?.stdout.trim())
+    let md: Value = serde_json::from_str(listing.ok()?.trim())
         .with_context(|| format!("kcat -L -J output: {}", listing.stdout))?;
     let topic = md["topics"]
         .as_array()

@@ -12,42 +12,18 @@
 //! test.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use compat_tests::Server;
+use compat_tests::clients::{kafka_tool, required_env, run};
 use serde_json::Value;
 use tokio::process::Command;
 
-/// A failure guard for one client run, not a performance bound.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
-
 const ADMIN_PASSWORD: &str = "admin-secret";
 
-fn required_env(name: &str) -> Result<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => bail!(
-            "{name} is not set: run `eval \"$(scripts/compat-tools env)\"` and \
-             `export WOODPECKER_COMPAT_KAFKA_TOOLS_CP=$(scripts/kafka-tools classpath)` first \
-             (scripts/test does this)"
-        ),
-    }
-}
-
 /// Runs `cmd` to its end; its stdout, or an error with its output when it failed.
-async fn output(what: &str, mut cmd: Command) -> Result<String> {
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
-        .await
-        .with_context(|| format!("{what} did not finish within {CLIENT_TIMEOUT:?}"))?
-        .with_context(|| format!("starting {what}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("--- {what}: {}\n{stdout}\n{stderr}", out.status);
-    ensure!(out.status.success(), "{what} failed ({})", out.status);
-    Ok(stdout)
+async fn output(what: &str, cmd: Command) -> Result<String> {
+    Ok(run(what, cmd).await?.ok()?.to_owned())
 }
 
 /// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, in `dir`.
@@ -126,16 +102,6 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// A Kafka Java tool from the Maven jars.
-fn kafka_tool(class: &str) -> Result<Command> {
-    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
-    cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-        .arg("-cp")
-        .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
-        .arg(class);
-    Ok(cmd)
 }
 
 struct Secured {
@@ -487,36 +453,19 @@ async fn kafka_java_tools_over_sasl_ssl_scram() -> Result<()> {
     let mut cmd = kafka_tool("org.apache.kafka.tools.TopicCommand")?;
     cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
         .arg(&wrong)
-        .arg("--list")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output()).await??;
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        .arg("--list");
+    let text = failure("kafka-topics.sh with a wrong password", cmd).await?;
     ensure!(
-        !out.status.success() && text.contains("SaslAuthenticationException"),
-        "kafka-topics.sh with a wrong password: {} {text}",
-        out.status
+        text.contains("SaslAuthenticationException"),
+        "kafka-topics.sh with a wrong password: {text}"
     );
 
     s.server.stop().await
 }
 
 /// Runs `cmd` to its end expecting it to fail; its output (stdout and stderr together).
-async fn failure(what: &str, mut cmd: Command) -> Result<String> {
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
-        .await
-        .with_context(|| format!("{what} did not finish within {CLIENT_TIMEOUT:?}"))?
-        .with_context(|| format!("starting {what}"))?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("--- {what}: {}\n{text}", out.status);
-    ensure!(
-        !out.status.success(),
-        "{what} succeeded, a failure was expected"
-    );
-    Ok(text)
+async fn failure(what: &str, cmd: Command) -> Result<String> {
+    run(what, cmd).await?.failed()
 }
 
 /// `kafka-configs.sh` and `kafka-acls.sh` (Kafka's core jar) over SASL_SSL with SCRAM: the

@@ -13,137 +13,28 @@
 //! `compat-tests/clients/java/.../TxnClients.java` and
 //! `compat-tests/clients/python/confluent_transactions.py`.
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use compat_tests::Server;
-use serde_json::Value;
+use compat_tests::clients::{CLIENT_TIMEOUT, ClientRun, java_program, kafka_tool, python};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// A failure guard for one client run, not a performance bound.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
-
-const INSTALL_HINT: &str = "run `scripts/compat-tools install && eval \"$(scripts/compat-tools env)\"` \
-     and `export WOODPECKER_COMPAT_KAFKA_TOOLS_CP=$(scripts/kafka-tools classpath)` before \
-     `cargo test` (scripts/test does this)";
-
-fn required_env(name: &str) -> Result<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => bail!("{name} is not set: {INSTALL_HINT}"),
-    }
-}
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-/// The Java transaction clients, after checking that the compiled classes match the source.
+/// The Java transaction clients (`clients/java`, `TxnClients`).
 fn java_txn() -> Result<Command> {
-    let launcher = required_env("WOODPECKER_COMPAT_JAVA")?;
-    let classpath = required_env("WOODPECKER_COMPAT_JAVA_CP")?;
-    let main = "woodpecker/compat/TxnClients.java";
-    let source = std::fs::read(clients_dir().join("java/src/main/java").join(main))
-        .with_context(|| format!("reading {main}"))?;
-    let compiled = classpath
-        .split(':')
-        .map(|entry| Path::new(entry).join(main))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!("WOODPECKER_COMPAT_JAVA_CP has no compiled {main}: {INSTALL_HINT}")
-        })?;
-    ensure!(
-        std::fs::read(&compiled)? == source,
-        "the compiled Java clients ({}) were not built from the current {main}: {INSTALL_HINT}",
-        compiled.display()
-    );
-    let mut cmd = Command::new(launcher);
-    cmd.arg("-cp")
-        .arg(classpath)
-        .arg("woodpecker.compat.TxnClients");
-    Ok(cmd)
-}
-
-fn python(script: &str) -> Result<Command> {
-    let dir = clients_dir().join("python");
-    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_PYTHON")?);
-    cmd.arg(dir.join(script))
-        .current_dir(&dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    Ok(cmd)
+    java_program(
+        "woodpecker/compat/TxnClients.java",
+        "woodpecker.compat.TxnClients",
+    )
 }
 
 /// `kafka-transactions.sh` from Kafka's tool jars.
 fn kafka_transactions(bootstrap: &str) -> Result<Command> {
-    let mut cmd = Command::new(required_env("WOODPECKER_COMPAT_JAVA")?);
-    cmd.arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-        .arg("-cp")
-        .arg(required_env("WOODPECKER_COMPAT_KAFKA_TOOLS_CP")?)
-        .arg("org.apache.kafka.tools.TransactionsCommand")
-        .args(["--bootstrap-server", bootstrap]);
+    let mut cmd = kafka_tool("org.apache.kafka.tools.TransactionsCommand")?;
+    cmd.args(["--bootstrap-server", bootstrap]);
     Ok(cmd)
-}
-
-/// What a client run printed.
-#[derive(Debug)]
-struct ClientRun {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl ClientRun {
-    fn stderr_tail(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// The `RESULT` summary; an error naming the failures unless the run succeeded with none.
-    fn summary(&self) -> Result<Value> {
-        let line = self
-            .stdout
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} ({}) printed no RESULT line\nstdout:\n{}\nstderr (tail):\n{}",
-                    self.what,
-                    self.status,
-                    self.stdout,
-                    self.stderr_tail()
-                )
-            })?;
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: parsing its RESULT line {line}", self.what))?;
-        let failures = v["failures"].as_array().cloned().unwrap_or_default();
-        ensure!(
-            self.status.success() && failures.is_empty(),
-            "{} failed ({}): {failures:?}\nsummary: {line}\nstderr (tail):\n{}",
-            self.what,
-            self.status,
-            self.stderr_tail()
-        );
-        Ok(v)
-    }
-
-    fn ok(&self) -> Result<&str> {
-        ensure!(
-            self.status.success(),
-            "{} failed ({})\nstdout:\n{}\nstderr (tail):\n{}",
-            self.what,
-            self.status,
-            self.stdout,
-            self.stderr_tail()
-        );
-        Ok(&self.stdout)
-    }
 }
 
 /// A client process whose stdout is watched line by line while it runs.
