@@ -69,7 +69,9 @@ fn minio(bucket: &str) -> MinioConfig {
     }
 }
 
-#[path = "support/ports.rs"]
+// The compat tests' port picker, shared by path (the cli crate does not depend on them).
+#[path = "../../compat-tests/src/ports.rs"]
+#[allow(dead_code, unreachable_pub)]
 mod ports;
 use ports::free_port;
 

@@ -49,7 +49,9 @@ fn env(name: &str) -> String {
     })
 }
 
-#[path = "support/ports.rs"]
+// The compat tests' port picker, shared by path (the cli crate does not depend on them).
+#[path = "../../compat-tests/src/ports.rs"]
+#[allow(dead_code, unreachable_pub)]
 mod ports;
 use ports::free_port;
 

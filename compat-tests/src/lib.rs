@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod milvus;
+pub mod ports;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

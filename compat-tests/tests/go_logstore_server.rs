@@ -15,7 +15,7 @@
 // Real processes answer in real time; waits poll them with deadlines.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ const BUILD_GUARD: Duration = Duration::from_secs(3600);
 /// Hang guard for a start, a write or a read.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
+use compat_tests::ports::free_addr;
 use compat_tests::service_env as env;
 
 use compat_tests::go_toolchain as go;
@@ -57,20 +58,6 @@ async fn build_go_server(out: &Path) -> Result<PathBuf> {
         bail!("go build of github.com/zilliztech/woodpecker/cmd failed: {status}");
     }
     Ok(bin)
-}
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Waits until something accepts connections on `addr` (Go's server prints no ready line
@@ -116,8 +103,8 @@ async fn our_service_client_writes_and_reads_through_go_logstore_servers() -> Re
         .split_once("://")
         .map_or(etcd.as_str(), |x| x.1)
         .to_string();
-    let services: Vec<SocketAddr> = (0..3).map(|_| free_tcp()).collect();
-    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_udp()).collect();
+    let services: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let service_seeds = services
         .iter()
         .map(ToString::to_string)
@@ -162,7 +149,7 @@ async fn our_service_client_writes_and_reads_through_go_logstore_servers() -> Re
                 work.path().join("none-user.yaml").display()
             ))
             .arg(format!("--seeds={seeds}"))
-            .env("METRICS_PORT", free_tcp().port().to_string())
+            .env("METRICS_PORT", free_addr().port().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -16,7 +16,7 @@
 //! `/usr/local/go/bin`, and the `woodpecker` binary (see `compat_tests::woodpecker_bin`).
 //! Without them it fails; it never skips.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,6 +28,7 @@ use tokio::process::{Child, Command};
 /// Hang guard for a start or a client run; never a latency assertion.
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
+use compat_tests::ports::free_addr;
 use compat_tests::service_env as env;
 
 use compat_tests::go_toolchain as go;
@@ -51,20 +52,6 @@ async fn build_go_client(out: &Path) -> Result<PathBuf> {
         bail!("go build of {} failed: {status}", src.display());
     }
     Ok(bin)
-}
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 struct Node {
@@ -175,8 +162,8 @@ async fn go_service_mode_client_writes_and_reads_through_our_logstores() -> Resu
             unused = work.path().join("unused").display()
         ),
     )?;
-    let services: Vec<SocketAddr> = (0..3).map(|_| free_tcp()).collect();
-    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_udp()).collect();
+    let services: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let seeds = gossips
         .iter()
         .map(ToString::to_string)

@@ -7,7 +7,7 @@
 //! Needs MinIO and etcd (`eval "$(scripts/services start)"`) and the `woodpecker` binary (see
 //! `compat_tests::woodpecker_bin`). Without them it fails; it never skips.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use compat_tests::Server;
 use compat_tests::milvus::{ConsumerVariant, DeliverPolicy, Opener, Scanner};
+use compat_tests::ports::free_addr;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -22,20 +23,6 @@ use tokio::process::{Child, Command};
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
 use compat_tests::service_env as env;
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// Starts one `woodpecker logstore` node and waits until it serves.
 async fn start_node(
@@ -101,8 +88,8 @@ async fn serve_runs_the_kafka_listener_over_a_logstore_cluster() -> Result<()> {
             unused = work.path().join("unused").display()
         ),
     )?;
-    let services: Vec<SocketAddr> = (0..3).map(|_| free_tcp()).collect();
-    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_udp()).collect();
+    let services: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let gossips: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let gossip_seeds = gossips
         .iter()
         .map(ToString::to_string)

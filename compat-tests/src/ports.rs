@@ -1,4 +1,5 @@
-//! Ports for the node processes the cluster tests start and restart.
+//! Ports for the server processes the tests start and restart (LogStore nodes, gossip,
+//! Go servers). `cli`'s cluster tests include this file by path.
 //!
 //! A port found by binding `127.0.0.1:0` comes from the kernel's ephemeral range, which is
 //! also where every outgoing connection (the client's gRPC channels, gossip, etcd, MinIO) takes
@@ -7,7 +8,7 @@
 //! ports come from below the ephemeral range instead, where nothing is handed out
 //! automatically, and are checked free for both TCP and UDP before they are returned.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
@@ -20,7 +21,7 @@ fn ephemeral_low() -> u32 {
 
 /// A port below the ephemeral range that is free for TCP and UDP on 127.0.0.1 right now.
 /// Successive calls in one process never return the same port.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     const FIRST: u32 = 10_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let span = ephemeral_low().saturating_sub(FIRST).max(1_000);
@@ -37,4 +38,9 @@ pub(crate) fn free_port() -> u16 {
         }
     }
     panic!("no free port between {FIRST} and {}", FIRST + span);
+}
+
+/// `127.0.0.1` and a [`free_port`].
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
