@@ -102,6 +102,30 @@ pub enum KafkaCode {
     DuplicateResource = 92,
     /// A credential does not meet the broker's rules.
     UnacceptableCredential = 93,
+    /// The generation named is not the group's current one.
+    IllegalGeneration = 22,
+    /// The member's protocols do not match the group's.
+    InconsistentGroupProtocol = 23,
+    /// The group id is empty or invalid.
+    InvalidGroupId = 24,
+    /// The member id is not a member of the group.
+    UnknownMemberId = 25,
+    /// The session timeout is outside the broker's bounds.
+    InvalidSessionTimeout = 26,
+    /// The group is rebalancing.
+    RebalanceInProgress = 27,
+    /// The group still has members.
+    NonEmptyGroup = 68,
+    /// The group does not exist.
+    GroupIdNotFound = 69,
+    /// A new member must rejoin with the member id it was given (KIP-394).
+    MemberIdRequired = 79,
+    /// Another member took this static member's instance id (KIP-345).
+    FencedInstanceId = 82,
+    /// The group's members subscribe to the topic whose offsets were to be deleted.
+    GroupSubscribedToTopic = 86,
+    /// An offset of the partition is pending in an open transaction (KIP-447).
+    UnstableOffsetCommit = 88,
     /// An unknown server error.
     UnknownServerError = -1,
 }
@@ -181,6 +205,85 @@ impl From<kafka_wire::codec::DecodeError> for ShimError {
         ShimError::Malformed {
             api: e.api,
             detail: e.detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::ResponseError;
+
+    /// Every code is Kafka's: the same number under the same name as in the protocol
+    /// crate's table of Kafka's errors.
+    #[test]
+    fn codes_are_kafkas() {
+        for code in [
+            KafkaCode::OffsetOutOfRange,
+            KafkaCode::CorruptMessage,
+            KafkaCode::UnknownTopicOrPartition,
+            KafkaCode::NotLeaderOrFollower,
+            KafkaCode::RequestTimedOut,
+            KafkaCode::MessageTooLarge,
+            KafkaCode::CoordinatorNotAvailable,
+            KafkaCode::InvalidTopicException,
+            KafkaCode::InvalidRequest,
+            KafkaCode::InvalidReplicationFactor,
+            KafkaCode::InvalidPartitions,
+            KafkaCode::InvalidReplicaAssignment,
+            KafkaCode::FencedLeaderEpoch,
+            KafkaCode::UnknownLeaderEpoch,
+            KafkaCode::InvalidConfig,
+            KafkaCode::TopicAlreadyExists,
+            KafkaCode::UnsupportedVersion,
+            KafkaCode::PolicyViolation,
+            KafkaCode::OutOfOrderSequenceNumber,
+            KafkaCode::InvalidProducerEpoch,
+            KafkaCode::TopicAuthorizationFailed,
+            KafkaCode::GroupAuthorizationFailed,
+            KafkaCode::ClusterAuthorizationFailed,
+            KafkaCode::UnsupportedSaslMechanism,
+            KafkaCode::IllegalSaslState,
+            KafkaCode::TransactionalIdAuthorizationFailed,
+            KafkaCode::SecurityDisabled,
+            KafkaCode::SaslAuthenticationFailed,
+            KafkaCode::InvalidTxnState,
+            KafkaCode::InvalidProducerIdMapping,
+            KafkaCode::InvalidTransactionTimeout,
+            KafkaCode::ConcurrentTransactions,
+            KafkaCode::OperationNotAttempted,
+            KafkaCode::ProducerFenced,
+            KafkaCode::TransactionalIdNotFound,
+            KafkaCode::OffsetMetadataTooLarge,
+            KafkaCode::KafkaStorageError,
+            KafkaCode::UnknownProducerId,
+            KafkaCode::UnsupportedCompressionType,
+            KafkaCode::InvalidRecord,
+            KafkaCode::FetchSessionIdNotFound,
+            KafkaCode::InvalidFetchSessionEpoch,
+            KafkaCode::UnknownTopicId,
+            KafkaCode::FetchSessionTopicIdError,
+            KafkaCode::TopicDeletionDisabled,
+            KafkaCode::ResourceNotFound,
+            KafkaCode::DuplicateResource,
+            KafkaCode::UnacceptableCredential,
+            KafkaCode::IllegalGeneration,
+            KafkaCode::InconsistentGroupProtocol,
+            KafkaCode::InvalidGroupId,
+            KafkaCode::UnknownMemberId,
+            KafkaCode::InvalidSessionTimeout,
+            KafkaCode::RebalanceInProgress,
+            KafkaCode::NonEmptyGroup,
+            KafkaCode::GroupIdNotFound,
+            KafkaCode::MemberIdRequired,
+            KafkaCode::FencedInstanceId,
+            KafkaCode::GroupSubscribedToTopic,
+            KafkaCode::UnstableOffsetCommit,
+            KafkaCode::UnknownServerError,
+        ] {
+            let kafka = ResponseError::try_from_code(code.code())
+                .unwrap_or_else(|| panic!("{code:?} ({}) is not a Kafka error", code.code()));
+            assert_eq!(format!("{kafka:?}"), format!("{code:?}"), "{}", code.code());
         }
     }
 }

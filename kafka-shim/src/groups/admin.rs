@@ -69,7 +69,7 @@ impl GroupCoordinator {
                     .with_authorized_operations(i32::MIN);
                 if group_id.is_empty() {
                     return described
-                        .with_error_code(ResponseError::InvalidGroupId.code())
+                        .with_error_code(KafkaCode::InvalidGroupId.code())
                         .with_group_state(sb(GroupState::Dead.as_str()));
                 }
                 let Some(group) = state.groups.get(group_id.as_str()) else {
@@ -134,23 +134,23 @@ impl GroupCoordinator {
     /// Deletes one group; the caller holds the persist lock.
     async fn delete_one(&self, group_id: &str) -> i16 {
         if group_id.is_empty() {
-            return ResponseError::InvalidGroupId.code();
+            return KafkaCode::InvalidGroupId.code();
         }
         let removed = {
             let mut state = self.shared.lock();
             match state.groups.get(group_id) {
-                None => return ResponseError::GroupIdNotFound.code(),
+                None => return KafkaCode::GroupIdNotFound.code(),
                 Some(g) if g.state == GroupState::Dead => {
-                    return ResponseError::GroupIdNotFound.code();
+                    return KafkaCode::GroupIdNotFound.code();
                 }
                 Some(g) if g.state != GroupState::Empty || !g.members.is_empty() => {
-                    return ResponseError::NonEmptyGroup.code();
+                    return KafkaCode::NonEmptyGroup.code();
                 }
                 Some(_) => state.groups.remove(group_id),
             }
         };
         let Some(removed) = removed else {
-            return ResponseError::GroupIdNotFound.code();
+            return KafkaCode::GroupIdNotFound.code();
         };
         match self.shared.store.delete_group(group_id).await {
             Ok(()) => 0,
@@ -169,7 +169,7 @@ impl GroupCoordinator {
                         entry.entry(p).or_insert(o);
                     }
                 }
-                ResponseError::CoordinatorNotAvailable.code()
+                KafkaCode::CoordinatorNotAvailable.code()
             }
         }
     }

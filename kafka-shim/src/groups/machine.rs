@@ -16,12 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
 
 use super::store::StoredOffset;
 use super::{GroupSettings, GroupState, sb};
+use crate::error::KafkaCode;
 
 /// How long an Empty group without members, pending members or offsets is kept before it is
 /// forgotten (Kafka's `offsets.retention.check.interval.ms`).
@@ -244,15 +244,15 @@ impl Group {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<(), KafkaCode> {
         if self.is_fenced(instance_id, member_id) {
-            return Err(ResponseError::FencedInstanceId);
+            return Err(KafkaCode::FencedInstanceId);
         }
         if self.member(member_id).is_none() {
-            return Err(ResponseError::UnknownMemberId);
+            return Err(KafkaCode::UnknownMemberId);
         }
         if generation != self.generation {
-            return Err(ResponseError::IllegalGeneration);
+            return Err(KafkaCode::IllegalGeneration);
         }
         Ok(())
     }
@@ -301,7 +301,7 @@ impl Group {
     }
 
     /// Answers a member's parked requests with `error`.
-    fn fail_member_waiters(&mut self, index: usize, error: ResponseError) {
+    fn fail_member_waiters(&mut self, index: usize, error: KafkaCode) {
         let member = &mut self.members[index];
         if let Some(version) = member.join.take() {
             self.effects.push(Effect::Join {
@@ -318,7 +318,7 @@ impl Group {
     }
 
     /// Answers every parked request with `error` (the coordinator shuts down).
-    pub(super) fn fail_all_waiters(&mut self, error: ResponseError) {
+    pub(super) fn fail_all_waiters(&mut self, error: KafkaCode) {
         for i in 0..self.members.len() {
             self.fail_member_waiters(i, error);
         }
@@ -357,7 +357,7 @@ impl Group {
     }
 
     /// Removes a member; its parked requests get `error`.
-    fn remove_member(&mut self, id: &str, error: ResponseError) -> bool {
+    fn remove_member(&mut self, id: &str, error: KafkaCode) -> bool {
         let Some(pos) = self.members.iter().position(|m| m.id == id) else {
             return false;
         };
@@ -394,7 +394,7 @@ impl Group {
                     let member_id = self.members[i].id.clone();
                     self.effects.push(Effect::Sync {
                         member_id,
-                        response: sync_error(ResponseError::RebalanceInProgress),
+                        response: sync_error(KafkaCode::RebalanceInProgress),
                     });
                     // It waited; its session starts over from the answer.
                     self.members[i].deadline = now.mono + self.members[i].session_timeout;
@@ -452,7 +452,7 @@ impl Group {
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
-            self.remove_member(&id, ResponseError::UnknownMemberId);
+            self.remove_member(&id, KafkaCode::UnknownMemberId);
         }
         self.complete_join(now);
     }
@@ -560,16 +560,16 @@ impl Group {
         now: Now,
     ) -> Answer<JoinGroupResponse> {
         let version = req.version;
-        let fail = |e: ResponseError| Answer::Now(join_error(version, e, &req.member_id));
+        let fail = |e: KafkaCode| Answer::Now(join_error(version, e, &req.member_id));
         let session = millis(req.session_timeout_ms);
         if req.session_timeout_ms < 0
             || session < settings.min_session_timeout
             || session > settings.max_session_timeout
         {
-            return fail(ResponseError::InvalidSessionTimeout);
+            return fail(KafkaCode::InvalidSessionTimeout);
         }
         if self.state == GroupState::Dead {
-            return fail(ResponseError::CoordinatorNotAvailable);
+            return fail(KafkaCode::CoordinatorNotAvailable);
         }
         let rebalance = if version == 0 || req.rebalance_timeout_ms <= 0 {
             session
@@ -581,10 +581,10 @@ impl Group {
         }
         let member_id = req.member_id.as_str();
         if self.is_fenced(req.instance_id.as_deref(), member_id) {
-            return fail(ResponseError::FencedInstanceId);
+            return fail(KafkaCode::FencedInstanceId);
         }
         if !self.supports(&req.protocol_type, &req.protocols, member_id) {
-            return fail(ResponseError::InconsistentGroupProtocol);
+            return fail(KafkaCode::InconsistentGroupProtocol);
         }
         if self.pending.remove(member_id).is_some() {
             let member = Member {
@@ -610,13 +610,13 @@ impl Group {
         let state_now = self.state;
         let is_leader = self.is_leader(member_id);
         let Some(index) = self.members.iter().position(|m| m.id == member_id) else {
-            return fail(ResponseError::UnknownMemberId);
+            return fail(KafkaCode::UnknownMemberId);
         };
         let member = &mut self.members[index];
         member.deadline = now.mono + session;
         let unchanged = member.protocols == req.protocols;
         match state_now {
-            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
+            GroupState::Empty | GroupState::Dead => fail(KafkaCode::UnknownMemberId),
             GroupState::CompletingRebalance if unchanged => {
                 Answer::Now(self.current_join_response(member_id, version, false))
             }
@@ -627,7 +627,7 @@ impl Group {
                 if let Some(old) = member.join.take() {
                     self.effects.push(Effect::Join {
                         member_id: member_id.to_owned(),
-                        response: join_error(old, ResponseError::RebalanceInProgress, member_id),
+                        response: join_error(old, KafkaCode::RebalanceInProgress, member_id),
                     });
                 }
                 let member = &mut self.members[index];
@@ -669,7 +669,7 @@ impl Group {
         ) {
             return Answer::Now(join_error(
                 version,
-                ResponseError::InconsistentGroupProtocol,
+                KafkaCode::InconsistentGroupProtocol,
                 "",
             ));
         }
@@ -677,11 +677,7 @@ impl Group {
         let Some(instance) = req.instance_id.clone() else {
             if version >= 4 {
                 self.pending.insert(new_id.clone(), now.mono + session);
-                return Answer::Now(join_error(
-                    version,
-                    ResponseError::MemberIdRequired,
-                    &new_id,
-                ));
+                return Answer::Now(join_error(version, KafkaCode::MemberIdRequired, &new_id));
             }
             return self.add_new_member(req, new_id, session, rebalance, settings, now);
         };
@@ -693,7 +689,7 @@ impl Group {
         };
         // A static member came back with a new incarnation: the old id is fenced.
         let old_id = self.members[index].id.clone();
-        self.fail_member_waiters(index, ResponseError::FencedInstanceId);
+        self.fail_member_waiters(index, KafkaCode::FencedInstanceId);
         let old_protocols = std::mem::replace(&mut self.members[index].protocols, req.protocols);
         let member = &mut self.members[index];
         member.id = new_id.clone();
@@ -764,7 +760,7 @@ impl Group {
     /// SyncGroup. A member waits for the leader's assignment; the leader's sync completes
     /// the rebalance. A Stable member gets its assignment again.
     pub(super) fn sync(&mut self, req: SyncInput, now: Now) -> Answer<SyncGroupResponse> {
-        let fail = |e: ResponseError| Answer::Now(sync_error(e));
+        let fail = |e: KafkaCode| Answer::Now(sync_error(e));
         let member_id = req.member_id.as_str();
         if let Err(e) = self.validate_member(member_id, req.instance_id.as_deref(), req.generation)
         {
@@ -780,15 +776,15 @@ impl Group {
                 .as_deref()
                 .is_none_or(|n| self.protocol_name.as_deref() == Some(n));
             if !type_ok || !name_ok {
-                return fail(ResponseError::InconsistentGroupProtocol);
+                return fail(KafkaCode::InconsistentGroupProtocol);
             }
         }
         let Some(index) = self.members.iter().position(|m| m.id == member_id) else {
-            return fail(ResponseError::UnknownMemberId);
+            return fail(KafkaCode::UnknownMemberId);
         };
         match self.state {
-            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
+            GroupState::Empty | GroupState::Dead => fail(KafkaCode::UnknownMemberId),
+            GroupState::PreparingRebalance => fail(KafkaCode::RebalanceInProgress),
             GroupState::Stable => {
                 let member = &mut self.members[index];
                 member.deadline = now.mono + member.session_timeout;
@@ -801,7 +797,7 @@ impl Group {
                 if member.sync.take().is_some() {
                     self.effects.push(Effect::Sync {
                         member_id: member_id.to_owned(),
-                        response: sync_error(ResponseError::RebalanceInProgress),
+                        response: sync_error(KafkaCode::RebalanceInProgress),
                     });
                 }
                 self.park(index, Waiting::Sync, req.version);
@@ -843,16 +839,16 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         now: Now,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<(), KafkaCode> {
         if matches!(self.state, GroupState::Empty | GroupState::Dead) {
-            return Err(ResponseError::UnknownMemberId);
+            return Err(KafkaCode::UnknownMemberId);
         }
         self.validate_member(member_id, instance_id, generation)?;
         if let Some(member) = self.member_mut(member_id) {
             member.deadline = now.mono + member.session_timeout;
         }
         if self.state == GroupState::PreparingRebalance {
-            Err(ResponseError::RebalanceInProgress)
+            Err(KafkaCode::RebalanceInProgress)
         } else {
             Ok(())
         }
@@ -873,23 +869,23 @@ impl Group {
             let code = match instance_id {
                 Some(instance) => match self.statics.get(instance).cloned() {
                     Some(holder) if !member_id.is_empty() && holder != *member_id => {
-                        ResponseError::FencedInstanceId.code()
+                        KafkaCode::FencedInstanceId.code()
                     }
                     Some(holder) => {
-                        departed |= self.remove_member(&holder, ResponseError::UnknownMemberId);
+                        departed |= self.remove_member(&holder, KafkaCode::UnknownMemberId);
                         0
                     }
-                    None => ResponseError::UnknownMemberId.code(),
+                    None => KafkaCode::UnknownMemberId.code(),
                 },
                 None => {
                     if self.pending.remove(member_id).is_some() {
                         pending_left = true;
                         0
-                    } else if self.remove_member(member_id, ResponseError::UnknownMemberId) {
+                    } else if self.remove_member(member_id, KafkaCode::UnknownMemberId) {
                         departed = true;
                         0
                     } else {
-                        ResponseError::UnknownMemberId.code()
+                        KafkaCode::UnknownMemberId.code()
                     }
                 }
             };
@@ -911,18 +907,18 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         now: Now,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<(), KafkaCode> {
         if self.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
+            return Err(KafkaCode::CoordinatorNotAvailable);
         }
         if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
         if self.is_fenced(instance_id, member_id) {
-            return Err(ResponseError::FencedInstanceId);
+            return Err(KafkaCode::FencedInstanceId);
         }
         if self.state == GroupState::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
+            return Err(KafkaCode::RebalanceInProgress);
         }
         self.validate_member(member_id, instance_id, generation)?;
         if let Some(member) = self.member_mut(member_id) {
@@ -944,7 +940,7 @@ impl Group {
             .collect();
         for id in &expired {
             tracing::debug!(member = %id, "group member session expired");
-            self.remove_member(id, ResponseError::UnknownMemberId);
+            self.remove_member(id, KafkaCode::UnknownMemberId);
         }
         if !expired.is_empty() {
             self.after_departure(now, settings);
@@ -999,13 +995,11 @@ impl Group {
     /// off limits: `Ok(Some(topics))` the topics the members subscribe to (none when Empty),
     /// `Ok(None)` every topic (a consumer group whose subscriptions are not known yet). Only
     /// an Empty group or one of the `consumer` protocol may lose offsets, as in Kafka.
-    pub(super) fn offsets_deletable(&self) -> Result<Option<BTreeSet<String>>, ResponseError> {
+    pub(super) fn offsets_deletable(&self) -> Result<Option<BTreeSet<String>>, KafkaCode> {
         match self.state {
-            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+            GroupState::Dead => Err(KafkaCode::GroupIdNotFound),
             GroupState::Empty => Ok(Some(BTreeSet::new())),
-            _ if self.protocol_type.as_deref() != Some("consumer") => {
-                Err(ResponseError::NonEmptyGroup)
-            }
+            _ if self.protocol_type.as_deref() != Some("consumer") => Err(KafkaCode::NonEmptyGroup),
             _ => Ok(self.subscribed_topics()),
         }
     }
@@ -1055,7 +1049,7 @@ fn subscription_topics(metadata: Bytes) -> Option<Vec<String>> {
 }
 
 /// A JoinGroup error answer.
-pub(super) fn join_error(version: i16, error: ResponseError, member_id: &str) -> JoinGroupResponse {
+pub(super) fn join_error(version: i16, error: KafkaCode, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(error.code())
         .with_generation_id(-1)
@@ -1065,7 +1059,7 @@ pub(super) fn join_error(version: i16, error: ResponseError, member_id: &str) ->
 }
 
 /// A SyncGroup error answer.
-pub(super) fn sync_error(error: ResponseError) -> SyncGroupResponse {
+pub(super) fn sync_error(error: KafkaCode) -> SyncGroupResponse {
     SyncGroupResponse::default()
         .with_error_code(error.code())
         .with_assignment(Bytes::new())
@@ -1256,12 +1250,12 @@ mod tests {
             ..GroupSettings::default()
         };
         let table: [(i32, Option<i16>); 6] = [
-            (-1, Some(ResponseError::InvalidSessionTimeout.code())),
-            (0, Some(ResponseError::InvalidSessionTimeout.code())),
-            (5_999, Some(ResponseError::InvalidSessionTimeout.code())),
-            (6_000, Some(ResponseError::MemberIdRequired.code())),
-            (1_800_000, Some(ResponseError::MemberIdRequired.code())),
-            (1_800_001, Some(ResponseError::InvalidSessionTimeout.code())),
+            (-1, Some(KafkaCode::InvalidSessionTimeout.code())),
+            (0, Some(KafkaCode::InvalidSessionTimeout.code())),
+            (5_999, Some(KafkaCode::InvalidSessionTimeout.code())),
+            (6_000, Some(KafkaCode::MemberIdRequired.code())),
+            (1_800_000, Some(KafkaCode::MemberIdRequired.code())),
+            (1_800_001, Some(KafkaCode::InvalidSessionTimeout.code())),
         ];
         for (session_ms, expected) in table {
             let mut g = Group::new(at(0));
@@ -1299,9 +1293,9 @@ mod tests {
         assert!(g.take_effects().is_empty());
         assert_eq!((g.state, g.generation), (GroupState::Stable, 1));
         let table: [(&str, i16); 3] = [
-            ("ib-2", ResponseError::FencedInstanceId.code()),
+            ("ib-2", KafkaCode::FencedInstanceId.code()),
             ("ib-new", 0),
-            ("ia-1", ResponseError::FencedInstanceId.code()),
+            ("ia-1", KafkaCode::FencedInstanceId.code()),
         ];
         for (member, code) in table {
             let got = g
@@ -1317,7 +1311,7 @@ mod tests {
         assert_eq!((r.error_code, r.assignment), (0, Bytes::from("pb")));
         assert_eq!(
             g.validate_commit("ib-2", Some("ib"), 1, at(t + 8)),
-            Err(ResponseError::FencedInstanceId)
+            Err(KafkaCode::FencedInstanceId)
         );
         assert_eq!(
             g.validate_commit("ib-new", Some("ib"), 1, at(t + 8)),
@@ -1350,7 +1344,7 @@ mod tests {
         let answer = g.join(input, |_| "ib-y".to_owned(), &s, at(t + 2));
         assert_eq!(
             now_code(answer, |r| r.error_code),
-            Some(ResponseError::InconsistentGroupProtocol.code())
+            Some(KafkaCode::InconsistentGroupProtocol.code())
         );
     }
 
@@ -1383,11 +1377,7 @@ mod tests {
         let effects = g.take_effects();
         assert_eq!(
             joins(&effects),
-            vec![(
-                "ia-1".to_owned(),
-                ResponseError::FencedInstanceId.code(),
-                -1
-            )]
+            vec![("ia-1".to_owned(), KafkaCode::FencedInstanceId.code(), -1)]
         );
         assert_eq!(parks(&effects), 1);
         // b rejoins too: the join completes for both, generation 2, leader under its new id.
@@ -1439,17 +1429,17 @@ mod tests {
         let table = [
             (
                 ("ib-1".to_owned(), Some("ib".to_owned())),
-                ResponseError::FencedInstanceId.code(),
+                KafkaCode::FencedInstanceId.code(),
             ),
             (
                 ("".to_owned(), Some("nobody".to_owned())),
-                ResponseError::UnknownMemberId.code(),
+                KafkaCode::UnknownMemberId.code(),
             ),
             (("".to_owned(), Some("ia".to_owned())), 0),
             (("ib-2".to_owned(), Some("ib".to_owned())), 0),
             (
                 ("ghost".to_owned(), None),
-                ResponseError::UnknownMemberId.code(),
+                KafkaCode::UnknownMemberId.code(),
             ),
         ];
         let leaving: Vec<(String, Option<String>)> = table.iter().map(|(l, _)| l.clone()).collect();
@@ -1484,13 +1474,13 @@ mod tests {
     #[test]
     fn heartbeat_answers() {
         let (mut g, t) = stable_pair();
-        type Case<'a> = (&'a str, Option<&'a str>, i32, Result<(), ResponseError>);
+        type Case<'a> = (&'a str, Option<&'a str>, i32, Result<(), KafkaCode>);
         let table: [Case<'_>; 5] = [
             ("ia-1", Some("ia"), 1, Ok(())),
             ("ia-1", None, 1, Ok(())),
-            ("ia-1", Some("ia"), 2, Err(ResponseError::IllegalGeneration)),
-            ("ghost", None, 1, Err(ResponseError::UnknownMemberId)),
-            ("ghost", Some("ia"), 1, Err(ResponseError::FencedInstanceId)),
+            ("ia-1", Some("ia"), 2, Err(KafkaCode::IllegalGeneration)),
+            ("ghost", None, 1, Err(KafkaCode::UnknownMemberId)),
+            ("ghost", Some("ia"), 1, Err(KafkaCode::FencedInstanceId)),
         ];
         for (member, instance, generation, expected) in table {
             assert_eq!(

@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -65,6 +64,7 @@ use self::machine::{
 use self::store::{OffsetStore, StoredOffset};
 pub use self::store::{decode_name, encode_name};
 use crate::TopicCatalog;
+use crate::error::KafkaCode;
 
 /// Largest `committed_metadata` accepted, in bytes (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
@@ -433,7 +433,7 @@ impl GroupCoordinator {
         let ids: Vec<String> = state.groups.keys().cloned().collect();
         for id in &ids {
             if let Some(group) = state.groups.get_mut(id) {
-                group.fail_all_waiters(ResponseError::CoordinatorNotAvailable);
+                group.fail_all_waiters(KafkaCode::CoordinatorNotAvailable);
             }
             state.settle(id, Parkable::None);
         }
@@ -468,7 +468,7 @@ impl GroupCoordinator {
         match answer {
             Answer::Now(response) => response,
             Answer::Parked => rx.await.unwrap_or_else(|_| {
-                join_error(version, ResponseError::CoordinatorNotAvailable, &member_id)
+                join_error(version, KafkaCode::CoordinatorNotAvailable, &member_id)
             }),
         }
     }
@@ -484,7 +484,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Answer::Now(join_error(
                 version,
-                ResponseError::InvalidGroupId,
+                KafkaCode::InvalidGroupId,
                 &req.member_id,
             ));
         }
@@ -519,7 +519,7 @@ impl GroupCoordinator {
         if self.shared.closed.load(Ordering::Acquire) {
             return Answer::Now(join_error(
                 version,
-                ResponseError::CoordinatorNotAvailable,
+                KafkaCode::CoordinatorNotAvailable,
                 &input.member_id,
             ));
         }
@@ -527,7 +527,7 @@ impl GroupCoordinator {
         if created && !input.member_id.is_empty() {
             return Answer::Now(join_error(
                 version,
-                ResponseError::UnknownMemberId,
+                KafkaCode::UnknownMemberId,
                 &input.member_id,
             ));
         }
@@ -553,7 +553,7 @@ impl GroupCoordinator {
             Answer::Now(response) => response,
             Answer::Parked => rx
                 .await
-                .unwrap_or_else(|_| sync_error(ResponseError::CoordinatorNotAvailable)),
+                .unwrap_or_else(|_| sync_error(KafkaCode::CoordinatorNotAvailable)),
         }
     }
 
@@ -564,7 +564,7 @@ impl GroupCoordinator {
         tx: oneshot::Sender<SyncGroupResponse>,
     ) -> Answer<SyncGroupResponse> {
         if req.group_id.is_empty() {
-            return Answer::Now(sync_error(ResponseError::InvalidGroupId));
+            return Answer::Now(sync_error(KafkaCode::InvalidGroupId));
         }
         let group_id = req.group_id.to_string();
         let input = SyncInput {
@@ -587,10 +587,10 @@ impl GroupCoordinator {
         let now = self.shared.now();
         let mut state = self.shared.lock();
         if self.shared.closed.load(Ordering::Acquire) {
-            return Answer::Now(sync_error(ResponseError::CoordinatorNotAvailable));
+            return Answer::Now(sync_error(KafkaCode::CoordinatorNotAvailable));
         }
         let Some(group) = state.groups.get_mut(&group_id) else {
-            return Answer::Now(sync_error(ResponseError::UnknownMemberId));
+            return Answer::Now(sync_error(KafkaCode::UnknownMemberId));
         };
         let answer = group.sync(input, now);
         state.settle(&group_id, Parkable::Sync(tx));
@@ -607,9 +607,9 @@ impl GroupCoordinator {
         HeartbeatResponse::default().with_error_code(code)
     }
 
-    fn heartbeat_locked(&self, req: &HeartbeatRequest, version: i16) -> Result<(), ResponseError> {
+    fn heartbeat_locked(&self, req: &HeartbeatRequest, version: i16) -> Result<(), KafkaCode> {
         if req.group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
+            return Err(KafkaCode::InvalidGroupId);
         }
         let instance_id = if version >= 3 {
             req.group_instance_id.as_deref()
@@ -621,7 +621,7 @@ impl GroupCoordinator {
         let group = state
             .groups
             .get_mut(req.group_id.as_str())
-            .ok_or(ResponseError::UnknownMemberId)?;
+            .ok_or(KafkaCode::UnknownMemberId)?;
         group.heartbeat(&req.member_id, instance_id, req.generation_id, now)
     }
 
@@ -673,15 +673,12 @@ impl GroupCoordinator {
         leaving: &[(String, Option<String>)],
     ) -> (i16, Vec<i16>) {
         if group_id.is_empty() {
-            return (ResponseError::InvalidGroupId.code(), vec![0; leaving.len()]);
+            return (KafkaCode::InvalidGroupId.code(), vec![0; leaving.len()]);
         }
         let now = self.shared.now();
         let mut state = self.shared.lock();
         let Some(group) = state.groups.get_mut(group_id) else {
-            return (
-                0,
-                vec![ResponseError::UnknownMemberId.code(); leaving.len()],
-            );
+            return (0, vec![KafkaCode::UnknownMemberId.code(); leaving.len()]);
         };
         let codes = group.leave(leaving, &self.shared.settings, now);
         state.settle(group_id, Parkable::None);

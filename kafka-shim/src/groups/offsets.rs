@@ -21,7 +21,7 @@ impl GroupCoordinator {
             .collect();
         let _persist = self.shared.persist.lock().await;
         let verdict = if group_id.is_empty() {
-            Err(ResponseError::InvalidGroupId)
+            Err(KafkaCode::InvalidGroupId)
         } else {
             self.validate_commit(&req, version)
         };
@@ -61,11 +61,7 @@ impl GroupCoordinator {
         )
     }
 
-    fn validate_commit(
-        &self,
-        req: &OffsetCommitRequest,
-        version: i16,
-    ) -> Result<(), ResponseError> {
+    fn validate_commit(&self, req: &OffsetCommitRequest, version: i16) -> Result<(), KafkaCode> {
         let instance_id = if version >= 7 {
             req.group_instance_id.as_deref()
         } else {
@@ -87,7 +83,7 @@ impl GroupCoordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<(), KafkaCode> {
         let now = self.shared.now();
         let mut state = self.shared.lock();
         let Some(group) = state.groups.get_mut(group_id) else {
@@ -96,7 +92,7 @@ impl GroupCoordinator {
                 state.groups.insert(group_id.to_string(), Group::new(now));
                 return Ok(());
             }
-            return Err(ResponseError::IllegalGeneration);
+            return Err(KafkaCode::IllegalGeneration);
         };
         group.validate_commit(member_id, instance_id, generation, now)
     }
@@ -118,12 +114,12 @@ impl GroupCoordinator {
             for (pi, p) in topic.partitions.iter().enumerate() {
                 let known = count.is_some_and(|c| p.partition_index >= 0 && p.partition_index < c);
                 if !known {
-                    codes[ti][pi] = ResponseError::UnknownTopicOrPartition.code();
+                    codes[ti][pi] = KafkaCode::UnknownTopicOrPartition.code();
                     continue;
                 }
                 let metadata = p.committed_metadata.as_deref();
                 if metadata.is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES) {
-                    codes[ti][pi] = ResponseError::OffsetMetadataTooLarge.code();
+                    codes[ti][pi] = KafkaCode::OffsetMetadataTooLarge.code();
                     continue;
                 }
                 let key = (topic.name.to_string(), p.partition_index);
@@ -166,7 +162,7 @@ impl GroupCoordinator {
                     for (key, _) in chunk {
                         for (k, ti, pi) in &origin {
                             if k == key {
-                                codes[*ti][*pi] = ResponseError::CoordinatorNotAvailable.code();
+                                codes[*ti][*pi] = KafkaCode::CoordinatorNotAvailable.code();
                             }
                         }
                     }
@@ -371,7 +367,7 @@ impl GroupCoordinator {
         };
         let invalid = group_id.is_empty();
         let code = if invalid {
-            ResponseError::InvalidGroupId.code()
+            KafkaCode::InvalidGroupId.code()
         } else {
             0
         };
@@ -385,7 +381,7 @@ impl GroupCoordinator {
                             .into_iter()
                             .map(|p| {
                                 if !invalid && unstable(&topic, p) {
-                                    return (p, None, ResponseError::UnstableOffsetCommit.code());
+                                    return (p, None, KafkaCode::UnstableOffsetCommit.code());
                                 }
                                 let offset = committed.and_then(|c| c.get(&p)).cloned();
                                 (p, if invalid { None } else { offset }, 0)
@@ -432,7 +428,7 @@ impl GroupCoordinator {
         let group_id = req.group_id.to_string();
         if group_id.is_empty() {
             return OffsetDeleteResponse::default()
-                .with_error_code(ResponseError::InvalidGroupId.code());
+                .with_error_code(KafkaCode::InvalidGroupId.code());
         }
         let _persist = self.shared.persist.lock().await;
         // One code per requested partition, in request order.
@@ -444,7 +440,7 @@ impl GroupCoordinator {
             let verdict = state
                 .groups
                 .get(&group_id)
-                .ok_or(ResponseError::GroupIdNotFound)
+                .ok_or(KafkaCode::GroupIdNotFound)
                 .and_then(|g| g.offsets_deletable().map(|subscribed| (g, subscribed)));
             let (group, subscribed) = match verdict {
                 Ok(v) => v,
@@ -458,9 +454,9 @@ impl GroupCoordinator {
                 for (pi, p) in topic.partitions.iter().enumerate() {
                     let index = p.partition_index;
                     let code = if !count.is_some_and(|c| index >= 0 && index < c) {
-                        ResponseError::UnknownTopicOrPartition.code()
+                        KafkaCode::UnknownTopicOrPartition.code()
                     } else if in_use {
-                        ResponseError::GroupSubscribedToTopic.code()
+                        KafkaCode::GroupSubscribedToTopic.code()
                     } else {
                         if group
                             .offsets
@@ -492,7 +488,7 @@ impl GroupCoordinator {
             Err(e) => {
                 tracing::warn!(group = %group_id, error = %e, "could not delete committed offsets");
                 for (ti, pi) in origin {
-                    codes[ti][pi] = ResponseError::CoordinatorNotAvailable.code();
+                    codes[ti][pi] = KafkaCode::CoordinatorNotAvailable.code();
                 }
             }
         }

@@ -153,7 +153,7 @@ fn encodes<T: Encodable + fmt::Debug>(message: &T, version: i16) {
 /// Joins a new member with the v4+ two-step flow; returns the id handed out.
 async fn member_id(c: &GroupCoordinator, group: &str, version: i16) -> String {
     let r = c.join_group(join_req(group, "", &["range"]), version).await;
-    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+    assert_eq!(r.error_code, KafkaCode::MemberIdRequired.code());
     encodes(&r, version);
     assert!(!r.member_id.is_empty());
     r.member_id.to_string()
@@ -259,12 +259,9 @@ async fn two_members_join_sync_and_rebalance_on_leave() {
         .await;
     assert_eq!(l.error_code, 0);
     assert_eq!(l.members[0].error_code, 0);
-    assert_eq!(
-        l.members[1].error_code,
-        ResponseError::UnknownMemberId.code()
-    );
+    assert_eq!(l.members[1].error_code, KafkaCode::UnknownMemberId.code());
     let hb = c.heartbeat(heartbeat_req("g", &a, 1), 4).await;
-    assert_eq!(hb.error_code, ResponseError::RebalanceInProgress.code());
+    assert_eq!(hb.error_code, KafkaCode::RebalanceInProgress.code());
     // Commits of the current generation are still accepted while rebalancing.
     let r = c
         .offset_commit(commit_req("g", &a, 1, &[("orders", 1, 5)]), 8, &cat)
@@ -277,7 +274,7 @@ async fn two_members_join_sync_and_rebalance_on_leave() {
     assert_eq!(ra.generation_id, 2);
     assert_eq!(ra.members.len(), 1);
     let hb = c.heartbeat(heartbeat_req("g", &b, 2), 4).await;
-    assert_eq!(hb.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(hb.error_code, KafkaCode::UnknownMemberId.code());
 
     // The last member leaving (v0 form) empties the group.
     let l = c
@@ -328,7 +325,7 @@ async fn session_expiry_rebalances_then_empties_the_group() {
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let hb = c.heartbeat(heartbeat_req("g", &a, generation), 2).await;
-        if hb.error_code == ResponseError::RebalanceInProgress.code() {
+        if hb.error_code == KafkaCode::RebalanceInProgress.code() {
             rebalancing = true;
             break;
         }
@@ -339,7 +336,7 @@ async fn session_expiry_rebalances_then_empties_the_group() {
     assert_eq!(ra.generation_id, generation + 1);
     assert_eq!(ra.members.len(), 1);
     let hb = c.heartbeat(heartbeat_req("g", &b, generation), 2).await;
-    assert_eq!(hb.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(hb.error_code, KafkaCode::UnknownMemberId.code());
 
     // A goes silent too: the group ends up Empty.
     tokio::time::sleep(Duration::from_millis(
@@ -358,7 +355,7 @@ async fn pending_member_ids_expire() {
     let id = member_id(&c, "g", 9).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let r = c.join_group(join_req("g", &id, &["range"]), 9).await;
-    assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(r.error_code, KafkaCode::UnknownMemberId.code());
     encodes(&r, 9);
 
     // A member id handed out to a Stable group and never used disturbs nobody.
@@ -379,18 +376,15 @@ async fn errors_of_join_sync_heartbeat() {
     let kv = kv(dir.path()).await;
     let c = coordinator(&kv).await;
     let r = c.join_group(join_req("", "", &["range"]), 5).await;
-    assert_eq!(r.error_code, ResponseError::InvalidGroupId.code());
+    assert_eq!(r.error_code, KafkaCode::InvalidGroupId.code());
     let r = c
         .join_group(join_req("g", "", &["range"]).with_session_timeout_ms(10), 5)
         .await;
-    assert_eq!(r.error_code, ResponseError::InvalidSessionTimeout.code());
+    assert_eq!(r.error_code, KafkaCode::InvalidSessionTimeout.code());
     let r = c.join_group(join_req("g", "", &[]), 5).await;
-    assert_eq!(
-        r.error_code,
-        ResponseError::InconsistentGroupProtocol.code()
-    );
+    assert_eq!(r.error_code, KafkaCode::InconsistentGroupProtocol.code());
     let r = c.join_group(join_req("g", "ghost", &["range"]), 5).await;
-    assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(r.error_code, KafkaCode::UnknownMemberId.code());
     assert_eq!(
         c.group_state("g"),
         GroupState::Dead,
@@ -405,44 +399,35 @@ async fn errors_of_join_sync_heartbeat() {
             5,
         )
         .await;
-    assert_eq!(
-        r.error_code,
-        ResponseError::InconsistentGroupProtocol.code()
-    );
+    assert_eq!(r.error_code, KafkaCode::InconsistentGroupProtocol.code());
     let r = c.join_group(join_req("g", "", &["sticky"]), 5).await;
-    assert_eq!(
-        r.error_code,
-        ResponseError::InconsistentGroupProtocol.code()
-    );
+    assert_eq!(r.error_code, KafkaCode::InconsistentGroupProtocol.code());
 
     let hb = c.heartbeat(heartbeat_req("g", &a, generation + 1), 4).await;
-    assert_eq!(hb.error_code, ResponseError::IllegalGeneration.code());
+    assert_eq!(hb.error_code, KafkaCode::IllegalGeneration.code());
     let hb = c
         .heartbeat(heartbeat_req("g", "ghost", generation), 4)
         .await;
-    assert_eq!(hb.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(hb.error_code, KafkaCode::UnknownMemberId.code());
     let hb = c.heartbeat(heartbeat_req("nope", &a, generation), 4).await;
-    assert_eq!(hb.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(hb.error_code, KafkaCode::UnknownMemberId.code());
     let hb = c.heartbeat(heartbeat_req("", &a, generation), 0).await;
-    assert_eq!(hb.error_code, ResponseError::InvalidGroupId.code());
+    assert_eq!(hb.error_code, KafkaCode::InvalidGroupId.code());
     let s = c
         .sync_group(sync_req("g", &a, generation - 1, &[]), 1)
         .await;
-    assert_eq!(s.error_code, ResponseError::IllegalGeneration.code());
+    assert_eq!(s.error_code, KafkaCode::IllegalGeneration.code());
     let s = c
         .sync_group(sync_req("g", "ghost", generation, &[]), 1)
         .await;
-    assert_eq!(s.error_code, ResponseError::UnknownMemberId.code());
+    assert_eq!(s.error_code, KafkaCode::UnknownMemberId.code());
     let s = c
         .sync_group(
             sync_req("g", &a, generation, &[]).with_protocol_name(Some(sb("sticky"))),
             5,
         )
         .await;
-    assert_eq!(
-        s.error_code,
-        ResponseError::InconsistentGroupProtocol.code()
-    );
+    assert_eq!(s.error_code, KafkaCode::InconsistentGroupProtocol.code());
     // A Stable member re-syncing gets its assignment again.
     let s = c
         .sync_group(
@@ -462,7 +447,7 @@ async fn errors_of_join_sync_heartbeat() {
             &cat,
         )
         .await;
-    assert_eq!(codes(&r)[0].2, ResponseError::IllegalGeneration.code());
+    assert_eq!(codes(&r)[0].2, KafkaCode::IllegalGeneration.code());
     let r = c
         .offset_commit(
             commit_req("g", "ghost", generation, &[("orders", 0, 1)]),
@@ -470,17 +455,17 @@ async fn errors_of_join_sync_heartbeat() {
             &cat,
         )
         .await;
-    assert_eq!(codes(&r)[0].2, ResponseError::UnknownMemberId.code());
+    assert_eq!(codes(&r)[0].2, KafkaCode::UnknownMemberId.code());
     // Standalone commits are refused while the group has members.
     let r = c
         .offset_commit(commit_req("g", "", -1, &[("orders", 0, 1)]), 8, &cat)
         .await;
-    assert_eq!(codes(&r)[0].2, ResponseError::UnknownMemberId.code());
+    assert_eq!(codes(&r)[0].2, KafkaCode::UnknownMemberId.code());
     // A member commit to an unknown group: an old generation.
     let r = c
         .offset_commit(commit_req("other", &a, 4, &[("orders", 0, 1)]), 8, &cat)
         .await;
-    assert_eq!(codes(&r)[0].2, ResponseError::IllegalGeneration.code());
+    assert_eq!(codes(&r)[0].2, KafkaCode::IllegalGeneration.code());
 
     // Rejoin of the leader forces a rebalance; sync during it is refused.
     let join = tokio::spawn({
@@ -491,7 +476,7 @@ async fn errors_of_join_sync_heartbeat() {
     tokio::task::yield_now().await;
     assert_eq!(c.group_state("g"), GroupState::PreparingRebalance);
     let s = c.sync_group(sync_req("g", &a, generation, &[]), 1).await;
-    assert_eq!(s.error_code, ResponseError::RebalanceInProgress.code());
+    assert_eq!(s.error_code, KafkaCode::RebalanceInProgress.code());
     let ra = c.join_group(join_req("g", &a, &["range"]), 5).await;
     let rb = join.await.expect("join");
     assert_eq!(ra.generation_id, generation + 1);
@@ -504,7 +489,7 @@ async fn errors_of_join_sync_heartbeat() {
             &cat,
         )
         .await;
-    assert_eq!(codes(&r)[0].2, ResponseError::RebalanceInProgress.code());
+    assert_eq!(codes(&r)[0].2, KafkaCode::RebalanceInProgress.code());
     c.shutdown();
 }
 
@@ -556,7 +541,7 @@ async fn static_member_rejoin_fences_the_old_id() {
             3,
         )
         .await;
-    assert_eq!(s.error_code, ResponseError::FencedInstanceId.code());
+    assert_eq!(s.error_code, KafkaCode::FencedInstanceId.code());
 
     // From v9 the returning leader is told it leads and must skip the assignment.
     let r3 = c.join_group(static_join(""), 9).await;
@@ -578,7 +563,7 @@ async fn static_member_rejoin_fences_the_old_id() {
             3,
         )
         .await;
-    assert_eq!(hb.error_code, ResponseError::FencedInstanceId.code());
+    assert_eq!(hb.error_code, KafkaCode::FencedInstanceId.code());
     let hb = c
         .heartbeat(
             heartbeat_req("g", &newest, r1.generation_id)
@@ -595,9 +580,9 @@ async fn static_member_rejoin_fences_the_old_id() {
             3,
         )
         .await;
-    assert_eq!(hb.error_code, ResponseError::FencedInstanceId.code());
+    assert_eq!(hb.error_code, KafkaCode::FencedInstanceId.code());
     let r = c.join_group(static_join(&old), 5).await;
-    assert_eq!(r.error_code, ResponseError::FencedInstanceId.code());
+    assert_eq!(r.error_code, KafkaCode::FencedInstanceId.code());
     let l = c
         .leave_group(
             LeaveGroupRequest::default()
@@ -610,10 +595,7 @@ async fn static_member_rejoin_fences_the_old_id() {
             3,
         )
         .await;
-    assert_eq!(
-        l.members[0].error_code,
-        ResponseError::FencedInstanceId.code()
-    );
+    assert_eq!(l.members[0].error_code, KafkaCode::FencedInstanceId.code());
 
     let d = c
         .describe_groups(
@@ -737,7 +719,7 @@ async fn offset_delete_follows_kafka() {
             .await;
         assert_eq!(r.error_code, 0);
         encodes(&r, 0);
-        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        let unknown = KafkaCode::UnknownTopicOrPartition.code();
         assert_eq!(
             delete_codes(&r),
             vec![
@@ -753,11 +735,11 @@ async fn offset_delete_follows_kafka() {
         let r = c
             .offset_delete(delete_req("ghost", &[("orders", &[0])]), 0, &cat)
             .await;
-        assert_eq!(top(r), (ResponseError::GroupIdNotFound.code(), 0));
+        assert_eq!(top(r), (KafkaCode::GroupIdNotFound.code(), 0));
         let r = c
             .offset_delete(delete_req("", &[("orders", &[0])]), 0, &cat)
             .await;
-        assert_eq!(top(r), (ResponseError::InvalidGroupId.code(), 0));
+        assert_eq!(top(r), (KafkaCode::InvalidGroupId.code(), 0));
         c.shutdown();
     }
     // Durable: a new coordinator does not see the deleted offset.
@@ -800,7 +782,7 @@ async fn offset_delete_follows_kafka() {
             (
                 "orders".to_owned(),
                 0,
-                ResponseError::GroupSubscribedToTopic.code()
+                KafkaCode::GroupSubscribedToTopic.code()
             ),
             ("events.v1-x_y".to_owned(), 1, 0),
         ]
@@ -818,7 +800,7 @@ async fn offset_delete_follows_kafka() {
         vec![(
             "orders".to_owned(),
             0,
-            ResponseError::GroupSubscribedToTopic.code()
+            KafkaCode::GroupSubscribedToTopic.code()
         )]
     );
 
@@ -835,7 +817,7 @@ async fn offset_delete_follows_kafka() {
         .await;
     assert_eq!(
         (r.error_code, r.topics.len()),
-        (ResponseError::NonEmptyGroup.code(), 0)
+        (KafkaCode::NonEmptyGroup.code(), 0)
     );
     c.shutdown();
 }
@@ -871,17 +853,17 @@ async fn standalone_commits_are_durable_and_fetchable() {
                 (
                     "orders".to_owned(),
                     2,
-                    ResponseError::OffsetMetadataTooLarge.code()
+                    KafkaCode::OffsetMetadataTooLarge.code()
                 ),
                 (
                     "orders".to_owned(),
                     3,
-                    ResponseError::UnknownTopicOrPartition.code()
+                    KafkaCode::UnknownTopicOrPartition.code()
                 ),
                 (
                     "missing".to_owned(),
                     0,
-                    ResponseError::UnknownTopicOrPartition.code()
+                    KafkaCode::UnknownTopicOrPartition.code()
                 ),
                 ("events.v1-x_y".to_owned(), 1, 0),
             ]
@@ -889,7 +871,7 @@ async fn standalone_commits_are_durable_and_fetchable() {
         let r = c
             .offset_commit(commit_req("", "", -1, &[("orders", 0, 1)]), 2, &cat)
             .await;
-        assert_eq!(codes(&r)[0].2, ResponseError::InvalidGroupId.code());
+        assert_eq!(codes(&r)[0].2, KafkaCode::InvalidGroupId.code());
         let l = c.list_groups(ListGroupsRequest::default(), 4).await;
         assert_eq!(l.groups.len(), 1);
         assert_eq!(l.groups[0].group_state.as_str(), "Empty");
@@ -989,7 +971,7 @@ async fn standalone_commits_are_durable_and_fetchable() {
     assert_eq!(r.groups[1].error_code, 0);
     assert_eq!(r.groups[1].topics[0].partitions[0].committed_offset, -1);
     assert_eq!(r.groups[2].topics.len(), 2);
-    assert_eq!(r.groups[3].error_code, ResponseError::InvalidGroupId.code());
+    assert_eq!(r.groups[3].error_code, KafkaCode::InvalidGroupId.code());
 
     // Deleting a topic drops its offsets, durably.
     c.delete_topic_offsets("orders")
@@ -1017,10 +999,7 @@ async fn standalone_commits_are_durable_and_fetchable() {
         )
         .await;
     assert_eq!(d.results[0].error_code, 0);
-    assert_eq!(
-        d.results[1].error_code,
-        ResponseError::GroupIdNotFound.code()
-    );
+    assert_eq!(d.results[1].error_code, KafkaCode::GroupIdNotFound.code());
     let (left, _) = kv.get_prefix("kafka/groups/").await.expect("scan");
     assert!(left.is_empty(), "{left:?}");
     c.shutdown();
@@ -1093,9 +1072,9 @@ async fn list_describe_delete_follow_group_states() {
     assert_eq!(
         del,
         vec![
-            ResponseError::NonEmptyGroup.code(),
+            KafkaCode::NonEmptyGroup.code(),
             0,
-            ResponseError::InvalidGroupId.code()
+            KafkaCode::InvalidGroupId.code()
         ]
     );
     assert_eq!(c.group_state("idle"), GroupState::Dead);
@@ -1171,9 +1150,9 @@ async fn shutdown_releases_parked_joins() {
     tokio::task::yield_now().await;
     c.shutdown();
     let r = join.await.expect("join");
-    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!(r.error_code, KafkaCode::CoordinatorNotAvailable.code());
     let r = c.join_group(join_req("g", &id, &["range"]), 4).await;
-    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!(r.error_code, KafkaCode::CoordinatorNotAvailable.code());
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
@@ -1211,7 +1190,7 @@ async fn responses_encode_at_every_advertised_version() {
         let e = c
             .join_group(join_req(&group, "ghost", &["range"]), version)
             .await;
-        assert_eq!(e.error_code, ResponseError::UnknownMemberId.code());
+        assert_eq!(e.error_code, KafkaCode::UnknownMemberId.code());
         encodes(&e, version);
         let sync_version = version.min(5);
         let s = c
@@ -1325,7 +1304,7 @@ async fn responses_encode_at_every_advertised_version() {
             } else {
                 r.error_code
             },
-            ResponseError::UnknownMemberId.code()
+            KafkaCode::UnknownMemberId.code()
         );
         encodes(&r, version);
     }

@@ -43,7 +43,7 @@ impl Broker {
         if pid >= 0 && req.producer_epoch >= 0 {
             // KIP-360: bump the epoch of a producer id this broker issued.
             if !self.producer_ids.was_issued(pid).await? {
-                resp.error_code = 49; // INVALID_PRODUCER_ID_MAPPING
+                resp.error_code = KafkaCode::InvalidProducerIdMapping.code();
                 resp.producer_id = (-1).into();
                 resp.producer_epoch = -1;
                 return encode(&resp, version);

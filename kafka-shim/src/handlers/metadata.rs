@@ -91,7 +91,7 @@ impl Broker {
                             Some(t) => self.topic_entry(&t),
                             None => metadata_response::MetadataResponseTopic::default()
                                 .with_topic_id(id)
-                                .with_error_code(100), // UNKNOWN_TOPIC_ID
+                                .with_error_code(KafkaCode::UnknownTopicId.code()),
                         });
                         continue;
                     };
