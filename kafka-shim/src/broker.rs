@@ -26,6 +26,7 @@ use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
 use crate::security::Session;
 use crate::security::acl::{Authorizer, AuthorizerConfig};
 use crate::security::credentials::Credentials;
+use crate::store::ShimStore;
 use crate::topics::{ProducerIds, Topic, TopicDefaults, Topics, log_name, log_prefix};
 use crate::txn::{TxnCoordinator, TxnSettings};
 
@@ -158,19 +159,19 @@ impl Broker {
         config: BrokerConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Broker>, ShimError> {
-        let prefix = format!("{}/kafka", kv_prefix.trim_end_matches('/'));
-        let topics = Topics::load(kv.clone(), &prefix).await?;
-        let cluster_id = crate::topics::cluster_id(&kv, &prefix).await?;
-        let groups = GroupCoordinator::open(kv.clone(), &prefix, config.groups.clone())
+        let store = ShimStore::new(kv, &format!("{}/kafka", kv_prefix.trim_end_matches('/')));
+        let topics = Topics::load(store.clone()).await?;
+        let cluster_id = crate::topics::cluster_id(&store).await?;
+        let groups = GroupCoordinator::open(store.clone(), config.groups.clone())
             .await
             .map_err(|e| ShimError::Groups(e.to_string()))?;
         let authorizer = match &config.authorizer {
-            Some(c) => Some(Authorizer::open(kv.clone(), &prefix, c.clone()).await?),
+            Some(c) => Some(Authorizer::open(store.clone(), c.clone()).await?),
             None => None,
         };
-        let credentials = Credentials::new(kv.clone(), &prefix);
-        let txn = TxnCoordinator::open(kv.clone(), &prefix, config.transactions.clone()).await?;
-        let producer_ids = ProducerIds::new(kv, &prefix);
+        let credentials = Credentials::new(store.clone());
+        let txn = TxnCoordinator::open(store.clone(), config.transactions.clone()).await?;
+        let producer_ids = ProducerIds::new(store);
         metrics
             .topics
             .store(topics.all().len() as i64, Ordering::Relaxed);

@@ -16,6 +16,8 @@
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
+//! * [`store`]: the shim's durable state in the engine's metadata store (the one module that
+//!   talks to it).
 //! * [`txn`]: the transaction coordinator (exactly-once: transactional producers, markers,
 //!   transactional offset commits).
 
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod partition;
 pub mod security;
 pub mod server;
+pub mod store;
 pub mod topics;
 pub mod txn;
 

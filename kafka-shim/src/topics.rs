@@ -10,9 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use wal::meta::kv::{Compare, CompareOp, Kv, Txn, TxnOp};
 
 use crate::error::{KafkaCode, ShimError};
+use crate::store::{ShimStore, to_json};
 
 /// The most records one CreateTopics request may create: a topic counts one, each of its
 /// partitions and configurations one more. Apache Kafka's controller refuses larger
@@ -212,7 +212,7 @@ impl Topic {
 /// The topic registry: an in-memory copy of the stored topics.
 #[derive(Debug)]
 pub struct Topics {
-    kv: Arc<dyn Kv>,
+    store: ShimStore,
     prefix: String,
     /// `<prefix>/log-start/`: the log start offsets DeleteRecords set, per topic (see
     /// [`Topics::raise_log_start`]).
@@ -224,19 +224,14 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// Loads every topic stored under `prefix`.
-    pub async fn load(kv: Arc<dyn Kv>, prefix: &str) -> Result<Topics, ShimError> {
-        let log_starts = format!("{prefix}/log-start/");
-        let prefix = format!("{prefix}/topics/");
-        let (kvs, _) = kv.get_prefix(&prefix).await?;
+    /// Loads every topic stored under `<root>/topics/`.
+    pub async fn load(store: ShimStore) -> Result<Topics, ShimError> {
+        let log_starts = format!("{}/log-start/", store.root());
+        let prefix = format!("{}/topics/", store.root());
         let mut topics = BTreeMap::new();
         let mut unservable = BTreeMap::new();
-        for item in kvs {
-            let topic: Topic =
-                serde_json::from_slice(&item.value).map_err(|e| ShimError::Corrupt {
-                    what: item.key.clone(),
-                    detail: e.to_string(),
-                })?;
+        for item in store.list(&prefix).await? {
+            let topic: Topic = item.json("topic")?;
             match topic.unservable() {
                 Some(why) => {
                     tracing::error!("{why}");
@@ -248,7 +243,7 @@ impl Topics {
             }
         }
         Ok(Topics {
-            kv,
+            store,
             prefix,
             log_starts,
             topics: RwLock::new(topics),
@@ -300,19 +295,11 @@ impl Topics {
     /// Stores a new topic. `Ok(Err(TopicAlreadyExists))` when another one won.
     pub async fn create(&self, topic: Topic) -> Result<Result<Arc<Topic>, KafkaCode>, ShimError> {
         let key = format!("{}{}", self.prefix, topic.name);
-        let value = serde_json::to_vec(&topic).map_err(|e| ShimError::Corrupt {
-            what: key.clone(),
-            detail: e.to_string(),
-        })?;
-        let txn = Txn {
-            compares: vec![Compare::create_revision(&key, CompareOp::Equal, 0)],
-            success: vec![TxnOp::put(&key, Bytes::from(value))],
-            failure: vec![],
-        };
-        if !self.kv.txn(txn).await?.succeeded {
+        let value = to_json(&topic, &key)?;
+        if !self.store.create(&key, value).await? {
             // Someone else created it: refresh our copy.
-            if let Some(item) = self.kv.get(&key).await?
-                && let Ok(t) = serde_json::from_slice::<Topic>(&item.value)
+            if let Some(item) = self.store.get(&key).await?
+                && let Ok(t) = item.json::<Topic>("topic")
             {
                 let registry = match t.unservable() {
                     Some(_) => &self.unservable,
@@ -345,14 +332,10 @@ impl Topics {
     ) -> Result<Result<Arc<Topic>, KafkaCode>, ShimError> {
         let key = format!("{}{}", self.prefix, name);
         for _ in 0..16 {
-            let Some(item) = self.kv.get(&key).await? else {
+            let Some(item) = self.store.get(&key).await? else {
                 return Ok(Err(KafkaCode::UnknownTopicOrPartition));
             };
-            let current: Topic =
-                serde_json::from_slice(&item.value).map_err(|e| ShimError::Corrupt {
-                    what: key.clone(),
-                    detail: e.to_string(),
-                })?;
+            let current: Topic = item.json("topic")?;
             if current.id != id {
                 return Ok(Err(KafkaCode::UnknownTopicOrPartition));
             }
@@ -360,20 +343,8 @@ impl Topics {
                 Ok(t) => t,
                 Err(code) => return Ok(Err(code)),
             };
-            let value = serde_json::to_vec(&next).map_err(|e| ShimError::Corrupt {
-                what: key.clone(),
-                detail: e.to_string(),
-            })?;
-            let txn = Txn {
-                compares: vec![Compare::mod_revision(
-                    &key,
-                    CompareOp::Equal,
-                    item.mod_revision,
-                )],
-                success: vec![TxnOp::put(&key, Bytes::from(value))],
-                failure: vec![],
-            };
-            if self.kv.txn(txn).await?.succeeded {
+            let value = to_json(&next, &key)?;
+            if self.store.replace(&key, Some(item.revision), value).await? {
                 let next = Arc::new(next);
                 self.topics
                     .write()
@@ -396,7 +367,7 @@ impl Topics {
     /// too, so that a topic re-created under the same name never inherits one.
     pub async fn log_start(&self, topic: &Topic, partition: i32) -> Result<i64, ShimError> {
         let key = self.log_start_key(topic, partition);
-        match self.kv.get(&key).await? {
+        match self.store.get(&key).await? {
             Some(item) => parse_i64(&item.value, &key),
             None => Ok(0),
         }
@@ -412,18 +383,16 @@ impl Topics {
     ) -> Result<(), ShimError> {
         let key = self.log_start_key(topic, partition);
         for _ in 0..16 {
-            let current = self.kv.get(&key).await?;
-            let compare = match &current {
+            let revision = match self.store.get(&key).await? {
                 Some(item) if parse_i64(&item.value, &key)? >= offset => return Ok(()),
-                Some(item) => Compare::mod_revision(&key, CompareOp::Equal, item.mod_revision),
-                None => Compare::create_revision(&key, CompareOp::Equal, 0),
+                Some(item) => Some(item.revision),
+                None => None,
             };
-            let txn = Txn {
-                compares: vec![compare],
-                success: vec![TxnOp::put(&key, Bytes::from(offset.to_string()))],
-                failure: vec![],
-            };
-            if self.kv.txn(txn).await?.succeeded {
+            if self
+                .store
+                .replace(&key, revision, Bytes::from(offset.to_string()))
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -436,15 +405,15 @@ impl Topics {
     /// Removes a topic's record (its logs are deleted by the caller first) and the log
     /// start offsets stored for it.
     pub async fn remove(&self, name: &str) -> Result<(), ShimError> {
-        let (starts, _) = self
-            .kv
-            .get_prefix(&format!("{}{name}/", self.log_starts))
+        let starts = self
+            .store
+            .list(&format!("{}{name}/", self.log_starts))
             .await?;
         for item in starts {
-            self.kv.delete(&item.key).await?;
+            self.store.delete(&item.key).await?;
         }
         let key = format!("{}{}", self.prefix, name);
-        self.kv.delete(&key).await?;
+        self.store.delete(&key).await?;
         for registry in [&self.topics, &self.unservable] {
             registry
                 .write()
@@ -458,7 +427,7 @@ impl Topics {
 /// Allocates durable, unique producer ids in blocks, from `<prefix>/producer-id-block`.
 #[derive(Debug)]
 pub struct ProducerIds {
-    kv: Arc<dyn Kv>,
+    store: ShimStore,
     key: String,
     block: tokio::sync::Mutex<(i64, i64)>,
 }
@@ -467,11 +436,11 @@ pub struct ProducerIds {
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
-    /// An allocator over `kv`.
-    pub fn new(kv: Arc<dyn Kv>, prefix: &str) -> ProducerIds {
+    /// An allocator whose high mark is `<root>/producer-id-block`.
+    pub fn new(store: ShimStore) -> ProducerIds {
         ProducerIds {
-            kv,
-            key: format!("{prefix}/producer-id-block"),
+            key: format!("{}/producer-id-block", store.root()),
+            store,
             block: tokio::sync::Mutex::new((0, 0)),
         }
     }
@@ -489,7 +458,7 @@ impl ProducerIds {
 
     /// Whether `id` was ever handed out (by the persisted high mark).
     pub async fn was_issued(&self, id: i64) -> Result<bool, ShimError> {
-        let high = match self.kv.get(&self.key).await? {
+        let high = match self.store.get(&self.key).await? {
             Some(item) => parse_i64(&item.value, &self.key)?,
             None => 0,
         };
@@ -498,21 +467,16 @@ impl ProducerIds {
 
     async fn reserve(&self) -> Result<(i64, i64), ShimError> {
         for _ in 0..16 {
-            let current = self.kv.get(&self.key).await?;
-            let (start, compare) = match &current {
-                Some(item) => (
-                    parse_i64(&item.value, &self.key)?,
-                    Compare::mod_revision(&self.key, CompareOp::Equal, item.mod_revision),
-                ),
-                None => (0, Compare::create_revision(&self.key, CompareOp::Equal, 0)),
+            let (start, revision) = match self.store.get(&self.key).await? {
+                Some(item) => (parse_i64(&item.value, &self.key)?, Some(item.revision)),
+                None => (0, None),
             };
             let end = start + PRODUCER_ID_BLOCK;
-            let txn = Txn {
-                compares: vec![compare],
-                success: vec![TxnOp::put(&self.key, Bytes::from(end.to_string()))],
-                failure: vec![],
-            };
-            if self.kv.txn(txn).await?.succeeded {
+            if self
+                .store
+                .replace(&self.key, revision, Bytes::from(end.to_string()))
+                .await?
+            {
                 return Ok((start, end));
             }
         }
@@ -533,24 +497,18 @@ fn parse_i64(bytes: &[u8], key: &str) -> Result<i64, ShimError> {
         })
 }
 
-/// The cluster id: generated once and stored under `<prefix>/cluster-id`.
-pub async fn cluster_id(kv: &Arc<dyn Kv>, prefix: &str) -> Result<String, ShimError> {
-    let key = format!("{prefix}/cluster-id");
-    if let Some(item) = kv.get(&key).await? {
+/// The cluster id: generated once and stored under `<root>/cluster-id`.
+pub async fn cluster_id(store: &ShimStore) -> Result<String, ShimError> {
+    let key = format!("{}/cluster-id", store.root());
+    if let Some(item) = store.get(&key).await? {
         return Ok(String::from_utf8_lossy(&item.value).into_owned());
     }
     // Kafka's form: 22 characters of URL-safe base64 of a UUID.
     let id = base64_uuid(uuid::Uuid::new_v4());
-    let txn = Txn {
-        compares: vec![Compare::create_revision(&key, CompareOp::Equal, 0)],
-        success: vec![TxnOp::put(&key, Bytes::from(id.clone()))],
-        failure: vec![TxnOp::Get { key: key.clone() }],
-    };
-    let result = kv.txn(txn).await?;
-    if result.succeeded {
+    if store.create(&key, Bytes::from(id.clone())).await? {
         return Ok(id);
     }
-    match kv.get(&key).await? {
+    match store.get(&key).await? {
         Some(item) => Ok(String::from_utf8_lossy(&item.value).into_owned()),
         None => Ok(id),
     }

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::store::ShimStore;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -56,7 +57,6 @@ use kafka_protocol::protocol::StrBytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use wal::clock::{Clock, ClockRef, SystemClock};
-use wal::meta::kv::{Kv, KvError};
 
 use self::machine::{
     Answer, Effect, Group, JoinInput, Now, SyncInput, Waiting, join_error, sync_error,
@@ -64,7 +64,7 @@ use self::machine::{
 use self::store::{OffsetStore, StoredOffset};
 pub use self::store::{decode_name, encode_name};
 use crate::TopicCatalog;
-use crate::error::KafkaCode;
+use crate::error::{KafkaCode, ShimError};
 
 /// Largest `committed_metadata` accepted, in bytes (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
@@ -110,7 +110,7 @@ impl Default for GroupSettings {
 pub enum GroupError {
     /// The metadata store failed.
     #[error("group metadata store: {0}")]
-    Kv(#[from] KvError),
+    Store(#[from] ShimError),
     /// A stored offset could not be read back.
     #[error("stored offset under {key} is damaged: {detail}")]
     Corrupt {
@@ -270,8 +270,7 @@ impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let groups = self.state.try_lock().map(|s| s.groups.len()).ok();
         f.debug_struct("GroupCoordinator")
-            .field("kv", self.store.kv())
-            .field("prefix", &self.store.prefix())
+            .field("store", self.store.store())
             .field("settings", &self.settings)
             .field("groups", &groups)
             .finish_non_exhaustive()
@@ -381,17 +380,16 @@ impl Drop for GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// Opens the coordinator: loads the committed offsets under `{prefix}/groups/` from `kv`
-    /// and starts the timer task (on the current tokio runtime).
+    /// Opens the coordinator: loads the committed offsets under `<root>/groups/` of the shim
+    /// store and starts the timer task (on the current tokio runtime).
     pub async fn open(
-        kv: Arc<dyn Kv>,
-        prefix: &str,
+        store: ShimStore,
         settings: GroupSettings,
     ) -> Result<Arc<GroupCoordinator>, GroupError> {
         let wake = Arc::new(Notify::new());
         let epoch = settings.clock.now();
         let shared = Arc::new(Shared {
-            store: OffsetStore::new(kv, prefix),
+            store: OffsetStore::new(store),
             settings,
             state: Mutex::new(State::default()),
             persist: tokio::sync::Mutex::new(()),

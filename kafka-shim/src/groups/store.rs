@@ -5,12 +5,10 @@
 //! with another), holding a small JSON value. Writes go in transactions of at most
 //! [`MAX_OPS_PER_TXN`] operations.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
-use wal::meta::kv::{Kv, Txn, TxnOp};
 
 use super::GroupError;
+use crate::store::{ShimStore, Write, to_json};
 
 /// Most operations put in one key-value transaction (the embedded store's and etcd's limit).
 const MAX_OPS_PER_TXN: usize = 128;
@@ -30,28 +28,21 @@ pub(super) type LoadedOffset = (String, String, i32, StoredOffset);
 /// The offsets' keys and their reads and writes.
 #[derive(Debug)]
 pub(super) struct OffsetStore {
-    kv: Arc<dyn Kv>,
-    /// Key prefix without a trailing '/'.
+    store: ShimStore,
+    /// Key prefix without a trailing '/' (the shim store's root).
     prefix: String,
 }
 
 impl OffsetStore {
-    /// The store under `prefix` (a trailing '/' is ignored).
-    pub(super) fn new(kv: Arc<dyn Kv>, prefix: &str) -> Self {
-        OffsetStore {
-            kv,
-            prefix: prefix.trim_end_matches('/').to_owned(),
-        }
+    /// The offsets under the shim store's root.
+    pub(super) fn new(store: ShimStore) -> Self {
+        let prefix = store.root().to_owned();
+        OffsetStore { store, prefix }
     }
 
-    /// The key-value store, for the coordinator's Debug output.
-    pub(super) fn kv(&self) -> &Arc<dyn Kv> {
-        &self.kv
-    }
-
-    /// The prefix, for the coordinator's Debug output.
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
+    /// The shim store, for the coordinator's Debug output.
+    pub(super) fn store(&self) -> &ShimStore {
+        &self.store
     }
 
     fn groups_key(&self) -> String {
@@ -79,7 +70,7 @@ impl OffsetStore {
     /// value is an error.
     pub(super) async fn load(&self) -> Result<Vec<LoadedOffset>, GroupError> {
         let root = self.groups_key();
-        let (kvs, _) = self.kv.get_prefix(&root).await?;
+        let kvs = self.store.list(&root).await?;
         let mut out = Vec::with_capacity(kvs.len());
         for entry in kvs {
             let Some(rest) = entry.key.strip_prefix(&root) else {
@@ -118,22 +109,13 @@ impl OffsetStore {
         group: &str,
         offsets: &[((String, i32), StoredOffset)],
     ) -> Result<(), GroupError> {
-        let success = offsets
-            .iter()
-            .map(|((topic, partition), offset)| {
-                // Serializing a plain struct of numbers and strings cannot fail.
-                TxnOp::put(
-                    self.offset_key(group, topic, *partition),
-                    serde_json::to_vec(offset).unwrap_or_default(),
-                )
-            })
-            .collect();
-        self.kv
-            .txn(Txn {
-                success,
-                ..Txn::default()
-            })
-            .await?;
+        let mut writes = Vec::with_capacity(offsets.len());
+        for ((topic, partition), offset) in offsets {
+            let key = self.offset_key(group, topic, *partition);
+            let value = to_json(offset, &key)?;
+            writes.push(Write::Put(key, value));
+        }
+        self.store.write_all(writes).await?;
         Ok(())
     }
 
@@ -143,31 +125,21 @@ impl OffsetStore {
         doomed: &[(String, String, i32)],
     ) -> Result<(), GroupError> {
         for chunk in doomed.chunks(MAX_OPS_PER_TXN) {
-            let success = chunk
+            let writes = chunk
                 .iter()
-                .map(|(group, topic, partition)| TxnOp::Delete {
-                    key: self.offset_key(group, topic, *partition),
+                .map(|(group, topic, partition)| {
+                    Write::Delete(self.offset_key(group, topic, *partition))
                 })
                 .collect();
-            self.kv
-                .txn(Txn {
-                    success,
-                    ..Txn::default()
-                })
-                .await?;
+            self.store.write_all(writes).await?;
         }
         Ok(())
     }
 
     /// Deletes every offset of a group.
     pub(super) async fn delete_group(&self, group: &str) -> Result<(), GroupError> {
-        self.kv
-            .txn(Txn {
-                success: vec![TxnOp::DeletePrefix {
-                    prefix: self.group_key(group),
-                }],
-                ..Txn::default()
-            })
+        self.store
+            .write_all(vec![Write::DeletePrefix(self.group_key(group))])
             .await?;
         Ok(())
     }
@@ -179,18 +151,11 @@ impl OffsetStore {
         topic: &str,
     ) -> Result<(), GroupError> {
         for chunk in groups.chunks(MAX_OPS_PER_TXN) {
-            let success = chunk
+            let writes = chunk
                 .iter()
-                .map(|group| TxnOp::DeletePrefix {
-                    prefix: self.topic_key(group, topic),
-                })
+                .map(|group| Write::DeletePrefix(self.topic_key(group, topic)))
                 .collect();
-            self.kv
-                .txn(Txn {
-                    success,
-                    ..Txn::default()
-                })
-                .await?;
+            self.store.write_all(writes).await?;
         }
         Ok(())
     }

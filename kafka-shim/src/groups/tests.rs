@@ -15,6 +15,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::protocol::Encodable;
 use wal::clock::SystemClock;
 use wal::meta::embedded::EmbeddedKv;
+use wal::meta::kv::Kv;
 
 use super::*;
 
@@ -45,9 +46,12 @@ async fn kv(dir: &std::path::Path) -> Arc<dyn Kv> {
 }
 
 async fn coordinator(kv: &Arc<dyn Kv>) -> Arc<GroupCoordinator> {
-    GroupCoordinator::open(kv.clone(), "kafka/", GroupSettings::default())
-        .await
-        .expect("open coordinator")
+    GroupCoordinator::open(
+        ShimStore::new(kv.clone(), "kafka"),
+        GroupSettings::default(),
+    )
+    .await
+    .expect("open coordinator")
 }
 
 fn gid(s: &str) -> GroupId {
@@ -1091,7 +1095,7 @@ async fn offsets_of_empty_groups_expire_after_the_retention() {
         offsets_retention: Some(Duration::ZERO),
         ..GroupSettings::default()
     };
-    let c = GroupCoordinator::open(kv.clone(), "kafka", settings)
+    let c = GroupCoordinator::open(ShimStore::new(kv.clone(), "kafka"), settings)
         .await
         .expect("open");
     let cat = catalog();

@@ -18,13 +18,12 @@
 //! [`crate::broker`] and [`crate::server`].
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use wal::meta::kv::Kv;
 
 use crate::error::ShimError;
+use crate::store::{ShimStore, to_json};
 
 /// The name of the cluster resource (`kafka-cluster`).
 pub const CLUSTER_NAME: &str = "kafka-cluster";
@@ -373,32 +372,22 @@ pub struct AuthorizerConfig {
 pub struct Authorizer {
     config: AuthorizerConfig,
     acls: RwLock<BTreeSet<AclBinding>>,
-    kv: Arc<dyn Kv>,
+    store: ShimStore,
     prefix: String,
 }
 
 impl Authorizer {
-    /// Loads the ACLs stored under `<kafka_prefix>/acls/`.
-    pub async fn open(
-        kv: Arc<dyn Kv>,
-        kafka_prefix: &str,
-        config: AuthorizerConfig,
-    ) -> Result<Authorizer, ShimError> {
-        let prefix = format!("{kafka_prefix}/acls/");
-        let (stored, _) = kv.get_prefix(&prefix).await?;
+    /// Loads the ACLs stored under `<root>/acls/`.
+    pub async fn open(store: ShimStore, config: AuthorizerConfig) -> Result<Authorizer, ShimError> {
+        let prefix = format!("{}/acls/", store.root());
         let mut acls = BTreeSet::new();
-        for kv in stored {
-            let b: AclBinding =
-                serde_json::from_slice(&kv.value).map_err(|e| ShimError::Corrupt {
-                    what: format!("ACL {}", kv.key),
-                    detail: e.to_string(),
-                })?;
-            acls.insert(b);
+        for record in store.list(&prefix).await? {
+            acls.insert(record.json::<AclBinding>("ACL")?);
         }
         Ok(Authorizer {
             config,
             acls: RwLock::new(acls),
-            kv,
+            store,
             prefix,
         })
     }
@@ -509,10 +498,8 @@ impl Authorizer {
 
     /// Stores a binding (creating one that exists changes nothing).
     pub async fn create(&self, binding: AclBinding) -> Result<(), ShimError> {
-        let json = serde_json::to_vec(&binding).expect("a binding serializes");
-        self.kv
-            .put(&self.key(&binding), Bytes::from(json), None)
-            .await?;
+        let key = self.key(&binding);
+        self.store.put(&key, to_json(&binding, &key)?).await?;
         self.acls
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -524,7 +511,7 @@ impl Authorizer {
     pub async fn delete(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, ShimError> {
         let matching = self.describe(filter);
         for b in &matching {
-            self.kv.delete(&self.key(b)).await?;
+            self.store.delete(&self.key(b)).await?;
             self.acls
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -537,8 +524,10 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use wal::clock::SystemClock;
     use wal::meta::embedded::EmbeddedKv;
+    use wal::meta::kv::Kv;
 
     async fn store(dir: &tempfile::TempDir) -> Arc<dyn Kv> {
         Arc::new(
@@ -568,7 +557,7 @@ mod tests {
     }
 
     async fn authorizer(dir: &tempfile::TempDir, config: AuthorizerConfig) -> Authorizer {
-        Authorizer::open(store(dir).await, "p/kafka", config)
+        Authorizer::open(ShimStore::new(store(dir).await, "p/kafka"), config)
             .await
             .unwrap()
     }
@@ -667,9 +656,12 @@ mod tests {
     async fn filters_describe_and_delete_and_the_store_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
         let kv = store(&dir).await;
-        let a = Authorizer::open(kv.clone(), "p/kafka", AuthorizerConfig::default())
-            .await
-            .unwrap();
+        let a = Authorizer::open(
+            ShimStore::new(kv.clone(), "p/kafka"),
+            AuthorizerConfig::default(),
+        )
+        .await
+        .unwrap();
         let lit = acl(
             ResourceType::Topic,
             "orders",
@@ -720,9 +712,12 @@ mod tests {
             ..all.clone()
         };
         assert_eq!(a.describe(&exact), vec![lit.clone()]);
-        let reopened = Authorizer::open(kv.clone(), "p/kafka", AuthorizerConfig::default())
-            .await
-            .unwrap();
+        let reopened = Authorizer::open(
+            ShimStore::new(kv.clone(), "p/kafka"),
+            AuthorizerConfig::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(reopened.describe(&all).len(), 3);
         let deleted = a
             .delete(&AclFilter {
@@ -732,7 +727,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(deleted, vec![pre]);
-        let reopened = Authorizer::open(kv, "p/kafka", AuthorizerConfig::default())
+        let reopened = Authorizer::open(ShimStore::new(kv, "p/kafka"), AuthorizerConfig::default())
             .await
             .unwrap();
         assert_eq!(reopened.describe(&all).len(), 2);

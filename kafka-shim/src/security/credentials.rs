@@ -9,14 +9,12 @@
 //! credential changed or deleted takes effect at the next login.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use wal::meta::kv::Kv;
 
 use super::scram::{MIN_ITERATIONS, ScramCredential, ScramMechanism};
 use crate::error::ShimError;
+use crate::store::{ShimStore, to_json};
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -28,7 +26,7 @@ struct Stored {
 /// The SCRAM credential store.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    kv: Arc<dyn Kv>,
+    store: ShimStore,
     prefix: String,
 }
 
@@ -37,12 +35,10 @@ fn hex(s: &str) -> String {
 }
 
 impl Credentials {
-    /// The store under `<kafka_prefix>/scram/`.
-    pub fn new(kv: Arc<dyn Kv>, kafka_prefix: &str) -> Credentials {
-        Credentials {
-            kv,
-            prefix: format!("{kafka_prefix}/scram/"),
-        }
+    /// The credentials under `<root>/scram/`.
+    pub fn new(store: ShimStore) -> Credentials {
+        let prefix = format!("{}/scram/", store.root());
+        Credentials { store, prefix }
     }
 
     fn key(&self, user: &str, mechanism: ScramMechanism) -> String {
@@ -55,13 +51,10 @@ impl Credentials {
         user: &str,
         mechanism: ScramMechanism,
     ) -> Result<Option<ScramCredential>, ShimError> {
-        let Some(kv) = self.kv.get(&self.key(user, mechanism)).await? else {
+        let Some(record) = self.store.get(&self.key(user, mechanism)).await? else {
             return Ok(None);
         };
-        let stored: Stored = serde_json::from_slice(&kv.value).map_err(|e| ShimError::Corrupt {
-            what: format!("SCRAM credential {}", kv.key),
-            detail: e.to_string(),
-        })?;
+        let stored: Stored = record.json("SCRAM credential")?;
         Ok(Some(stored.credential))
     }
 
@@ -72,28 +65,27 @@ impl Credentials {
         mechanism: ScramMechanism,
         credential: ScramCredential,
     ) -> Result<(), ShimError> {
-        let value = serde_json::to_vec(&Stored {
-            user: user.to_string(),
-            credential,
-        })
-        .expect("a credential serializes");
-        self.kv
-            .put(&self.key(user, mechanism), Bytes::from(value), None)
-            .await?;
-        Ok(())
+        let key = self.key(user, mechanism);
+        let value = to_json(
+            &Stored {
+                user: user.to_string(),
+                credential,
+            },
+            &key,
+        )?;
+        self.store.put(&key, value).await
     }
 
     /// Deletes the credential; `false` when there was none.
     pub async fn delete(&self, user: &str, mechanism: ScramMechanism) -> Result<bool, ShimError> {
-        Ok(self.kv.delete(&self.key(user, mechanism)).await? > 0)
+        self.store.delete(&self.key(user, mechanism)).await
     }
 
     /// Every user with a credential: its mechanisms and iteration counts.
     pub async fn list(&self) -> Result<BTreeMap<String, Vec<(ScramMechanism, i32)>>, ShimError> {
-        let (all, _) = self.kv.get_prefix(&self.prefix).await?;
         let mut users: BTreeMap<String, Vec<(ScramMechanism, i32)>> = BTreeMap::new();
-        for kv in all {
-            let Some(mechanism) = kv
+        for record in self.store.list(&self.prefix).await? {
+            let Some(mechanism) = record
                 .key
                 .strip_prefix(&self.prefix)
                 .and_then(|rest| rest.split('/').next())
@@ -101,11 +93,7 @@ impl Credentials {
             else {
                 continue;
             };
-            let stored: Stored =
-                serde_json::from_slice(&kv.value).map_err(|e| ShimError::Corrupt {
-                    what: format!("SCRAM credential {}", kv.key),
-                    detail: e.to_string(),
-                })?;
+            let stored: Stored = record.json("SCRAM credential")?;
             users
                 .entry(stored.user)
                 .or_default()
@@ -145,8 +133,10 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use wal::clock::SystemClock;
     use wal::meta::embedded::EmbeddedKv;
+    use wal::meta::kv::Kv;
 
     #[tokio::test]
     async fn credentials_are_stored_listed_and_checked() {
@@ -156,7 +146,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let c = Credentials::new(kv.clone(), "x/kafka");
+        let c = Credentials::new(ShimStore::new(kv.clone(), "x/kafka"));
         c.ensure("admin", "pw").await.unwrap();
         assert!(c.verify_plain("admin", "pw").await.unwrap());
         assert!(!c.verify_plain("admin", "nope").await.unwrap());

@@ -30,15 +30,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use wal::clock::ClockRef;
-use wal::meta::kv::Kv;
 
 use crate::batch::Marker;
 use crate::broker::Broker;
 use crate::error::{KafkaCode, ShimError};
 use crate::groups::{TxnOffset, decode_name, encode_name};
+use crate::store::{ShimStore, to_json};
 
 /// The coordinator epoch written into markers: one coordinator that never moves.
 pub const COORDINATOR_EPOCH: i32 = 0;
@@ -175,7 +174,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<TxnRecord>>>;
 
 /// The transaction coordinator of this node.
 pub struct TxnCoordinator {
-    kv: Arc<dyn Kv>,
+    store: ShimStore,
     /// `<prefix>/kafka/transactions/`.
     root: String,
     settings: TxnSettings,
@@ -200,16 +199,14 @@ struct MarkerFailure {
 }
 
 impl TxnCoordinator {
-    /// Loads every transactional id stored under `<prefix>/transactions/`.
+    /// Loads every transactional id stored under `<root>/transactions/`.
     pub async fn open(
-        kv: Arc<dyn Kv>,
-        prefix: &str,
+        store: ShimStore,
         settings: TxnSettings,
     ) -> Result<TxnCoordinator, ShimError> {
-        let root = format!("{}/transactions/", prefix.trim_end_matches('/'));
-        let (items, _) = kv.get_prefix(&root).await?;
+        let root = format!("{}/transactions/", store.root());
         let mut slots = HashMap::new();
-        for item in items {
+        for item in store.list(&root).await? {
             let corrupt = |detail: String| ShimError::Corrupt {
                 what: item.key.clone(),
                 detail,
@@ -219,8 +216,7 @@ impl TxnCoordinator {
                 .strip_prefix(&root)
                 .and_then(decode_name)
                 .ok_or_else(|| corrupt("the transactional id in the key".into()))?;
-            let record: TxnRecord =
-                serde_json::from_slice(&item.value).map_err(|e| corrupt(e.to_string()))?;
+            let record: TxnRecord = item.json("transaction state")?;
             if record.transactional_id != name {
                 return Err(corrupt(format!(
                     "holds transactional id `{}`",
@@ -230,7 +226,7 @@ impl TxnCoordinator {
             slots.insert(name, Arc::new(tokio::sync::Mutex::new(Some(record))));
         }
         Ok(TxnCoordinator {
-            kv,
+            store,
             root,
             settings,
             slots: Mutex::new(slots),
@@ -276,8 +272,8 @@ impl TxnCoordinator {
     async fn persist(&self, record: &TxnRecord) -> Result<(), KafkaCode> {
         let key = format!("{}{}", self.root, encode_name(&record.transactional_id));
         // A plain struct of numbers, strings and maps of them always serializes.
-        let value = serde_json::to_vec(record).unwrap_or_default();
-        self.kv.put(&key, Bytes::from(value), None).await.map_err(|e| {
+        let value = to_json(record, &key).unwrap_or_default();
+        self.store.put(&key, value).await.map_err(|e| {
             tracing::warn!(transactional_id = %record.transactional_id, error = %e, "storing transaction state failed");
             KafkaCode::CoordinatorNotAvailable
         })?;
