@@ -46,7 +46,7 @@ pub enum TopicKey {
 }
 
 /// One partition of a session: the topic as the client names it, and the partition index.
-pub type PartitionKey = (TopicKey, i32);
+pub(crate) type PartitionKey = (TopicKey, i32);
 
 /// What the client asks of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +193,7 @@ fn next_epoch(epoch: i32) -> i32 {
 }
 
 /// The broker's fetch-session cache.
-pub struct FetchSessions {
+pub(crate) struct FetchSessions {
     cache: Mutex<Cache>,
     slots: usize,
     eviction_ms: u64,
@@ -218,7 +218,7 @@ impl Default for FetchSessions {
 
 impl FetchSessions {
     /// A cache of at most `slots` partitions; sessions idle for `eviction_ms` may be evicted.
-    pub fn new(slots: usize, eviction_ms: u64) -> Self {
+    pub(crate) fn new(slots: usize, eviction_ms: u64) -> Self {
         FetchSessions {
             cache: Mutex::new(Cache::default()),
             slots,
@@ -227,7 +227,7 @@ impl FetchSessions {
     }
 
     /// The number of open sessions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.cache
             .lock()
             .expect("fetch-session cache")
@@ -235,15 +235,10 @@ impl FetchSessions {
             .len()
     }
 
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Reads a request's session fields: the partitions to read and how to answer, or the
     /// top-level error the whole request gets. `version`: the Fetch version (sessions start at
     /// v7; earlier requests are sessionless whatever they carry).
-    pub fn begin(&self, version: i16, req: Request, now_ms: u64) -> Result<Plan, KafkaCode> {
+    pub(crate) fn begin(&self, version: i16, req: Request, now_ms: u64) -> Result<Plan, KafkaCode> {
         if version < 7 {
             return Ok(Plan {
                 context: Context::Sessionless,
@@ -317,7 +312,7 @@ impl FetchSessions {
     /// Settles a request once its partitions were read. `answers` are in the plan's order.
     /// Returns the session id the response carries and, per partition, whether the response
     /// lists it; or the top-level error when the session went away meanwhile (evicted).
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         plan: &Plan,
         answers: &[Answer],
@@ -473,7 +468,7 @@ mod tests {
             cache.finish(&plan, &[quiet(0)], 0).unwrap(),
             (0, vec![true])
         );
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
@@ -563,7 +558,7 @@ mod tests {
         // Epoch -1 closes without opening.
         let plan = cache.begin(12, request(new, -1, &[]), 2).unwrap();
         assert_eq!(cache.finish(&plan, &[], 2).unwrap().0, 0);
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

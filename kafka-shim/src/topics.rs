@@ -426,7 +426,7 @@ impl Topics {
 
 /// Allocates durable, unique producer ids in blocks, from `<prefix>/producer-id-block`.
 #[derive(Debug)]
-pub struct ProducerIds {
+pub(crate) struct ProducerIds {
     store: ShimStore,
     key: String,
     block: tokio::sync::Mutex<(i64, i64)>,
@@ -437,7 +437,7 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
     /// An allocator whose high mark is `<root>/producer-id-block`.
-    pub fn new(store: ShimStore) -> ProducerIds {
+    pub(crate) fn new(store: ShimStore) -> ProducerIds {
         ProducerIds {
             key: format!("{}/producer-id-block", store.root()),
             store,
@@ -446,7 +446,7 @@ impl ProducerIds {
     }
 
     /// A producer id never handed out before, by this process or an earlier one.
-    pub async fn next(&self) -> Result<i64, ShimError> {
+    pub(crate) async fn next(&self) -> Result<i64, ShimError> {
         let mut block = self.block.lock().await;
         if block.0 >= block.1 {
             *block = self.reserve().await?;
@@ -457,7 +457,7 @@ impl ProducerIds {
     }
 
     /// Whether `id` was ever handed out (by the persisted high mark).
-    pub async fn was_issued(&self, id: i64) -> Result<bool, ShimError> {
+    pub(crate) async fn was_issued(&self, id: i64) -> Result<bool, ShimError> {
         let high = match self.store.get(&self.key).await? {
             Some(item) => parse_i64(&item.value, &self.key)?,
             None => 0,

@@ -104,7 +104,7 @@ impl ResourceType {
 /// Kafka's pattern types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(i8)]
-pub enum PatternType {
+pub(crate) enum PatternType {
     /// Any pattern type (filters only).
     Any = 1,
     /// Every binding that would apply to the name (filters only).
@@ -117,7 +117,7 @@ pub enum PatternType {
 
 impl PatternType {
     /// The type of a wire code; `None` for UNKNOWN and undefined codes.
-    pub fn from_code(code: i8) -> Option<PatternType> {
+    pub(crate) fn from_code(code: i8) -> Option<PatternType> {
         use PatternType::*;
         [Any, Match, Literal, Prefixed]
             .into_iter()
@@ -194,7 +194,7 @@ impl Operation {
 /// ALLOW or DENY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(i8)]
-pub enum Permission {
+pub(crate) enum Permission {
     /// Any permission (filters only).
     Any = 1,
     /// Deny.
@@ -205,7 +205,7 @@ pub enum Permission {
 
 impl Permission {
     /// The permission of a wire code; `None` for UNKNOWN and undefined codes.
-    pub fn from_code(code: i8) -> Option<Permission> {
+    pub(crate) fn from_code(code: i8) -> Option<Permission> {
         [Permission::Any, Permission::Deny, Permission::Allow]
             .into_iter()
             .find(|p| *p as i8 == code)

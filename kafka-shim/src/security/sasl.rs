@@ -75,7 +75,7 @@ pub enum Step {
 
 /// The SASL state of one connection.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     mechanisms: Vec<SaslMechanism>,
     credentials: Credentials,
     state: State,
@@ -90,7 +90,7 @@ fn encode<T: Encodable>(msg: &T, version: i16) -> Result<BytesMut, ShimError> {
 
 impl Authenticator {
     /// A connection's authenticator for the enabled `mechanisms`.
-    pub fn new(mechanisms: Vec<SaslMechanism>, credentials: Credentials) -> Authenticator {
+    pub(crate) fn new(mechanisms: Vec<SaslMechanism>, credentials: Credentials) -> Authenticator {
         Authenticator {
             mechanisms,
             credentials,
@@ -99,12 +99,12 @@ impl Authenticator {
     }
 
     /// Whether the next frame is an unframed token (after a v0 handshake).
-    pub fn expects_raw_token(&self) -> bool {
+    pub(crate) fn expects_raw_token(&self) -> bool {
         matches!(self.state, State::Authenticate { framed: false, .. })
     }
 
     /// Whether the handshake is done and the exchange runs (ApiVersions is then refused).
-    pub fn in_exchange(&self) -> bool {
+    pub(crate) fn in_exchange(&self) -> bool {
         matches!(self.state, State::Authenticate { .. })
     }
 
@@ -116,7 +116,7 @@ impl Authenticator {
     }
 
     /// A SaslHandshake request of `version`.
-    pub fn handshake(
+    pub(crate) fn handshake(
         &mut self,
         req: SaslHandshakeRequest,
         version: i16,
@@ -173,7 +173,7 @@ impl Authenticator {
     }
 
     /// A SaslAuthenticate request of `version`.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &mut self,
         req: SaslAuthenticateRequest,
         version: i16,
@@ -245,7 +245,7 @@ impl Authenticator {
     }
 
     /// An unframed token after a v0 handshake.
-    pub async fn raw_token(&mut self, token: Bytes) -> Result<Step, ShimError> {
+    pub(crate) async fn raw_token(&mut self, token: Bytes) -> Result<Step, ShimError> {
         match self.evaluate(&token).await? {
             Ok((reply, user)) => Ok(match user {
                 Some(user) => Step::Authenticated {

@@ -189,7 +189,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// nothing about the user leaks; `Specific` ones (`SaslAuthenticationException`) carry
 /// their own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SaslFailure {
+pub(crate) enum SaslFailure {
     /// Reported with the fixed message; the detail is for the broker's log only.
     Generic(String),
     /// Reported with this message.
@@ -211,7 +211,7 @@ enum State {
 
 /// The server side of one SCRAM exchange.
 #[derive(Debug)]
-pub struct ScramServer {
+pub(crate) struct ScramServer {
     mechanism: ScramMechanism,
     state: State,
     /// From the client's first message, until the credential is known.
@@ -229,7 +229,7 @@ struct ClientFirst {
 
 impl ScramServer {
     /// A new exchange.
-    pub fn new(mechanism: ScramMechanism) -> ScramServer {
+    pub(crate) fn new(mechanism: ScramMechanism) -> ScramServer {
         ScramServer {
             mechanism,
             state: State::First,
@@ -239,12 +239,12 @@ impl ScramServer {
     }
 
     /// Whether the server's first message went out and the client's final one is next.
-    pub fn awaiting_final(&self) -> bool {
+    pub(crate) fn awaiting_final(&self) -> bool {
         matches!(self.state, State::Final { .. })
     }
 
     /// The authenticated user, once [`ScramServer::client_final`] succeeded.
-    pub fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         matches!(self.state, State::Done)
             .then_some(self.user.as_deref())
             .flatten()
@@ -252,7 +252,7 @@ impl ScramServer {
 
     /// Reads the client's first message; returns the user name whose credential the caller
     /// must look up for [`ScramServer::server_first`].
-    pub fn client_first(&mut self, token: &[u8]) -> Result<String, SaslFailure> {
+    pub(crate) fn client_first(&mut self, token: &[u8]) -> Result<String, SaslFailure> {
         if !matches!(self.state, State::First) || self.pending.is_some() {
             return Err(SaslFailure::Generic(
                 "unexpected client-first message".into(),
@@ -300,7 +300,7 @@ impl ScramServer {
     }
 
     /// The server's first message, given the user's credential (`None`: no such user).
-    pub fn server_first(
+    pub(crate) fn server_first(
         &mut self,
         credential: Option<ScramCredential>,
     ) -> Result<Vec<u8>, SaslFailure> {
@@ -348,7 +348,7 @@ impl ScramServer {
     }
 
     /// Checks the client's final message and returns the server's final message.
-    pub fn client_final(&mut self, token: &[u8]) -> Result<Vec<u8>, SaslFailure> {
+    pub(crate) fn client_final(&mut self, token: &[u8]) -> Result<Vec<u8>, SaslFailure> {
         let State::Final {
             gs2_header,
             client_first_bare,

@@ -130,7 +130,7 @@ impl FaultRule {
 /// The error an injected fault produces (inside `object_store::Error::Generic`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("injected {} fault on {op:?} {path}{}", if *.transient { "transient" } else { "permanent" }, if *.applied { " (after applying it)" } else { "" })]
-pub struct InjectedFault {
+pub(crate) struct InjectedFault {
     /// The operation.
     pub op: Op,
     /// The full path.

@@ -229,7 +229,7 @@ impl ObjectStore for CountingStore {
 /// numbers, else empty. The metric handles of each log are resolved once; a call costs a
 /// read lock on that cache, two clock reads and a few atomic adds.
 #[derive(Debug, Clone)]
-pub struct MeteredStore {
+pub(crate) struct MeteredStore {
     inner: Arc<dyn ObjectStore>,
     /// The root prefix with a trailing `/` (empty for none).
     root: String,
@@ -239,7 +239,7 @@ pub struct MeteredStore {
 
 impl MeteredStore {
     /// Wraps `inner`, whose keys live under `root` (`minio.rootPath`).
-    pub fn new(inner: Arc<dyn ObjectStore>, root: &str) -> Self {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>, root: &str) -> Self {
         let root = root.trim_matches('/');
         MeteredStore {
             inner,
@@ -254,7 +254,7 @@ impl MeteredStore {
 
     /// Labels this store's traffic with `log_ns` (`<bucket>/<root path>`) instead of the
     /// process's namespace: a service-mode node holds one store per tenant.
-    pub fn with_log_namespace(mut self, log_ns: &str) -> Self {
+    pub(crate) fn with_log_namespace(mut self, log_ns: &str) -> Self {
         self.log_ns = Some(log_ns.into());
         self
     }

@@ -36,7 +36,7 @@ use crate::logstore::{
 };
 
 /// Result alias of the boundary.
-pub type StoreResult<T> = std::result::Result<T, LogStoreError>;
+pub(crate) type StoreResult<T> = std::result::Result<T, LogStoreError>;
 
 /// Progress of an [`add_entries`](LogStoreClient::add_entries) call, as the AddEntries
 /// stream reports it.

@@ -23,7 +23,7 @@ use bytes::Bytes;
 /// A store revision.
 pub type Revision = i64;
 /// A lease id (never 0; 0 means "no lease").
-pub type LeaseId = i64;
+pub(crate) type LeaseId = i64;
 
 /// One key with its value and bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
