@@ -10,6 +10,16 @@ use sim::run_seed;
 /// Seeds of the CI range that fail today because of an open engine bug (none open).
 const KNOWN_BUGS: &[(u64, &str)] = &[];
 
+/// Found by seeds 1008, 1047 and 30211 (fixed): recovery fenced, the replica holding the
+/// tail entry (never acknowledged) answered and went down before CompleteSegment, and the
+/// segment was published at that entry, which no finalized replica held and nobody completed
+/// the holder for: a reader waited for ever. Such a completion is now refused (recovery
+/// retries; `quorum::completion`), and a replica completed by an earlier attempt at a target
+/// it did not hold compacts what it serves instead of refusing, so that the segment is
+/// sealed.
+const HOLDER_NOT_FINALIZED: &str =
+    "recovery published a segment whose last entry only a replica that did not finalize held";
+
 /// Found by seeds 1015, 1024, 1038 and 1047 (fixed): a replica completed by the old writer at
 /// its LAC answered a later fence with its last stored entry, above that LAC; recovery
 /// completed the segment there, but that replica serves only up to its footer LAC and no
@@ -127,7 +137,9 @@ fn seeds_of_fixed_bugs() {
         (1024, THIN_TAIL),
         (1037, SHORT_COMPACTION),
         (1038, THIN_TAIL),
-        (1047, THIN_TAIL),
+        (1008, HOLDER_NOT_FINALIZED),
+        (1047, HOLDER_NOT_FINALIZED),
+        (30211, HOLDER_NOT_FINALIZED),
     ] {
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed} ({bug}) fails again: {e}");

@@ -443,13 +443,13 @@ pub enum RecoveryError {
         /// The write quorum.
         wq: usize,
     },
-    /// No replica is known to hold the target (a replica lost data it had acknowledged, or
-    /// the caller's target is wrong): publishing it would promise entries nobody has.
-    #[error("no replica is known to hold entry {target} (the highest known is {highest})")]
+    /// No finalized replica serves the target (its holders did not finalize, or a replica
+    /// lost data): publishing it would promise entries no reader can get. Recovery retries.
+    #[error("no finalized replica serves entry {target} (the highest served is {highest})")]
     Uncovered {
         /// The completion target.
         target: i64,
-        /// The highest tail any replica is known to hold.
+        /// The highest tail a finalized replica serves.
         highest: i64,
     },
     /// The replies do not match the quorum (a caller bug).
@@ -574,7 +574,12 @@ pub fn completion(
         .zip(finalized)
         .map(|(k, c)| k.unwrap_or(-1).max(c.unwrap_or(-1)))
         .collect();
-    let highest = held.iter().copied().max().unwrap_or(-1);
+    // A finalized replica serves what it answered CompleteSegment with (at most its footer's
+    // LAC), whatever it stored: the segment may only be published at an entry one of them
+    // serves. An entry held only by a replica that did not finalize (down meanwhile) would
+    // be unreadable, since nobody completes that replica once the segment is published
+    // (found by the simulation, seeds 1008 and 1047); recovery retries instead.
+    let highest = finalized.iter().flatten().copied().max().unwrap_or(-1);
     if target >= 0 && highest < target {
         return Err(RecoveryError::Uncovered { target, highest });
     }
@@ -667,16 +672,31 @@ mod tests {
     fn completion_needs_aq_finalized_and_a_holder() {
         let spec = QuorumSpec::majority(3).unwrap();
         // Go #327: tails [1, 0, 0], fence from the first two, the tail holder gone before
-        // completion.
+        // completion. Publishing at 1 would leave entry 1 to a replica nobody completes (a
+        // reader waits for ever); publishing lower could drop an acknowledged entry. So it is
+        // refused, and recovery retries.
+        assert!(matches!(
+            completion(
+                spec,
+                1,
+                &[Some(1), Some(0), None],
+                &[None, Some(0), Some(0)]
+            ),
+            Err(RecoveryError::Uncovered {
+                target: 1,
+                highest: 0
+            })
+        ));
+        // With the holder finalized, the same completion is thin (one of Aq holds it).
         let c = completion(
             spec,
             1,
             &[Some(1), Some(0), None],
-            &[None, Some(0), Some(0)],
+            &[Some(1), Some(0), None],
         )
         .unwrap();
         assert!(c.thin);
-        assert_eq!(c.qualified, 0);
+        assert_eq!(c.qualified, 1);
         assert!(completion(spec, 1, &[None; 3], &[None, Some(0), Some(0)]).is_err());
         assert!(completion(spec, 0, &[None; 3], &[Some(0), None, None]).is_err());
         let c = completion(spec, -1, &[None; 3], &[Some(-1), Some(-1), None]).unwrap();

@@ -248,11 +248,18 @@ async fn entries_reach_every_replica_and_read_back_in_order() {
     assert_eq!(seg.last_entry_id, 399);
     let q = seg.quorum.as_ref().unwrap();
     assert_eq!((q.id, q.es, q.wq, q.aq, q.nodes.len()), (1, 3, 3, 2, 3));
-    // Each replica holds every entry (it was written to all three).
+    // Every entry reached the ack quorum, so at least Aq replicas serve all of them; the
+    // third may have been completed a few entries short (close completes once the quorum
+    // answered, and its last sends are dropped), and none serves more than the segment.
+    let mut full = 0;
     for node in &cluster.nodes {
         let last = node.store().segment_last_entry_id(1, 0).await.unwrap();
-        assert_eq!(last, 399, "{}", node.endpoint());
+        assert!(last <= 399, "{}: {last}", node.endpoint());
+        if last == 399 {
+            full += 1;
+        }
     }
+    assert!(full >= 2, "only {full} replicas hold every entry");
     read_back(&log, &all).await;
 }
 

@@ -321,6 +321,13 @@ fn exhaustive_recovery_keeps_every_acknowledged_entry() {
                             assert!(tails.iter().filter(|t| **t >= acked).count() >= spec.aq());
                         }
                         Err(RecoveryError::TooFewFinalized { .. }) => assert!(n < spec.aq()),
+                        // Refused when no finalized replica serves the target: publishing it
+                        // would leave the tail to a replica nobody completes; recovery
+                        // retries (refusing never loses anything).
+                        Err(RecoveryError::Uncovered { .. }) => {
+                            assert!(n >= spec.aq());
+                            assert!(finalized.iter().flatten().all(|c| *c < target));
+                        }
                         Err(e) => panic!("{spec} {tails:?} {replies:?} {finalized:?}: {e}"),
                     }
                     checked += 1;

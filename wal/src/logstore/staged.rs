@@ -439,9 +439,10 @@ impl StagedStore {
     /// docs), marks it compacted here and reclaims the local copy. Idempotent: a segment
     /// compacted before (by this replica or another) answers with the stored footer.
     ///
-    /// Errors: 2110 while another compaction of the segment runs here; 1202 when this replica
-    /// has not completed the segment or holds fewer entries than its LAC; 9000/9100 on storage
-    /// failures (nothing is reclaimed then).
+    /// Compacts what this replica serves: entries up to its LAC, or up to the last it holds
+    /// when a recovery completed it at a target it did not hold. Errors: 2110 while another
+    /// compaction of the segment runs here; 1202 when this replica has not completed the
+    /// segment; 9000/9100 on storage failures (nothing is reclaimed then).
     pub async fn compact(&self, log_id: i64, segment_id: i64) -> Result<StagedCompaction> {
         let segment = segment_name(log_id, segment_id);
         if !self.state().compacting.insert((log_id, segment_id)) {
@@ -492,17 +493,10 @@ impl StagedStore {
                 detail: "the segment must be completed on this replica before compaction".into(),
             });
         };
-        let lac = local_footer.lac;
-        if probe.last_entry_id < lac {
-            return Err(LogStoreError::SegmentStateInvalid {
-                segment: segment.to_string(),
-                detail: format!(
-                    "this replica holds entries up to {} but the segment was completed at {lac}; \
-                     a replica holding every entry must compact it",
-                    probe.last_entry_id
-                ),
-            });
-        }
+        // What this replica serves: up to its footer's LAC, or less when a recovery completed
+        // it at a target it did not hold (the auditor asks only a replica that serves the
+        // segment's whole length, see `Replicas::compact`).
+        let lac = local_footer.lac.min(probe.last_entry_id);
         if let Some(f) = objects.read_footer().await.map_err(obj_err)?
             && f.is_compacted()
         {
