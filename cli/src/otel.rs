@@ -35,7 +35,10 @@ impl Tracing {
     pub(crate) async fn shutdown(self) {
         if let Some(provider) = self.provider {
             // Blocking: the export runs on this runtime's other threads meanwhile.
-            let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            let done = wal::clock::blocking::run(wal::clock::blocking::Io::Write, move || {
+                provider.shutdown()
+            })
+            .await;
             if let Ok(Err(e)) = done {
                 eprintln!("woodpecker: warning: sending the last spans failed: {e}");
             }

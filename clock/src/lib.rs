@@ -12,6 +12,9 @@
 //! The trait gives two kinds of time: wall time ([`Clock::now_millis`]) for anything stored or
 //! sent (timestamps, lease expiry in metadata), and monotonic time ([`Clock::now`]) for
 //! intervals and deadlines inside one process. A manual clock moves both together.
+//!
+//! It also owns the other thing a deterministic simulation must schedule itself: where the
+//! engine's blocking work (files, the embedded database) runs ([`blocking`]).
 
 // The one module allowed to read the real clock and tokio's timer.
 #![allow(clippy::disallowed_methods)]
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+
+pub mod blocking;
 
 /// A source of time.
 #[async_trait]

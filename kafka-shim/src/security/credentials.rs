@@ -121,9 +121,11 @@ impl Credentials {
             if let Some(c) = self.get(user, m).await? {
                 let password = password.to_string();
                 // PBKDF2 takes milliseconds: off the connection tasks' threads.
-                return tokio::task::spawn_blocking(move || c.verify_password(m, &password))
-                    .await
-                    .map_err(|e| ShimError::Encode(format!("password check failed: {e}")));
+                return wal::clock::blocking::run(wal::clock::blocking::Io::Read, move || {
+                    c.verify_password(m, &password)
+                })
+                .await
+                .map_err(|e| ShimError::Encode(format!("password check failed: {e}")));
             }
         }
         Ok(false)

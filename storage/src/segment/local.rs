@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use clock::blocking::Io;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::codec::{
@@ -227,7 +228,7 @@ impl LocalSegmentWriter {
             ));
         }
         let dir = dir.as_ref().to_path_buf();
-        let inner = blocking({
+        let inner = blocking(Io::Write, {
             let dir = dir.clone();
             move || WriterInner::create(&dir, first_entry_id, format_version)
         })
@@ -244,7 +245,7 @@ impl LocalSegmentWriter {
     /// last complete valid block, and appends continue from there.
     pub async fn open_for_recovery(dir: impl AsRef<Path>) -> Result<(Self, Recovery)> {
         let dir = dir.as_ref().to_path_buf();
-        let (inner, recovery) = blocking({
+        let (inner, recovery) = blocking(Io::Write, {
             let dir = dir.clone();
             move || WriterInner::recover(&dir)
         })
@@ -316,9 +317,11 @@ impl LocalSegmentWriter {
                 let commit = journal.commit(rel.clone(), info.offset, buf, file);
                 Ok(BlockWrite::Journaled(JournaledBlock { info, commit }))
             }
-            _ => blocking(move || inner.write_block(&buf, &block_header, true))
-                .await
-                .map(BlockWrite::Durable),
+            _ => blocking(Io::Write, move || {
+                inner.write_block(&buf, &block_header, true)
+            })
+            .await
+            .map(BlockWrite::Durable),
         }
     }
 
@@ -347,7 +350,7 @@ impl LocalSegmentWriter {
         if let Some(footer) = inner.footer {
             return Ok(footer);
         }
-        blocking(move || inner.finalize(lac)).await
+        blocking(Io::Write, move || inner.finalize(lac)).await
     }
 
     /// Creates `write.fence` (idempotent) and syncs it: no append succeeds afterwards, from
@@ -356,7 +359,7 @@ impl LocalSegmentWriter {
     pub async fn fence(&self) -> Result<()> {
         let mut inner = self.inner.clone().lock_owned().await;
         let dir = self.dir.clone();
-        blocking(move || {
+        blocking(Io::Write, move || {
             write_fence_file(&dir, &inner.fence_path)?;
             inner.fenced = true;
             Ok(())
@@ -367,7 +370,7 @@ impl LocalSegmentWriter {
     /// Whether `write.fence` exists.
     pub async fn is_fenced(&self) -> Result<bool> {
         let fence_path = self.dir.join(FENCE_FILE);
-        blocking(move || exists(&fence_path)).await
+        blocking(Io::Read, move || exists(&fence_path)).await
     }
 
     /// A snapshot of the writer's state.
@@ -775,7 +778,7 @@ impl LocalSegmentReader {
     /// Opens `dir/data.log` for reading; [`Error::NotFound`] when it does not exist.
     pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let inner = blocking({
+        let inner = blocking(Io::Read, {
             let dir = dir.clone();
             move || {
                 let path = dir.join(DATA_FILE);
@@ -818,7 +821,7 @@ impl LocalSegmentReader {
     /// entry when there is one. Every block is CRC-checked before its entries are returned.
     pub async fn read_from(&self, entry_id: i64, max_bytes: usize) -> Result<LocalBatch> {
         let mut inner = self.inner.clone().lock_owned().await;
-        blocking(move || inner.read_from(entry_id, max_bytes)).await
+        blocking(Io::Read, move || inner.read_from(entry_id, max_bytes)).await
     }
 }
 
@@ -1290,7 +1293,7 @@ pub struct SegmentCheck {
 /// does). `Ok(None)` when there is no `data.log`.
 pub async fn check_segment(dir: impl AsRef<Path>) -> Result<Option<SegmentCheck>> {
     let dir = dir.as_ref().to_path_buf();
-    blocking(move || {
+    blocking(Io::Read, move || {
         let path = dir.join(DATA_FILE);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -1374,7 +1377,7 @@ where
     F: Fn(i64, &DamagedBlock) -> Vec<u8> + Send + 'static,
 {
     let dir = dir.as_ref().to_path_buf();
-    blocking(move || {
+    blocking(Io::Read, move || {
         let path = dir.join(DATA_FILE);
         let mut file = File::open(&path).map_err(|e| io_error("open", &path, e))?;
         let size = file_size(&file, &path)?;
@@ -1632,19 +1635,22 @@ fn fsync_segment(file: &File, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs blocking file work on the blocking pool, inside the caller's span when spans are
-/// exported.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs blocking file work of kind `io` through [`clock::blocking`] (tokio's blocking pool, or
+/// in place in a simulation), inside the caller's span when spans are exported.
+async fn blocking<T: Send + 'static>(
+    io: Io,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let span = if telemetry::trace::exporting() {
         tracing::Span::current()
     } else {
         tracing::Span::none()
     };
-    tokio::task::spawn_blocking(move || span.in_scope(f))
+    clock::blocking::run(io, move || span.in_scope(f))
         .await
         .unwrap_or_else(|e| {
             Err(Error::Backend {
-                op: "spawn_blocking",
+                op: "blocking",
                 path: String::new(),
                 source: Box::new(e),
             })

@@ -265,7 +265,10 @@ impl LogStore {
         // A final checkpoint, so that a clean stop leaves no journal to replay. Segments
         // opened after this sync their blocks themselves.
         if let Some(journal) = self.journal.clone() {
-            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+            let _ = crate::clock::blocking::run(crate::clock::blocking::Io::Write, move || {
+                journal.close();
+            })
+            .await;
         }
     }
 }

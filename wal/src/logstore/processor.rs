@@ -660,7 +660,7 @@ async fn open_local(
 ) -> Result<Opened> {
     let err = |e| LogStoreError::storage(segment, StorageKind::Local, e);
     let path = dir.join(DATA_FILE);
-    let len = match tokio::fs::metadata(&path).await {
+    let len = match crate::clock::blocking::fs::metadata(&path).await {
         Ok(m) => Some(m.len()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -679,13 +679,15 @@ async fn open_local(
         // failed too): the file never held an entry, since none is taken before the header
         // is synced. It is created afresh rather than read as a damaged segment.
         tracing::warn!(segment, path = %path.display(), len, "segment file shorter than its header; creating it again");
-        tokio::fs::remove_file(&path).await.map_err(|e| {
-            err(storage::Error::Backend {
-                op: "remove",
-                path: path.display().to_string(),
-                source: Box::new(e),
-            })
-        })?;
+        crate::clock::blocking::fs::remove_file(&path)
+            .await
+            .map_err(|e| {
+                err(storage::Error::Backend {
+                    op: "remove",
+                    path: path.display().to_string(),
+                    source: Box::new(e),
+                })
+            })?;
         exists = false;
     }
     if exists {

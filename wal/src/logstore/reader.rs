@@ -468,7 +468,7 @@ impl LogStore {
             }
             SegmentLocation::Local(dir) => {
                 if scope == CleanScope::All {
-                    match tokio::fs::remove_dir_all(&dir).await {
+                    match crate::clock::blocking::fs::remove_dir_all(&dir).await {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(fs_error(&segment, "remove", &dir, e)),
@@ -510,7 +510,7 @@ impl LogStore {
             }
             SegmentLocation::Local(dir) => {
                 let data = dir.join(DATA_FILE);
-                match tokio::fs::metadata(&data).await {
+                match crate::clock::blocking::fs::metadata(&data).await {
                     Ok(m) if m.len() > storage::codec::HEADER_RECORD_LEN as u64 => {
                         return Ok(false);
                     }
@@ -519,12 +519,12 @@ impl LogStore {
                     Err(e) => return Err(fs_error(&segment, "stat", &data, e)),
                 }
                 let fence = dir.join(local::FENCE_FILE);
-                match tokio::fs::try_exists(&fence).await {
+                match crate::clock::blocking::fs::try_exists(&fence).await {
                     Ok(false) => {}
                     Ok(true) => return Ok(false),
                     Err(e) => return Err(fs_error(&segment, "stat", &fence, e)),
                 }
-                match tokio::fs::remove_dir_all(&dir).await {
+                match crate::clock::blocking::fs::remove_dir_all(&dir).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(fs_error(&segment, "remove", &dir, e)),

@@ -176,7 +176,9 @@ impl StagedStore {
             return true;
         }
         let marker = self.segment_dir(log_id, segment_id).join(COMPACTED_MARKER);
-        let found = tokio::fs::try_exists(&marker).await.unwrap_or(false);
+        let found = crate::clock::blocking::fs::try_exists(&marker)
+            .await
+            .unwrap_or(false);
         if found {
             self.state().compacted.insert((log_id, segment_id));
         }
@@ -597,7 +599,7 @@ impl StagedStore {
         let segment = segment_name(log_id, segment_id);
         let dir = self.segment_dir(log_id, segment_id);
         let marker = dir.join(COMPACTED_MARKER);
-        let written = tokio::task::spawn_blocking({
+        let written = crate::clock::blocking::io(crate::clock::blocking::Io::Write, {
             let dir = dir.clone();
             let marker = marker.clone();
             move || -> std::io::Result<()> {
@@ -606,8 +608,7 @@ impl StagedStore {
                 std::fs::File::open(&dir)?.sync_all()
             }
         })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        .await;
         written.map_err(|e| fs_error(&segment, "write", &marker, e))?;
         self.state().compacted.insert((log_id, segment_id));
         self.reclaim(log_id, segment_id).await
@@ -622,7 +623,7 @@ impl StagedStore {
         let dir = self.segment_dir(log_id, segment_id);
         for name in [DATA_FILE, FENCE_FILE] {
             let path = dir.join(name);
-            match tokio::fs::remove_file(&path).await {
+            match crate::clock::blocking::fs::remove_file(&path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(fs_error(&segment, "remove", &path, e)),
@@ -671,7 +672,7 @@ impl StagedStore {
             st.compacted.retain(|(l, _)| *l != log_id);
             st.readers.retain(|(l, _), _| *l != log_id);
         }
-        match tokio::fs::remove_dir_all(&log_dir).await {
+        match crate::clock::blocking::fs::remove_dir_all(&log_dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(fs_error(&format!("log {log_id}"), "remove", &log_dir, e)),
@@ -687,7 +688,7 @@ impl StagedStore {
             self.delete_local_log(log_id).await?;
         }
         let journal = self.dir.join(".journal");
-        match tokio::fs::remove_dir_all(&journal).await {
+        match crate::clock::blocking::fs::remove_dir_all(&journal).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(fs_error("instance", "remove", &journal, e)),
@@ -706,7 +707,7 @@ impl StagedStore {
         for log_id in numeric_dirs(&self.dir).await {
             for segment_id in self.local_segments(log_id).await {
                 let dir = self.segment_dir(log_id, segment_id);
-                let has_data = tokio::fs::try_exists(dir.join(DATA_FILE))
+                let has_data = crate::clock::blocking::fs::try_exists(dir.join(DATA_FILE))
                     .await
                     .unwrap_or(false);
                 if has_data && !self.is_compacted(log_id, segment_id).await {
@@ -724,7 +725,7 @@ impl StagedStore {
         let mut done = 0;
         for (log_id, segment_id) in self.unreclaimed_segments().await {
             let data = self.segment_dir(log_id, segment_id).join(DATA_FILE);
-            let old_enough = tokio::fs::metadata(&data)
+            let old_enough = crate::clock::blocking::fs::metadata(&data)
                 .await
                 .ok()
                 .and_then(|m| m.modified().ok())
@@ -759,15 +760,15 @@ impl StagedStore {
 /// Names of the subdirectories of `dir` that are decimal ids.
 async fn numeric_dirs(dir: &Path) -> Vec<i64> {
     let mut out = Vec::new();
-    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+    let Ok(entries) = crate::clock::blocking::fs::read_dir(dir).await else {
         return out;
     };
-    while let Ok(Some(entry)) = rd.next_entry().await {
+    for entry in entries {
         if let Some(id) = entry
             .file_name()
             .to_str()
             .and_then(|n| n.parse::<i64>().ok())
-            && entry.file_type().await.is_ok_and(|t| t.is_dir())
+            && entry.file_type().is_ok_and(|t| t.is_dir())
         {
             out.push(id);
         }

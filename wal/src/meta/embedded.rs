@@ -67,6 +67,7 @@ use super::kv::{
     Compare, KeyValue, Kv, KvError, LeaseId, Revision, Txn, TxnOp, TxnOpResult, TxnResult,
 };
 use crate::clock::ClockRef;
+use crate::clock::blocking::{self, Io};
 
 /// The database file inside the store's directory.
 pub(crate) const DB_FILE: &str = "meta.redb";
@@ -144,7 +145,7 @@ impl EmbeddedKv {
             let dir = dir.clone();
             let clock = clock.clone();
             let at = endpoint.clone();
-            tokio::task::spawn_blocking(move || {
+            blocking::run(Io::Write, move || {
                 open_database(&dir, clock.now_millis()).map_err(|e| e.into_kv(&at))
             })
             .await
@@ -169,15 +170,19 @@ impl EmbeddedKv {
         &self.inner.dir
     }
 
-    /// Runs `f` on the blocking pool and turns its failure into a [`KvError`].
+    /// Runs `f` as blocking work of kind `io` ([`blocking::run`]: the blocking pool, or in place
+    /// in a simulation) and turns its failure into a [`KvError`].
     async fn blocking<T: Send + 'static>(
         &self,
+        io: Io,
         f: impl FnOnce(&Inner) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, KvError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner).map_err(|e| e.into_kv(&inner.endpoint)))
-            .await
-            .map_err(|e| worker_failed(&self.inner.endpoint, &e))?
+        blocking::run(io, move || {
+            f(&inner).map_err(|e| e.into_kv(&inner.endpoint))
+        })
+        .await
+        .map_err(|e| worker_failed(&self.inner.endpoint, &e))?
     }
 
     /// Like [`Self::blocking`] for requests that write: one at a time past this point.
@@ -186,7 +191,7 @@ impl EmbeddedKv {
         f: impl FnOnce(&Inner) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, KvError> {
         let _turn = self.inner.writers.lock().await;
-        self.blocking(f).await
+        self.blocking(Io::Write, f).await
     }
 
     /// Runs a transaction: as a read when it needs no write, else as a write.
@@ -204,7 +209,7 @@ impl EmbeddedKv {
             })
             .await
         } else {
-            self.blocking(move |inner| {
+            self.blocking(Io::Read, move |inner| {
                 inner.read_or_write(|r| txn_read(r, &txn), |w| txn_write(w, &txn))
             })
             .await
@@ -212,7 +217,7 @@ impl EmbeddedKv {
     }
 }
 
-fn worker_failed(endpoint: &str, e: &tokio::task::JoinError) -> KvError {
+fn worker_failed(endpoint: &str, e: &blocking::BlockingError) -> KvError {
     KvError::Unavailable {
         endpoint: endpoint.to_owned(),
         detail: format!("metadata worker failed: {e}"),
@@ -321,7 +326,7 @@ async fn expiry_loop(store: Weak<Inner>, clock: ClockRef) {
             return;
         };
         let endpoint = inner.endpoint.clone();
-        let swept = tokio::task::spawn_blocking(move || {
+        let swept = blocking::run(Io::Write, move || {
             let now = inner.clock.now_millis();
             match inner.read(now, |_| Ok(Some(())))? {
                 Some(()) => Ok(()),

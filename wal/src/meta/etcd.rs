@@ -586,7 +586,7 @@ impl EtcdKv {
 
 async fn tls_options(ssl: &EtcdSslConfig) -> Result<ec::TlsOptions, EtcdConfigError> {
     async fn read(setting: &str, path: &str) -> Result<Vec<u8>, EtcdConfigError> {
-        tokio::fs::read(path.trim())
+        crate::clock::blocking::fs::read(path.trim())
             .await
             .map_err(|e| EtcdConfigError::new(setting, format!("cannot read {}: {e}", path.trim())))
     }

@@ -690,7 +690,7 @@ impl LogStoreNode {
                     .join(".deleted")
                     .join(&tenant.bucket)
                     .join(&tenant.root);
-                let _ = tokio::fs::remove_dir_all(&markers).await;
+                let _ = crate::clock::blocking::fs::remove_dir_all(&markers).await;
                 let mut d = self.deletions.lock().unwrap_or_else(|p| p.into_inner());
                 d.instances.remove(&tenant);
                 d.logs.retain(|(t, _)| *t != tenant);

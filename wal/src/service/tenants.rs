@@ -176,15 +176,15 @@ impl Tenants {
             if parts.len() > 16 {
                 continue;
             }
-            let Ok(mut rd) = tokio::fs::read_dir(&dir).await else {
+            let Ok(entries) = crate::clock::blocking::fs::read_dir(&dir).await else {
                 continue;
             };
             let mut has_journal = false;
-            while let Ok(Some(e)) = rd.next_entry().await {
+            for e in entries {
                 let Some(name) = e.file_name().to_str().map(str::to_string) else {
                     continue;
                 };
-                if !e.file_type().await.is_ok_and(|t| t.is_dir()) {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
                 if name == ".journal" {
