@@ -1,7 +1,9 @@
 //! Deterministic simulation of the engine: one seed picks a cluster (3 to 5 LogStore nodes),
 //! a workload (writers, a fencing second writer, recovery, compaction, read-back) and a fault
-//! plan (partitions, lost requests and replies, delays, node crash and restart, object-store
-//! errors and latency); the run executes the real client, quorum, LogStore node and staged
+//! plan (partitions, lost requests and replies, delays, node crash and restart, power losses
+//! that lose unsynced writes and tear the last ones ([`disk`]), slow disks and `fsync`s,
+//! object-store errors and latency, metadata-store errors before and after applying and
+//! delays ([`meta`])); the run executes the real client, quorum, LogStore node and staged
 //! storage code on a single-threaded tokio runtime whose time is paused (simulated), and
 //! checks Woodpecker's invariants at the end (see [`check`]).
 //!
@@ -27,14 +29,19 @@
 //!
 //! # What is deterministic
 //!
-//! The fault plan, the workload and every per-call fault decision are functions of the seed
-//! (per node, per call number). The engine's interleaving is not, exactly: the local journal
-//! commits on its own OS thread (and its rotation timer reads `std::time::Instant`), and
-//! local segment files and the embedded metadata store (redb) complete on blocking threads,
-//! none of which the paused runtime schedules. Two runs of a seed meet the same faults at the
-//! same simulated times but may interleave differently; [`run::Report::trace_digest`] tells
-//! whether they took the same path. An exact path needs a runtime-driven journal committer
-//! in `storage::segment::journal` and an in-memory metadata store.
+//! Everything: the fault plan, the workload and every per-call fault decision are functions
+//! of the seed (per node, per call number), and the engine's interleaving is fixed too. The
+//! runtime has one thread and paused time; the engine's blocking work (local segment files,
+//! the journal's commits, which the caller writes itself when the journal is idle, as it
+//! always is here, and the embedded metadata store) goes through `clock::blocking`, which the
+//! simulation sets to run in place on that thread ([`run::run_seed`]), so it completes in
+//! program order, never on another thread's timing; directory listings come sorted. A second
+//! run of a seed takes the same path: [`run::Report::trace_digest`] covers the fault trace, the
+//! faults per kind, the acknowledged and read ids and the simulated time, and
+//! `scripts/sim-soak SECONDS FIRST --twice` checks it for every seed it runs. (The journal's
+//! checkpoint thread still syncs and retires journal files on its own; what it does is never
+//! visible to the engine's path: a power loss's image may or may not still hold a retired
+//! file's records, and replay writes back the same bytes either way.)
 //!
 //! [`LogStoreClient`]: wal::client::LogStoreClient
 //! [`LogStoreCluster`]: wal::client::LogStoreCluster
@@ -48,6 +55,8 @@
 
 pub mod check;
 pub mod clock;
+pub mod disk;
+pub mod meta;
 pub mod net;
 pub mod plan;
 pub mod run;

@@ -59,11 +59,19 @@ pub struct NetCounts {
     pub partitions: AtomicU64,
     /// Crash-restarts.
     pub crashes: AtomicU64,
+    /// Crash-restarts that lost what was not synced ([`crate::disk`]).
+    pub hard_crashes: AtomicU64,
+    /// Journaled blocks a hard crash lost from their `data.log` (replay restores them).
+    pub lost_unsynced_blocks: AtomicU64,
+    /// Torn writes a hard crash left at the end of a journal file or a `data.log`.
+    pub torn_tails: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Slot {
     node: Option<Arc<LogStoreNode>>,
+    /// The directory as the last hard crash left it, installed at the restart.
+    image: Option<PathBuf>,
     incarnation: u64,
     partitioned: bool,
     calls: u64,
@@ -180,6 +188,7 @@ impl SimNet {
             dirs.push(dir);
             slots.push(Mutex::new(Slot {
                 node: Some(node),
+                image: None,
                 incarnation: 0,
                 partitioned: false,
                 calls: 0,
@@ -246,19 +255,30 @@ impl SimNet {
 
     /// Node `i` stops answering at once. Its old instance is closed in the background (what
     /// it buffered is flushed, as by a process that dies after its last flush); the node is
-    /// down until [`restart`](Self::restart). Returns the old instance's closing task.
-    pub fn crash(&self, i: usize) -> Option<tokio::task::JoinHandle<()>> {
+    /// down until [`restart`](Self::restart). With `hard`, the restart instead finds the
+    /// directory as a power loss at this instant could have left it ([`crate::disk`]):
+    /// unsynced writes lost, the last writes torn. Returns the old instance's closing task.
+    pub fn crash(&self, i: usize, hard: bool) -> Option<tokio::task::JoinHandle<()>> {
         let old = {
             let mut s = self.slot(i);
             s.incarnation += 1;
-            s.node.take()
-        }?;
+            let old = s.node.take()?;
+            if hard {
+                let image = self.dirs[i].with_extension(format!("crash{}", s.incarnation));
+                match crate::disk::snapshot(&self.dirs[i], &image) {
+                    Ok(()) => s.image = Some(image),
+                    Err(e) => self.note(format!("crash image of node {i} failed: {e}")),
+                }
+            }
+            old
+        };
         self.counts.crashes.fetch_add(1, Ordering::Relaxed);
         Some(tokio::spawn(async move { old.close().await }))
     }
 
     /// Starts node `i` again from its directory (after `closing`, the old instance's close,
-    /// has finished: two instances never share a directory).
+    /// has finished: two instances never share a directory), or from the image its hard
+    /// crash left.
     pub async fn restart(
         &self,
         i: usize,
@@ -267,8 +287,28 @@ impl SimNet {
         if let Some(c) = closing {
             c.await?;
         }
-        if self.slot(i).node.is_some() {
-            return Ok(());
+        let (image, incarnation) = {
+            let mut s = self.slot(i);
+            if s.node.is_some() {
+                return Ok(());
+            }
+            (s.image.take(), s.incarnation)
+        };
+        if let Some(image) = image {
+            let seed = crate::plan::mix(self.seed, i as u64, incarnation);
+            let damage = crate::disk::damage(&image, seed).await?;
+            crate::disk::install_image(&self.dirs[i], &image)?;
+            self.counts.hard_crashes.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .lost_unsynced_blocks
+                .fetch_add(damage.lost_unsynced_blocks, Ordering::Relaxed);
+            self.counts
+                .torn_tails
+                .fetch_add(damage.torn_tails, Ordering::Relaxed);
+            self.note(format!(
+                "node {i} restarts from a power loss: {} torn writes",
+                damage.torn_tails
+            ));
         }
         let node = open_node(
             self.dirs[i].clone(),

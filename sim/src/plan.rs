@@ -59,6 +59,32 @@ pub struct ObjectFaults {
     pub latency: Duration,
 }
 
+/// Metadata-store faults (through [`crate::meta::FaultyKv`]), while the write phase runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetaFaults {
+    /// Calls that fail before they are applied.
+    pub error_before: f64,
+    /// Calls that change something, are applied, and fail (the answer is lost).
+    pub error_after: f64,
+    /// Calls delayed by up to `max_delay`.
+    pub delay: f64,
+    /// The longest delay.
+    pub max_delay: Duration,
+}
+
+/// Local-disk faults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskFaults {
+    /// Crashes are power losses: unsynced writes are lost and the last ones torn
+    /// ([`crate::disk`]); otherwise a crash stops the process after its last flush.
+    pub power_loss: bool,
+    /// Each write or sync of local files takes up to this long (a slow disk, a slow `fsync`);
+    /// zero: at once.
+    pub max_write_latency: Duration,
+    /// Each read of local files takes up to this long.
+    pub max_read_latency: Duration,
+}
+
 /// Everything a seed decides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -83,6 +109,10 @@ pub struct Plan {
     pub messages: MessageFaults,
     /// Object-store faults.
     pub objects: ObjectFaults,
+    /// Local-disk faults.
+    pub disk: DiskFaults,
+    /// Metadata-store faults.
+    pub meta: MetaFaults,
 }
 
 impl Plan {
@@ -140,6 +170,24 @@ impl Plan {
                 0
             }),
         };
+        // Drawn last, so that the draws above give every seed the plan it had before disk
+        // faults existed.
+        let slow = rng.random_bool(0.4);
+        let disk = DiskFaults {
+            power_loss: rng.random_bool(0.75),
+            max_write_latency: Duration::from_millis(if slow {
+                rng.random_range(1..=40)
+            } else {
+                0
+            }),
+            max_read_latency: Duration::from_millis(if slow { rng.random_range(0..=5) } else { 0 }),
+        };
+        let meta = MetaFaults {
+            error_before: rate(&mut rng, 0.05),
+            error_after: rate(&mut rng, 0.03),
+            delay: rate(&mut rng, 0.3),
+            max_delay: Duration::from_millis(rng.random_range(1..=300)),
+        };
         Plan {
             seed,
             nodes,
@@ -151,6 +199,8 @@ impl Plan {
             faults,
             messages,
             objects,
+            disk,
+            meta,
         }
     }
 }
@@ -158,13 +208,18 @@ impl Plan {
 /// A number in `[0, 1)` that depends only on `seed` and the two coordinates (splitmix64),
 /// for decisions that must not depend on the order in which tasks draw them.
 pub fn draw(seed: u64, a: u64, b: u64) -> f64 {
+    (mix(seed, a, b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A 64-bit value that depends only on `seed` and the two coordinates (splitmix64): the seed
+/// of a decision's own generator.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut z = seed
         .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@
 //! 5. **compact**: auditor passes until every completed segment is sealed (compacted into the
 //!    object store), then the log is read again, now from the compacted copies.
 
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,11 +29,14 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use proto::meta::SegmentState;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use storage::object::faults::{FaultInjectingStore, FaultRule, Op};
 use wal::client::{
     Client, ClientError, ClientSettings, LogHandle, LogWriter, ReplicationSettings, code,
 };
 use wal::clock::ClockRef;
+use wal::clock::blocking::{Inline, Io, inline_here};
 use wal::config::SegmentRollingPolicy;
 use wal::message::{LogMessageId, WriteMessage};
 use wal::meta::embedded::EmbeddedKv;
@@ -40,6 +45,7 @@ use wal::meta::{KvMetadata, MetadataProvider};
 
 use crate::check::{Ack, History, Violation, check};
 use crate::clock::SimClock;
+use crate::meta::FaultyKv;
 use crate::net::{SimCluster, SimNet};
 use crate::plan::{Fault, Plan};
 
@@ -73,6 +79,20 @@ pub struct FaultCounts {
     pub object_errors_after: u64,
     /// Runs with object-store latency.
     pub object_latency_runs: u64,
+    /// Crashes that were power losses (the rest stopped after their last flush).
+    pub power_losses: u64,
+    /// Journaled blocks a power loss took from their `data.log` (replay restores them).
+    pub lost_unsynced_blocks: u64,
+    /// Torn writes a power loss left at the end of a journal file or a `data.log`.
+    pub torn_tails: u64,
+    /// Local file operations slowed down (a slow disk or `fsync`).
+    pub slow_disk_ops: u64,
+    /// Metadata-store calls failed before they were applied.
+    pub meta_errors_before: u64,
+    /// Metadata-store calls that were applied and then failed (the answer was lost).
+    pub meta_errors_after: u64,
+    /// Metadata-store calls delayed.
+    pub meta_delayed: u64,
 }
 
 impl FaultCounts {
@@ -88,6 +108,22 @@ impl FaultCounts {
         self.object_errors_before += o.object_errors_before;
         self.object_errors_after += o.object_errors_after;
         self.object_latency_runs += o.object_latency_runs;
+        self.power_losses += o.power_losses;
+        self.lost_unsynced_blocks += o.lost_unsynced_blocks;
+        self.torn_tails += o.torn_tails;
+        self.slow_disk_ops += o.slow_disk_ops;
+        self.meta_errors_before += o.meta_errors_before;
+        self.meta_errors_after += o.meta_errors_after;
+        self.meta_delayed += o.meta_delayed;
+    }
+
+    /// The counts the engine's path decides: all but `lost_unsynced_blocks` (see
+    /// [`crate::disk::CrashDamage`]).
+    pub fn on_path(&self) -> FaultCounts {
+        FaultCounts {
+            lost_unsynced_blocks: 0,
+            ..*self
+        }
     }
 
     /// Every fault injected.
@@ -101,6 +137,13 @@ impl FaultCounts {
             + self.partitioned_calls
             + self.object_errors_before
             + self.object_errors_after
+            + self.power_losses
+            + self.lost_unsynced_blocks
+            + self.torn_tails
+            + self.slow_disk_ops
+            + self.meta_errors_before
+            + self.meta_errors_after
+            + self.meta_delayed
     }
 }
 
@@ -128,7 +171,9 @@ pub struct Report {
     pub faults: FaultCounts,
     /// Simulated time of the run.
     pub simulated: Duration,
-    /// A digest of the fault trace and the acknowledged ids: equal digests, same path.
+    /// A digest of the run's path: the fault trace, the faults injected per call, the
+    /// acknowledged and read ids, the segments, the reopens and the simulated time. Equal
+    /// digests, same path.
     pub trace_digest: u64,
     /// The fault trace (timed faults, writer reopens and their errors).
     pub trace: Vec<String>,
@@ -191,7 +236,38 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
             phase: "runtime".into(),
             error: e.to_string(),
         })?;
-    rt.block_on(run(Plan::from_seed(seed)))
+    let plan = Plan::from_seed(seed);
+    // Blocking work (local files, the metadata store) runs in place on this thread, the
+    // runtime's only one, so that its completion is scheduled with everything else; a slow
+    // disk gives each operation a simulated duration drawn from the seed in the order the
+    // operations come, which the deterministic path fixes.
+    let slow_ops = Rc::new(Cell::new(0u64));
+    let _inline = inline_here(slow_disk(&plan, slow_ops.clone()));
+    rt.block_on(run(plan, slow_ops))
+}
+
+/// How the run's file work is done: in place, slowed down as the plan's disk faults say.
+fn slow_disk(plan: &Plan, slow_ops: Rc<Cell<u64>>) -> Inline {
+    let (write, read) = (plan.disk.max_write_latency, plan.disk.max_read_latency);
+    if write.is_zero() && read.is_zero() {
+        return Inline::immediate();
+    }
+    let rng = RefCell::new(StdRng::seed_from_u64(crate::plan::mix(
+        plan.seed,
+        0x6469_736b,
+        0,
+    )));
+    Inline::delayed(move |io| {
+        let max = match io {
+            Io::Write => write,
+            Io::Read => read,
+        };
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        slow_ops.set(slow_ops.get() + 1);
+        max.mul_f64(rng.borrow_mut().random_range(0.0..1.0))
+    })
 }
 
 struct Ctx {
@@ -332,6 +408,7 @@ fn spawn_fault_driver(
     pending: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 ) -> tokio::task::JoinHandle<()> {
     let faults = plan.faults.clone();
+    let power_loss = plan.disk.power_loss;
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         for t in faults {
@@ -349,7 +426,7 @@ fn spawn_fault_driver(
                 }
                 Fault::CrashRestart { node, down_for } => {
                     net.note(format!("{:?} crash node {node}", t.at));
-                    let closing = net.crash(node);
+                    let closing = net.crash(node, power_loss);
                     let net = net.clone();
                     let restart = tokio::spawn(async move {
                         tokio::time::sleep(down_for).await;
@@ -449,7 +526,20 @@ fn stopped(ctx: &Ctx, read: &[(LogMessageId, String)], f: Failure) -> Failure {
     }
 }
 
-async fn run(plan: Plan) -> Result<Report, Failure> {
+/// The run's directory (node data, the metadata store): in memory where the system has a
+/// tmpfs at `/dev/shm`, since the simulation's file work runs in place on its one thread and
+/// a real disk's syncs would only slow it down; else the usual temporary directory.
+fn sim_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("wp-sim").tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::tempdir()
+}
+
+async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
     let seed = plan.seed;
     let ctx = Ctx {
         seed,
@@ -458,7 +548,7 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
     };
     let sim = SimClock::new(1_700_000_000_000);
     let clock: ClockRef = Arc::new(sim);
-    let dir = tempfile::tempdir().map_err(|e| ctx.err("setup", e))?;
+    let dir = sim_dir().map_err(|e| ctx.err("setup", e))?;
 
     let faulty = FaultInjectingStore::new(Arc::new(InMemory::new()), seed);
     let all_ops = [Op::Put, Op::Get, Op::Head, Op::List, Op::Delete, Op::Copy];
@@ -477,11 +567,13 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
     }
     let objects: Arc<dyn ObjectStore> = Arc::new(faulty.clone());
 
-    let kv: Arc<dyn Kv> = Arc::new(
+    let store: Arc<dyn Kv> = Arc::new(
         EmbeddedKv::open(dir.path().join("meta"), clock.clone())
             .await
             .map_err(|e| ctx.err("setup", e))?,
     );
+    let faulty_meta = Arc::new(FaultyKv::new(store, seed, plan.meta));
+    let kv: Arc<dyn Kv> = faulty_meta.clone();
     let meta = KvMetadata::with_prefix(kv, "sim/woodpecker", clock.clone());
     meta.init_if_necessary()
         .await
@@ -511,6 +603,7 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
     // 1. write, under faults.
     let pending = Arc::new(Mutex::new(Vec::new()));
     let driver = spawn_fault_driver(net.clone(), &plan, pending.clone());
+    faulty_meta.set_on(true);
     let mut writer_reopens = 0usize;
     let mut w0 = Arc::new(open_writer(&ctx, &log, "open writer 0", true).await?);
     let mut next = 0usize;
@@ -573,6 +666,7 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
         }
     }
     net.calm();
+    faulty_meta.set_on(false);
 
     // 3. recover: a new writer fences and completes whatever is active; writes must now work.
     let w2 = open_writer(&ctx, &log, "open recovery writer", false).await?;
@@ -670,11 +764,6 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
 
     let injected = faulty.stats();
     let h = ctx.lock();
-    let mut hasher = DefaultHasher::new();
-    net.trace().hash(&mut hasher);
-    for a in &h.acks {
-        (a.writer, a.id.segment_id, a.id.entry_id, &a.payload).hash(&mut hasher);
-    }
     let c = &net.counts;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let faults = FaultCounts {
@@ -688,7 +777,35 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
         object_errors_before: injected.before,
         object_errors_after: injected.after,
         object_latency_runs: u64::from(!plan.objects.latency.is_zero()),
+        power_losses: load(&c.hard_crashes),
+        lost_unsynced_blocks: load(&c.lost_unsynced_blocks),
+        torn_tails: load(&c.torn_tails),
+        slow_disk_ops: slow_ops.get(),
+        meta_errors_before: load(&faulty_meta.counts.errors_before),
+        meta_errors_after: load(&faulty_meta.counts.errors_after),
+        meta_delayed: load(&faulty_meta.counts.delayed),
     };
+    let fence_retries = usize::try_from(ctx.fence_retries.load(Ordering::Relaxed)).unwrap_or(0);
+    let simulated = Duration::from_millis(sim.elapsed_millis());
+    // Everything the run did that the engine's path decides: equal digests, same path.
+    let mut hasher = DefaultHasher::new();
+    net.trace().hash(&mut hasher);
+    for a in &h.acks {
+        (a.writer, a.id.segment_id, a.id.entry_id, &a.payload).hash(&mut hasher);
+    }
+    for (id, payload) in &second_read {
+        (id.segment_id, id.entry_id, payload).hash(&mut hasher);
+    }
+    format!("{:?}", faults.on_path()).hash(&mut hasher);
+    (
+        h.sent.len(),
+        segments,
+        sealed,
+        writer_reopens,
+        fence_retries,
+        simulated,
+    )
+        .hash(&mut hasher);
     Ok(Report {
         sent: h.sent.len(),
         acked: h.acks.len(),
@@ -696,9 +813,9 @@ async fn run(plan: Plan) -> Result<Report, Failure> {
         segments,
         sealed,
         writer_reopens,
-        fence_retries: usize::try_from(ctx.fence_retries.load(Ordering::Relaxed)).unwrap_or(0),
+        fence_retries,
         faults,
-        simulated: Duration::from_millis(sim.elapsed_millis()),
+        simulated,
         trace_digest: hasher.finish(),
         trace: net.trace(),
         plan,

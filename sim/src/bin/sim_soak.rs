@@ -1,7 +1,8 @@
-//! `sim-soak SECONDS [FIRST_SEED]`: runs simulation seeds one after the other until the time
-//! is up, then prints the runs, the faults injected per kind and the lost entries (0 unless
-//! a seed failed; a failing seed is printed with its reproduction command and the soak
-//! exits non-zero).
+//! `sim-soak SECONDS [FIRST_SEED] [--twice]`: runs simulation seeds one after the other until
+//! the time is up, then prints the runs, the faults injected per kind and the lost entries (0
+//! unless a seed failed; a failing seed is printed with its reproduction command and the soak
+//! exits non-zero). With `--twice` every seed runs a second time and must take the same path
+//! (the same [`sim::Report::trace_digest`]); a seed whose paths differ fails the soak too.
 
 // The soak runs seeds for a wall-clock budget, in real time.
 #![allow(clippy::disallowed_methods)]
@@ -10,11 +11,47 @@ use std::time::{Duration, Instant};
 
 use sim::run::FaultCounts;
 
+/// Real time after which a seed still running is reported: a run takes well under a second
+/// of real time, so one that takes this long spins without moving simulated time.
+const SLOW: Duration = Duration::from_secs(60);
+
+/// Starts a thread that reports, on standard error, a seed running for longer than [`SLOW`];
+/// the soak stores the seed it starts in the returned cell.
+fn watchdog() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let current = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+    let watched = current.clone();
+    std::thread::spawn(move || {
+        let (mut seen, mut since, mut reported) = (u64::MAX, Instant::now(), false);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = watched.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since, reported) = (now, Instant::now(), false);
+            } else if !reported && since.elapsed() > SLOW {
+                eprintln!(
+                    "SLOW seed {seen}: still running after {} s of real time",
+                    SLOW.as_secs()
+                );
+                reported = true;
+            }
+        }
+    });
+    current
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let (flags, positional): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let twice = match flags.as_slice() {
+        [] => false,
+        [f] if f == "--twice" => true,
+        _ => anyhow::bail!("usage: sim-soak SECONDS [FIRST_SEED] [--twice]"),
+    };
+    let mut args = positional.into_iter();
     let secs: u64 = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: sim-soak SECONDS [FIRST_SEED]"))?
+        .ok_or_else(|| anyhow::anyhow!("usage: sim-soak SECONDS [FIRST_SEED] [--twice]"))?
         .parse()?;
     let first: u64 = match args.next() {
         Some(s) => s.parse()?,
@@ -31,10 +68,26 @@ fn main() -> anyhow::Result<()> {
     let mut faults = FaultCounts::default();
     let mut failed = Vec::new();
     let (mut violated, mut lost, mut hangs, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut diverged = Vec::new();
     let mut seed = first;
+    let current = watchdog();
     while Instant::now() < deadline {
+        current.store(seed, std::sync::atomic::Ordering::Relaxed);
         match sim::run_seed(seed) {
             Ok(r) => {
+                if twice {
+                    match sim::run_seed(seed) {
+                        Ok(again) if again.trace_digest == r.trace_digest => {}
+                        Ok(_) => {
+                            eprintln!("DIVERGED seed {seed}: a second run took another path");
+                            diverged.push(seed);
+                        }
+                        Err(e) => {
+                            eprintln!("DIVERGED seed {seed}: a second run failed: {e}");
+                            diverged.push(seed);
+                        }
+                    }
+                }
                 acked += r.acked as u64;
                 sealed += r.sealed as u64;
                 reopens += r.writer_reopens as u64;
@@ -82,10 +135,26 @@ fn main() -> anyhow::Result<()> {
     println!("  object errors before  {}", faults.object_errors_before);
     println!("  object errors after   {}", faults.object_errors_after);
     println!("  runs with object latency {}", faults.object_latency_runs);
+    println!("  power losses (of the crashes) {}", faults.power_losses);
+    println!("  unsynced blocks lost  {}", faults.lost_unsynced_blocks);
+    println!("  torn writes           {}", faults.torn_tails);
+    println!("  slow disk operations  {}", faults.slow_disk_ops);
+    println!("  metadata errors before {}", faults.meta_errors_before);
+    println!("  metadata errors after {}", faults.meta_errors_after);
+    println!("  metadata calls delayed {}", faults.meta_delayed);
     println!("lost acknowledged entries: {lost}");
-    if failed.is_empty() {
-        Ok(())
-    } else {
+    if twice {
+        println!(
+            "second runs that took another path: {} of {}",
+            diverged.len(),
+            runs - failed.len() as u64
+        );
+    }
+    if !failed.is_empty() {
         anyhow::bail!("failing seeds: {failed:?}")
     }
+    if !diverged.is_empty() {
+        anyhow::bail!("seeds whose second run took another path: {diverged:?}")
+    }
+    Ok(())
 }
