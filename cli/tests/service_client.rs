@@ -7,7 +7,7 @@
 //!   auditor compacted every finished segment into object storage and every node lost its
 //!   local data (so the reads can only come from MinIO);
 //! * the chaos loop (issue 19): SIGKILL and SIGSTOP/SIGCONT of LogStore nodes, and
-//!   SIGSTOP/SIGCONT of MinIO and etcd, with the same checks;
+//!   SIGSTOP/SIGCONT and SIGKILL-restarts of MinIO and etcd, with the same checks;
 //! * `woodpecker log create/write/tail` run against the cluster with one node down.
 //!
 //! Needs etcd and MinIO from `scripts/services start` (`WOODPECKER_TEST_ETCD_ENDPOINT`,
@@ -511,6 +511,22 @@ fn service_pid(name: &str) -> Option<u32> {
         .ok()
 }
 
+/// Crashes test service `name` (SIGKILL) and starts it again on its ports with its data
+/// (`scripts/services restart`, which started it); returns once it is healthy again.
+fn restart_service(name: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+    let out = Command::new(script)
+        .args(["restart", name])
+        .output()
+        .expect("run scripts/services restart");
+    assert!(
+        out.status.success(),
+        "scripts/services restart {name}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Rounds of the chaos loop (`WOODPECKER_CHAOS_ROUNDS` overrides).
 fn chaos_rounds() -> usize {
     std::env::var("WOODPECKER_CHAOS_ROUNDS")
@@ -521,8 +537,9 @@ fn chaos_rounds() -> usize {
 
 /// The chaos loop of issue 19 on real processes: while a writer writes, each round injects
 /// one fault drawn at random: SIGKILL and restart of a LogStore node, SIGSTOP/SIGCONT of a
-/// node, of MinIO or of etcd (the last two only when `scripts/services` started them and
-/// `WOODPECKER_SERVICES_DIR` names its state). Then the same checks as the kill loop: every
+/// node, SIGSTOP/SIGCONT or SIGKILL and restart (same ports, same data) of MinIO or of etcd
+/// (those only when `scripts/services` started them and `WOODPECKER_SERVICES_DIR` names its
+/// state). Then the same checks as the kill loop: every
 /// acknowledged entry read back in order exactly once from the LogStores, and again from
 /// object storage after compaction and the loss of every node's local data.
 async fn chaos_loop(nodes: usize) {
@@ -535,16 +552,16 @@ async fn chaos_loop(nodes: usize) {
     let mut acked: Vec<(String, LogMessageId)> = Vec::new();
     let started = Instant::now();
     acked.extend(acknowledged(writer.as_ref().unwrap(), 0).await);
-    let services: Vec<(&str, u32)> = ["minio", "etcd"]
+    let services: Vec<&'static str> = ["minio", "etcd"]
         .into_iter()
-        .filter_map(|n| service_pid(n).map(|p| (n, p)))
+        .filter(|n| service_pid(n).is_some())
         .collect();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for round in 1..=chaos_rounds() {
         let (kind, victim, pause) = {
             let mut rng = rand::rng();
             (
-                rng.random_range(0..2 + services.len()),
+                rng.random_range(0..2 + 2 * services.len()),
                 rng.random_range(0..nodes),
                 Duration::from_millis(rng.random_range(200..3_000)),
             )
@@ -571,8 +588,9 @@ async fn chaos_loop(nodes: usize) {
                 acked.extend(settle(during).await);
                 *counts.entry("SIGSTOP/SIGCONT logstore".into()).or_default() += 1;
             }
-            k => {
-                let (name, pid) = services[k - 2];
+            k if k < 2 + services.len() => {
+                let name = services[k - 2];
+                let pid = service_pid(name).expect("the service is running");
                 signal(pid, "STOP");
                 during = issue(w, round * 3 + 1, 20);
                 tokio::time::sleep(pause).await;
@@ -580,6 +598,15 @@ async fn chaos_loop(nodes: usize) {
                 acked.extend(settle(before).await);
                 acked.extend(settle(during).await);
                 *counts.entry(format!("SIGSTOP/SIGCONT {name}")).or_default() += 1;
+            }
+            k => {
+                let name = services[k - 2 - services.len()];
+                let restart = tokio::task::spawn_blocking(move || restart_service(name));
+                during = issue(w, round * 3 + 1, 20);
+                restart.await.expect("restart of a service");
+                acked.extend(settle(before).await);
+                acked.extend(settle(during).await);
+                *counts.entry(format!("SIGKILL+restart {name}")).or_default() += 1;
             }
         }
         if !writer.as_ref().unwrap().is_valid() {
@@ -652,7 +679,8 @@ async fn chaos_loop(nodes: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_logstores_lose_no_acknowledged_entry_through_kills_and_pauses_of_every_process() {
+async fn four_logstores_lose_no_acknowledged_entry_through_kills_pauses_and_restarts_of_every_process()
+ {
     chaos_loop(4).await;
 }
 

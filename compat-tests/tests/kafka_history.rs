@@ -15,7 +15,8 @@
 //!   below its final committed offset.
 //!
 //! A second run puts serve's metadata on etcd and its segments on MinIO, and pauses those
-//! too. The run is bounded by time: `KAFKA_HISTORY_SECS` (default 20) of faults, then a bounded
+//! too, and kills and restarts them (`scripts/services restart`: SIGKILL, then the same ports
+//! and data). The run is bounded by time: `KAFKA_HISTORY_SECS` (default 20) of faults, then a bounded
 //! drain. Waits are for events (acknowledgements, reads); the fault loop's pauses are the
 //! workload, not assertions.
 
@@ -220,13 +221,35 @@ struct Faults {
     restarts: u32,
     /// SIGSTOP/SIGCONT of MinIO or etcd.
     service_pauses: u32,
+    /// SIGKILL and restart of MinIO or etcd (same ports, same data).
+    service_restarts: u32,
+}
+
+/// Crashes service `name` (SIGKILL) and starts it again on its ports with its data, through
+/// `scripts/services restart` (which started it); returns once it is healthy again.
+async fn restart_service(name: &'static str) -> Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(script)
+            .args(["restart", name])
+            .output()
+    })
+    .await??;
+    if !out.status.success() {
+        bail!(
+            "scripts/services restart {name}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 async fn chaos(
     server: &mut Server,
     until: Instant,
     history: &History,
-    services: &[(&'static str, u32)],
+    services: &[&'static str],
 ) -> Result<Faults> {
     let mut f = Faults::default();
     while Instant::now() < until {
@@ -234,7 +257,7 @@ async fn chaos(
             let mut rng = rand::rng();
             (
                 Duration::from_millis(rng.random_range(500..2_500)),
-                rng.random_range(0..3 + services.len()),
+                rng.random_range(0..3 + 2 * services.len()),
                 Duration::from_millis(rng.random_range(200..3_000)),
             )
         };
@@ -259,13 +282,20 @@ async fn chaos(
                 server.restart().await?;
                 f.restarts += 1;
             }
-            k => {
-                let (name, pid) = services[k - 3];
+            k if k < 3 + services.len() => {
+                let name = services[k - 3];
+                let pid = service_pid(name).with_context(|| format!("{name} is not running"))?;
                 history.push(Event::Fault(name));
                 signal(pid, "STOP")?;
                 tokio::time::sleep(pause).await;
                 signal(pid, "CONT")?;
                 f.service_pauses += 1;
+            }
+            k => {
+                let name = services[k - 3 - services.len()];
+                history.push(Event::Fault(name));
+                restart_service(name).await?;
+                f.service_restarts += 1;
             }
         }
     }
@@ -495,7 +525,7 @@ fn service_pid(name: &str) -> Option<u32> {
 }
 
 /// The same history with serve's metadata on etcd and its segments on MinIO, and MinIO and
-/// etcd paused (SIGSTOP/SIGCONT) among the faults when `WOODPECKER_SERVICES_DIR` names the
+/// etcd paused (SIGSTOP/SIGCONT) and killed and restarted among the faults when `WOODPECKER_SERVICES_DIR` names the
 /// state of the `scripts/services` that started them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotent_producer_and_group_on_etcd_and_minio_under_faults_of_every_process()
@@ -525,14 +555,14 @@ async fn idempotent_producer_and_group_on_etcd_and_minio_under_faults_of_every_p
     )?;
     let config_arg = config.display().to_string();
     let server = Server::start_with(&["--config", &config_arg]).await?;
-    let services: Vec<(&'static str, u32)> = ["minio", "etcd"]
+    let services: Vec<&'static str> = ["minio", "etcd"]
         .into_iter()
-        .filter_map(|n| service_pid(n).map(|p| (n, p)))
+        .filter(|n| service_pid(n).is_some())
         .collect();
     history_run(server, &services).await
 }
 
-async fn history_run(mut server: Server, services: &[(&'static str, u32)]) -> Result<()> {
+async fn history_run(mut server: Server, services: &[&'static str]) -> Result<()> {
     let bootstrap = server.bootstrap();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -599,11 +629,12 @@ async fn history_run(mut server: Server, services: &[(&'static str, u32)]) -> Re
     println!(
         "kafka history: {sent} sent, {acked} acknowledged, {failed} failed for good, {commits} \
          commits, {rewinds} re-deliveries; faults: {} SIGKILL, {} SIGSTOP/SIGCONT, {} restarts of \
-         serve, {} SIGSTOP/SIGCONT of MinIO or etcd; {} violations",
+         serve, {} SIGSTOP/SIGCONT and {} SIGKILL-restarts of MinIO or etcd; {} violations",
         faults.kills,
         faults.pauses,
         faults.restarts,
         faults.service_pauses,
+        faults.service_restarts,
         violations.len()
     );
     assert!(acked > 0, "nothing was acknowledged");
