@@ -502,8 +502,21 @@ async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
         tool(configs, &admin, &args)?,
     )
     .await?;
-    // (`--describe` of users also asks for client quotas, DescribeClientQuotas, which is not
-    // served: that alice can log in below is what shows the credential.)
+    // `--describe` of users asks for client quotas (DescribeClientQuotas) and SCRAM
+    // credentials (DescribeUserScramCredentials) together.
+    let mut args = user.to_vec();
+    args.push("--describe");
+    let out = output(
+        "kafka-configs.sh --describe users",
+        tool(configs, &admin, &args)?,
+    )
+    .await?;
+    ensure!(
+        out.contains(
+            "SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192"
+        ),
+        "{out}"
+    );
 
     output(
         "kafka-topics.sh --create",
