@@ -240,23 +240,27 @@ impl Filter {
             }
             if parsed.iter().any(|(t, _)| t == entity_type) {
                 return Err(invalid(format!(
-                    "Duplicate filter component entity type {entity_type}"
+                    "Entity type {entity_type} cannot appear more than once in the filter."
                 )));
             }
             let m = match (match_type, name) {
                 (0, Some(n)) => Match::Exact(n.to_string()),
                 (0, None) => {
                     return Err(invalid(
-                        "Request specified MATCH_TYPE_EXACT, but set match string to null",
+                        "Request specified MATCH_TYPE_EXACT, but set match string to null.",
                     ));
                 }
                 (1, None) => Match::Default,
                 (2, None) => Match::Any,
-                (1 | 2, Some(_)) => {
-                    return Err(invalid(format!(
-                        "Request specified match type {match_type} (default or any), but set \
-                         a match string"
-                    )));
+                (1, Some(_)) => {
+                    return Err(invalid(
+                        "Request specified MATCH_TYPE_DEFAULT, but also specified a match string.",
+                    ));
+                }
+                (2, Some(_)) => {
+                    return Err(invalid(
+                        "Request specified MATCH_TYPE_SPECIFIED, but also specified a match string.",
+                    ));
                 }
                 (other, _) => return Err(invalid(format!("Unknown match type {other}"))),
             };
