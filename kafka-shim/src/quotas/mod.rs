@@ -541,10 +541,7 @@ impl Quotas {
             }
             let written = if values.is_empty() {
                 match &current {
-                    Some(_) => {
-                        self.store.delete(&key).await?;
-                        true
-                    }
+                    Some(r) => self.store.delete_at(&key, r.revision).await?,
                     None => true,
                 }
             } else {
