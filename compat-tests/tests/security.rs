@@ -502,8 +502,21 @@ async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
         tool(configs, &admin, &args)?,
     )
     .await?;
-    // (`--describe` of users also asks for client quotas, DescribeClientQuotas, which is not
-    // served: that alice can log in below is what shows the credential.)
+    // `--describe` of users asks for client quotas (DescribeClientQuotas) and SCRAM
+    // credentials (DescribeUserScramCredentials) together.
+    let mut args = user.to_vec();
+    args.push("--describe");
+    let out = output(
+        "kafka-configs.sh --describe users",
+        tool(configs, &admin, &args)?,
+    )
+    .await?;
+    ensure!(
+        out.contains(
+            "SCRAM credential configs for user-principal 'alice' are SCRAM-SHA-256=iterations=8192"
+        ),
+        "{out}"
+    );
 
     output(
         "kafka-topics.sh --create",
@@ -537,6 +550,33 @@ async fn kafka_acls_and_configs_tools_over_sasl_ssl_scram() -> Result<()> {
     )
     .await?;
     failure("kafka-topics.sh --alter as alice, no ACL", grow("2")?).await?;
+    // Client quotas need ALTER_CONFIGS / DESCRIBE_CONFIGS on the cluster.
+    let quota = [
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "alice",
+        "--alter",
+        "--add-config",
+        "producer_byte_rate=1048576",
+    ];
+    let out = failure(
+        "kafka-configs.sh --alter quotas as alice",
+        tool(configs, &alice, &quota)?,
+    )
+    .await?;
+    ensure!(out.contains("ClusterAuthorizationException"), "{out}");
+    let out = failure(
+        "kafka-configs.sh --describe users as alice",
+        tool(configs, &alice, &["--entity-type", "users", "--describe"])?,
+    )
+    .await?;
+    ensure!(out.contains("ClusterAuthorizationException"), "{out}");
+    output(
+        "kafka-configs.sh --alter quotas as admin",
+        tool(configs, &admin, &quota)?,
+    )
+    .await?;
     let out = failure(
         "kafka-configs.sh --alter as alice, no ACL",
         tool(configs, &alice, &topic_config)?,

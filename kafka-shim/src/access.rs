@@ -30,6 +30,8 @@
 //! | OffsetDelete | DELETE group, READ topic | `GROUP_AUTHORIZATION_FAILED`; `TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | DescribeAcls, DescribeUserScramCredentials | DESCRIBE cluster | `CLUSTER_AUTHORIZATION_FAILED` |
 //! | CreateAcls, DeleteAcls, AlterUserScramCredentials | ALTER cluster | `CLUSTER_AUTHORIZATION_FAILED` per entry |
+//! | DescribeClientQuotas | DESCRIBE_CONFIGS cluster | `CLUSTER_AUTHORIZATION_FAILED` |
+//! | AlterClientQuotas | ALTER_CONFIGS cluster | `CLUSTER_AUTHORIZATION_FAILED` per entry |
 //!
 //! Without an authorizer everything is allowed and the ACL APIs answer `SECURITY_DISABLED`.
 

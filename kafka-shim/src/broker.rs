@@ -23,6 +23,7 @@ use crate::fetch_session::FetchSessions;
 use crate::groups::{GroupCoordinator, GroupSettings, MemberOrigin};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
+use crate::quotas::Quotas;
 use crate::security::Session;
 use crate::security::acl::{Authorizer, AuthorizerConfig};
 use crate::security::credentials::Credentials;
@@ -60,6 +61,9 @@ pub struct BrokerConfig {
     /// Partitions held by fetch sessions over all clients
     /// (`max.incremental.fetch.session.cache.slots`; 0: no sessions).
     pub fetch_session_slots: usize,
+    /// How client byte rates are measured for quotas (`quota.window.num`,
+    /// `quota.window.size.seconds`).
+    pub quota_window: crate::quotas::rate::QuotaWindow,
     /// The broker's time: topic creation times, retention, fetch waits, reopen pauses. The
     /// group and transaction coordinators read the clocks of their own settings;
     /// [`BrokerConfig::with_clock`] sets all three.
@@ -91,6 +95,7 @@ impl Default for BrokerConfig {
             advertised_listeners: None,
             transactions: TxnSettings::default(),
             fetch_session_slots: crate::fetch_session::DEFAULT_SLOTS,
+            quota_window: Default::default(),
             clock: SystemClock::shared(),
         }
     }
@@ -114,6 +119,7 @@ pub struct Broker {
     pub(crate) cluster_id: String,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) fetch_sessions: FetchSessions,
+    pub(crate) quotas: Quotas,
 }
 
 impl std::fmt::Debug for Broker {
@@ -170,6 +176,7 @@ impl Broker {
             None => None,
         };
         let credentials = Credentials::new(store.clone());
+        let quotas = Quotas::open(store.clone(), config.quota_window, config.clock.clone()).await?;
         let txn = TxnCoordinator::open(store.clone(), config.transactions.clone()).await?;
         let producer_ids = ProducerIds::new(store);
         metrics
@@ -194,6 +201,7 @@ impl Broker {
             txn,
             cluster_id,
             metrics,
+            quotas,
         });
         // Transactions a crash left prepared are completed before anything is served, as a
         // Kafka coordinator does when it loads its log; expired open ones are aborted.
@@ -483,14 +491,17 @@ impl Broker {
         } = request;
         let me = self.clone();
         let s = session.clone();
+        let client_id = header.client_id.as_deref().unwrap_or("").to_owned();
         self.metrics.request(key);
         // The authorization hook: requests refused as a whole are answered here.
         if let Some(refused) = self.refuse(session, &body, version) {
             return Ok(Box::pin(async move { refused }));
         }
         Ok(match body {
-            Body::Produce(req) => self.produce(session, req, version).await,
-            Body::Fetch(req) => Box::pin(async move { me.fetch(&s, req, version).await }),
+            Body::Produce(req) => self.produce(session, &client_id, req, version).await,
+            Body::Fetch(req) => {
+                Box::pin(async move { me.fetch(&s, &client_id, req, version).await })
+            }
             Body::ListOffsets(req) => {
                 Box::pin(async move { me.list_offsets(&s, req, version).await })
             }
@@ -535,7 +546,7 @@ impl Broker {
             }
             Body::JoinGroup(req) => {
                 let origin = MemberOrigin {
-                    client_id: header.client_id.as_deref().unwrap_or("").to_owned(),
+                    client_id: client_id.clone(),
                     host: session.host.clone(),
                 };
                 Box::pin(async move {
@@ -591,6 +602,12 @@ impl Broker {
             }
             Body::DeleteAcls(req) => {
                 Box::pin(async move { me.delete_acls(&s, req, version).await })
+            }
+            Body::DescribeClientQuotas(req) => {
+                Box::pin(async move { me.describe_client_quotas(&s, req, version).await })
+            }
+            Body::AlterClientQuotas(req) => {
+                Box::pin(async move { me.alter_client_quotas(&s, req, version).await })
             }
             Body::DescribeUserScramCredentials(req) => {
                 Box::pin(async move { me.describe_scram_credentials(&s, req, version).await })

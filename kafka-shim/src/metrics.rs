@@ -44,6 +44,14 @@ pub struct Metrics {
     pub partitions_open: AtomicI64,
     /// Topics.
     pub topics: AtomicI64,
+    /// Produce responses that carried a quota throttle time.
+    pub produce_throttled: AtomicU64,
+    /// Milliseconds of quota throttle time given to producers.
+    pub produce_throttle_ms: AtomicU64,
+    /// Fetch responses that carried a quota throttle time.
+    pub fetch_throttled: AtomicU64,
+    /// Milliseconds of quota throttle time given to consumers.
+    pub fetch_throttle_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -66,6 +74,10 @@ impl Default for Metrics {
             connections: AtomicI64::new(0),
             partitions_open: AtomicI64::new(0),
             topics: AtomicI64::new(0),
+            produce_throttled: AtomicU64::new(0),
+            produce_throttle_ms: AtomicU64::new(0),
+            fetch_throttled: AtomicU64::new(0),
+            fetch_throttle_ms: AtomicU64::new(0),
         }
     }
 }
@@ -98,6 +110,20 @@ impl Metrics {
     /// Counts fetched data.
     pub fn fetched(&self, bytes: u64) {
         self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a response throttled by a byte-rate quota for `ms` milliseconds.
+    pub fn throttled(&self, key: crate::quotas::QuotaKey, ms: u64) {
+        let (count, total) = match key {
+            crate::quotas::QuotaKey::ProducerByteRate => {
+                (&self.produce_throttled, &self.produce_throttle_ms)
+            }
+            crate::quotas::QuotaKey::ConsumerByteRate => {
+                (&self.fetch_throttled, &self.fetch_throttle_ms)
+            }
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -183,6 +209,26 @@ impl Metrics {
                 &self.protocol_errors,
             ),
         ];
+        let throttles = [
+            (
+                "woodpecker_kafka_quota_throttled_responses_total",
+                "Responses that carried a client-quota throttle time, by quota.",
+                [&self.produce_throttled, &self.fetch_throttled],
+            ),
+            (
+                "woodpecker_kafka_quota_throttle_time_ms_total",
+                "Milliseconds of client-quota throttle time given, by quota.",
+                [&self.produce_throttle_ms, &self.fetch_throttle_ms],
+            ),
+        ];
+        for (name, help, [produce, fetch]) in throttles {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{quota=\"produce\"}} {}\n{name}{{quota=\"fetch\"}} {}",
+                produce.load(Ordering::Relaxed),
+                fetch.load(Ordering::Relaxed)
+            );
+        }
         for (name, help, v) in counters {
             let _ = writeln!(
                 out,
@@ -270,5 +316,20 @@ mod tests {
         assert!(!text.contains("woodpecker_kafka_request_latency_seconds_count{api=\"Fetch\"}"));
         assert!(text.contains("woodpecker_kafka_produced_bytes_total 100"));
         assert!(text.contains("# TYPE woodpecker_kafka_connections gauge"));
+        m.throttled(crate::quotas::QuotaKey::ProducerByteRate, 250);
+        m.throttled(crate::quotas::QuotaKey::ProducerByteRate, 50);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "woodpecker_kafka_quota_throttled_responses_total{quota=\"produce\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("woodpecker_kafka_quota_throttle_time_ms_total{quota=\"produce\"} 300\n")
+        );
+        assert!(
+            text.contains("woodpecker_kafka_quota_throttled_responses_total{quota=\"fetch\"} 0\n")
+        );
     }
 }

@@ -97,6 +97,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
@@ -440,6 +442,7 @@ async fn secured(
         listener: security.name.clone(),
         advertised_host: security.advertised_host.clone(),
         advertised_port: security.advertised_port,
+        throttle: Default::default(),
     };
     match &security.tls {
         Some(tls_config) => {
@@ -747,6 +750,11 @@ where
     });
     let read_result = async {
         loop {
+            // A throttled client (KIP-219) is not read from until its throttle time is
+            // over: what it sends meanwhile waits in its socket.
+            if !throttled(&session, config, &mut shutdown).await {
+                return Ok(Ended::Closed);
+            }
             // One whole request, however long the client takes to send it, unless the
             // connection is closed meanwhile: by shutdown, to admit another at the limit,
             // or for having been idle (no request in progress) for `idle_timeout`.
@@ -778,6 +786,10 @@ where
                 Ok(None) => return Ok(Ended::PeerClosed),
                 Err(e) => return Err(e.into_shim(peer)),
             };
+            // A request read while the connection was being throttled waits too.
+            if !throttled(&session, config, &mut shutdown).await {
+                return Ok(Ended::Closed);
+            }
             state.in_flight.fetch_add(1, Ordering::AcqRel);
             state.touch();
             let prefix = Prefix::read(&frame)?;
@@ -852,6 +864,25 @@ where
     };
     read_result?;
     written
+}
+
+/// Waits until the connection's throttle time (if any) is over; `false` when shutdown
+/// came first.
+async fn throttled(
+    session: &Session,
+    config: &ServerConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(until) = session.throttle.until() else {
+        return true;
+    };
+    if until <= config.clock.now() {
+        return true;
+    }
+    tokio::select! {
+        () = config.clock.sleep_until(until) => true,
+        _ = shutdown.changed() => false,
+    }
 }
 
 /// How a connection's reading ended without an error.
@@ -1019,6 +1050,8 @@ mod tests {
         (ApiKey::DeleteGroups, 2),
         (ApiKey::IncrementalAlterConfigs, 1),
         (ApiKey::OffsetDelete, 0),
+        (ApiKey::DescribeClientQuotas, 1),
+        (ApiKey::AlterClientQuotas, 1),
         (ApiKey::DescribeUserScramCredentials, 0),
         (ApiKey::AlterUserScramCredentials, 0),
         (ApiKey::DescribeCluster, 1),

@@ -155,6 +155,19 @@ impl ShimStore {
         Ok(self.kv.delete(key).await? > 0)
     }
 
+    /// Removes `key` if its last write is still `revision`; `false` when another write
+    /// came first (nothing removed).
+    pub async fn delete_at(&self, key: &str, revision: i64) -> Result<bool, ShimError> {
+        let txn = Txn {
+            compares: vec![Compare::mod_revision(key, CompareOp::Equal, revision)],
+            success: vec![TxnOp::Delete {
+                key: key.to_string(),
+            }],
+            failure: vec![],
+        };
+        Ok(self.kv.txn(txn).await?.succeeded)
+    }
+
     /// Applies every write or none.
     pub async fn write_all(&self, writes: Vec<Write>) -> Result<(), ShimError> {
         if writes.is_empty() {
@@ -229,5 +242,13 @@ mod tests {
             Err(ShimError::Corrupt { .. })
         ));
         assert!(!store.delete(&key).await.unwrap());
+        // A delete by revision loses to a newer write.
+        let b = format!("{}/b", store.root());
+        let at = store.get(&b).await.unwrap().unwrap().revision;
+        store.put(&b, Bytes::from("[2]")).await.unwrap();
+        assert!(!store.delete_at(&b, at).await.unwrap());
+        let now = store.get(&b).await.unwrap().unwrap().revision;
+        assert!(store.delete_at(&b, now).await.unwrap());
+        assert!(store.get(&b).await.unwrap().is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! Fetch: reading batches from partitions, with long polling and read_committed.
+//! Fetch: reading batches from partitions, with long polling and read_committed; and the
+//! consumer byte-rate quota ([`crate::quotas`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use crate::broker::{Broker, Reply, encode, now_ms, str_bytes};
 use crate::error::KafkaCode;
 use crate::fetch_session::{self, Answer, TopicKey, Wanted};
 use crate::partition::Partition;
+use crate::quotas::{self, FETCH_BACKS_OFF_FROM, QuotaKey, throttle_time_ms};
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
 
@@ -29,15 +31,25 @@ impl Broker {
     pub(crate) async fn fetch(
         self: Arc<Self>,
         session: &Session,
+        client_id: &str,
         req: FetchRequest,
         version: i16,
     ) -> Reply {
         let clock = self.config.clock.clone();
         let deadline = clock.now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let quota = self
+            .quotas
+            .applies(QuotaKey::ConsumerByteRate, &session.principal, client_id);
         let max_bytes = if version >= 3 && req.max_bytes > 0 {
             req.max_bytes as usize
         } else {
             usize::MAX
+        };
+        // Under a consumer quota no response carries more than the quota's window can pay
+        // back, or a client would be throttled for ever (as in Kafka).
+        let max_bytes = match &quota {
+            Some(q) => max_bytes.min(self.quotas.max_bytes_in_window(q)),
+            None => max_bytes,
         };
         let min_bytes = req.min_bytes.max(0) as usize;
         // read_committed: nothing at or past the last stable offset, and the aborted
@@ -222,8 +234,38 @@ impl Broker {
             }
             let now = clock.now();
             if total >= min_bytes.max(1) || errors || now >= deadline || wanted.is_empty() {
-                self.metrics.fetched(total as u64);
-                return self.fetch_response(&plan, &wanted, answered, version);
+                let throttle = match &quota {
+                    Some(q) => self
+                        .quotas
+                        .record(q, QuotaKey::ConsumerByteRate, total as u64),
+                    None => Duration::ZERO,
+                };
+                if !throttle.is_zero() {
+                    // Kafka answers a throttled fetch empty and does not count what it
+                    // did not send: the client asks again for the same offsets.
+                    if let Some(q) = &quota {
+                        self.quotas
+                            .unrecord(q, QuotaKey::ConsumerByteRate, total as u64);
+                    }
+                    for pd in &mut answered {
+                        if pd.records.take().is_some() && committed_only {
+                            pd.aborted_transactions = Some(Vec::new());
+                        }
+                    }
+                    self.metrics
+                        .throttled(QuotaKey::ConsumerByteRate, throttle.as_millis() as u64);
+                } else {
+                    self.metrics.fetched(total as u64);
+                }
+                let reply = self.fetch_response(&plan, &wanted, answered, version, throttle);
+                quotas::throttle(
+                    &session.throttle,
+                    &clock,
+                    throttle,
+                    version >= FETCH_BACKS_OFF_FROM,
+                )
+                .await;
+                return reply;
             }
             // Long poll: wait for any partition's high watermark to move.
             let mut receivers: Vec<_> = wanted
@@ -254,6 +296,7 @@ impl Broker {
         wanted: &[Target],
         answered: Vec<fetch_response::PartitionData>,
         version: i16,
+        throttle: Duration,
     ) -> Reply {
         let answers: Vec<Answer> = answered
             .iter()
@@ -319,7 +362,8 @@ impl Broker {
         encode(
             &FetchResponse::default()
                 .with_session_id(session_id)
-                .with_responses(topics),
+                .with_responses(topics)
+                .with_throttle_time_ms(throttle_time_ms(throttle)),
             version,
         )
     }

@@ -4,6 +4,7 @@
 //! partition registry stay in [`crate::broker`].
 
 mod alter_configs;
+mod client_quotas;
 mod create_partitions;
 mod create_topics;
 mod delete_records;

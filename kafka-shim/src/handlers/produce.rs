@@ -1,7 +1,9 @@
-//! Produce: validating record batches, assigning offsets and waiting for the acks asked for.
+//! Produce: validating record batches, assigning offsets and waiting for the acks asked
+//! for; and the producer byte-rate quota ([`crate::quotas`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName, produce_response};
@@ -10,6 +12,7 @@ use crate::batch::{self, BatchError};
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
 use crate::partition::Partition;
+use crate::quotas::{self, PRODUCE_BACKS_OFF_FROM, QuotaKey, throttle_time_ms};
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
 
@@ -17,9 +20,31 @@ impl Broker {
     pub(crate) async fn produce(
         self: &Arc<Self>,
         session: &Session,
+        client_id: &str,
         req: ProduceRequest,
         version: i16,
     ) -> BoxFuture<'static, Reply> {
+        // The producer quota (KIP-13) counts every record byte the request carries, taken
+        // or refused, as Kafka counts the request.
+        let throttle =
+            match self
+                .quotas
+                .applies(QuotaKey::ProducerByteRate, &session.principal, client_id)
+            {
+                Some(quota) => {
+                    let bytes: u64 = req
+                        .topic_data
+                        .iter()
+                        .flat_map(|t| &t.partition_data)
+                        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+                        .sum();
+                    self.quotas
+                        .record(&quota, QuotaKey::ProducerByteRate, bytes)
+                }
+                None => Duration::ZERO,
+            };
+        let gate = session.throttle.clone();
+        let clock = self.config.clock.clone();
         let acks = req.acks;
         let timeout_ms = req.timeout_ms;
         let mut issued = Vec::new();
@@ -130,10 +155,21 @@ impl Broker {
                     ),
                 }
             }
+            if !throttle.is_zero() {
+                metrics.throttled(QuotaKey::ProducerByteRate, throttle.as_millis() as u64);
+            }
+            // acks=0 gets no response, but its connection is held all the same.
+            let backs_off = version >= PRODUCE_BACKS_OFF_FROM || acks == 0;
+            quotas::throttle(&gate, &clock, throttle, backs_off).await;
             if acks == 0 {
                 return Ok(None);
             }
-            encode(&ProduceResponse::default().with_responses(topics), version)
+            encode(
+                &ProduceResponse::default()
+                    .with_responses(topics)
+                    .with_throttle_time_ms(throttle_time_ms(throttle)),
+                version,
+            )
         })
     }
 }

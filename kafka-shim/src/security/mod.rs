@@ -119,6 +119,8 @@ pub struct Session {
     pub advertised_host: String,
     /// The port clients of this listener are told to connect to.
     pub advertised_port: i32,
+    /// The connection's pause after a throttled response ([`crate::quotas`]).
+    pub throttle: crate::quotas::ThrottleGate,
 }
 
 impl Session {
@@ -130,6 +132,7 @@ impl Session {
             listener: listener.to_string(),
             advertised_host: advertised_host.to_string(),
             advertised_port,
+            throttle: Default::default(),
         }
     }
 }

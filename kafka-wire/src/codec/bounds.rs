@@ -212,7 +212,7 @@ impl Walk<'_> {
             Ty::Bool | Ty::Int8 => self.skip(1),
             Ty::Int16 => self.skip(2),
             Ty::Int32 => self.skip(4),
-            Ty::Int64 => self.skip(8),
+            Ty::Int64 | Ty::Float64 => self.skip(8),
             Ty::Uuid => self.skip(16),
             Ty::String | Ty::Bytes | Ty::Records => {
                 let start = self.at;
@@ -263,7 +263,7 @@ impl Walk<'_> {
             Ty::Bool | Ty::Int8 => 1,
             Ty::Int16 => 2,
             Ty::Int32 => 4,
-            Ty::Int64 => 8,
+            Ty::Int64 | Ty::Float64 => 8,
             Ty::Uuid => 16,
             // A null or empty one: its length prefix alone.
             Ty::String | Ty::Bytes | Ty::Records | Ty::Array(_) => match (self.flexible, ty) {

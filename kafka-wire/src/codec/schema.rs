@@ -67,6 +67,8 @@ pub(crate) enum Ty {
     Int16,
     Int32,
     Int64,
+    /// An IEEE 754 double (eight bytes).
+    Float64,
     Uuid,
     /// A string: INT16 length, or UNSIGNED_VARINT length + 1 in flexible versions.
     String,
@@ -139,7 +141,7 @@ const fn api(
     }
 }
 
-use Ty::{Bool, Bytes, Int8, Int16, Int32, Int64, Records, String, Uuid};
+use Ty::{Bool, Bytes, Float64, Int8, Int16, Int32, Int64, Records, String, Uuid};
 
 const STRINGS: Ty = Ty::Array(&String);
 const INT32S: Ty = Ty::Array(&Int32);
@@ -495,6 +497,28 @@ pub(crate) const APIS: &[Api] = &[
             ]))),
         ]))),
     ]),
+    api(48, "DescribeClientQuotasRequest", "0-1", "1+", &[
+        f("Components", "0+", Ty::Array(&Ty::Struct(&[
+            f("EntityType", "0+", String),
+            f("MatchType", "0+", Int8),
+            f("Match", "0+", String),
+        ]))),
+        f("Strict", "0+", Bool),
+    ]),
+    api(49, "AlterClientQuotasRequest", "0-1", "1+", &[
+        f("Entries", "0+", Ty::Array(&Ty::Struct(&[
+            f("Entity", "0+", Ty::Array(&Ty::Struct(&[
+                f("EntityType", "0+", String),
+                f("EntityName", "0+", String),
+            ]))),
+            f("Ops", "0+", Ty::Array(&Ty::Struct(&[
+                f("Key", "0+", String),
+                f("Value", "0+", Float64),
+                f("Remove", "0+", Bool),
+            ]))),
+        ]))),
+        f("ValidateOnly", "0+", Bool),
+    ]),
     api(50, "DescribeUserScramCredentialsRequest", "0", "0+", &[
         f("Users", "0+", Ty::Array(&Ty::Struct(&[
             f("Name", "0+", String),
@@ -636,6 +660,7 @@ mod tests {
             "int16" => Some(Ty::Int16),
             "int32" => Some(Ty::Int32),
             "int64" => Some(Ty::Int64),
+            "float64" => Some(Ty::Float64),
             "uuid" => Some(Ty::Uuid),
             "string" => Some(Ty::String),
             "bytes" => Some(Ty::Bytes),

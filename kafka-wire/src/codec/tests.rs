@@ -60,6 +60,8 @@ impl Gen<'_> {
             Ty::Int16 => out.put_u16(self.rng.next() as u16),
             Ty::Int32 => out.put_u32(self.rng.next() as u32),
             Ty::Int64 => out.put_u64(self.rng.next()),
+            // A finite value: the comparison after a round trip is by value.
+            Ty::Float64 => out.put_f64(self.rng.below(1 << 20) as f64 / 8.0),
             Ty::Uuid => {
                 out.put_u64(self.rng.next());
                 out.put_u64(self.rng.next());
