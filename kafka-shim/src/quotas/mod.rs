@@ -164,8 +164,11 @@ pub fn parse_entity<'a>(
         };
         if slot.is_some() {
             return Err(invalid(format!(
-                "Invalid quota entity: the entity type {entity_type} appears twice"
+                "Invalid client quota entity, duplicate entity entry {entity_type}"
             )));
+        }
+        if name == Some("") {
+            return Err(invalid(format!("Empty {entity_type} not supported")));
         }
         *slot = Some(EntityName::from_wire(name));
     }
@@ -191,20 +194,21 @@ pub fn parse_op(key: &str, value: f64, remove: bool) -> Result<(QuotaKey, Option
     if remove {
         return Ok((key, None));
     }
-    // The byte rates are LONG settings in Kafka: whole, and a limit must be positive.
-    if !value.is_finite() || value.fract() != 0.0 || value.abs() > i64::MAX as f64 {
+    // Kafka's checks, in its order and words: a limit must be positive, and the byte rates
+    // are LONG settings (whole, within a long).
+    let name = key.name();
+    if value.is_nan() || value <= 0.0 {
+        return Err(invalid(format!("Quota {name} must be greater than 0")));
+    }
+    if value > i64::MAX as f64 {
         return Err(invalid(format!(
-            "Proposed value for {} is not a whole number: {value}",
-            key.name()
+            "Proposed value for {name} is too large for a LONG."
         )));
     }
-    if value <= 0.0 {
-        return Err(invalid(format!(
-            "Proposed value for {} must be positive: {value}",
-            key.name()
-        )));
+    if (value % 1.0).abs() > 1e-6 {
+        return Err(invalid(format!("{name} cannot be a fractional value.")));
     }
-    Ok((key, Some(value)))
+    Ok((key, Some(value.round())))
 }
 
 /// How a DescribeClientQuotas filter component matches an entity's part.
@@ -754,8 +758,16 @@ mod tests {
             KafkaCode::InvalidRequest
         );
         assert_eq!(
-            refused(vec![(USER, Some("a")), (USER, Some("b"))]).0,
-            KafkaCode::InvalidRequest
+            refused(vec![(USER, Some("a")), (USER, Some("b"))]),
+            invalid("Invalid client quota entity, duplicate entity entry user")
+        );
+        assert_eq!(
+            refused(vec![("group", Some("g"))]),
+            invalid("Unhandled client quota entity type: group")
+        );
+        assert_eq!(
+            refused(vec![(CLIENT_ID, Some(""))]),
+            invalid("Empty client-id not supported")
         );
     }
 
@@ -772,6 +784,23 @@ mod tests {
         assert_eq!(
             parse_op("nope", 1.0, false).unwrap_err(),
             invalid("Invalid configuration key nope")
+        );
+        let message = |v: f64| parse_op("producer_byte_rate", v, false).unwrap_err().1;
+        assert_eq!(
+            message(0.0),
+            "Quota producer_byte_rate must be greater than 0"
+        );
+        assert_eq!(
+            message(-5.0),
+            "Quota producer_byte_rate must be greater than 0"
+        );
+        assert_eq!(
+            message(1.5),
+            "producer_byte_rate cannot be a fractional value."
+        );
+        assert_eq!(
+            message(1e300),
+            "Proposed value for producer_byte_rate is too large for a LONG."
         );
         for bad in [1.5, -1.0, 0.0, f64::NAN, f64::INFINITY, 1e300] {
             assert_eq!(
