@@ -195,11 +195,15 @@ impl ClientError {
         }
     }
 
-    /// Whether repeating the call may succeed (the Go `retriable` flag).
+    /// Whether repeating the call may succeed (the Go `retriable` flag). A failed fence
+    /// (1107, never retriable in Go) is retriable here when what failed it is: replicas that
+    /// did not answer, a metadata store that was unavailable; once they answer, a new
+    /// `open_writer` fences and completes the segment.
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Meta(e) => e.is_retriable(),
             ClientError::LogStore(e) => e.is_retriable(),
+            ClientError::FenceFailed { source, .. } => source.is_retriable(),
             ClientError::QuorumFailed { .. } | ClientError::SelectQuorumFailed { .. } => true,
             _ => false,
         }
@@ -236,6 +240,14 @@ mod tests {
         };
         assert_eq!(fence.code(), 1107);
         assert!(fence.to_string().contains("fence failed"));
+        // Retriable exactly when its cause is.
+        assert!(!fence.is_retriable());
+        let unavailable = ClientError::FenceFailed {
+            log: log(),
+            segment: 3,
+            source: Box::new(ClientError::from(MetaError::CreateLogTxn { log: log() })),
+        };
+        assert!(unavailable.is_retriable());
         assert_eq!(
             ClientError::from(MetaError::LogNotFound { log: log() }).code(),
             3012
