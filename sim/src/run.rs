@@ -227,23 +227,28 @@ impl Failure {
 
 /// Runs `seed` on a fresh single-threaded runtime with paused time.
 pub fn run_seed(seed: u64) -> Result<Report, Failure> {
+    let plan = Plan::from_seed(seed);
+    let slow_ops = Rc::new(Cell::new(0u64));
+    let disk = slow_disk(&plan, slow_ops.clone());
+    simulate(disk, run(plan, slow_ops)).map_err(|e| Failure::Error {
+        seed,
+        phase: "runtime".into(),
+        error: e.to_string(),
+    })?
+}
+
+/// Runs `work` as the simulation runs everything: on a fresh single-threaded runtime with
+/// paused time, with blocking work (local files, the metadata store) done in place on that
+/// one thread as `disk` says, so that its completion is scheduled with everything else (a
+/// slow disk gives each operation a simulated duration drawn from the seed in the order the
+/// operations come, which the deterministic path fixes).
+pub fn simulate<F: std::future::Future>(disk: Inline, work: F) -> std::io::Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
-        .build()
-        .map_err(|e| Failure::Error {
-            seed,
-            phase: "runtime".into(),
-            error: e.to_string(),
-        })?;
-    let plan = Plan::from_seed(seed);
-    // Blocking work (local files, the metadata store) runs in place on this thread, the
-    // runtime's only one, so that its completion is scheduled with everything else; a slow
-    // disk gives each operation a simulated duration drawn from the seed in the order the
-    // operations come, which the deterministic path fixes.
-    let slow_ops = Rc::new(Cell::new(0u64));
-    let _inline = inline_here(slow_disk(&plan, slow_ops.clone()));
-    rt.block_on(run(plan, slow_ops))
+        .build()?;
+    let _inline = inline_here(disk);
+    Ok(rt.block_on(work))
 }
 
 /// How the run's file work is done: in place, slowed down as the plan's disk faults say.
@@ -539,17 +544,36 @@ fn sim_dir() -> std::io::Result<tempfile::TempDir> {
     tempfile::tempdir()
 }
 
-async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
+/// A simulated cluster and its client, as a plan sets them up (faults off until the
+/// caller turns them on: the metadata store's with [`FaultyKv::set_on`], the timed ones by
+/// driving [`SimNet`]; the per-call transport and object-store faults are on from the start).
+#[derive(Debug)]
+pub struct World {
+    /// The simulated clock.
+    pub sim: SimClock,
+    /// The same clock, as the engine takes it.
+    pub clock: ClockRef,
+    /// Where the nodes' and the metadata store's files are (removed when dropped).
+    pub dir: tempfile::TempDir,
+    /// The object store, with the plan's faults.
+    pub objects: FaultInjectingStore,
+    /// The metadata store, with the plan's faults.
+    pub meta: Arc<FaultyKv>,
+    /// The LogStore nodes and the transport to them.
+    pub net: Arc<SimNet>,
+    /// The cluster the client selects quorums from (and reaches nodes through).
+    pub cluster: Arc<SimCluster>,
+    /// A client over the nodes.
+    pub client: Client,
+}
+
+/// Sets up the plan's cluster, object store, metadata store and client. Must run on the
+/// simulation's runtime (see [`run_seed`]).
+pub async fn world(plan: &Plan) -> anyhow::Result<World> {
     let seed = plan.seed;
-    let ctx = Ctx {
-        seed,
-        history: Mutex::new(History::default()),
-        fence_retries: AtomicU64::new(0),
-    };
     let sim = SimClock::new(1_700_000_000_000);
     let clock: ClockRef = Arc::new(sim);
-    let dir = sim_dir().map_err(|e| ctx.err("setup", e))?;
-
+    let dir = sim_dir()?;
     let faulty = FaultInjectingStore::new(Arc::new(InMemory::new()), seed);
     let all_ops = [Op::Put, Op::Get, Op::Head, Op::List, Op::Delete, Op::Copy];
     if plan.objects.error_before > 0.0 {
@@ -566,18 +590,12 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
         faulty.add_rule(FaultRule::delay(&all_ops, plan.objects.latency));
     }
     let objects: Arc<dyn ObjectStore> = Arc::new(faulty.clone());
-
-    let store: Arc<dyn Kv> = Arc::new(
-        EmbeddedKv::open(dir.path().join("meta"), clock.clone())
-            .await
-            .map_err(|e| ctx.err("setup", e))?,
-    );
+    let store: Arc<dyn Kv> =
+        Arc::new(EmbeddedKv::open(dir.path().join("meta"), clock.clone()).await?);
     let faulty_meta = Arc::new(FaultyKv::new(store, seed, plan.meta));
     let kv: Arc<dyn Kv> = faulty_meta.clone();
     let meta = KvMetadata::with_prefix(kv, "sim/woodpecker", clock.clone());
-    meta.init_if_necessary()
-        .await
-        .map_err(|e| ctx.err("setup", e))?;
+    meta.init_if_necessary().await?;
     let meta: Arc<dyn MetadataProvider> = Arc::new(meta);
     let net = SimNet::start(
         seed,
@@ -587,10 +605,38 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
         clock.clone(),
         plan.messages,
     )
-    .await
-    .map_err(|e| ctx.err("setup", e))?;
+    .await?;
     let cluster = Arc::new(SimCluster::new(net.clone(), plan.replicas));
-    let client = Client::with_cluster(meta, cluster, settings(&plan), clock.clone());
+    let client = Client::with_cluster(meta, cluster.clone(), settings(plan), clock.clone());
+    Ok(World {
+        sim,
+        clock,
+        dir,
+        objects: faulty,
+        meta: faulty_meta,
+        net,
+        cluster,
+        client,
+    })
+}
+
+async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
+    let seed = plan.seed;
+    let ctx = Ctx {
+        seed,
+        history: Mutex::new(History::default()),
+        fence_retries: AtomicU64::new(0),
+    };
+    let World {
+        sim,
+        clock: _,
+        dir: _dir,
+        objects: faulty,
+        meta: faulty_meta,
+        net,
+        cluster: _,
+        client,
+    } = world(&plan).await.map_err(|e| ctx.err("setup", e))?;
     client
         .create_log("sim")
         .await

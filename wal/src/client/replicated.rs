@@ -248,6 +248,41 @@ impl Replicated {
         self.inner.lock().roll
     }
 
+    /// Waits until every live replica has made every entry up to `last` durable (a replica
+    /// failed for the segment is not waited for), or `bound` has passed; whether they have. The writer calls it before it
+    /// completes a segment it closes: entries are acknowledged once the ack quorum has them,
+    /// and without this the slowest replica would be completed a few entries short and
+    /// serve less than the others for the segment's life (readers fail over; nothing is
+    /// lost, but one copy fewer holds the tail).
+    pub(crate) async fn drain(&self, last: i64, bound: Duration) -> bool {
+        let deadline = self.inner.clock.sleep(bound);
+        tokio::pin!(deadline);
+        loop {
+            // Every rise of the live replicas' floor drops entries, which notifies `space`.
+            let progress = self.inner.space.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let st = self.inner.lock();
+                if st.closed {
+                    return false;
+                }
+                // A failed replica will not catch up: only the live ones are waited for.
+                if (0..self.inner.nodes.len())
+                    .filter(|r| !st.core.is_failed(*r))
+                    .all(|r| st.core.tail(r) >= last)
+                {
+                    return true;
+                }
+            }
+            tokio::select! {
+                biased;
+                () = &mut progress => {}
+                () = &mut deadline => return false,
+            }
+        }
+    }
+
     /// Stops sending (after the writer saw every append answered, before it completes the
     /// segment) and answers anything left with 2217.
     pub(crate) fn close(&self) {

@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -536,6 +537,15 @@ impl Appender {
         match self {
             Appender::Direct(_) => false,
             Appender::Replicated(r) => r.wants_roll(),
+        }
+    }
+
+    /// Gives the replicas behind the ack quorum up to `bound` to make every entry up to
+    /// `last` durable, so that the segment is completed with every live replica holding all
+    /// of it (see [`Replicated::drain`]); an in-process replica holds everything already.
+    pub(crate) async fn drain(&self, last: i64, bound: Duration) {
+        if let Appender::Replicated(r) = self {
+            r.drain(last, bound).await;
         }
     }
 

@@ -29,6 +29,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::meta::{QuorumInfo, SegmentMetadata, SegmentState};
@@ -45,6 +46,11 @@ use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
 use crate::meta::{MetaError, WriterLock};
+
+/// How long a closing writer gives the replicas behind the ack quorum to make the last
+/// entries durable before it completes its segment: long enough for a healthy replica one
+/// round trip behind, short enough that a replica that is down does not hold a close up.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Who is told the outcome of a write.
 enum Reply {
@@ -898,7 +904,7 @@ impl WriterTask {
             return Ok(());
         };
         let id = seg.id;
-        let r = self.complete(seg).await;
+        let r = self.complete(seg, false).await;
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.is_writer_lost() => Err(e),
@@ -909,7 +915,10 @@ impl WriterTask {
         }
     }
 
-    async fn complete(&mut self, seg: OpenSegment) -> Result<()> {
+    /// Completes `seg` once its appends are answered. With `drain` (a close, not a roll: a
+    /// roll must not wait for a slow replica while writes queue behind it), the replicas
+    /// behind the ack quorum get [`CLOSE_DRAIN`] to catch up first.
+    async fn complete(&mut self, seg: OpenSegment, drain: bool) -> Result<()> {
         let OpenSegment {
             id,
             meta,
@@ -923,6 +932,9 @@ impl WriterTask {
         let core = &self.core;
         let outcome = acks.settle().await;
         if let Some(a) = &appender {
+            if drain && outcome.last_acked >= 0 {
+                a.drain(outcome.last_acked, CLOSE_DRAIN).await;
+            }
             a.close();
         }
         core.validity.check()?;
@@ -1019,7 +1031,7 @@ impl WriterTask {
             return Ok(());
         }
         let r = match seg {
-            Some(seg) => self.complete(seg).await,
+            Some(seg) => self.complete(seg, true).await,
             None => Ok(()),
         };
         self.core.validity.invalidate(Lost::Closed);
