@@ -527,6 +527,12 @@ fn restart_service(name: &str) {
     );
 }
 
+/// The etcd and MinIO every test here talks to. The chaos loop kills and restarts them, so it
+/// holds this exclusively while the other tests of this file (which run in parallel with it
+/// otherwise) share it: a restart meant for the chaos loop must not fail another test's
+/// hang guard.
+static SHARED_SERVICES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Rounds of the chaos loop (`WOODPECKER_CHAOS_ROUNDS` overrides).
 fn chaos_rounds() -> usize {
     std::env::var("WOODPECKER_CHAOS_ROUNDS")
@@ -679,18 +685,20 @@ async fn chaos_loop(nodes: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_logstores_lose_no_acknowledged_entry_through_kills_pauses_and_restarts_of_every_process()
- {
+async fn four_logstores_lose_nothing_through_kills_pauses_and_restarts_of_every_process() {
+    let _alone = SHARED_SERVICES.write().await;
     chaos_loop(4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_logstores_lose_no_acknowledged_entry_through_kills_of_one() {
+    let _shared = SHARED_SERVICES.read().await;
     kill_loop(3, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_logstores_lose_no_acknowledged_entry_through_kills_of_two() {
+    let _shared = SHARED_SERVICES.read().await;
     kill_loop(5, 2).await;
 }
 
@@ -699,6 +707,7 @@ async fn five_logstores_lose_no_acknowledged_entry_through_kills_of_two() {
 /// nodes).
 #[test]
 fn log_commands_run_against_a_cluster() {
+    let _shared = SHARED_SERVICES.blocking_read();
     let mut cluster = Cluster::start(4);
     cluster.cli(&["log", "create", "cli"], b"");
     let first: Vec<u8> = (0..50)
