@@ -14,6 +14,7 @@
 //! * [`partition`]: one topic-partition over one log.
 //! * [`fetch_session`]: fetch sessions (KIP-227), which incremental fetches name.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
+//! * [`offsets_topic`]: `__consumer_offsets`, the committed offsets as a readable topic.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
 //! * [`store`]: the shim's durable state in the engine's metadata store (the one module that
@@ -28,6 +29,7 @@ pub mod fetch_session;
 pub mod groups;
 mod handlers;
 pub mod metrics;
+pub mod offsets_topic;
 pub mod partition;
 pub mod security;
 pub mod server;

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName, produ
 use crate::batch::{self, BatchError};
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::partition::Partition;
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
@@ -40,6 +41,10 @@ impl Broker {
                     }
                     if !self.allowed(session, Operation::Write, ResourceType::Topic, &name) {
                         return Err(KafkaCode::TopicAuthorizationFailed.into());
+                    }
+                    // Kafka: "Cannot append to internal topic" for every client.
+                    if is_internal(&name) {
+                        return Err(KafkaCode::InvalidTopicException.into());
                     }
                     let topic = topic.as_ref().ok_or(KafkaCode::UnknownTopicOrPartition)?;
                     let records = part.records.as_ref().ok_or(KafkaCode::CorruptMessage)?;
