@@ -336,3 +336,47 @@ async fn refusals(c: &mut Conn) -> Result<()> {
     assert_eq!(internal.partitions.len(), 50);
     Ok(())
 }
+
+/// Offsets of an Empty group past `offsets.retention.minutes` are deleted, and the log says
+/// so with tombstones (waited for with long-polling fetches, bounded by a failure guard).
+#[tokio::test]
+async fn expired_offsets_become_tombstones() -> Result<()> {
+    let config = BrokerConfig {
+        groups: kafka_shim::groups::GroupSettings {
+            offsets_retention: Some(Duration::from_millis(100)),
+            ..Default::default()
+        },
+        ..BrokerConfig::default()
+    };
+    let h = Harness::start_with(config, ServerConfig::default()).await?;
+    let mut c = h.connect().await?;
+    assert_eq!(create_topic(&mut c, "e", 1, &[]).await?, 0);
+    let group = "expiring";
+    assert_eq!(
+        committed(&mut c, &commit(group, "e", &[(0, 4, "")])).await?,
+        [0]
+    );
+    let p = partition_for(group, 50);
+    // A failure guard, not a timing: at most 30 long polls.
+    let mut polls = 0;
+    let records = loop {
+        let mut req = fetch_req(OFFSETS_TOPIC, 1, 2_000);
+        req.topics[0].partitions[0].partition = p;
+        let resp: FetchResponse = c.call(&req, 12).await?;
+        if resp.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break read_log(&mut c, p).await?.1;
+        }
+        polls += 1;
+        assert!(polls < 30, "no tombstone after the retention");
+    };
+    let kinds: Vec<(i64, i32, bool)> = records
+        .iter()
+        .map(|(o, _, _, p, v)| (*o, *p, v.is_none()))
+        .collect();
+    assert_eq!(kinds, [(0, 0, false), (1, 0, true)]);
+    h.stop().await
+}
