@@ -496,6 +496,9 @@ impl GroupCoordinator {
     /// Makes sure the attached offsets log exists (a client asked for it), writing the
     /// offsets stored before to it when it is created now.
     pub async fn ensure_log(&self) -> Result<(), GroupError> {
+        if self.shared.log_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let _persist = self.shared.persist.lock().await;
         self.shared.ensure_log().await.map(|_| ())
     }
