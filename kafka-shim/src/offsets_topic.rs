@@ -33,7 +33,9 @@
 //!
 //! The topic is created when the first offset is written (Kafka creates it at the first
 //! FindCoordinator); offsets stored before it existed are written to it then, one record
-//! each, before anything else. Clients may read it; they may not write to it, delete it or
+//! each, before anything else (a failed attempt is retried by the next change; a process
+//! that stops in the middle leaves those older offsets out of the log until they are
+//! committed again). Clients may read it; they may not write to it, delete it or
 //! its records, add partitions to it or change its configuration (`is_internal`).
 
 use std::collections::BTreeMap;

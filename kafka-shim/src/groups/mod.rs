@@ -4,7 +4,9 @@
 //! LeaveGroup protocol) lives in memory only, as it does on a Kafka broker that just became
 //! coordinator: clients rejoin after a restart. Committed offsets are durable: each
 //! OffsetCommit is written to the metadata key-value store before the reply (see `store`),
-//! and they are loaded back by [`GroupCoordinator::open`].
+//! and they are loaded back by [`GroupCoordinator::open`]. Every change of a committed
+//! offset is first appended to the offsets log the broker attaches (`__consumer_offsets`,
+//! see [`crate::offsets_topic`]), under the same lock that orders the store's writes.
 //!
 //! The parts: `machine` is the membership state machine of one group, without I/O (inputs
 //! in, answers and effects out, time passed in); `store` owns the offsets' keys and writes;
@@ -268,6 +270,9 @@ struct Shared {
     log: OnceLock<Weak<dyn OffsetLog>>,
     /// Whether the log is known to exist (and to hold the offsets stored before it).
     log_ready: AtomicBool,
+    /// The log was created by this process and has not yet got every offset stored before
+    /// (a failed write of them is retried by the next change).
+    backfill_pending: AtomicBool,
     wake: Arc<Notify>,
     /// Set by [`GroupCoordinator::shutdown`]: nothing may park any more.
     closed: AtomicBool,
@@ -318,6 +323,9 @@ impl Shared {
         let now_ms = wall_ms(self.settings.clock.as_ref());
         if !self.log_ready.load(Ordering::Acquire) {
             if log.ensure().await.map_err(GroupError::Log)? {
+                self.backfill_pending.store(true, Ordering::Release);
+            }
+            if self.backfill_pending.load(Ordering::Acquire) {
                 let stored: Vec<(String, Vec<OffsetChange>)> = {
                     let state = self.lock();
                     state
@@ -344,6 +352,7 @@ impl Shared {
                         .map_err(GroupError::Log)?;
                 }
             }
+            self.backfill_pending.store(false, Ordering::Release);
             self.log_ready.store(true, Ordering::Release);
         }
         Ok(Some(log))
@@ -518,6 +527,7 @@ impl GroupCoordinator {
             persist: tokio::sync::Mutex::new(()),
             log: OnceLock::new(),
             log_ready: AtomicBool::new(false),
+            backfill_pending: AtomicBool::new(false),
             wake: wake.clone(),
             closed: AtomicBool::new(false),
             epoch,

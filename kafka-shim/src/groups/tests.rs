@@ -1421,3 +1421,41 @@ async fn the_offsets_log_gets_every_change_before_the_store_and_what_was_stored_
     assert_eq!(log.records().last(), Some(&("early".into(), 0, None)));
     assert_eq!(log.records().len(), 3);
 }
+
+#[tokio::test]
+async fn a_failed_write_of_the_earlier_offsets_is_retried_by_the_next_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = kv(dir.path()).await;
+    let cat = catalog();
+    let c = coordinator(&kv).await;
+    let r = c
+        .offset_commit(commit_req("early", "", -1, &[("orders", 0, 3)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 0, 0)]);
+    let log = Arc::new(MemoryLog::default());
+    let weak: Weak<MemoryLog> = Arc::downgrade(&log);
+    c.attach_log(weak);
+    // Created, but nothing can be written: the commit is refused.
+    log.failing.store(true, Ordering::SeqCst);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 10)]), 8, &cat)
+        .await;
+    assert_eq!(
+        codes(&r),
+        [(
+            "orders".into(),
+            1,
+            KafkaCode::CoordinatorNotAvailable.code()
+        )]
+    );
+    assert!(log.created.load(Ordering::SeqCst));
+    log.failing.store(false, Ordering::SeqCst);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 11)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 1, 0)]);
+    assert_eq!(
+        log.records(),
+        [("early".into(), 0, Some(3)), ("g".into(), 1, Some(11))]
+    );
+}
