@@ -10,7 +10,7 @@
 
 use anyhow::{Result, ensure};
 use compat_tests::Server;
-use compat_tests::clients::{kafka_tool, python, run};
+use compat_tests::clients::{java_program, kafka_tool, python, run};
 
 /// The requests of `api` the server counted (its Prometheus metrics).
 async fn requests(server: &Server, api: &str) -> Result<u64> {
@@ -69,6 +69,33 @@ async fn confluent_kafka_admin_apis_and_their_durability() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_admin_apis_and_their_durability() -> Result<()> {
     admin_scenario("kafka-python").await
+}
+
+/// The Java consumer (kafka-clients 3.9) validates a position given with a leader epoch
+/// (`seek(tp, OffsetAndMetadata(offset, Optional.of(epoch), ""))`) by OffsetForLeaderEpoch
+/// before it fetches (`BrokerChecks.java`, scenario `epoch`): at offset 6 of epoch 0 it reads
+/// from 6; at offset 20 the broker's answer (epoch 0 ends at 10) makes it report a log
+/// truncation to offset 10. The server counted the requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_consumer_validates_positions_with_offset_for_leader_epoch() -> Result<()> {
+    let mut server = Server::start().await?;
+    let before = requests(&server, "OffsetForLeaderEpoch").await?;
+    let mut cmd = java_program(
+        "woodpecker/compat/BrokerChecks.java",
+        "woodpecker.compat.BrokerChecks",
+    )?;
+    cmd.args(["epoch", &server.bootstrap(), "java-epochs"]);
+    let v = run("BrokerChecks epoch", cmd).await?.summary()?;
+    ensure!(v["first_from_6"] == 6, "{v}");
+    ensure!(v["divergent_from_20"] == 10, "{v}");
+    ensure!(v["divergent_epoch"] == 0, "{v}");
+    let after = requests(&server, "OffsetForLeaderEpoch").await?;
+    ensure!(
+        after >= before + 2,
+        "the Java consumer sent {} OffsetForLeaderEpoch requests, expected one per seek",
+        after - before
+    );
+    server.stop().await
 }
 
 /// Kafka's Java tools: kafka-topics.sh --alter --partitions (CreatePartitions),

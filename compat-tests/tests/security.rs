@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use compat_tests::Server;
-use compat_tests::clients::{kafka_tool, required_env, run};
+use compat_tests::clients::{java_program, kafka_tool, required_env, run};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -734,5 +734,140 @@ async fn java_transactions_over_sasl_ssl_scram() -> Result<()> {
     ensure!(v["read_uncommitted"] == n, "{v}");
     ensure!(v["out_read_committed"] == 150, "{v}");
     ensure!(v["fenced"] == "ProducerFencedException", "{v}");
+    s.server.stop().await
+}
+
+/// Authorized operations as the Java Admin client asks for them under ACLs
+/// (`describeTopics(..., includeAuthorizedOperations(true))`, which falls back to Metadata
+/// here, and `describeCluster(includeAuthorizedOperations(true))`, DescribeCluster), over
+/// SASL_SSL with SCRAM: the super user gets every operation; alice, with READ on the topic
+/// only, gets READ and DESCRIBE (READ implies it) on the topic and none on the cluster
+/// (DescribeCluster reports no operations to a principal that may not DESCRIBE it); after
+/// kafka-acls.sh grants her DESCRIBE and IDEMPOTENT_WRITE on the cluster, those two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_admin_authorized_operations_under_acls() -> Result<()> {
+    let mut s = secured_server().await?;
+    let admin = s.java_config("admin", ADMIN_PASSWORD, "SCRAM-SHA-256")?;
+    let alice = s.java_config("alice", "alice-secret", "SCRAM-SHA-256")?;
+    let tool = |class: &str, args: &[&str]| -> Result<Command> {
+        let mut cmd = kafka_tool(class)?;
+        cmd.args(["--bootstrap-server", &s.sasl_ssl, "--command-config"])
+            .arg(&admin)
+            .args(args);
+        Ok(cmd)
+    };
+    let acls = "kafka.admin.AclCommand";
+    output(
+        "kafka-configs.sh --alter users",
+        tool(
+            "kafka.admin.ConfigCommand",
+            &[
+                "--entity-type",
+                "users",
+                "--entity-name",
+                "alice",
+                "--alter",
+                "--add-config",
+                "SCRAM-SHA-256=[iterations=8192,password=alice-secret]",
+            ],
+        )?,
+    )
+    .await?;
+    output(
+        "kafka-topics.sh --create",
+        tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &["--create", "--topic", "ops-t", "--partitions", "1"],
+        )?,
+    )
+    .await?;
+    let operations = |config: &Path| -> Result<Command> {
+        let mut cmd = java_program(
+            "woodpecker/compat/BrokerChecks.java",
+            "woodpecker.compat.BrokerChecks",
+        )?;
+        cmd.args(["authorized", &s.sasl_ssl])
+            .arg(config)
+            .arg("ops-t");
+        Ok(cmd)
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let v = run("BrokerChecks authorized as admin", operations(&admin)?)
+        .await?
+        .summary()?;
+    ensure!(
+        names(&v["topic_operations"])
+            == [
+                "ALTER",
+                "ALTER_CONFIGS",
+                "CREATE",
+                "DELETE",
+                "DESCRIBE",
+                "DESCRIBE_CONFIGS",
+                "READ",
+                "WRITE"
+            ],
+        "{v}"
+    );
+    let cluster = names(&v["cluster_operations"]);
+    for op in [
+        "ALTER",
+        "ALTER_CONFIGS",
+        "CLUSTER_ACTION",
+        "CREATE",
+        "DESCRIBE",
+        "DESCRIBE_CONFIGS",
+        "IDEMPOTENT_WRITE",
+    ] {
+        ensure!(cluster.iter().any(|c| c == op), "{op} missing: {v}");
+    }
+
+    let read = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "ops-t",
+    ];
+    output("kafka-acls.sh --add Read", tool(acls, &read)?).await?;
+    let v = run("BrokerChecks authorized as alice", operations(&alice)?)
+        .await?
+        .summary()?;
+    ensure!(names(&v["topic_operations"]) == ["DESCRIBE", "READ"], "{v}");
+    ensure!(v["cluster_operations"] == serde_json::json!([]), "{v}");
+
+    let cluster_grant = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Describe",
+        "--operation",
+        "IdempotentWrite",
+        "--cluster",
+    ];
+    output("kafka-acls.sh --add --cluster", tool(acls, &cluster_grant)?).await?;
+    let v = run(
+        "BrokerChecks authorized as alice, cluster ACLs",
+        operations(&alice)?,
+    )
+    .await?
+    .summary()?;
+    ensure!(names(&v["topic_operations"]) == ["DESCRIBE", "READ"], "{v}");
+    ensure!(
+        names(&v["cluster_operations"]) == ["DESCRIBE", "IDEMPOTENT_WRITE"],
+        "{v}"
+    );
     s.server.stop().await
 }

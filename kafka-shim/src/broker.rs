@@ -203,6 +203,10 @@ impl Broker {
             metrics,
             quotas,
         });
+        // Every change of a committed offset is logged to `__consumer_offsets` first.
+        let weak: std::sync::Weak<Broker> = Arc::downgrade(&broker);
+        let log: std::sync::Weak<dyn crate::offsets_topic::OffsetLog> = weak;
+        broker.groups.attach_log(log);
         // Transactions a crash left prepared are completed before anything is served, as a
         // Kafka coordinator does when it loads its log; expired open ones are aborted.
         broker.txn.check_transactions(&broker).await;

@@ -15,6 +15,7 @@
 //! * [`fetch_session`]: fetch sessions (KIP-227), which incremental fetches name.
 //! * [`groups`]: the consumer-group coordinator and committed offsets.
 //! * [`quotas`]: client quotas (user / client-id byte rates) and their enforcement.
+//! * [`offsets_topic`]: `__consumer_offsets`, the committed offsets as a readable topic.
 //! * [`security`]: listeners, TLS, SASL and ACLs; the checks each API makes are in the
 //!   (private) `access` module.
 //! * [`store`]: the shim's durable state in the engine's metadata store (the one module that
@@ -29,6 +30,7 @@ pub mod fetch_session;
 pub mod groups;
 mod handlers;
 pub mod metrics;
+pub mod offsets_topic;
 pub mod partition;
 pub mod quotas;
 pub mod security;

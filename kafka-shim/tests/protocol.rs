@@ -709,3 +709,75 @@ async fn topics_with_a_compression_type_store_batches_in_that_codec() -> Result<
     );
     h.stop().await
 }
+
+/// OffsetForLeaderEpoch v0 and v1, which the `kafka-protocol` crate cannot write: the frames
+/// are built by hand as a client of those versions sends them, and the answers read by hand
+/// (v0 has no leader epoch, neither has a throttle time).
+#[tokio::test]
+async fn offset_for_leader_epoch_v0_and_v1_are_served() -> Result<()> {
+    let h = Harness::start().await?;
+    let mut c = h.connect().await?;
+    assert_eq!(create_topic(&mut c, "epochs", 1, &[]).await?, 0);
+    let (code, _) = produce(&mut c, "epochs", batch(&["a", "b", "c"], None)).await?;
+    assert_eq!(code, 0);
+    for version in [0i16, 1] {
+        let mut req = BytesMut::new();
+        req.put_i16(ApiKey::OffsetForLeaderEpoch as i16);
+        req.put_i16(version);
+        req.put_i32(77);
+        req.put_i16(-1);
+        req.put_i32(2); // topics
+        req.put_i16(6);
+        req.put_slice(b"epochs");
+        req.put_i32(2); // partitions
+        req.put_i32(0);
+        req.put_i32(0); // epoch 0: ends at the high watermark
+        req.put_i32(5);
+        req.put_i32(0); // no such partition
+        req.put_i16(7);
+        req.put_slice(b"missing");
+        req.put_i32(1);
+        req.put_i32(0);
+        req.put_i32(0);
+        c.send_raw(&req).await?;
+        let mut frame = c.read_frame().await?.context("connection closed")?;
+        assert_eq!(frame.get_i32(), 77, "v{version}: correlation id");
+        let mut answers = Vec::new();
+        for _ in 0..frame.get_i32() {
+            let len = frame.get_i16() as usize;
+            let topic = String::from_utf8(frame.split_to(len).to_vec())?;
+            for _ in 0..frame.get_i32() {
+                let code = frame.get_i16();
+                let partition = frame.get_i32();
+                let epoch = if version >= 1 { frame.get_i32() } else { -9 };
+                let end = frame.get_i64();
+                answers.push((topic.clone(), partition, code, epoch, end));
+            }
+        }
+        assert!(!frame.has_remaining(), "v{version}: trailing bytes");
+        let epoch = if version >= 1 { 0 } else { -9 };
+        let none = if version >= 1 { -1 } else { -9 };
+        assert_eq!(
+            answers,
+            [
+                ("epochs".to_string(), 0, 0, epoch, 3),
+                ("epochs".to_string(), 5, 3, none, -1),
+                ("missing".to_string(), 0, 3, none, -1),
+            ],
+            "v{version}"
+        );
+    }
+    // A v0 frame claiming two billion topics closes only its connection.
+    let mut bad = BytesMut::new();
+    bad.put_i16(ApiKey::OffsetForLeaderEpoch as i16);
+    bad.put_i16(0);
+    bad.put_i32(1);
+    bad.put_i16(-1);
+    bad.put_i32(i32::MAX);
+    c.send_raw(&bad).await?;
+    assert!(c.closed().await?);
+    let mut c = h.connect().await?;
+    let resp: MetadataResponse = c.call(&MetadataRequest::default(), 9).await?;
+    assert_eq!(resp.brokers.len(), 1);
+    h.stop().await
+}

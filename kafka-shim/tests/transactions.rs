@@ -491,6 +491,22 @@ async fn transactional_offsets_become_visible_on_commit_only() -> Result<()> {
         let after = if commit { 7 } else { -1 };
         assert_eq!(offset_fetch(&mut c, "g", "o", true).await?, (after, 0));
     }
+    // `__consumer_offsets` got the committed transaction's offset when it committed, as an
+    // ordinary record; the aborted one never reached it.
+    let p = kafka_shim::offsets_topic::partition_for("g", 50);
+    let mut req = fetch_req(kafka_shim::offsets_topic::OFFSETS_TOPIC, 0, 0);
+    req.topics[0].partitions[0].partition = p;
+    let resp: FetchResponse = c.call(&req, 12).await?;
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.high_watermark), (0, 1));
+    let mut buf = part.records.clone().context("records")?;
+    let sets = RecordBatchDecoder::decode_all(&mut buf)?;
+    let records: Vec<_> = sets.iter().flat_map(|s| s.records.iter()).collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].producer_id, -1);
+    let value = records[0].value.clone().context("a value")?;
+    // OffsetCommitValue v3: version 3, then the offset.
+    assert_eq!(&value[..10], b"\x00\x03\x00\x00\x00\x00\x00\x00\x00\x07");
     h.stop().await
 }
 

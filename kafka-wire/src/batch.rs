@@ -261,6 +261,69 @@ pub fn marker_batch(
     Bytes::from(b)
 }
 
+/// A record's key and value (`None`: null), for [`plain_batch`].
+pub type PlainRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// An uncompressed batch of plain records (no producer id, no sequence, timestamp type
+/// CreateTime), as a broker writes its own records: each `(key, value)` with `None` for a
+/// null (a value of `None` is a tombstone). Its base offset is 0 until patched. An empty
+/// slice is not a batch.
+pub fn plain_batch(records: &[PlainRecord<'_>], timestamp: i64) -> Result<Bytes, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Invalid("a batch of no records".into()));
+    }
+    let count = i32::try_from(records.len())
+        .map_err(|_| BatchError::Invalid(format!("{} records in one batch", records.len())))?;
+    let mut encoded = Vec::new();
+    let mut body = Vec::new();
+    for (delta, (key, value)) in records.iter().enumerate() {
+        body.clear();
+        body.push(0); // attributes
+        put_varlong(&mut body, 0); // timestamp delta
+        put_varlong(&mut body, delta as i64);
+        for field in [key, value] {
+            match field {
+                Some(b) => {
+                    put_varlong(&mut body, b.len() as i64);
+                    body.extend_from_slice(b);
+                }
+                None => put_varlong(&mut body, -1),
+            }
+        }
+        put_varlong(&mut body, 0); // headers
+        put_varlong(&mut encoded, body.len() as i64);
+        encoded.extend_from_slice(&body);
+    }
+    let mut b = Vec::with_capacity(HEADER_LEN + encoded.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + encoded.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&encoded);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(Bytes::from(b))
+}
+
+/// Appends the zigzag varint of `v` (a record field's encoding).
+fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
 /// Zigzag encoding of a small value (|v| < 64) as one varint byte.
 fn zigzag_byte(v: i32) -> u8 {
     ((v << 1) ^ (v >> 31)) as u8
@@ -726,6 +789,58 @@ mod tests {
         let patched = with_base_offset(bytes, 42, 0);
         let again = split_and_validate(&patched).unwrap();
         assert_eq!(again[0].0.base_offset, 42);
+    }
+
+    #[test]
+    fn plain_batches_are_valid_and_read_back_by_kafkas_decoder() {
+        let long = vec![7u8; 300];
+        let records: [PlainRecord<'_>; 3] = [
+            (Some(b"k"), None),
+            (Some(b"key"), Some(&long)),
+            (None, Some(b"v")),
+        ];
+        let b = plain_batch(&records, 1_700_000_000_000).unwrap();
+        // Pinned: the first record, a tombstone (key "k", null value).
+        assert_eq!(
+            &b[HEADER_LEN..HEADER_LEN + 8],
+            &[14, 0, 0, 0, 2, b'k', 1, 0]
+        );
+        let (h, _) = &split_and_validate(&b).unwrap()[0];
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (-1, -1, -1)
+        );
+        assert_eq!(h.offset_count(), 3);
+        assert!(!h.is_transactional() && !h.is_control());
+        let mut buf = b.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
+        type Read = (Option<Vec<u8>>, Option<Vec<u8>>, i64, i64);
+        let got: Vec<Read> = set
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_ref().map(|k| k.to_vec()),
+                    r.value.as_ref().map(|v| v.to_vec()),
+                    r.offset,
+                    r.timestamp,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(b"k".to_vec()), None, 0, 1_700_000_000_000),
+                (
+                    Some(b"key".to_vec()),
+                    Some(long.clone()),
+                    1,
+                    1_700_000_000_000
+                ),
+                (None, Some(b"v".to_vec()), 2, 1_700_000_000_000),
+            ]
+        );
+        assert!(plain_batch(&[], 0).is_err());
     }
 
     #[test]

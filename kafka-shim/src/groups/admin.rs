@@ -152,7 +152,16 @@ impl GroupCoordinator {
         let Some(removed) = removed else {
             return KafkaCode::GroupIdNotFound.code();
         };
-        match self.shared.store.delete_group(group_id).await {
+        let tombstones: Vec<OffsetChange> = removed
+            .offsets
+            .iter()
+            .flat_map(|(topic, parts)| parts.keys().map(|p| ((topic.clone(), *p), None)))
+            .collect();
+        let deleted = match self.shared.log(group_id, &tombstones).await {
+            Ok(()) => self.shared.store.delete_group(group_id).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(()) => 0,
             Err(e) => {
                 tracing::warn!(group = group_id, error = %e, "could not delete group offsets");

@@ -4,7 +4,9 @@
 //! LeaveGroup protocol) lives in memory only, as it does on a Kafka broker that just became
 //! coordinator: clients rejoin after a restart. Committed offsets are durable: each
 //! OffsetCommit is written to the metadata key-value store before the reply (see `store`),
-//! and they are loaded back by [`GroupCoordinator::open`].
+//! and they are loaded back by [`GroupCoordinator::open`]. Every change of a committed
+//! offset is first appended to the offsets log the broker attaches (`__consumer_offsets`,
+//! see [`crate::offsets_topic`]), under the same lock that orders the store's writes.
 //!
 //! The parts: `machine` is the membership state machine of one group, without I/O (inputs
 //! in, answers and effects out, time passed in); `store` owns the offsets' keys and writes;
@@ -28,7 +30,7 @@ mod store;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::store::ShimStore;
@@ -65,6 +67,7 @@ use self::store::{OffsetStore, StoredOffset};
 pub use self::store::{decode_name, encode_name};
 use crate::TopicCatalog;
 use crate::error::{KafkaCode, ShimError};
+use crate::offsets_topic::{LogRecord, OffsetLog, offset_commit_key, offset_commit_value};
 
 /// Largest `committed_metadata` accepted, in bytes (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
@@ -111,6 +114,9 @@ pub enum GroupError {
     /// The metadata store failed.
     #[error("group metadata store: {0}")]
     Store(#[from] ShimError),
+    /// The offsets log (`__consumer_offsets`) could not be written: nothing was stored.
+    #[error("offsets log: {0}")]
+    Log(String),
     /// A stored offset could not be read back.
     #[error("stored offset under {key} is damaged: {detail}")]
     Corrupt {
@@ -257,8 +263,16 @@ struct Shared {
     store: OffsetStore,
     settings: GroupSettings,
     state: Mutex<State>,
-    /// Serializes writes of offsets (commits, deletions, expiry) with their cache updates.
+    /// Serializes writes of offsets (commits, deletions, expiry) with their cache updates
+    /// and their records in the offsets log.
     persist: tokio::sync::Mutex<()>,
+    /// The offsets log (`__consumer_offsets`), once the broker attached it.
+    log: OnceLock<Weak<dyn OffsetLog>>,
+    /// Whether the log is known to exist (and to hold the offsets stored before it).
+    log_ready: AtomicBool,
+    /// The log was created by this process and has not yet got every offset stored before
+    /// (a failed write of them is retried by the next change).
+    backfill_pending: AtomicBool,
     wake: Arc<Notify>,
     /// Set by [`GroupCoordinator::shutdown`]: nothing may park any more.
     closed: AtomicBool,
@@ -280,6 +294,68 @@ impl fmt::Debug for Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `group`'s changes to the offsets log, when one is attached, before the store
+    /// is written (see `offsets_topic`): `Some(offset)` a commit, `None` a deletion. The
+    /// caller holds the persist lock. On the first write the log is created if needed, and
+    /// when created now it first gets every offset stored before it existed.
+    async fn log(&self, group: &str, changes: &[OffsetChange]) -> Result<(), GroupError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let Some(log) = self.ensure_log().await? else {
+            return Ok(());
+        };
+        let now_ms = wall_ms(self.settings.clock.as_ref());
+        let records = log_records(group, changes)?;
+        log.append(group, records, now_ms)
+            .await
+            .map_err(GroupError::Log)
+    }
+
+    /// The attached offsets log, made sure to exist; when created now, it first gets every
+    /// offset stored before. The caller holds the persist lock.
+    async fn ensure_log(&self) -> Result<Option<Arc<dyn OffsetLog>>, GroupError> {
+        let Some(log) = self.log.get().and_then(Weak::upgrade) else {
+            return Ok(None);
+        };
+        let now_ms = wall_ms(self.settings.clock.as_ref());
+        if !self.log_ready.load(Ordering::Acquire) {
+            if log.ensure().await.map_err(GroupError::Log)? {
+                self.backfill_pending.store(true, Ordering::Release);
+            }
+            if self.backfill_pending.load(Ordering::Acquire) {
+                let stored: Vec<(String, Vec<OffsetChange>)> = {
+                    let state = self.lock();
+                    state
+                        .groups
+                        .iter()
+                        .map(|(g, group)| {
+                            let offsets = group
+                                .offsets
+                                .iter()
+                                .flat_map(|(t, parts)| {
+                                    parts
+                                        .iter()
+                                        .map(|(p, o)| ((t.clone(), *p), Some(o.clone())))
+                                })
+                                .collect();
+                            (g.clone(), offsets)
+                        })
+                        .collect()
+                };
+                for (g, offsets) in stored {
+                    let records = log_records(&g, &offsets)?;
+                    log.append(&g, records, now_ms)
+                        .await
+                        .map_err(GroupError::Log)?;
+                }
+            }
+            self.backfill_pending.store(false, Ordering::Release);
+            self.log_ready.store(true, Ordering::Release);
+        }
+        Ok(Some(log))
     }
 
     /// The current moment, as the machines take it.
@@ -360,10 +436,50 @@ impl Shared {
                 group.offsets.retain(|_, partitions| !partitions.is_empty());
             }
         }
+        let mut by_group: BTreeMap<&str, Vec<OffsetChange>> = BTreeMap::new();
+        for (group, topic, partition) in &doomed {
+            by_group
+                .entry(group.as_str())
+                .or_default()
+                .push(((topic.clone(), *partition), None));
+        }
+        for (group, tombstones) in by_group {
+            if let Err(e) = self.log(group, &tombstones).await {
+                tracing::warn!(error = %e, "could not log expired group offsets");
+                return;
+            }
+        }
         if let Err(e) = self.store.delete_offsets(&doomed).await {
             tracing::warn!(error = %e, "could not delete expired group offsets");
         }
     }
+}
+
+/// A change of one committed offset of a group: `(topic, partition)` and the new offset,
+/// `None` when it is deleted.
+type OffsetChange = ((String, i32), Option<StoredOffset>);
+
+/// `group`'s changes as records of the offsets log (`None`: a tombstone).
+fn log_records(group: &str, changes: &[OffsetChange]) -> Result<Vec<LogRecord>, GroupError> {
+    changes
+        .iter()
+        .map(|((topic, partition), offset)| {
+            let key = offset_commit_key(group, topic, *partition)?;
+            let value = offset
+                .as_ref()
+                .map(|o| {
+                    offset_commit_value(
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata.as_deref(),
+                        o.commit_timestamp_ms,
+                    )
+                })
+                .transpose()?;
+            Ok((key, value))
+        })
+        .collect::<Result<_, String>>()
+        .map_err(GroupError::Log)
 }
 
 /// The group coordinator of this node. Share it as `Arc<GroupCoordinator>`.
@@ -380,6 +496,22 @@ impl Drop for GroupCoordinator {
 }
 
 impl GroupCoordinator {
+    /// Attaches the offsets log every later change of a committed offset is written to
+    /// first (see `offsets_topic`); a second call changes nothing.
+    pub fn attach_log(&self, log: Weak<dyn OffsetLog>) {
+        let _ = self.shared.log.set(log);
+    }
+
+    /// Makes sure the attached offsets log exists (a client asked for it), writing the
+    /// offsets stored before to it when it is created now.
+    pub async fn ensure_log(&self) -> Result<(), GroupError> {
+        if self.shared.log_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _persist = self.shared.persist.lock().await;
+        self.shared.ensure_log().await.map(|_| ())
+    }
+
     /// Opens the coordinator: loads the committed offsets under `<root>/groups/` of the shim
     /// store and starts the timer task (on the current tokio runtime).
     pub async fn open(
@@ -393,6 +525,9 @@ impl GroupCoordinator {
             settings,
             state: Mutex::new(State::default()),
             persist: tokio::sync::Mutex::new(()),
+            log: OnceLock::new(),
+            log_ready: AtomicBool::new(false),
+            backfill_pending: AtomicBool::new(false),
             wake: wake.clone(),
             closed: AtomicBool::new(false),
             epoch,

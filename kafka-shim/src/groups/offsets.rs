@@ -141,7 +141,15 @@ impl GroupCoordinator {
         }
         let writes: Vec<((String, i32), StoredOffset)> = writes.into_iter().collect();
         for chunk in OffsetStore::chunks(&writes) {
-            match self.shared.store.put(group_id, chunk).await {
+            let changes: Vec<OffsetChange> = chunk
+                .iter()
+                .map(|(k, o)| (k.clone(), Some(o.clone())))
+                .collect();
+            let written = match self.shared.log(group_id, &changes).await {
+                Ok(()) => self.shared.store.put(group_id, chunk).await,
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(()) => {
                     let now = self.shared.now();
                     let mut state = self.shared.lock();
@@ -216,6 +224,11 @@ impl GroupCoordinator {
         };
         if commit {
             for chunk in OffsetStore::chunks(&staged) {
+                let changes: Vec<OffsetChange> = chunk
+                    .iter()
+                    .map(|(k, o)| (k.clone(), Some(o.clone())))
+                    .collect();
+                self.shared.log(group_id, &changes).await?;
                 self.shared.store.put(group_id, chunk).await?;
             }
         }
@@ -473,7 +486,15 @@ impl GroupCoordinator {
                 codes.push(topic_codes);
             }
         }
-        match self.shared.store.delete_offsets(&doomed).await {
+        let tombstones: Vec<OffsetChange> = doomed
+            .iter()
+            .map(|(_, topic, partition)| ((topic.clone(), *partition), None))
+            .collect();
+        let deleted = match self.shared.log(&group_id, &tombstones).await {
+            Ok(()) => self.shared.store.delete_offsets(&doomed).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(()) => {
                 let mut state = self.shared.lock();
                 if let Some(group) = state.groups.get_mut(&group_id) {
@@ -522,14 +543,26 @@ impl GroupCoordinator {
     /// Forgets every group's committed offsets of `topic` (the topic was deleted).
     pub async fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
         let _persist = self.shared.persist.lock().await;
-        let groups: Vec<String> = {
+        let removed: Vec<(String, Vec<i32>)> = {
             let mut state = self.shared.lock();
             state
                 .groups
                 .iter_mut()
-                .filter_map(|(group_id, g)| g.offsets.remove(topic).map(|_| group_id.clone()))
+                .filter_map(|(group_id, g)| {
+                    g.offsets
+                        .remove(topic)
+                        .map(|parts| (group_id.clone(), parts.into_keys().collect()))
+                })
                 .collect()
         };
+        for (group, partitions) in &removed {
+            let tombstones: Vec<OffsetChange> = partitions
+                .iter()
+                .map(|p| ((topic.to_owned(), *p), None))
+                .collect();
+            self.shared.log(group, &tombstones).await?;
+        }
+        let groups: Vec<String> = removed.into_iter().map(|(g, _)| g).collect();
         self.shared.store.delete_topic(&groups, topic).await?;
         self.shared.wake.notify_one();
         Ok(())

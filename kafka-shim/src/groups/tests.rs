@@ -1314,3 +1314,148 @@ async fn responses_encode_at_every_advertised_version() {
     }
     c.shutdown();
 }
+
+/// An offsets log in memory (the broker's is `__consumer_offsets`): what was appended, per
+/// group, and a switch that makes appends fail.
+#[derive(Default)]
+struct MemoryLog {
+    created: AtomicBool,
+    failing: AtomicBool,
+    appended: Mutex<Vec<(String, LogRecord)>>,
+}
+
+impl OffsetLog for MemoryLog {
+    fn ensure(&self) -> futures::future::BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move { Ok(!self.created.swap(true, Ordering::SeqCst)) })
+    }
+
+    fn append<'a>(
+        &'a self,
+        group: &'a str,
+        records: Vec<LogRecord>,
+        _timestamp_ms: i64,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err("the log is down".into());
+            }
+            let mut appended = self.appended.lock().unwrap();
+            for record in records {
+                appended.push((group.to_owned(), record));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MemoryLog {
+    /// (group, partition, committed offset or `None` for a tombstone) of each record.
+    fn records(&self) -> Vec<(String, i32, Option<i64>)> {
+        self.appended
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(g, (k, v))| {
+                let partition = i32::from_be_bytes(k[k.len() - 4..].try_into().unwrap());
+                let offset = v
+                    .as_ref()
+                    .map(|v| i64::from_be_bytes(v[2..10].try_into().unwrap()));
+                (g.clone(), partition, offset)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_offsets_log_gets_every_change_before_the_store_and_what_was_stored_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = kv(dir.path()).await;
+    let cat = catalog();
+    let c = coordinator(&kv).await;
+    // Stored before any log was attached (an older version of the broker).
+    let r = c
+        .offset_commit(commit_req("early", "", -1, &[("orders", 0, 3)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 0, 0)]);
+
+    let log = Arc::new(MemoryLog::default());
+    let weak: Weak<MemoryLog> = Arc::downgrade(&log);
+    c.attach_log(weak);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 10)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 1, 0)]);
+    // The log was created by this write: the earlier offset came first.
+    assert_eq!(
+        log.records(),
+        [("early".into(), 0, Some(3)), ("g".into(), 1, Some(10))]
+    );
+
+    // A log that cannot be written: the commit is refused and nothing is stored.
+    log.failing.store(true, Ordering::SeqCst);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 11)]), 8, &cat)
+        .await;
+    assert_eq!(
+        codes(&r),
+        [(
+            "orders".into(),
+            1,
+            KafkaCode::CoordinatorNotAvailable.code()
+        )]
+    );
+    assert_eq!(committed(&c, "g", "orders", &[1]).await, [10]);
+    let reopened = coordinator(&kv).await;
+    assert_eq!(committed(&reopened, "g", "orders", &[1]).await, [10]);
+    drop(reopened);
+    log.failing.store(false, Ordering::SeqCst);
+
+    // Deletions are tombstones: DeleteGroups of an Empty group.
+    let deleted = c
+        .delete_groups(
+            DeleteGroupsRequest::default().with_groups_names(vec![gid("early")]),
+            2,
+        )
+        .await;
+    assert_eq!(deleted.results[0].error_code, 0);
+    assert_eq!(log.records().last(), Some(&("early".into(), 0, None)));
+    assert_eq!(log.records().len(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_write_of_the_earlier_offsets_is_retried_by_the_next_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = kv(dir.path()).await;
+    let cat = catalog();
+    let c = coordinator(&kv).await;
+    let r = c
+        .offset_commit(commit_req("early", "", -1, &[("orders", 0, 3)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 0, 0)]);
+    let log = Arc::new(MemoryLog::default());
+    let weak: Weak<MemoryLog> = Arc::downgrade(&log);
+    c.attach_log(weak);
+    // Created, but nothing can be written: the commit is refused.
+    log.failing.store(true, Ordering::SeqCst);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 10)]), 8, &cat)
+        .await;
+    assert_eq!(
+        codes(&r),
+        [(
+            "orders".into(),
+            1,
+            KafkaCode::CoordinatorNotAvailable.code()
+        )]
+    );
+    assert!(log.created.load(Ordering::SeqCst));
+    log.failing.store(false, Ordering::SeqCst);
+    let r = c
+        .offset_commit(commit_req("g", "", -1, &[("orders", 1, 11)]), 8, &cat)
+        .await;
+    assert_eq!(codes(&r), [("orders".into(), 1, 0)]);
+    assert_eq!(
+        log.records(),
+        [("early".into(), 0, Some(3)), ("g".into(), 1, Some(11))]
+    );
+}

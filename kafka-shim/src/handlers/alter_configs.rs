@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::{KafkaCode, ShimError};
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{CLUSTER_NAME, Operation, ResourceType};
 use crate::topics::{Topic, TopicDefaults, validate_configs};
@@ -143,6 +144,15 @@ impl Broker {
                     return Ok(Err((
                         KafkaCode::TopicAuthorizationFailed,
                         "Topic authorization failed.".into(),
+                    )));
+                }
+                if is_internal(name) && self.topics.get(name).is_some() {
+                    // Kafka would store the change; nothing here would act on it.
+                    return Ok(Err((
+                        KafkaCode::InvalidRequest,
+                        format!(
+                            "{name} is an internal topic of this broker: its configuration is fixed"
+                        ),
                     )));
                 }
                 self.alter_topic(name, &change, validate_only).await

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
 use crate::topics::{MAX_PARTITIONS, Topic};
@@ -41,6 +42,15 @@ impl Broker {
                 Err((
                     KafkaCode::TopicAuthorizationFailed,
                     "Topic authorization failed.".to_string(),
+                ))
+            } else if is_internal(&name) && self.topics.get(&name).is_some() {
+                // Its partition count places the groups (Kafka's controller would allow
+                // it and move every group's records).
+                Err((
+                    KafkaCode::InvalidTopicException,
+                    format!(
+                        "{name} is an internal topic of this broker: its partition count is fixed"
+                    ),
                 ))
             } else {
                 self.grow_topic(&name, t.count, t.assignments.as_deref(), req.validate_only)

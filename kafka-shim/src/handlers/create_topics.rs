@@ -7,6 +7,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, create
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{CLUSTER_NAME, Operation, ResourceType};
 use crate::topics::{MAX_RECORDS_PER_REQUEST, valid_topic_name, validate_configs};
@@ -79,7 +80,9 @@ impl Broker {
                     KafkaCode::InvalidTopicException,
                     format!("`{name}` is not a legal topic name (1-249 of [a-zA-Z0-9._-])"),
                 ))
-            } else if self.topics.get(&name).is_some() {
+            } else if self.topics.get(&name).is_some() || is_internal(&name) {
+                // The internal topic exists for clients from the start (it is made with its
+                // own settings when first used, never by a client).
                 Some((
                     KafkaCode::TopicAlreadyExists,
                     format!("Topic '{name}' already exists."),

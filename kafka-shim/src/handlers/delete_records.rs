@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
 
@@ -33,6 +34,8 @@ impl Broker {
                 let outcome = match &topic {
                     _ if !deletable => Err(KafkaCode::TopicAuthorizationFailed),
                     None => Err(KafkaCode::UnknownTopicOrPartition),
+                    // Kafka: "Cannot delete records of internal topic".
+                    Some(_) if is_internal(&name) => Err(KafkaCode::InvalidTopicException),
                     // Kafka refuses to delete records of a topic whose cleanup policy does
                     // not include `delete`.
                     Some(topic) if !topic.deletes_records(&self.config.topic_defaults) => {

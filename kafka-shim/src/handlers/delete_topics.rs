@@ -8,6 +8,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{Operation, ResourceType};
 
@@ -53,6 +54,17 @@ impl Broker {
                     } else {
                         100 // UNKNOWN_TOPIC_ID
                     };
+                }
+                // Kafka's controller would delete it (only its tools refuse); here its log
+                // is the account of the committed offsets, which outlive it.
+                Some(topic) if is_internal(&topic.name) => {
+                    r.name = Some(TopicName(str_bytes(&topic.name)));
+                    r.topic_id = topic.id;
+                    r.error_code = KafkaCode::InvalidTopicException.code();
+                    r.error_message = Some(str_bytes(&format!(
+                        "{} is an internal topic of this broker and cannot be deleted",
+                        topic.name
+                    )));
                 }
                 Some(topic) => {
                     r.name = Some(TopicName(str_bytes(&topic.name)));

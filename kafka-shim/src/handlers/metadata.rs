@@ -9,6 +9,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::security::Session;
 use crate::security::acl::{CLUSTER_NAME, Operation, ResourceType};
 use crate::topics::{Topic, valid_topic_name};
@@ -40,6 +41,7 @@ impl Broker {
         metadata_response::MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(&topic.name))))
             .with_topic_id(topic.id)
+            .with_is_internal(is_internal(&topic.name))
             .with_partitions(partitions)
     }
 
@@ -103,10 +105,22 @@ impl Broker {
                             CLUSTER_NAME,
                         ) || self.allowed(session, Operation::Create, ResourceType::Topic, &name)
                     };
+                    if is_internal(&name) && described(&name) {
+                        // Asked for by name (a consumer of it): made with its own settings,
+                        // as Kafka's broker makes it.
+                        if let Err(e) = self.groups().ensure_log().await {
+                            tracing::warn!(error = %e, "could not create the offsets topic");
+                        }
+                    }
                     let entry = if !described(&name) {
                         denied(&name)
                     } else if let Some(t) = self.topics.get(&name) {
                         self.topic_entry(&t)
+                    } else if is_internal(&name) {
+                        // Never auto-created as an ordinary topic.
+                        metadata_response::MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(str_bytes(&name))))
+                            .with_error_code(KafkaCode::UnknownTopicOrPartition.code())
                     } else if !valid_topic_name(&name) {
                         metadata_response::MetadataResponseTopic::default()
                             .with_name(Some(TopicName(str_bytes(&name))))

@@ -2,6 +2,9 @@
 //! truncation after a leader change (KIP-320). This broker is the only leader its partitions
 //! ever had, at epoch 0 (what Metadata and Fetch report), so the epoch cache Kafka keeps
 //! holds at most one entry: epoch 0, from the first batch ever written.
+//!
+//! Versions 0 and 1 (which Kafka 3.9 still serves) are read and written by hand
+//! ([`crate::codec::legacy`]); v0's answer carries no leader epoch.
 
 use std::sync::Arc;
 
@@ -10,8 +13,11 @@ use kafka_protocol::messages::{
     offset_for_leader_epoch_response,
 };
 
+use bytes::BytesMut;
+
 use crate::broker::{Broker, Reply, encode, str_bytes};
-use crate::error::KafkaCode;
+use crate::codec::legacy;
+use crate::error::{KafkaCode, ShimError};
 use crate::security::Session;
 use crate::security::acl::{CLUSTER_NAME, Operation, ResourceType};
 
@@ -91,9 +97,13 @@ impl Broker {
                     .with_partitions(partitions),
             );
         }
-        encode(
-            &OffsetForLeaderEpochResponse::default().with_topics(topics),
-            version,
-        )
+        let resp = OffsetForLeaderEpochResponse::default().with_topics(topics);
+        if legacy::offset_for_leader_epoch_legacy(version) {
+            let mut out = BytesMut::new();
+            legacy::encode_offset_for_leader_epoch_response(&resp, version, &mut out)
+                .map_err(ShimError::Encode)?;
+            return Ok(Some(out));
+        }
+        encode(&resp, version)
     }
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName, produ
 use crate::batch::{self, BatchError};
 use crate::broker::{Broker, Reply, encode, str_bytes};
 use crate::error::KafkaCode;
+use crate::offsets_topic::is_internal;
 use crate::partition::Partition;
 use crate::quotas::{self, PRODUCE_BACKS_OFF_FROM, QuotaKey, throttle_time_ms};
 use crate::security::Session;
@@ -65,6 +66,10 @@ impl Broker {
                     }
                     if !self.allowed(session, Operation::Write, ResourceType::Topic, &name) {
                         return Err(KafkaCode::TopicAuthorizationFailed.into());
+                    }
+                    // Kafka: "Cannot append to internal topic" for every client.
+                    if is_internal(&name) {
+                        return Err(KafkaCode::InvalidTopicException.into());
                     }
                     let topic = topic.as_ref().ok_or(KafkaCode::UnknownTopicOrPartition)?;
                     let records = part.records.as_ref().ok_or(KafkaCode::CorruptMessage)?;

@@ -10,6 +10,7 @@
 //! The same function is what the fuzz targets (`kafka-wire/fuzz`) drive.
 
 pub mod bounds;
+pub mod legacy;
 pub(crate) mod schema;
 
 use bytes::Bytes;
@@ -113,6 +114,11 @@ macro_rules! bodies {
             /// Kafka's encoding of this body at `version`: what a body that decoded must
             /// encode back to (the fuzz target and the tests check it for every API).
             pub fn encode(&self, out: &mut bytes::BytesMut, version: i16) -> Result<(), String> {
+                if let Body::OffsetForLeaderEpoch(b) = self
+                    && legacy::offset_for_leader_epoch_legacy(version)
+                {
+                    return legacy::encode_offset_for_leader_epoch_request(b, out);
+                }
                 match self {
                     $(Body::$variant(b) => {
                         kafka_protocol::protocol::Encodable::encode(b, out, version)
@@ -170,10 +176,14 @@ bodies!(
 );
 
 /// The API versions [`decode`] accepts for `key`: those both described by the schema and
-/// decodable by `kafka-protocol`. `None` for an API it does not decode.
+/// decodable by `kafka-protocol` or by hand ([`legacy`]). `None` for an API it does not
+/// decode.
 pub fn decodable_versions(key: ApiKey) -> Option<(i16, i16)> {
     let api = schema::api_for(key as i16)?;
-    let crate_range = key.valid_versions();
+    let mut crate_range = key.valid_versions();
+    if key == ApiKey::OffsetForLeaderEpoch {
+        crate_range.min = 0;
+    }
     let lo = api.valid.lo.max(crate_range.min);
     let hi = api.valid.hi.min(crate_range.max);
     (lo <= hi).then_some((lo, hi))
@@ -197,7 +207,14 @@ pub fn decode(mut frame: Bytes) -> Result<Request, DecodeError> {
     bounds::check_frame(api, prefix.version, &frame).map_err(|e| malformed(e.to_string()))?;
     let header = decode_request_header_from_buffer(&mut frame)
         .map_err(|e| malformed(format!("request header: {e}")))?;
-    let body = decode_body(key, &mut frame, prefix.version).map_err(malformed)?;
+    let body = if key == ApiKey::OffsetForLeaderEpoch
+        && legacy::offset_for_leader_epoch_legacy(prefix.version)
+    {
+        legacy::decode_offset_for_leader_epoch_request(&mut frame).map(Body::OffsetForLeaderEpoch)
+    } else {
+        decode_body(key, &mut frame, prefix.version)
+    }
+    .map_err(malformed)?;
     Ok(Request {
         key,
         version: prefix.version,
