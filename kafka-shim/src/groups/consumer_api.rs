@@ -189,6 +189,13 @@ impl GroupCoordinator {
         });
         if created && group.members.is_empty() {
             state.consumers.remove(&group_id);
+        } else {
+            // Its committed offsets live in an Empty classic group of the same id, which the
+            // offset and admin APIs find.
+            state
+                .groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(now));
         }
         match answer {
             Err(r) => refused(r),

@@ -1320,6 +1320,7 @@ mod consumer_protocol {
     //! and fetches, the admin APIs, and the session timer run by the reaper.
 
     use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::offset_delete_request;
     use kafka_protocol::messages::{
         ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
     };
@@ -1457,6 +1458,37 @@ mod consumer_protocol {
             })
             .collect();
         assert_eq!(listed, vec![("modern", "consumer", "Stable")]);
+        // OffsetDelete: not for a topic a member subscribes to.
+        let r = c
+            .offset_delete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(gid("modern"))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb("orders")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ]),
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb("events.v1-x_y")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ]),
+                    ]),
+                0,
+                &catalog(),
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(
+            r.topics
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect::<Vec<_>>(),
+            vec![KafkaCode::GroupSubscribedToTopic.code(), 0]
+        );
         // DeleteGroups: not while it has members.
         let r = c
             .delete_groups(
