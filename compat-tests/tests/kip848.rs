@@ -19,7 +19,7 @@ use anyhow::{Context, Result, ensure};
 use compat_tests::Server;
 use compat_tests::clients::{java_program, kafka_tool, python, run_with_input as run};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// The consumer-protocol session timeout the servers here use: a SIGKILLed member is fenced
 /// this long after its last heartbeat.
@@ -101,9 +101,17 @@ async fn java_client_kip848_members_share_leave_are_fenced_and_resume() -> Resul
     server.stop().await
 }
 
-/// A `member` of `confluent_kip848.py` in the background.
-fn member(server: &Server, topic: &str, group: &str, name: &str) -> Result<Child> {
-    let mut cmd = python("confluent_kip848.py")?;
+/// A member in the background: `confluent_kip848.py member` (librdkafka) or
+/// `Kip848Clients member` (Java).
+fn member(server: &Server, java: bool, topic: &str, group: &str, name: &str) -> Result<Child> {
+    let mut cmd = if java {
+        java_program(
+            "woodpecker/compat/Kip848Clients.java",
+            "woodpecker.compat.Kip848Clients",
+        )?
+    } else {
+        python("confluent_kip848.py")?
+    };
     cmd.args(["member", &server.bootstrap(), topic, group, name])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,11 +119,44 @@ fn member(server: &Server, topic: &str, group: &str, name: &str) -> Result<Child
     cmd.spawn().context("starting a member")
 }
 
-/// `kafka-consumer-groups.sh --describe` shows a live consumer-protocol group (each partition
-/// with a member's id, host and client id); after a server restart its committed offsets are
-/// where a new member starts.
+/// Runs `kafka-consumer-groups.sh --describe --group GROUP` until `done` accepts its rows
+/// (the lines of the group); a failure guard bounds the wait, no timing is asserted.
+async fn describe_until(
+    server: &Server,
+    group: &str,
+    what: &str,
+    done: impl Fn(&[&str]) -> bool,
+) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..120 {
+        let mut cmd = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")?;
+        cmd.args(["--bootstrap-server", &server.bootstrap()]).args([
+            "--describe",
+            "--group",
+            group,
+        ]);
+        let out = run("kafka-consumer-groups.sh --describe", cmd, None).await?;
+        out.ok()?;
+        last = out.stdout.clone();
+        let rows: Vec<&str> = last
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(group))
+            .collect();
+        if done(&rows) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("--describe never showed {what}:\n{last}")
+}
+
+/// A librdkafka member and a Java member share a group; `kafka-consumer-groups.sh --describe`
+/// shows it live (each partition with a member's id, host and client id, the assignor and the
+/// state). Both members survive a server restart (they are told UNKNOWN_MEMBER_ID and rejoin)
+/// and consume what is produced after it; after another restart a new member starts at the
+/// committed offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kip848_group_offsets_survive_a_restart_and_the_tool_describes_the_group() -> Result<()> {
+async fn kip848_mixed_clients_the_tool_describes_the_group_and_restarts() -> Result<()> {
     let mut server = server().await?;
     let (topic, group) = ("tool848", "tool848-group");
     let mut cmd = python("confluent_kip848.py")?;
@@ -123,65 +164,55 @@ async fn kip848_group_offsets_survive_a_restart_and_the_tool_describes_the_group
     let v = run("confluent-kafka KIP-848 commit", cmd, None)
         .await?
         .summary()?;
-    let committed: Vec<Value> = (0..6).map(|p| json!([p, 10])).collect();
-    ensure!(v["committed"] == json!(committed), "committed: {v}");
+    let at =
+        |offset: i64| -> Value { json!((0..6).map(|p| json!([p, offset])).collect::<Vec<_>>()) };
+    ensure!(v["committed"] == at(10), "committed: {v}");
 
     let mut members = vec![
-        member(&server, topic, group, "d1")?,
-        member(&server, topic, group, "d2")?,
+        member(&server, false, topic, group, "rd")?,
+        member(&server, true, topic, group, "java")?,
     ];
-    let describe = || -> Result<Command> {
-        let mut cmd = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")?;
-        cmd.args(["--bootstrap-server", &server.bootstrap()]).args([
-            "--describe",
-            "--group",
-            group,
-        ]);
-        Ok(cmd)
-    };
-    // Until both members own their partitions (a failure guard, not a timing assertion).
-    let mut last = String::new();
-    let mut shown = false;
-    for _ in 0..60 {
-        let out = run("kafka-consumer-groups.sh --describe", describe()?, None).await?;
-        out.ok()?;
-        last = out.stdout.clone();
-        let rows: Vec<&str> = last
-            .lines()
-            .filter(|l| l.split_whitespace().next() == Some(group))
-            .collect();
-        let by = |client: &str| rows.iter().filter(|l| l.contains(client)).count();
-        if rows.len() == 6 && by("compat-d1") == 3 && by("compat-d2") == 3 {
-            ensure!(
-                rows.iter()
-                    .all(|l| l.contains("/127.0.0.1") && l.split_whitespace().nth(3) == Some("10")),
-                "--describe: {last}"
-            );
-            shown = true;
-            break;
+    // Each member owns three partitions; the committed offset is 10 everywhere.
+    let shared_at = |offset: &'static str| {
+        move |rows: &[&str]| {
+            let by = |client: &str| rows.iter().filter(|l| l.contains(client)).count();
+            rows.len() == 6
+                && by("compat-rd") == 3
+                && by("compat-java") == 3
+                && rows.iter().all(|l| {
+                    l.contains("/127.0.0.1") && l.split_whitespace().nth(3) == Some(offset)
+                })
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    ensure!(
-        shown,
-        "--describe never showed both members' partitions:\n{last}"
-    );
-    let state = run(
-        "kafka-consumer-groups.sh --describe --state",
-        {
-            let mut cmd = describe()?;
-            cmd.arg("--state");
-            cmd
-        },
-        None,
-    )
-    .await?;
+    };
+    describe_until(&server, group, "both members' partitions", shared_at("10")).await?;
+    let mut cmd = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")?;
+    cmd.args(["--bootstrap-server", &server.bootstrap()]).args([
+        "--describe",
+        "--group",
+        group,
+        "--state",
+    ]);
+    let state = run("kafka-consumer-groups.sh --describe --state", cmd, None).await?;
     state.ok()?;
     ensure!(
         state.stdout.contains("uniform") && state.stdout.contains("Stable"),
         "--describe --state: {}",
         state.stdout
     );
+
+    // Membership is in memory: after a restart both members are unknown and rejoin, and
+    // consume (and commit) what is produced then.
+    server.restart().await?;
+    let mut cmd = python("confluent_kip848.py")?;
+    cmd.args(["produce", &server.bootstrap(), topic]);
+    run("confluent-kafka produce", cmd, None).await?.ok()?;
+    describe_until(
+        &server,
+        group,
+        "both members back, past the new records",
+        shared_at("11"),
+    )
+    .await?;
     for m in &mut members {
         m.kill().await.context("stopping a member")?;
     }
@@ -192,6 +223,6 @@ async fn kip848_group_offsets_survive_a_restart_and_the_tool_describes_the_group
     let v = run("confluent-kafka KIP-848 resume", cmd, None)
         .await?
         .summary()?;
-    ensure!(v["first"] == json!(committed), "after the restart: {v}");
+    ensure!(v["first"] == at(11), "after the restart: {v}");
     server.stop().await
 }

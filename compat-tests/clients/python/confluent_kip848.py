@@ -23,6 +23,9 @@ Scenarios (each prints `RESULT <json>`, see common.py):
       TOPIC (6 partitions, 10 records each) is created; one member consumes it to its end,
       committing, and closes; the result holds the committed offsets.
 
+  produce BOOTSTRAP TOPIC
+      One record more to each partition of TOPIC.
+
   resume BOOTSTRAP TOPIC GROUP
       One record more is produced to each partition; one member joins GROUP and reports the
       first offset it consumes of each partition (after a server restart: the committed
@@ -36,7 +39,14 @@ import subprocess
 import sys
 import threading
 
-from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupType,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import Deadline, Run, main
@@ -87,7 +97,13 @@ class Member:
             self.run.log(f"{self.name}: error {msg.error()}")
             return
         self.records.append((msg.partition(), msg.offset()))
-        self.c.commit(message=msg, asynchronous=False)
+        try:
+            self.c.commit(message=msg, asynchronous=False)
+        except KafkaException as e:
+            # A member fenced (or forgotten by a restarted server) between the fetch and the
+            # commit; it rejoins and goes on, as applications do.
+            self.errors.append(e.args[0])
+            self.run.log(f"{self.name}: commit failed: {e}")
 
     def partitions(self):
         return sorted(p.partition for p in self.c.assignment())
@@ -289,6 +305,10 @@ def commit(run, bootstrap, topic, group):
     m.c.close()
 
 
+def produce_more(run, bootstrap, topic):
+    produce(run, bootstrap, topic, 1, "more")
+
+
 def resume(run, bootstrap, topic, group):
     produce(run, bootstrap, topic, 1, "r")
     m = Member(run, bootstrap, topic, group, "resumer")
@@ -307,6 +327,12 @@ if __name__ == "__main__":
     RUN.result["client"] = f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}"
     main(
         RUN,
-        {"share": share, "member": member, "commit": commit, "resume": resume},
+        {
+            "share": share,
+            "member": member,
+            "commit": commit,
+            "produce": produce_more,
+            "resume": resume,
+        },
         sys.argv,
     )

@@ -466,13 +466,9 @@ impl ConsumerGroup {
                 }
                 member.last_sent = None;
             }
+            // An id the group does not know joins under that id: a v1 client makes its own,
+            // and a v0 client that was fenced rejoins with the one it was given.
             None => {
-                if req.version == 0 && !req.member_id.is_empty() {
-                    return Err(refuse(
-                        KafkaCode::UnknownMemberId,
-                        format!("Member {id} is not a member of the group."),
-                    ));
-                }
                 if self.members.len() >= settings.max_size {
                     return Err(refuse(
                         KafkaCode::GroupMaxSizeReached,

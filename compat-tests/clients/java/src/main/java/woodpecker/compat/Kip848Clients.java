@@ -30,6 +30,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.ConsumerGroupState;
 import org.apache.kafka.common.GroupType;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.InconsistentGroupProtocolException;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -247,8 +248,14 @@ public final class Kip848Clients {
             c.subscribe(List.of(topic));
             Set<Integer> last = null;
             while (true) {
-                if (!c.poll(Duration.ofMillis(100)).isEmpty()) {
-                    c.commitSync();
+                try {
+                    if (!c.poll(Duration.ofMillis(100)).isEmpty()) {
+                        c.commitSync();
+                    }
+                } catch (KafkaException e) {
+                    // A commit of a member that was fenced (or forgotten by a restarted
+                    // server) fails; the member rejoins and goes on, as applications do.
+                    log(name + ": " + e);
                 }
                 Set<Integer> now = partitions(c.assignment());
                 if (!now.equals(last)) {
