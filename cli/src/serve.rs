@@ -96,6 +96,18 @@ pub(crate) struct ServeArgs {
     /// (group.max.session.timeout.ms); more is INVALID_SESSION_TIMEOUT.
     #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
     kafka_group_max_session_timeout_ms: u64,
+    /// The session timeout of members of consumer-protocol groups (KIP-848,
+    /// group.consumer.session.timeout.ms): a member silent this long is fenced.
+    #[arg(long, default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_group_consumer_session_timeout_ms: u64,
+    /// How often members of consumer-protocol groups are told to heartbeat (KIP-848,
+    /// group.consumer.heartbeat.interval.ms); must be below the session timeout.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_group_consumer_heartbeat_interval_ms: u64,
+    /// The most members a consumer-protocol group may have (group.consumer.max.size);
+    /// one more is GROUP_MAX_SIZE_REACHED.
+    #[arg(long, default_value_t = i32::MAX as u64, value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    kafka_group_consumer_max_size: u64,
     /// Kafka security settings in a Java-properties file, with Kafka's own keys:
     /// `listeners`, `advertised.listeners`, `listener.security.protocol.map`, `ssl.*`,
     /// `sasl.enabled.mechanisms`, `authorizer.class.name`, `super.users`,
@@ -227,6 +239,15 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
             args.kafka_group_max_session_timeout_ms
         );
     }
+    if args.kafka_group_consumer_heartbeat_interval_ms
+        >= args.kafka_group_consumer_session_timeout_ms
+    {
+        bail!(
+            "--kafka-group-consumer-heartbeat-interval-ms ({}) must be below --kafka-group-consumer-session-timeout-ms ({})",
+            args.kafka_group_consumer_heartbeat_interval_ms,
+            args.kafka_group_consumer_session_timeout_ms
+        );
+    }
     let admin = match &args.kafka_admin_user {
         Some(user) => {
             let password = match &args.kafka_admin_password_file {
@@ -285,6 +306,14 @@ pub(crate) async fn run(engine: &Engine, args: ServeArgs) -> anyhow::Result<()> 
     config.groups = GroupSettings {
         min_session_timeout: Duration::from_millis(args.kafka_group_min_session_timeout_ms),
         max_session_timeout: Duration::from_millis(args.kafka_group_max_session_timeout_ms),
+        consumer_session_timeout: Duration::from_millis(
+            args.kafka_group_consumer_session_timeout_ms,
+        ),
+        consumer_heartbeat_interval: Duration::from_millis(
+            args.kafka_group_consumer_heartbeat_interval_ms,
+        ),
+        consumer_max_size: usize::try_from(args.kafka_group_consumer_max_size)
+            .unwrap_or(usize::MAX),
         ..GroupSettings::default()
     };
     let metrics = Arc::new(Metrics::default());

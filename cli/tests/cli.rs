@@ -654,4 +654,29 @@ fn serve_refuses_session_timeout_bounds_that_cross() {
         "{}",
         stderr(&out)
     );
+    // KIP-848 groups: the heartbeat interval must be below the session timeout.
+    let out = fails(woodpecker(
+        dir.path(),
+        &[
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--milvus-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--kafka-group-consumer-session-timeout-ms",
+            "3000",
+            "--kafka-group-consumer-heartbeat-interval-ms",
+            "3000",
+        ],
+    ));
+    assert!(
+        stderr(&out).contains(
+            "--kafka-group-consumer-heartbeat-interval-ms (3000) must be below \
+             --kafka-group-consumer-session-timeout-ms (3000)"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -177,7 +177,8 @@ async fn secured_server() -> Result<Secured> {
 /// confluent-kafka with Milvus's settings: SCRAM-SHA-512 and SCRAM-SHA-256 and PLAIN over
 /// TLS, credentials made through AlterUserScramCredentials, wrong passwords and missing
 /// credentials refused, ACLs made, listed, enforced (TOPIC_AUTHORIZATION_FAILED,
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and deleted; a transaction committed under ACLs.
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED for a KIP-848 member) and
+/// deleted; a transaction committed under ACLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_over_sasl_ssl_with_acls() -> Result<()> {
     let mut s = secured_server().await?;
@@ -209,6 +210,15 @@ async fn confluent_kafka_over_sasl_ssl_with_acls() -> Result<()> {
     // TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53) before the ACL, a commit after it.
     ensure!(v["txn_denied"] == "53", "{v}");
     ensure!(v["txn_committed"] == true, "{v}");
+    // KIP-848: READ on the group for ConsumerGroupHeartbeat.
+    ensure!(
+        v["kip848_denied"] == serde_json::json!(["GROUP_AUTHORIZATION_FAILED"]),
+        "{v}"
+    );
+    ensure!(
+        v["kip848_consumed"] == serde_json::json!(["a1", "a2", "a3"]),
+        "{v}"
+    );
     s.server.stop().await
 }
 

@@ -22,6 +22,8 @@
 //! | InitProducerId | transactional id: WRITE on it; else IDEMPOTENT_WRITE cluster or WRITE on some topic | `TRANSACTIONAL_ID_`/`CLUSTER_AUTHORIZATION_FAILED` |
 //! | FindCoordinator | DESCRIBE group / transactional id | `GROUP_`/`TRANSACTIONAL_ID_AUTHORIZATION_FAILED` |
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup | READ group | `GROUP_AUTHORIZATION_FAILED` |
+//! | ConsumerGroupHeartbeat | READ group, DESCRIBE every subscribed topic name | `GROUP_`/`TOPIC_AUTHORIZATION_FAILED` (topics matched by a regex are not filtered yet) |
+//! | ConsumerGroupDescribe | DESCRIBE group | `GROUP_AUTHORIZATION_FAILED` per group |
 //! | OffsetCommit | READ group, READ topic | `GROUP_AUTHORIZATION_FAILED` everywhere / `TOPIC_AUTHORIZATION_FAILED` per partition |
 //! | OffsetFetch | DESCRIBE group, DESCRIBE topic | `GROUP_AUTHORIZATION_FAILED`; named topics `TOPIC_AUTHORIZATION_FAILED`, others left out |
 //! | DescribeGroups | DESCRIBE group | `GROUP_AUTHORIZATION_FAILED` per group |
@@ -52,6 +54,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{
     AddPartitionsToTxnResponse, OffsetDeleteRequest, OffsetDeleteResponse, TxnOffsetCommitResponse,
     add_partitions_to_txn_response, offset_delete_response, txn_offset_commit_response,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse,
+    consumer_group_describe_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -128,6 +134,31 @@ impl Broker {
                 &LeaveGroupResponse::default().with_error_code(code),
                 version,
             )),
+            Body::ConsumerGroupHeartbeat(r) => {
+                let refused = if group_denied(r.group_id.as_str()) {
+                    Some((code, "The principal is not authorized to access the group."))
+                } else if r.subscribed_topic_names.as_ref().is_some_and(|names| {
+                    names.iter().any(|t| {
+                        !self.allowed(session, Operation::Describe, ResourceType::Topic, t)
+                    })
+                }) {
+                    Some((
+                        KafkaCode::TopicAuthorizationFailed.code(),
+                        "The principal is not authorized to describe every subscribed topic.",
+                    ))
+                } else {
+                    None
+                };
+                refused.map(|(code, message)| {
+                    encode(
+                        &ConsumerGroupHeartbeatResponse::default()
+                            .with_error_code(code)
+                            .with_error_message(Some(str_bytes(message)))
+                            .with_member_id(None),
+                        version,
+                    )
+                })
+            }
             Body::InitProducerId(r) => {
                 let denied = match r.transactional_id.as_ref().map(|t| t.as_str()) {
                     Some(t) if !t.is_empty() => {
@@ -470,6 +501,49 @@ impl Broker {
         for id in denied {
             resp.groups.push(
                 describe_groups_response::DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(KafkaCode::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(i32::MIN),
+            );
+        }
+        resp
+    }
+
+    /// ConsumerGroupDescribe: DESCRIBE on each group (else GROUP_AUTHORIZATION_FAILED for
+    /// it); the authorized operations when asked.
+    pub(crate) async fn authorized_consumer_group_describe(
+        &self,
+        session: &Session,
+        mut req: ConsumerGroupDescribeRequest,
+        version: i16,
+    ) -> ConsumerGroupDescribeResponse {
+        let include_ops = req.include_authorized_operations;
+        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut req.group_ids)
+            .into_iter()
+            .partition(|g| {
+                self.allowed(
+                    session,
+                    Operation::Describe,
+                    ResourceType::Group,
+                    g.as_str(),
+                )
+            });
+        req.group_ids = allowed;
+        let topics = self.topic_infos();
+        let mut resp = self
+            .groups()
+            .consumer_group_describe(req, version, &topics)
+            .await;
+        for g in &mut resp.groups {
+            g.authorized_operations = if include_ops && g.error_code == 0 {
+                self.authorized_operations(session, ResourceType::Group, g.group_id.as_str())
+            } else {
+                i32::MIN
+            };
+        }
+        for id in denied {
+            resp.groups.push(
+                consumer_group_describe_response::DescribedGroup::default()
                     .with_group_id(id)
                     .with_error_code(KafkaCode::GroupAuthorizationFailed.code())
                     .with_authorized_operations(i32::MIN),

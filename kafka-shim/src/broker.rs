@@ -20,7 +20,7 @@ use wal::meta::kv::Kv;
 use crate::TopicCatalog;
 use crate::error::{KafkaCode, ShimError};
 use crate::fetch_session::FetchSessions;
-use crate::groups::{GroupCoordinator, GroupSettings, MemberOrigin};
+use crate::groups::{GroupCoordinator, GroupSettings, MemberOrigin, TopicInfo};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionSettings, ReopenBackoff};
 use crate::quotas::Quotas;
@@ -430,6 +430,19 @@ impl Broker {
         Ok(())
     }
 
+    /// Every topic, as the consumer-protocol coordinator sees it.
+    pub(crate) fn topic_infos(&self) -> Vec<TopicInfo> {
+        self.topics
+            .all()
+            .iter()
+            .map(|t| TopicInfo {
+                id: t.id,
+                name: t.name.clone(),
+                partitions: t.partitions,
+            })
+            .collect()
+    }
+
     /// Runs retention over every topic once.
     pub async fn apply_retention(&self) {
         let now = now_ms(self.config.clock.as_ref());
@@ -563,6 +576,28 @@ impl Broker {
             Body::SyncGroup(req) => {
                 Box::pin(async move { encode(&me.groups.sync_group(req, version).await, version) })
             }
+            Body::ConsumerGroupHeartbeat(req) => {
+                let origin = MemberOrigin {
+                    client_id: header.client_id.as_deref().unwrap_or("").to_owned(),
+                    host: session.host.clone(),
+                };
+                Box::pin(async move {
+                    let topics = me.topic_infos();
+                    encode(
+                        &me.groups
+                            .consumer_group_heartbeat(req, version, &origin, &topics)
+                            .await,
+                        version,
+                    )
+                })
+            }
+            Body::ConsumerGroupDescribe(req) => Box::pin(async move {
+                encode(
+                    &me.authorized_consumer_group_describe(&s, req, version)
+                        .await,
+                    version,
+                )
+            }),
             Body::Heartbeat(req) => {
                 Box::pin(async move { encode(&me.groups.heartbeat(req, version).await, version) })
             }

@@ -126,6 +126,19 @@ pub enum KafkaCode {
     GroupSubscribedToTopic = 86,
     /// An offset of the partition is pending in an open transaction (KIP-447).
     UnstableOffsetCommit = 88,
+    /// A new member would take the group past `group.consumer.max.size`.
+    GroupMaxSizeReached = 81,
+    /// The member epoch is not the coordinator's: the member must drop its partitions and
+    /// rejoin (KIP-848).
+    FencedMemberEpoch = 110,
+    /// Another live member still holds this static member's instance id (KIP-848).
+    UnreleasedInstanceId = 111,
+    /// The server-side assignor the member asked for does not exist (KIP-848).
+    UnsupportedAssignor = 112,
+    /// An offset commit or fetch names an old member epoch (KIP-848).
+    StaleMemberEpoch = 113,
+    /// A subscription regular expression does not compile (KIP-848).
+    InvalidRegularExpression = 128,
     /// An unknown server error.
     UnknownServerError = -1,
 }
@@ -279,6 +292,12 @@ mod tests {
             KafkaCode::FencedInstanceId,
             KafkaCode::GroupSubscribedToTopic,
             KafkaCode::UnstableOffsetCommit,
+            KafkaCode::GroupMaxSizeReached,
+            KafkaCode::FencedMemberEpoch,
+            KafkaCode::UnreleasedInstanceId,
+            KafkaCode::UnsupportedAssignor,
+            KafkaCode::StaleMemberEpoch,
+            KafkaCode::InvalidRegularExpression,
             KafkaCode::UnknownServerError,
         ] {
             let kafka = ResponseError::try_from_code(code.code())

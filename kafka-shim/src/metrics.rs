@@ -290,6 +290,8 @@ pub fn api_label(key: ApiKey) -> &'static str {
         DeleteGroups => "DeleteGroups",
         OffsetDelete => "OffsetDelete",
         DescribeCluster => "DescribeCluster",
+        ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "other",
     }
 }

@@ -9,8 +9,9 @@ Scenario (prints `RESULT <json>`, see common.py):
       the SCRAM-SHA-256 credential of `alice`. A wrong password and an unknown mechanism are
       refused with librdkafka's authentication error. alice (PLAIN and SCRAM-SHA-256) is
       refused by the ACLs (TOPIC_AUTHORIZATION_FAILED) until the admin allows her WRITE and
-      READ on TOPIC and READ on her group; then she produces and consumes. DescribeAcls shows
-      the bindings. Her transactional producer is refused (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+      READ on TOPIC and READ on her group; then she produces and consumes, with the classic
+      protocol and as a KIP-848 member (which is refused with GROUP_AUTHORIZATION_FAILED in a
+      group she may not read). DescribeAcls shows the bindings. Her transactional producer is refused (TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
       until WRITE on its transactional id is allowed, then commits a transaction. DeleteAcls
       removes the bindings and alice is refused again.
 
@@ -170,6 +171,35 @@ def security(run, bootstrap, ca, admin_password, topic):
         c.close()
         run.result["consumed"] = got
         run.check(got == ["a1", "a2", "a3"], f"consumed {got}")
+    with run.step("alice's KIP-848 member: refused in a group she may not read, consumes in hers"):
+        kip848 = {"group.protocol": "consumer", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False}
+        c = Consumer(dict(alice, **kip848, **{"group.id": "bob-g"}))
+        c.subscribe([topic])
+        codes = []
+        deadline = Deadline(60)
+        while not codes and not deadline.expired():
+            m = c.poll(0.5)
+            if m is not None and m.error():
+                codes.append(m.error().code())
+        c.close()
+        run.result["kip848_denied"] = [KafkaError(code).name() for code in codes]
+        run.check(
+            codes == [KafkaError.GROUP_AUTHORIZATION_FAILED],
+            f"a KIP-848 member without READ on its group got {run.result['kip848_denied']}",
+        )
+        c = Consumer(dict(alice, **kip848, **{"group.id": "alice-kip848"}))
+        c.subscribe([topic])
+        got = []
+        deadline = Deadline(60)
+        while len(got) < 3 and not deadline.expired():
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+        c.commit(asynchronous=False)
+        c.close()
+        run.result["kip848_consumed"] = got
+        run.check(got == ["a1", "a2", "a3"], f"KIP-848 member consumed {got}")
     with run.step("alice commits a transaction once WRITE on her transactional id is allowed"):
         binding = AclBinding(ResourceType.TRANSACTIONAL_ID, "alice-tx", ResourcePatternType.LITERAL,
                              "User:alice", "*", AclOperation.WRITE, AclPermissionType.ALLOW)

@@ -1,5 +1,5 @@
 //! The group administration APIs of the coordinator: ListGroups, DescribeGroups and
-//! DeleteGroups.
+//! DeleteGroups, over classic and consumer-protocol groups.
 
 use super::*;
 
@@ -23,27 +23,37 @@ impl GroupCoordinator {
             Vec::new()
         };
         let state = self.shared.lock();
-        let mut ids: Vec<&String> = state.groups.keys().collect();
+        let mut ids: Vec<&String> = state.groups.keys().chain(state.consumers.keys()).collect();
         ids.sort();
+        ids.dedup();
         let groups = ids
             .into_iter()
             .filter_map(|id| {
-                let group = state.groups.get(id)?;
-                let name = group.state.as_str();
+                let (name, protocol_type, group_type) = match state.consumers.get(id) {
+                    Some(c) => (c.state().as_str(), "consumer", "consumer"),
+                    None => {
+                        let group = state.groups.get(id)?;
+                        (
+                            group.state.as_str(),
+                            group.protocol_type.as_deref().unwrap_or(""),
+                            "classic",
+                        )
+                    }
+                };
                 if !states.is_empty() && !states.iter().any(|s| s == &name.to_ascii_lowercase()) {
                     return None;
                 }
-                if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+                if !types.is_empty() && !types.iter().any(|t| t == group_type) {
                     return None;
                 }
                 let mut listed = ListedGroup::default()
                     .with_group_id(GroupId(sb(id)))
-                    .with_protocol_type(sb(group.protocol_type.as_deref().unwrap_or("")));
+                    .with_protocol_type(sb(protocol_type));
                 if version >= 4 {
                     listed = listed.with_group_state(sb(name));
                 }
                 if version >= 5 {
-                    listed = listed.with_group_type(sb("classic"));
+                    listed = listed.with_group_type(sb(group_type));
                 }
                 Some(listed)
             })
@@ -72,7 +82,12 @@ impl GroupCoordinator {
                         .with_error_code(KafkaCode::InvalidGroupId.code())
                         .with_group_state(sb(GroupState::Dead.as_str()));
                 }
-                let Some(group) = state.groups.get(group_id.as_str()) else {
+                // A consumer-protocol group is no classic group: Kafka describes it as Dead.
+                let Some(group) = state
+                    .groups
+                    .get(group_id.as_str())
+                    .filter(|_| !state.consumers.contains_key(group_id.as_str()))
+                else {
                     return described.with_group_state(sb(GroupState::Dead.as_str()));
                 };
                 let stable = group.state == GroupState::Stable;
@@ -138,6 +153,15 @@ impl GroupCoordinator {
         }
         let removed = {
             let mut state = self.shared.lock();
+            if let Some(consumer) = state.consumers.get(group_id) {
+                if !consumer.members.is_empty() {
+                    return KafkaCode::NonEmptyGroup.code();
+                }
+                state.consumers.remove(group_id);
+                if !state.groups.contains_key(group_id) {
+                    return 0;
+                }
+            }
             match state.groups.get(group_id) {
                 None => return KafkaCode::GroupIdNotFound.code(),
                 Some(g) if g.state == GroupState::Dead => {

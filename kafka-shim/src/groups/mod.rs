@@ -1,15 +1,18 @@
-//! The classic consumer-group coordinator and committed offsets.
+//! The consumer-group coordinator (classic and KIP-848 consumer protocol) and committed
+//! offsets.
 //!
 //! This node coordinates every group. Membership (the JoinGroup / SyncGroup / Heartbeat /
-//! LeaveGroup protocol) lives in memory only, as it does on a Kafka broker that just became
+//! LeaveGroup protocol of classic groups, the ConsumerGroupHeartbeat protocol of consumer
+//! groups) lives in memory only, as it does on a Kafka broker that just became
 //! coordinator: clients rejoin after a restart. Committed offsets are durable: each
 //! OffsetCommit is written to the metadata key-value store before the reply (see `store`),
 //! and they are loaded back by [`GroupCoordinator::open`]. Every change of a committed
 //! offset is first appended to the offsets log the broker attaches (`__consumer_offsets`,
 //! see [`crate::offsets_topic`]), under the same lock that orders the store's writes.
 //!
-//! The parts: `machine` is the membership state machine of one group, without I/O (inputs
-//! in, answers and effects out, time passed in); `store` owns the offsets' keys and writes;
+//! The parts: `machine` is the membership state machine of one classic group, without I/O
+//! (inputs in, answers and effects out, time passed in); `consumer` the same for one
+//! consumer-protocol group, driven by `consumer_api`; `store` owns the offsets' keys and writes;
 //! this module is the coordinator that drives them (membership requests, parked requests,
 //! timers), with the offset APIs in `offsets` and the group administration APIs in
 //! `admin`.
@@ -23,6 +26,8 @@
 //! changes the groups. It uses tokio time, so tests can pause the clock.
 
 mod admin;
+mod consumer;
+mod consumer_api;
 mod machine;
 mod offsets;
 mod store;
@@ -60,6 +65,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use wal::clock::{Clock, ClockRef, SystemClock};
 
+use self::consumer::ConsumerGroup;
+pub use self::consumer_api::TopicInfo;
 use self::machine::{
     Answer, Effect, Group, JoinInput, Now, SyncInput, Waiting, join_error, sync_error,
 };
@@ -91,6 +98,14 @@ pub struct GroupSettings {
     /// How long the offsets of an Empty group are kept (`offsets.retention.minutes`);
     /// `None` keeps them forever.
     pub offsets_retention: Option<Duration>,
+    /// The session timeout of consumer-protocol members
+    /// (`group.consumer.session.timeout.ms`, 45 s).
+    pub consumer_session_timeout: Duration,
+    /// The heartbeat interval consumer-protocol members are given
+    /// (`group.consumer.heartbeat.interval.ms`, 5 s).
+    pub consumer_heartbeat_interval: Duration,
+    /// The most members a consumer-protocol group may have (`group.consumer.max.size`).
+    pub consumer_max_size: usize,
     /// The coordinator's time: session and rebalance timeouts, offset retention.
     pub clock: ClockRef,
 }
@@ -102,6 +117,9 @@ impl Default for GroupSettings {
             min_session_timeout: Duration::from_secs(6),
             max_session_timeout: Duration::from_secs(30 * 60),
             offsets_retention: None,
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_heartbeat_interval: Duration::from_secs(5),
+            consumer_max_size: i32::MAX as usize,
             clock: SystemClock::shared(),
         }
     }
@@ -188,6 +206,9 @@ pub struct MemberOrigin {
 #[derive(Debug, Default)]
 struct State {
     groups: HashMap<String, Group>,
+    /// The membership of consumer-protocol groups (KIP-848). Their committed offsets are in
+    /// `groups`, under an Empty classic group that never gets members while this has it.
+    consumers: HashMap<String, ConsumerGroup>,
     /// Parked JoinGroups by (group, member id).
     joins: HashMap<(String, String), oneshot::Sender<JoinGroupResponse>>,
     /// Parked SyncGroups by (group, member id).
@@ -382,11 +403,28 @@ impl Shared {
             }
             state.settle(id, Parkable::None);
         }
-        state.groups.retain(|_, g| !g.is_forgettable(now));
+        for group in state.consumers.values_mut() {
+            group.tick(now.mono);
+        }
+        let State {
+            groups, consumers, ..
+        } = &mut *state;
+        consumers.retain(|id, g| {
+            !g.members.is_empty()
+                || g.empty_since + machine::EMPTY_GROUP_LINGER > now.mono
+                || groups.get(id).is_some_and(|o| !o.offsets.is_empty())
+        });
+        groups.retain(|id, g| !g.is_forgettable(now) || consumers.contains_key(id));
         let mut next: Option<Instant> = state
             .groups
             .values()
             .filter_map(Group::next_deadline)
+            .chain(
+                state
+                    .consumers
+                    .values()
+                    .filter_map(ConsumerGroup::next_deadline),
+            )
             .min()
             .map(|d| self.epoch + d);
         let mut retention_due = false;
@@ -655,6 +693,17 @@ impl GroupCoordinator {
                 KafkaCode::CoordinatorNotAvailable,
                 &input.member_id,
             ));
+        }
+        if let Some(consumer) = state.consumers.get(&group_id) {
+            if !consumer.members.is_empty() {
+                return Answer::Now(join_error(
+                    version,
+                    KafkaCode::InconsistentGroupProtocol,
+                    &input.member_id,
+                ));
+            }
+            // An empty consumer group becomes a classic one; its offsets stay.
+            state.consumers.remove(&group_id);
         }
         let created = !state.groups.contains_key(&group_id);
         if created && !input.member_id.is_empty() {

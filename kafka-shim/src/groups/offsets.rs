@@ -67,16 +67,19 @@ impl GroupCoordinator {
         } else {
             None
         };
-        self.validate_member_commit(
+        self.check_commit(
             req.group_id.as_str(),
             req.generation_id_or_member_epoch,
             req.member_id.as_str(),
             instance_id,
+            Some(version),
         )
     }
+
     /// Checks the member fields of a commit (OffsetCommit, or TxnOffsetCommit v3+): a
     /// negative generation commits for a group without members; otherwise the member must
-    /// be in the group at that generation.
+    /// be in the group at that generation (classic) or member epoch (consumer protocol:
+    /// UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH).
     pub fn validate_member_commit(
         &self,
         group_id: &str,
@@ -84,8 +87,23 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), KafkaCode> {
+        self.check_commit(group_id, generation, member_id, instance_id, None)
+    }
+
+    /// `version`: the OffsetCommit version, `None` for a transactional commit.
+    fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        version: Option<i16>,
+    ) -> Result<(), KafkaCode> {
         let now = self.shared.now();
         let mut state = self.shared.lock();
+        if let Some(consumer) = state.consumers.get(group_id) {
+            return consumer.validate_commit(member_id, generation, version);
+        }
         let Some(group) = state.groups.get_mut(group_id) else {
             if generation < 0 {
                 // A group that does not use the coordinator for membership.
@@ -274,6 +292,16 @@ impl GroupCoordinator {
                             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                             .collect::<Vec<_>>()
                     });
+                    let member = if version >= 9 {
+                        g.member_id.as_deref()
+                    } else {
+                        None
+                    };
+                    if let Err(e) = self.validate_fetch(&g.group_id, member, g.member_epoch) {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(e.code());
+                    }
                     let (code, found) =
                         self.fetch_one(&g.group_id, wanted, topics, req.require_stable);
                     OffsetFetchResponseGroup::default()
@@ -352,6 +380,21 @@ impl GroupCoordinator {
             response = response.with_error_code(code);
         }
         response
+    }
+
+    /// OffsetFetch v9's member fields, for a consumer-protocol group: none, or a member at
+    /// its epoch (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH).
+    fn validate_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), KafkaCode> {
+        let state = self.shared.lock();
+        match state.consumers.get(group_id) {
+            Some(consumer) => consumer.validate_fetch(member_id, member_epoch),
+            None => Ok(()),
+        }
     }
 
     /// The committed offsets of one group: `(group error, [(topic, [(partition, offset,
@@ -454,7 +497,12 @@ impl GroupCoordinator {
                 .groups
                 .get(&group_id)
                 .ok_or(KafkaCode::GroupIdNotFound)
-                .and_then(|g| g.offsets_deletable().map(|subscribed| (g, subscribed)));
+                .and_then(|g| match state.consumers.get(&group_id) {
+                    // A consumer group with members keeps the offsets of what they subscribe to.
+                    Some(c) if !c.members.is_empty() => Ok((g, Some(c.subscribed_topic_names()))),
+                    Some(_) => Ok((g, Some(Default::default()))),
+                    None => g.offsets_deletable().map(|subscribed| (g, subscribed)),
+                });
             let (group, subscribed) = match verdict {
                 Ok(v) => v,
                 Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),

@@ -1459,3 +1459,295 @@ async fn a_failed_write_of_the_earlier_offsets_is_retried_by_the_next_change() {
         [("early".into(), 0, Some(3)), ("g".into(), 1, Some(11))]
     );
 }
+
+mod consumer_protocol {
+    //! KIP-848 groups through the coordinator: cross-type errors, epochs in offset commits
+    //! and fetches, the admin APIs, and the session timer run by the reaper.
+
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::offset_delete_request;
+    use kafka_protocol::messages::{
+        ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    };
+
+    use super::*;
+
+    const TOPIC_ID: uuid::Uuid = uuid::Uuid::from_bytes([7; 16]);
+
+    fn topics() -> Vec<TopicInfo> {
+        vec![TopicInfo {
+            id: TOPIC_ID,
+            name: "orders".into(),
+            partitions: 3,
+        }]
+    }
+
+    async fn heartbeat(
+        c: &GroupCoordinator,
+        group: &str,
+        member: &str,
+        epoch: i32,
+        owned: Option<&[i32]>,
+    ) -> ConsumerGroupHeartbeatResponse {
+        let mut req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid(group))
+            .with_member_id(sb(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if epoch == 0 { 30_000 } else { -1 })
+            .with_topic_partitions(owned.map(|ps| {
+                vec![
+                    TopicPartitions::default()
+                        .with_topic_id(TOPIC_ID)
+                        .with_partitions(ps.to_vec()),
+                ]
+            }));
+        if epoch == 0 {
+            req = req.with_subscribed_topic_names(Some(vec![TopicName(sb("orders"))]));
+        }
+        let r = c
+            .consumer_group_heartbeat(req, 1, &MemberOrigin::default(), &topics())
+            .await;
+        encodes(&r, 1);
+        r
+    }
+
+    fn owned(r: &ConsumerGroupHeartbeatResponse) -> Option<Vec<i32>> {
+        r.assignment.as_ref().map(|a| {
+            a.topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().copied())
+                .collect()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn classic_and_consumer_groups_exclude_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let c = coordinator(&kv).await;
+        // A classic group with a member: a heartbeat is GROUP_ID_NOT_FOUND.
+        stable_single(&c, "classic").await;
+        let r = heartbeat(&c, "classic", "m", 0, Some(&[])).await;
+        assert_eq!(r.error_code, KafkaCode::GroupIdNotFound.code());
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Group classic is not a consumer group.")
+        );
+        // A consumer group with a member: a JoinGroup is INCONSISTENT_GROUP_PROTOCOL.
+        let r = heartbeat(&c, "modern", "m", 0, Some(&[])).await;
+        assert_eq!((r.error_code, r.member_epoch), (0, 1));
+        assert_eq!(owned(&r), Some(vec![0, 1, 2]));
+        let j = c.join_group(join_req("modern", "", &["range"]), 9).await;
+        assert_eq!(j.error_code, KafkaCode::InconsistentGroupProtocol.code());
+        // The describe APIs: the consumer group for ConsumerGroupDescribe, Dead for the
+        // classic one, and the other way round.
+        let d = c
+            .consumer_group_describe(
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+                    gid("modern"),
+                    gid("classic"),
+                    gid("nothing"),
+                ]),
+                0,
+                &topics(),
+            )
+            .await;
+        encodes(&d, 0);
+        let g = &d.groups[0];
+        assert_eq!(
+            (
+                g.error_code,
+                g.group_state.as_str(),
+                g.group_epoch,
+                g.assignment_epoch
+            ),
+            (0, "Stable", 1, 1)
+        );
+        assert_eq!(g.assignor_name.as_str(), "uniform");
+        assert_eq!(g.members[0].member_epoch, 1);
+        assert_eq!(
+            g.members[0].assignment.topic_partitions[0]
+                .topic_name
+                .as_str(),
+            "orders"
+        );
+        assert_eq!(
+            g.members[0].target_assignment.topic_partitions[0].partitions,
+            vec![0, 1, 2]
+        );
+        assert_eq!(d.groups[1].error_code, KafkaCode::GroupIdNotFound.code());
+        assert_eq!(d.groups[2].error_code, KafkaCode::GroupIdNotFound.code());
+        let d = c
+            .describe_groups(
+                DescribeGroupsRequest::default().with_groups(vec![gid("modern")]),
+                5,
+            )
+            .await;
+        assert_eq!(d.groups[0].group_state.as_str(), "Dead");
+        // ListGroups v5: types and states.
+        let l = c
+            .list_groups(
+                ListGroupsRequest::default().with_types_filter(vec![sb("consumer")]),
+                5,
+            )
+            .await;
+        let listed: Vec<(&str, &str, &str)> = l
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.group_id.as_str(),
+                    g.group_type.as_str(),
+                    g.group_state.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, vec![("modern", "consumer", "Stable")]);
+        // OffsetDelete: not for a topic a member subscribes to.
+        let r = c
+            .offset_delete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(gid("modern"))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb("orders")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ]),
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(sb("events.v1-x_y")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ]),
+                    ]),
+                0,
+                &catalog(),
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(
+            r.topics
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect::<Vec<_>>(),
+            vec![KafkaCode::GroupSubscribedToTopic.code(), 0]
+        );
+        // DeleteGroups: not while it has members.
+        let r = c
+            .delete_groups(
+                DeleteGroupsRequest::default().with_groups_names(vec![gid("modern")]),
+                2,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, KafkaCode::NonEmptyGroup.code());
+        // Once the member left, the empty group is deleted, and a classic member may take
+        // the id.
+        let r = heartbeat(&c, "modern", "m", -1, None).await;
+        assert_eq!((r.error_code, r.member_epoch), (0, -1));
+        let r = c
+            .delete_groups(
+                DeleteGroupsRequest::default().with_groups_names(vec![gid("modern")]),
+                2,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, 0);
+        let j = c.join_group(join_req("modern", "", &["range"]), 9).await;
+        assert_eq!(j.error_code, KafkaCode::MemberIdRequired.code());
+        c.shutdown();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offset_commits_and_fetches_check_the_member_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let c = coordinator(&kv).await;
+        let cat = catalog();
+        let r = heartbeat(&c, "g", "m", 0, Some(&[])).await;
+        let epoch = r.member_epoch;
+        let cases: Vec<(&str, i32, i16, KafkaCode)> = vec![
+            ("m", epoch, 9, KafkaCode::None),
+            ("m", epoch + 1, 9, KafkaCode::StaleMemberEpoch),
+            ("other", epoch, 9, KafkaCode::UnknownMemberId),
+            ("", -1, 9, KafkaCode::UnknownMemberId),
+            ("m", epoch, 8, KafkaCode::UnsupportedVersion),
+        ];
+        for (member, e, version, code) in cases {
+            let r = c
+                .offset_commit(
+                    commit_req("g", member, e, &[("orders", 0, 5)]),
+                    version,
+                    &cat,
+                )
+                .await;
+            assert_eq!(
+                codes(&r),
+                vec![("orders".to_owned(), 0, code.code())],
+                "{member} {e} v{version}"
+            );
+        }
+        let fetch = |member: Option<&str>, e: i32| {
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid("g"))
+                    .with_member_id(member.map(sb))
+                    .with_member_epoch(e)
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopics::default()
+                            .with_name(TopicName(sb("orders")))
+                            .with_partition_indexes(vec![0]),
+                    ])),
+            ])
+        };
+        let r = c.offset_fetch(fetch(Some("m"), epoch), 9, &cat).await;
+        assert_eq!(r.groups[0].error_code, 0);
+        assert_eq!(r.groups[0].topics[0].partitions[0].committed_offset, 5);
+        let r = c.offset_fetch(fetch(None, -1), 9, &cat).await;
+        assert_eq!(r.groups[0].topics[0].partitions[0].committed_offset, 5);
+        let r = c.offset_fetch(fetch(Some("m"), epoch - 1), 9, &cat).await;
+        assert_eq!(r.groups[0].error_code, KafkaCode::StaleMemberEpoch.code());
+        let r = c.offset_fetch(fetch(Some("x"), epoch), 9, &cat).await;
+        assert_eq!(r.groups[0].error_code, KafkaCode::UnknownMemberId.code());
+        encodes(&r, 9);
+        c.shutdown();
+    }
+
+    /// The reaper fences a silent member once its session runs out; the other member gets
+    /// its partitions; the silent one's next heartbeat is UNKNOWN_MEMBER_ID.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_member_is_fenced_by_the_timer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = kv(dir.path()).await;
+        let settings = GroupSettings {
+            consumer_session_timeout: Duration::from_secs(10),
+            ..GroupSettings::default()
+        };
+        let c = GroupCoordinator::open(ShimStore::new(kv.clone(), "kafka"), settings)
+            .await
+            .expect("open");
+        let a = heartbeat(&c, "g", "a", 0, Some(&[])).await;
+        assert_eq!(owned(&a), Some(vec![0, 1, 2]));
+        let b = heartbeat(&c, "g", "b", 0, Some(&[])).await;
+        assert_eq!(b.member_epoch, 2);
+        // a revokes what b gets.
+        let a = heartbeat(&c, "g", "a", 1, Some(&[0, 1, 2])).await;
+        let kept = owned(&a).expect("a's new assignment");
+        let a = heartbeat(&c, "g", "a", 1, Some(&kept)).await;
+        assert_eq!(a.member_epoch, 2);
+        let b = heartbeat(&c, "g", "b", 2, Some(&[])).await;
+        let taken = owned(&b).expect("b's assignment");
+        assert_eq!(kept.len() + taken.len(), 3);
+        // b goes silent; a keeps heartbeating past b's session.
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            heartbeat(&c, "g", "a", 2, Some(&kept)).await;
+        }
+        let a = heartbeat(&c, "g", "a", 2, Some(&kept)).await;
+        assert_eq!(a.member_epoch, 3);
+        assert_eq!(owned(&a), Some(vec![0, 1, 2]));
+        let b = heartbeat(&c, "g", "b", 2, Some(&taken)).await;
+        assert_eq!(b.error_code, KafkaCode::UnknownMemberId.code());
+        c.shutdown();
+    }
+}

@@ -690,7 +690,7 @@ public final class KafkaClients {
     }
 
     /** Just enough JSON for the summary: maps, lists, strings, numbers, booleans, null. */
-    private static final class Json {
+    static final class Json {
         static String write(Object v) {
             StringBuilder s = new StringBuilder();
             write(s, v);
