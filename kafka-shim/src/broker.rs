@@ -443,8 +443,16 @@ impl Broker {
             .collect()
     }
 
-    /// Runs retention over every topic once.
+    /// Runs retention over every topic once, and compacts the offsets topic where enough of
+    /// it is superseded.
     pub async fn apply_retention(&self) {
+        if let Err(e) = self
+            .groups
+            .compact_offsets_log(crate::offsets_topic::COMPACT_MIN_SUPERSEDED)
+            .await
+        {
+            tracing::warn!(error = %e, "compacting the offsets topic failed");
+        }
         let now = now_ms(self.config.clock.as_ref());
         for topic in self.topics.all() {
             let ms = topic.retention_ms(&self.config.topic_defaults);

@@ -56,6 +56,10 @@ pub const OFFSETS_TOPIC_PARTITIONS: i32 = 50;
 /// The most records appended in one batch (a deleted group may have many tombstones).
 const MAX_RECORDS_PER_BATCH: usize = 500;
 
+/// A partition is compacted only once at least this many of its records are superseded
+/// (and they outnumber the records still in force): small logs are not worth the rewrite.
+pub const COMPACT_MIN_SUPERSEDED: i64 = 10_000;
+
 /// Whether `topic` is one of Kafka's internal topics that this broker keeps itself.
 pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC
@@ -144,6 +148,20 @@ pub trait OffsetLog: Send + Sync {
         records: Vec<LogRecord>,
         timestamp_ms: i64,
     ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// The (log start, end) offsets of `partition`.
+    fn span(&self, partition: i32) -> BoxFuture<'_, Result<(i64, i64), String>>;
+
+    /// Compacts `partition`: appends `snapshot` (every record still in force there, per
+    /// group) and then moves the partition's log start to where the snapshot begins, so that
+    /// everything it supersedes goes. The caller holds the writes still, so nothing else is
+    /// appended in between.
+    fn compact(
+        &self,
+        partition: i32,
+        snapshot: Vec<(String, Vec<LogRecord>)>,
+        timestamp_ms: i64,
+    ) -> BoxFuture<'_, Result<(), String>>;
 }
 
 impl Broker {
@@ -172,6 +190,37 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Appends `records` of `group` to partition `index` of the offsets topic, durably.
+    async fn append_offsets_records(
+        &self,
+        topic: &Topic,
+        index: i32,
+        records: &[LogRecord],
+        timestamp_ms: i64,
+    ) -> Result<(), String> {
+        let partition = self
+            .partition(topic, index)
+            .await
+            .map_err(|c| format!("{OFFSETS_TOPIC}-{index}: {c:?}"))?;
+        let mut batches = Vec::new();
+        for chunk in records.chunks(MAX_RECORDS_PER_BATCH) {
+            let refs: Vec<batch::PlainRecord<'_>> = chunk
+                .iter()
+                .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+                .collect();
+            let bytes = batch::plain_batch(&refs, timestamp_ms).map_err(|e| e.to_string())?;
+            let header = batch::read_header(&bytes).map_err(|e| e.to_string())?;
+            batches.push((header, bytes));
+        }
+        partition
+            .append(batches)
+            .await
+            .map(|_| ())
+            .map_err(|c: KafkaCode| format!("appending to {OFFSETS_TOPIC}-{index}: {c:?}"))
+    }
+}
+
 impl OffsetLog for Broker {
     fn ensure(&self) -> BoxFuture<'_, Result<bool, String>> {
         Box::pin(async move { self.offsets_topic().await.map(|(_, created)| created) })
@@ -189,25 +238,43 @@ impl OffsetLog for Broker {
             }
             let (topic, _) = self.offsets_topic().await?;
             let index = partition_for(group, topic.partitions);
-            let partition = self
-                .partition(&topic, index)
+            self.append_offsets_records(&topic, index, &records, timestamp_ms)
                 .await
-                .map_err(|c| format!("{OFFSETS_TOPIC}-{index}: {c:?}"))?;
-            let mut batches = Vec::new();
-            for chunk in records.chunks(MAX_RECORDS_PER_BATCH) {
-                let refs: Vec<batch::PlainRecord<'_>> = chunk
-                    .iter()
-                    .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
-                    .collect();
-                let bytes = batch::plain_batch(&refs, timestamp_ms).map_err(|e| e.to_string())?;
-                let header = batch::read_header(&bytes).map_err(|e| e.to_string())?;
-                batches.push((header, bytes));
+        })
+    }
+
+    fn span(&self, partition: i32) -> BoxFuture<'_, Result<(i64, i64), String>> {
+        Box::pin(async move {
+            let (topic, _) = self.offsets_topic().await?;
+            let p = self
+                .partition(&topic, partition)
+                .await
+                .map_err(|c| format!("{OFFSETS_TOPIC}-{partition}: {c:?}"))?;
+            Ok(p.offsets())
+        })
+    }
+
+    fn compact(
+        &self,
+        partition: i32,
+        snapshot: Vec<(String, Vec<LogRecord>)>,
+        timestamp_ms: i64,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let (topic, _) = self.offsets_topic().await?;
+            let p = self
+                .partition(&topic, partition)
+                .await
+                .map_err(|c| format!("{OFFSETS_TOPIC}-{partition}: {c:?}"))?;
+            let (_, snapshot_start) = p.offsets();
+            for (_, records) in &snapshot {
+                self.append_offsets_records(&topic, partition, records, timestamp_ms)
+                    .await?;
             }
-            partition
-                .append(batches)
+            self.delete_partition_records(&topic, partition, snapshot_start)
                 .await
                 .map(|_| ())
-                .map_err(|c: KafkaCode| format!("appending to {OFFSETS_TOPIC}-{index}: {c:?}"))
+                .map_err(|c| format!("compacting {OFFSETS_TOPIC}-{partition}: {c:?}"))
         })
     }
 }

@@ -380,3 +380,69 @@ async fn expired_offsets_become_tombstones() -> Result<()> {
     assert_eq!(kinds, [(0, 0, false), (1, 0, true)]);
     h.stop().await
 }
+
+/// Compaction: once most of a partition is superseded, the coordinator writes the offsets in
+/// force again and moves the partition's start past everything they supersede; a reader from
+/// the start then sees each offset in force once, and the committed offsets are unchanged.
+#[tokio::test]
+async fn a_superseded_partition_is_compacted_to_the_offsets_in_force() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let mut c = h.connect().await?;
+    assert_eq!(create_topic(&mut c, "k", 2, &[]).await?, 0);
+    let group = "compacting";
+    for i in 0..30 {
+        assert_eq!(
+            committed(
+                &mut c,
+                &commit(group, "k", &[(0, i, "m"), (1, 100 + i, "")])
+            )
+            .await?,
+            [0, 0]
+        );
+    }
+    let p = partition_for(group, 50);
+    let (hw, before) = read_log(&mut c, p).await?;
+    assert_eq!((hw, before.len()), (60, 60));
+    // Below the threshold nothing happens.
+    assert_eq!(h.broker.groups().compact_offsets_log(100).await?, 0);
+    assert_eq!(h.broker.groups().compact_offsets_log(0).await?, 1);
+    let mut req = fetch_req(OFFSETS_TOPIC, 0, 0);
+    req.topics[0].partitions[0].partition = p;
+    let resp: FetchResponse = c.call(&req, 12).await?;
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.log_start_offset, 60, "the superseded records are gone");
+    assert_eq!(part.error_code, 1, "offset 0 is now out of range");
+    let mut req = fetch_req(OFFSETS_TOPIC, 60, 0);
+    req.topics[0].partitions[0].partition = p;
+    let resp: FetchResponse = c.call(&req, 12).await?;
+    let part = &resp.responses[0].partitions[0];
+    let mut after = Vec::new();
+    if let Some(records) = &part.records {
+        let mut buf = records.clone();
+        for set in RecordBatchDecoder::decode_all(&mut buf)? {
+            for r in set.records {
+                after.push(decode(r.offset, r.key, r.value));
+            }
+        }
+    }
+    let kept: Vec<(i64, i32, Option<i64>)> = after
+        .iter()
+        .map(|(o, _, _, partition, v)| (*o, *partition, v.as_ref().map(|v| v.0)))
+        .collect();
+    assert_eq!(kept, [(60, 0, Some(29)), (61, 1, Some(129))]);
+    // Nothing to do a second time; the next commit lands after the snapshot.
+    assert_eq!(h.broker.groups().compact_offsets_log(0).await?, 0);
+    assert_eq!(
+        committed(&mut c, &commit(group, "k", &[(0, 30, "")])).await?,
+        [0]
+    );
+    // The start and the records survive a restart.
+    h.restart_broker().await?;
+    let mut c = h.connect().await?;
+    let mut req = fetch_req(OFFSETS_TOPIC, 60, 0);
+    req.topics[0].partitions[0].partition = p;
+    let resp: FetchResponse = c.call(&req, 12).await?;
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!((part.log_start_offset, part.high_watermark), (60, 63));
+    h.stop().await
+}

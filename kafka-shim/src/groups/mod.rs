@@ -74,7 +74,10 @@ use self::store::{OffsetStore, StoredOffset};
 pub use self::store::{decode_name, encode_name};
 use crate::TopicCatalog;
 use crate::error::{KafkaCode, ShimError};
-use crate::offsets_topic::{LogRecord, OffsetLog, offset_commit_key, offset_commit_value};
+use crate::offsets_topic::{
+    LogRecord, OFFSETS_TOPIC_PARTITIONS, OffsetLog, offset_commit_key, offset_commit_value,
+    partition_for,
+};
 
 /// Largest `committed_metadata` accepted, in bytes (Kafka's `offset.metadata.max.bytes`).
 pub const MAX_OFFSET_METADATA_BYTES: usize = 4096;
@@ -347,26 +350,7 @@ impl Shared {
                 self.backfill_pending.store(true, Ordering::Release);
             }
             if self.backfill_pending.load(Ordering::Acquire) {
-                let stored: Vec<(String, Vec<OffsetChange>)> = {
-                    let state = self.lock();
-                    state
-                        .groups
-                        .iter()
-                        .map(|(g, group)| {
-                            let offsets = group
-                                .offsets
-                                .iter()
-                                .flat_map(|(t, parts)| {
-                                    parts
-                                        .iter()
-                                        .map(|(p, o)| ((t.clone(), *p), Some(o.clone())))
-                                })
-                                .collect();
-                            (g.clone(), offsets)
-                        })
-                        .collect()
-                };
-                for (g, offsets) in stored {
+                for (g, offsets) in self.offsets_in_force() {
                     let records = log_records(&g, &offsets)?;
                     log.append(&g, records, now_ms)
                         .await
@@ -377,6 +361,75 @@ impl Shared {
             self.log_ready.store(true, Ordering::Release);
         }
         Ok(Some(log))
+    }
+
+    /// Every committed offset in force, per group (in group order), as changes that set it.
+    fn offsets_in_force(&self) -> Vec<(String, Vec<OffsetChange>)> {
+        let state = self.lock();
+        state
+            .groups
+            .iter()
+            .filter(|(_, group)| !group.offsets.is_empty())
+            .map(|(g, group)| {
+                let offsets = group
+                    .offsets
+                    .iter()
+                    .flat_map(|(t, parts)| {
+                        parts
+                            .iter()
+                            .map(|(p, o)| ((t.clone(), *p), Some(o.clone())))
+                    })
+                    .collect();
+                (g.clone(), offsets)
+            })
+            .collect()
+    }
+
+    /// Compacts the partitions of the offsets log in which at least `min_superseded`
+    /// records are superseded and those outnumber the records in force (see
+    /// `offsets_topic`); returns how many. The caller holds the persist lock, so no offset
+    /// write comes between a partition's snapshot and the move of its start.
+    async fn compact_log(&self, min_superseded: i64) -> Result<usize, GroupError> {
+        if !self.log_ready.load(Ordering::Acquire) {
+            // Nothing was written to it by this process yet (it may not even exist).
+            return Ok(0);
+        }
+        let Some(log) = self.ensure_log().await? else {
+            return Ok(0);
+        };
+        let now_ms = wall_ms(self.settings.clock.as_ref());
+        let mut by_partition: BTreeMap<i32, Vec<(String, Vec<OffsetChange>)>> = BTreeMap::new();
+        for (group, offsets) in self.offsets_in_force() {
+            by_partition
+                .entry(partition_for(&group, OFFSETS_TOPIC_PARTITIONS))
+                .or_default()
+                .push((group, offsets));
+        }
+        let mut compacted = 0;
+        for partition in 0..OFFSETS_TOPIC_PARTITIONS {
+            let (start, end) = log.span(partition).await.map_err(GroupError::Log)?;
+            let groups = by_partition.remove(&partition).unwrap_or_default();
+            let in_force: i64 = groups.iter().map(|(_, o)| o.len() as i64).sum();
+            let superseded = (end - start) - in_force;
+            if superseded < min_superseded.max(in_force).max(1) {
+                continue;
+            }
+            let snapshot = groups
+                .iter()
+                .map(|(group, offsets)| Ok((group.clone(), log_records(group, offsets)?)))
+                .collect::<Result<Vec<_>, GroupError>>()?;
+            log.compact(partition, snapshot, now_ms)
+                .await
+                .map_err(GroupError::Log)?;
+            tracing::info!(
+                partition,
+                superseded,
+                in_force,
+                "offsets log partition compacted"
+            );
+            compacted += 1;
+        }
+        Ok(compacted)
     }
 
     /// The current moment, as the machines take it.
@@ -538,6 +591,14 @@ impl GroupCoordinator {
     /// first (see `offsets_topic`); a second call changes nothing.
     pub fn attach_log(&self, log: Weak<dyn OffsetLog>) {
         let _ = self.shared.log.set(log);
+    }
+
+    /// Compacts the partitions of the offsets log in which at least `min_superseded` records
+    /// are superseded, and more than are in force (see `offsets_topic`); returns how many
+    /// partitions were compacted. Offset writes wait meanwhile.
+    pub async fn compact_offsets_log(&self, min_superseded: i64) -> Result<usize, GroupError> {
+        let _persist = self.shared.persist.lock().await;
+        self.shared.compact_log(min_superseded).await
     }
 
     /// Makes sure the attached offsets log exists (a client asked for it), writing the

@@ -69,7 +69,7 @@ impl Broker {
 
     /// Raises one partition's log start offset to `offset` (`-1`: the high watermark) and
     /// returns the low watermark now in force.
-    async fn delete_partition_records(
+    pub(crate) async fn delete_partition_records(
         &self,
         topic: &crate::topics::Topic,
         index: i32,
