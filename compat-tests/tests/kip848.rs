@@ -101,6 +101,23 @@ async fn java_client_kip848_members_share_leave_are_fenced_and_resume() -> Resul
     server.stop().await
 }
 
+/// Where a background member's standard error goes (shown when the test fails).
+fn member_log(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("kip848-{}-member-{name}.log", std::process::id()))
+}
+
+/// The background members' logs, for a failure's message.
+fn member_logs(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(member_log(n)).unwrap_or_default();
+            format!("--- member {n} (standard error):\n{text}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A member in the background: `confluent_kip848.py member` (librdkafka) or
 /// `Kip848Clients member` (Java).
 fn member(server: &Server, java: bool, topic: &str, group: &str, name: &str) -> Result<Child> {
@@ -112,9 +129,10 @@ fn member(server: &Server, java: bool, topic: &str, group: &str, name: &str) -> 
     } else {
         python("confluent_kip848.py")?
     };
+    let log = std::fs::File::create(member_log(name))?;
     cmd.args(["member", &server.bootstrap(), topic, group, name])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true);
     cmd.spawn().context("starting a member")
 }
@@ -184,7 +202,9 @@ async fn kip848_mixed_clients_the_tool_describes_the_group_and_restarts() -> Res
                 })
         }
     };
-    describe_until(&server, group, "both members' partitions", shared_at("10")).await?;
+    describe_until(&server, group, "both members' partitions", shared_at("10"))
+        .await
+        .map_err(|e| e.context(member_logs(&["rd", "java"])))?;
     let mut cmd = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")?;
     cmd.args(["--bootstrap-server", &server.bootstrap()]).args([
         "--describe",
@@ -212,7 +232,8 @@ async fn kip848_mixed_clients_the_tool_describes_the_group_and_restarts() -> Res
         "both members back, past the new records",
         shared_at("11"),
     )
-    .await?;
+    .await
+    .map_err(|e| e.context(member_logs(&["rd", "java"])))?;
     for m in &mut members {
         m.kill().await.context("stopping a member")?;
     }
@@ -224,5 +245,8 @@ async fn kip848_mixed_clients_the_tool_describes_the_group_and_restarts() -> Res
         .await?
         .summary()?;
     ensure!(v["first"] == at(11), "after the restart: {v}");
+    for name in ["rd", "java"] {
+        let _ = std::fs::remove_file(member_log(name));
+    }
     server.stop().await
 }

@@ -265,6 +265,7 @@ public final class Kip848Clients {
                     }
                     System.out.println("ASSIGNED " + s);
                     System.out.flush();
+                    log(name + ": assigned [" + s + "]");
                     last = now;
                 }
             }
