@@ -513,6 +513,7 @@ impl Broker {
             version,
             body,
             header,
+            size,
         } = request;
         let me = self.clone();
         let s = session.clone();
@@ -523,7 +524,7 @@ impl Broker {
             return Ok(Box::pin(async move { refused }));
         }
         Ok(match body {
-            Body::Produce(req) => self.produce(session, &client_id, req, version).await,
+            Body::Produce(req) => self.produce(session, &client_id, req, version, size).await,
             Body::Fetch(req) => {
                 Box::pin(async move { me.fetch(&s, &client_id, req, version).await })
             }

@@ -40,6 +40,8 @@ pub struct FaultyKv {
     faults: MetaFaults,
     on: AtomicBool,
     calls: AtomicU64,
+    /// A key fragment: the next change to a key containing it is applied, then fails.
+    fail_next_change_to: std::sync::Mutex<Option<String>>,
     /// What was injected.
     pub counts: MetaCounts,
 }
@@ -59,6 +61,7 @@ impl FaultyKv {
             faults,
             on: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            fail_next_change_to: std::sync::Mutex::new(None),
             counts: MetaCounts::default(),
         }
     }
@@ -66,6 +69,33 @@ impl FaultyKv {
     /// Switches the faults on or off.
     pub fn set_on(&self, on: bool) {
         self.on.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes the next change (a put, a delete, a transaction that changes something) to a
+    /// key containing `fragment` be applied and then fail, as if its answer were lost; for a
+    /// test that needs that fault at one exact call. Independent of [`FaultyKv::set_on`].
+    pub fn fail_next_change_to(&self, fragment: &str) {
+        *self
+            .fail_next_change_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fragment.to_string());
+    }
+
+    /// Whether a change to `keys` is the one [`FaultyKv::fail_next_change_to`] asked for
+    /// (and clears that request).
+    fn targeted<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> bool {
+        let mut target = self
+            .fail_next_change_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let hit = target
+            .as_deref()
+            .is_some_and(|fragment| keys.any(|k| k.contains(fragment)));
+        if hit {
+            *target = None;
+            self.counts.errors_after.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
     }
 
     fn fate(&self, writes: bool) -> Fate {
@@ -109,6 +139,23 @@ impl FaultyKv {
         writes: bool,
         call: impl std::future::Future<Output = Result<T, KvError>>,
     ) -> Result<T, KvError> {
+        self.call_targeted(writes, false, call).await
+    }
+
+    /// [`FaultyKv::call`], failing after applying when `targeted`.
+    async fn call_targeted<T>(
+        &self,
+        writes: bool,
+        targeted: bool,
+        call: impl std::future::Future<Output = Result<T, KvError>>,
+    ) -> Result<T, KvError> {
+        if targeted {
+            let out = call.await;
+            return match out {
+                Ok(_) => Err(self.unavailable("applied, then the answer was lost")),
+                Err(e) => Err(e),
+            };
+        }
         match self.fate(writes) {
             Fate::FailBefore => Err(self.unavailable("request failed before it was applied")),
             Fate::Apply { delay, fail_after } => {
@@ -144,11 +191,15 @@ impl Kv for FaultyKv {
     }
 
     async fn put(&self, key: &str, value: Bytes, lease: Option<i64>) -> Result<Revision, KvError> {
-        self.call(true, self.inner.put(key, value, lease)).await
+        let targeted = self.targeted(std::iter::once(key));
+        self.call_targeted(true, targeted, self.inner.put(key, value, lease))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<u64, KvError> {
-        self.call(true, self.inner.delete(key)).await
+        let targeted = self.targeted(std::iter::once(key));
+        self.call_targeted(true, targeted, self.inner.delete(key))
+            .await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, KvError> {
@@ -157,7 +208,17 @@ impl Kv for FaultyKv {
             .iter()
             .chain(&txn.failure)
             .any(|op| !matches!(op, TxnOp::Get { .. } | TxnOp::GetPrefix { .. }));
-        self.call(writes, self.inner.txn(txn)).await
+        let targeted =
+            writes
+                && self.targeted(txn.success.iter().chain(&txn.failure).filter_map(
+                    |op| match op {
+                        TxnOp::Put { key, .. } | TxnOp::Delete { key } => Some(key.as_str()),
+                        TxnOp::DeletePrefix { prefix } => Some(prefix.as_str()),
+                        TxnOp::Get { .. } | TxnOp::GetPrefix { .. } => None,
+                    },
+                ));
+        self.call_targeted(writes, targeted, self.inner.txn(txn))
+            .await
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<i64, KvError> {

@@ -103,6 +103,32 @@ fn ci_seeds() {
     }
 }
 
+/// Seeds where a writer used to lose its log to a fault it could ride out, each a kind of
+/// spurious permanent error (1405) now fixed; none may reopen its writer:
+/// * 9005, 9270: the metadata update completing a segment failed once (9005: applied, then
+///   the answer was lost, so a blind retry would have met its own revision);
+/// * 9006: a segment's creation was applied and its answer lost, so the next attempt found
+///   the segment "created by another writer";
+/// * 9015: a LogStore restarted under the writer and refused its appends in recovery mode;
+/// * 9012, 9017: replicas down or unanswering when the writer completed a segment on a roll;
+/// * 9679: two of a segment's three nodes stopping (2002, not retriable) failed its entries
+///   with that code, which the application took for a permanent error.
+#[test]
+fn spurious_writer_losses_stay_fixed() {
+    for seed in [9005, 9006, 9015, 9270, 9012, 9017, 9679] {
+        let r = run(seed);
+        assert_eq!(
+            r.writer_reopens, 0,
+            "seed {seed} reopened its writer: {:#?}",
+            r.trace
+        );
+    }
+    // The metadata seeds still meet the faults that used to end their writer.
+    for seed in [9005, 9006] {
+        assert!(run(seed).faults.meta_errors_after > 0, "seed {seed}");
+    }
+}
+
 /// A seed reproduces exactly: a second run takes the same path (the same faults at the same
 /// calls, the same acknowledged and read ids, the same simulated time; see
 /// [`sim::Report::trace_digest`]). File work runs in place on the simulation's one thread and

@@ -24,23 +24,18 @@ impl Broker {
         client_id: &str,
         req: ProduceRequest,
         version: i16,
+        request_size: usize,
     ) -> BoxFuture<'static, Reply> {
-        // The producer quota (KIP-13) counts every record byte the request carries, taken
-        // or refused, as Kafka counts the request.
+        // The producer quota (KIP-13) counts the whole request, header and body, taken or
+        // refused, as Kafka does.
         let throttle =
             match self
                 .quotas
                 .applies(QuotaKey::ProducerByteRate, &session.principal, client_id)
             {
                 Some(quota) => {
-                    let bytes: u64 = req
-                        .topic_data
-                        .iter()
-                        .flat_map(|t| &t.partition_data)
-                        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
-                        .sum();
                     self.quotas
-                        .record(&quota, QuotaKey::ProducerByteRate, bytes)
+                        .record(&quota, QuotaKey::ProducerByteRate, request_size as u64)
                 }
                 None => Duration::ZERO,
             };

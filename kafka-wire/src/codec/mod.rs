@@ -90,6 +90,9 @@ pub struct Request {
     pub header: RequestHeader,
     /// The body.
     pub body: Body,
+    /// The frame's size in bytes (header and body, without the 4-byte size prefix): what
+    /// Kafka's request quotas count.
+    pub size: usize,
 }
 
 macro_rules! bodies {
@@ -194,6 +197,7 @@ pub fn decodable_versions(key: ApiKey) -> Option<(i16, i16)> {
 
 /// Decodes one request frame (the bytes after the 4-byte size): see the module docs.
 pub fn decode(mut frame: Bytes) -> Result<Request, DecodeError> {
+    let size = frame.len();
     let prefix = Prefix::read(&frame)?;
     let malformed = |detail: String| DecodeError {
         api: prefix.describe(),
@@ -223,6 +227,7 @@ pub fn decode(mut frame: Bytes) -> Result<Request, DecodeError> {
         version: prefix.version,
         header,
         body,
+        size,
     })
 }
 

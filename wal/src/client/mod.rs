@@ -96,6 +96,11 @@ pub struct ClientSettings {
     /// How long a writer keeps writing a segment that is due to roll (a replica failed, it
     /// is full or old) when no fresh quorum can be selected yet, before it tries again.
     pub roll_retry_interval: Duration,
+    /// How long a writer that rolls or closes keeps completing its segment through failures
+    /// that may pass (replicas down or not answering, the metadata store unavailable)
+    /// before it gives the log up (1405). Writes queue behind a roll meanwhile. Go gives
+    /// up at the first failure; 10 s rides out a node or etcd restart.
+    pub complete_patience: Duration,
 }
 
 impl ClientSettings {
@@ -142,6 +147,7 @@ impl From<&ClientSection> for ClientSettings {
                 ..ReplicationSettings::default()
             },
             roll_retry_interval: Duration::from_secs(1),
+            complete_patience: Duration::from_secs(10),
         }
     }
 }

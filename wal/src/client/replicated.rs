@@ -43,6 +43,7 @@ use super::store::{AppendEvent, LogStoreClient, StoreResult};
 use crate::clock::ClockRef;
 use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::quorum::{AppendQuorum, QuorumSpec, Settled};
+use crate::service::error::code as service_code;
 
 /// How a replicated segment sends its appends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +414,21 @@ impl Inner {
     }
 
     fn fail_replica(&self, st: &mut State, r: usize, e: LogStoreError) {
+        // A node that restarted (its processor reopened in recovery mode), dropped the
+        // segment's processor (closed) or is stopping fails this replica, not the writer:
+        // should the quorum be lost with it, the entries fail as unavailable (retriable) and
+        // the writer rolls, where its completion, and the metadata revision it holds, still
+        // find out a newer writer.
+        let e = match e.code() {
+            code::IN_RECOVERY_MODE | code::WRITER_CLOSED | service_code::SHUTDOWN => {
+                LogStoreError::Unavailable {
+                    node: self.nodes[r].endpoint().to_string(),
+                    detail: format!("{}: {e}", self.label),
+                    timed_out: false,
+                }
+            }
+            _ => e,
+        };
         st.last_error = Some(e);
         st.roll = true;
         let settled = st.core.fail(r).expect("a replica of this quorum");

@@ -28,6 +28,15 @@ use crate::logstore::{
 };
 use crate::quorum::{self, Completion, QuorumSpec, RecoveryError};
 
+/// The first pause before a completion that fell short is asked again.
+const COMPLETE_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between those attempts.
+const COMPLETE_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The replicas of one segment.
 pub(crate) struct Replicas {
     log: String,
@@ -204,14 +213,43 @@ impl Replicas {
 
     /// Completes every replica at `target`, the writer's own last acknowledged entry (a
     /// roll or a close), and decides whether the segment may be published Completed at it.
-    pub(crate) async fn complete(&self, target: i64) -> Result<Completion> {
-        let completed = self.complete_all(target).await;
-        self.log_behind(target, &completed);
-        let finalized: Vec<Option<i64>> =
-            completed.iter().map(|r| r.as_ref().ok().copied()).collect();
-        let unknown = vec![None; self.spec.wq()];
-        quorum::completion(self.spec, target, &unknown, &finalized)
-            .map_err(|e| self.quorum_error(e, &completed))
+    ///
+    /// A completion that falls short only because replicas could not be reached (down, no
+    /// answer in time) is asked again of every replica, completing being idempotent at one
+    /// target, after a pause on the client's clock that doubles up to a second, for up to
+    /// `patience`: a node that restarts within it does not cost the writer its log. Any
+    /// other refusal (a fence by a newer writer, a replica that cannot hold the target)
+    /// ends it at once.
+    pub(crate) async fn complete(
+        &self,
+        target: i64,
+        shared: &Shared,
+        patience: Duration,
+    ) -> Result<Completion> {
+        let deadline = shared.now_millis().saturating_add(millis(patience));
+        let mut pause = COMPLETE_FIRST_PAUSE;
+        loop {
+            let completed = self.complete_all(target).await;
+            self.log_behind(target, &completed);
+            let finalized: Vec<Option<i64>> =
+                completed.iter().map(|r| r.as_ref().ok().copied()).collect();
+            let unknown = vec![None; self.spec.wq()];
+            let e = match quorum::completion(self.spec, target, &unknown, &finalized) {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            let may_pass = completed.iter().any(Result::is_err)
+                && completed.iter().all(|r| match r {
+                    Ok(_) => true,
+                    Err(e) => e.is_retriable() && !e.is_segment_not_writable(),
+                });
+            if !may_pass || shared.now_millis().saturating_add(millis(pause)) > deadline {
+                return Err(self.quorum_error(e, &completed));
+            }
+            tracing::info!(log = %self.log, segment = self.segment_id, target, pause_ms = millis(pause), "too few replicas completed the segment; asking again");
+            shared.clock.sleep(pause).await;
+            pause = (pause * 2).min(COMPLETE_MAX_PAUSE);
+        }
     }
 
     /// Lets every replica release what it holds for the segment's writer.

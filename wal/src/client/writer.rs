@@ -21,6 +21,15 @@
 //! IO error) stops the writer the same way with [`ClientError::StorageFailed`]; the log is
 //! still its own then. Acknowledged entries are never taken back.
 //!
+//! Failures that may pass do not cost the writer its log. Completing a segment (a roll or a
+//! close) rides out replicas that are down or do not answer and a metadata store that is
+//! unavailable for up to [`ClientSettings::complete_patience`](super::ClientSettings::complete_patience),
+//! writes queuing behind it; a metadata change whose answer was lost (the store may have
+//! applied it) is looked at before it is taken for another writer's: a creation or completion
+//! the store holds exactly as this writer made it is this writer's own. A LogStore that
+//! restarted under the writer (its processor back in recovery mode) fails its replica, not
+//! the writer.
+//!
 //! No empty segment is left behind: a segment the writer created but never got an entry
 //! into (its first block failed) is given up when the writer rolls or closes instead of
 //! being completed, when storage holds nothing of it (its data removed, then its metadata
@@ -51,6 +60,15 @@ use crate::meta::{MetaError, WriterLock};
 /// entries durable before it completes its segment: long enough for a healthy replica one
 /// round trip behind, short enough that a replica that is down does not hold a close up.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// The first pause before a metadata update that failed in a way that may pass is tried
+/// again; it doubles up to [`META_MAX_PAUSE`].
+const META_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const META_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Who is told the outcome of a write.
 enum Reply {
@@ -253,6 +271,7 @@ impl LogWriter {
             core: core.clone(),
             next_segment_id,
             select_failed_until: 0,
+            uncertain_create: None,
         };
         tokio::spawn(task.run(rx));
         let lock = lock.map(|lock| {
@@ -679,6 +698,9 @@ struct WriterTask {
     /// After a quorum selection failed, writes that need a new segment fail at once until
     /// this time (clock millis) instead of each waiting out a selection of its own.
     select_failed_until: i64,
+    /// The metadata of a segment whose creation failed in a way that may have applied it
+    /// (the store's answer was lost): the next attempt at that id looks before it creates.
+    uncertain_create: Option<SegmentMetadata>,
 }
 
 impl WriterTask {
@@ -825,8 +847,38 @@ impl WriterTask {
     /// Stores the metadata of segment `next_segment_id` (Active, with its quorum: `quorum`
     /// or a new selection) and makes it writable.
     async fn open_segment(&mut self, quorum: Option<QuorumInfo>) -> Result<()> {
-        let core = &self.core;
         let id = self.next_segment_id;
+        let (meta, revision, replicas) = match self.adopt_uncertain(id).await? {
+            Some(adopted) => adopted,
+            None => self.create_segment(id, quorum).await?,
+        };
+        let core = &self.core;
+        // The appender is opened now when that works; a failure here (storage) is left to
+        // the first append, as a failed append leaves the segment open.
+        let appender = Appender::open(&replicas, &core.shared).await.ok();
+        tracing::debug!(log = %core.log, segment = id, nodes = ?replicas.endpoints(), "segment opened");
+        core.lock_slot().segment = Some(OpenSegment {
+            id,
+            meta,
+            revision,
+            replicas,
+            appender,
+            roll_not_before: 0,
+            next_entry_id: 0,
+            bytes: 0,
+            acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
+        });
+        self.next_segment_id = id + 1;
+        Ok(())
+    }
+
+    /// Selects a quorum (unless given) and creates segment `id`'s metadata, Active.
+    async fn create_segment(
+        &mut self,
+        id: i64,
+        quorum: Option<QuorumInfo>,
+    ) -> Result<(SegmentMetadata, Revision, Arc<Replicas>)> {
+        let core = &self.core;
         let quorum = match quorum {
             Some(q) => q,
             None => {
@@ -840,10 +892,8 @@ impl WriterTask {
                     Ok(q) => q,
                     Err(e) => {
                         let retry = core.shared.settings.roll_retry_interval;
-                        self.select_failed_until = core
-                            .shared
-                            .now_millis()
-                            .saturating_add(i64::try_from(retry.as_millis()).unwrap_or(i64::MAX));
+                        self.select_failed_until =
+                            core.shared.now_millis().saturating_add(millis(retry));
                         return Err(e);
                     }
                 }
@@ -864,37 +914,62 @@ impl WriterTask {
             quorum: Some(quorum),
             ..SegmentMetadata::default()
         };
-        let revision = match core
+        match core
             .shared
             .meta
             .store_segment_metadata(&core.log, &meta)
             .await
         {
-            Ok(r) => r,
-            Err(e) if is_takeover(&e) => {
-                return Err(core
-                    .validity
-                    .lose(format!("segment {id} was created by another writer: {e}")));
+            Ok(revision) => Ok((meta, revision, replicas)),
+            Err(e) if is_takeover(&e) => Err(core
+                .validity
+                .lose(format!("segment {id} was created by another writer: {e}"))),
+            Err(e) => {
+                if e.is_retriable() {
+                    self.uncertain_create = Some(meta);
+                }
+                Err(e.into())
             }
-            Err(e) => return Err(e.into()),
+        }
+    }
+
+    /// After a creation of segment `id` whose answer was lost: the segment as this writer
+    /// created it when the store holds exactly that (the creation was applied), `None` when
+    /// it holds no such segment (create it now), and the writer lost when it holds another
+    /// writer's. A read that fails leaves the doubt for the next attempt.
+    async fn adopt_uncertain(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<(SegmentMetadata, Revision, Arc<Replicas>)>> {
+        let Some(tried) = self.uncertain_create.take() else {
+            return Ok(None);
         };
-        // The appender is opened now when that works; a failure here (storage) is left to
-        // the first append, as a failed append leaves the segment open.
-        let appender = Appender::open(&replicas, &core.shared).await.ok();
-        tracing::debug!(log = %core.log, segment = id, nodes = ?replicas.endpoints(), "segment opened");
-        core.lock_slot().segment = Some(OpenSegment {
-            id,
-            meta,
-            revision,
-            replicas,
-            appender,
-            roll_not_before: 0,
-            next_entry_id: 0,
-            bytes: 0,
-            acks: Arc::new(SegmentAcks::new(id, core.validity.clone())),
-        });
-        self.next_segment_id = id + 1;
-        Ok(())
+        if tried.seg_no != id {
+            return Ok(None);
+        }
+        let core = &self.core;
+        match core.shared.meta.get_segment_metadata(&core.log, id).await {
+            Ok(found) if found.value == tried => {
+                let replicas = Arc::new(Replicas::of(
+                    &core.shared,
+                    &core.log,
+                    core.log_id,
+                    &found.value,
+                )?);
+                tracing::info!(log = %core.log, segment = id, "a segment creation whose answer was lost had been applied; writing it");
+                Ok(Some((found.value, found.revision, replicas)))
+            }
+            Ok(_) => Err(core
+                .validity
+                .lose(format!("segment {id} was created by another writer"))),
+            Err(MetaError::KeyNotExists { .. }) => Ok(None),
+            Err(e) => {
+                if e.is_retriable() {
+                    self.uncertain_create = Some(tried);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Waits for the segment's in-flight appends, completes it in the LogStore and CASes
@@ -944,7 +1019,12 @@ impl WriterTask {
             return Ok(());
         }
         let core = &self.core;
-        let last = match replicas.complete(outcome.last_acked).await {
+        let patience = core.shared.settings.complete_patience;
+        let deadline = core.shared.now_millis().saturating_add(millis(patience));
+        let last = match replicas
+            .complete(outcome.last_acked, &core.shared, patience)
+            .await
+        {
             Ok(done) => done.last_entry_id,
             Err(ClientError::LogStore(e)) if segment_lost(&e) => {
                 return Err(core.validity.lose(format!("completing segment {id}: {e}")));
@@ -958,23 +1038,87 @@ impl WriterTask {
             size: i64::try_from(bytes).unwrap_or(i64::MAX),
             ..meta
         };
-        match core
-            .shared
-            .meta
-            .update_segment_metadata(&core.log, &completed, revision)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_takeover(&e) => {
+        self.publish_completion(&completed, revision, deadline)
+            .await?;
+        replicas.release().await;
+        tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
+        Ok(())
+    }
+
+    /// CASes the segment's metadata to `completed` (from `revision`). A failure that may
+    /// pass (the store unavailable) is tried again, on the client's clock, until `deadline`
+    /// (clock millis). An attempt whose answer was lost may have been applied, so a revision
+    /// conflict after one is looked at: the segment holding exactly `completed` is this
+    /// writer's own completion, anything else is another writer's.
+    async fn publish_completion(
+        &self,
+        completed: &SegmentMetadata,
+        revision: Revision,
+        deadline: i64,
+    ) -> Result<()> {
+        let core = &self.core;
+        let id = completed.seg_no;
+        let mut uncertain = false;
+        let mut pause = META_FIRST_PAUSE;
+        loop {
+            let e = match core
+                .shared
+                .meta
+                .update_segment_metadata(&core.log, completed, revision)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if uncertain && is_takeover(&e) {
+                match core.shared.meta.get_segment_metadata(&core.log, id).await {
+                    Ok(found) if found.value == *completed => {
+                        tracing::info!(log = %core.log, segment = id, "a completion whose answer was lost had been applied");
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(read) if read.is_retriable() => {
+                        // Still in doubt: the update is tried again below, and so is this.
+                        if !self
+                            .pause_before_retry(&mut pause, deadline, id, &read)
+                            .await
+                        {
+                            return Err(read.into());
+                        }
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if is_takeover(&e) {
                 return Err(core.validity.lose(format!(
                     "segment {id} metadata changed under this writer: {e}"
                 )));
             }
-            Err(e) => return Err(e.into()),
+            if !e.is_retriable() || !self.pause_before_retry(&mut pause, deadline, id, &e).await {
+                return Err(e.into());
+            }
+            uncertain = true;
         }
-        replicas.release().await;
-        tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
-        Ok(())
+    }
+
+    /// Sleeps `pause` on the client's clock and doubles it (up to a second) when that ends
+    /// before `deadline`; `false` when it would not, or the writer was invalidated meanwhile.
+    async fn pause_before_retry(
+        &self,
+        pause: &mut Duration,
+        deadline: i64,
+        segment: i64,
+        e: &MetaError,
+    ) -> bool {
+        let core = &self.core;
+        if core.shared.now_millis().saturating_add(millis(*pause)) > deadline {
+            return false;
+        }
+        tracing::info!(log = %core.log, segment, error = %e, pause_ms = millis(*pause), "metadata update failed; trying again");
+        core.shared.clock.sleep(*pause).await;
+        *pause = (*pause * 2).min(META_MAX_PAUSE);
+        core.validity.check().is_ok()
     }
 
     /// Gives up segment `id`, which holds no acknowledged entry, when storage holds nothing
@@ -1032,9 +1176,37 @@ impl WriterTask {
         }
         let r = match seg {
             Some(seg) => self.complete(seg, true).await,
-            None => Ok(()),
+            None => self.close_uncertain().await,
         };
         self.core.validity.invalidate(Lost::Closed);
         r
+    }
+
+    /// At close, with no segment open: a segment whose creation's answer was lost and that
+    /// the store does hold as this writer created it is closed as any other (given up, or
+    /// completed empty), so that no Active segment is left for the next writer to fence.
+    /// What cannot be decided now is left to that fencing.
+    async fn close_uncertain(&mut self) -> Result<()> {
+        let id = self.next_segment_id;
+        let (meta, revision, replicas) = match self.adopt_uncertain(id).await {
+            Ok(Some(adopted)) => adopted,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(log = %self.core.log, segment = id, error = %e, "segment creation left in doubt at close");
+                return Ok(());
+            }
+        };
+        let seg = OpenSegment {
+            id,
+            meta,
+            revision,
+            replicas,
+            appender: None,
+            roll_not_before: 0,
+            next_entry_id: 0,
+            bytes: 0,
+            acks: Arc::new(SegmentAcks::new(id, self.core.validity.clone())),
+        };
+        self.complete(seg, false).await
     }
 }
