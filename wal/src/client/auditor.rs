@@ -316,9 +316,8 @@ impl Auditor {
             .map(|r| r.recent_read_segment_id)
             .fold(truncated, i64::min);
         let now = self.shared.now_millis();
-        let ttl = i64::try_from(self.shared.settings.retention_ttl.as_millis()).unwrap_or(i64::MAX);
-        let stale_after =
-            i64::try_from(self.shared.settings.cleanup_stale_after.as_millis()).unwrap_or(i64::MAX);
+        let ttl = super::millis(self.shared.settings.retention_ttl);
+        let stale_after = super::millis(self.shared.settings.cleanup_stale_after);
         for (&id, seg) in segments {
             if !state_is(&seg.value, SegmentState::Truncated) {
                 continue;

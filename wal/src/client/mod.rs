@@ -152,6 +152,11 @@ impl From<&ClientSection> for ClientSettings {
     }
 }
 
+/// `d` in whole milliseconds, as the client's clock counts them (saturating).
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// What every handle and writer of a client shares.
 #[derive(Debug)]
 pub(crate) struct Shared {

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use futures::future::join_all;
 use proto::meta::{QuorumInfo, SegmentMetadata};
 
-use super::Shared;
 use super::embedded_quorum;
 use super::error::{ClientError, Result};
 use super::replicated::Replicated;
 use super::store::{LogStoreClient, StoreResult};
+use super::{Shared, millis};
 use crate::logstore::{
     CleanScope, CompactResult, DamagedBlock, LogStore, OnDurable, ReadEnd, ReadResult,
     SegmentProcessor, TryAdd, WaitOutcome,
@@ -32,10 +32,6 @@ use crate::quorum::{self, Completion, QuorumSpec, RecoveryError};
 const COMPLETE_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between those attempts.
 const COMPLETE_MAX_PAUSE: Duration = Duration::from_secs(1);
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// The replicas of one segment.
 pub(crate) struct Replicas {

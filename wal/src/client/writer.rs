@@ -48,9 +48,9 @@ use telemetry::metrics::Histogram;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::Shared;
 use super::error::{ClientError, Result};
 use super::segment::{Appender, Replicas};
+use super::{Shared, millis};
 use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
@@ -65,10 +65,6 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// again; it doubles up to [`META_MAX_PAUSE`].
 const META_FIRST_PAUSE: Duration = Duration::from_millis(100);
 const META_MAX_PAUSE: Duration = Duration::from_secs(1);
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Who is told the outcome of a write.
 enum Reply {
@@ -831,9 +827,7 @@ impl WriterTask {
                             tracing::debug!(log = %self.core.log, segment = seg.id, error = %e, "still no fresh quorum");
                         }
                         seg.roll_not_before =
-                            self.core.shared.now_millis().saturating_add(
-                                i64::try_from(retry.as_millis()).unwrap_or(i64::MAX),
-                            );
+                            self.core.shared.now_millis().saturating_add(millis(retry));
                     }
                 }
             },
