@@ -37,6 +37,74 @@ pub struct History {
     pub sent: BTreeSet<String>,
     /// Entries read back from the start of the log, in read order.
     pub reads: Vec<(LogMessageId, String)>,
+    /// Permanent errors the current writer met under faults, with their cause: the writer
+    /// (0 or 1) and the error.
+    pub reopens: Vec<(u8, ReopenCause, String)>,
+}
+
+/// Why a writer met a permanent error (and was reopened), in the few classes the checker and
+/// the soak tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReopenCause {
+    /// Completing a segment fell short of the quorum for longer than the writer's patience
+    /// (a majority of the segment's nodes down or cut off that long): legitimate.
+    CompletionShort,
+    /// The segment's metadata was another writer's (a stale writer, mid-roll when fenced,
+    /// created the next segment first): legitimate, the store decides who keeps the log.
+    MetadataConflict,
+    /// The metadata store stayed unavailable through the writer's retries. The simulation's
+    /// metadata faults are drawn per call, so a writer that retries for its patience always
+    /// gets through: spurious.
+    MetadataUnavailable,
+    /// A LogStore refused the segment as not writable (recovery mode, closed, stopping, …)
+    /// where no newer writer fenced it: spurious.
+    NotWritable,
+    /// Any other permanent error: spurious.
+    Other,
+}
+
+impl ReopenCause {
+    /// The cause of a permanent error a writer met.
+    pub fn of(e: &wal::client::ClientError) -> ReopenCause {
+        let wal::client::ClientError::WriterLost { reason, .. } = e else {
+            return ReopenCause::Other;
+        };
+        if reason.starts_with("completing segment") && reason.contains("quorum failed") {
+            ReopenCause::CompletionShort
+        } else if reason.contains("created by another writer")
+            || reason.contains("changed under this writer")
+        {
+            ReopenCause::MetadataConflict
+        } else if reason.contains("metadata store") {
+            ReopenCause::MetadataUnavailable
+        } else if reason.contains("not writable") {
+            ReopenCause::NotWritable
+        } else {
+            ReopenCause::Other
+        }
+    }
+
+    /// Whether a correct engine may meet it under the simulation's faults.
+    pub fn legitimate(self) -> bool {
+        matches!(
+            self,
+            ReopenCause::CompletionShort | ReopenCause::MetadataConflict
+        )
+    }
+}
+
+impl fmt::Display for ReopenCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReopenCause::CompletionShort => {
+                "completion short of the quorum past the writer's patience"
+            }
+            ReopenCause::MetadataConflict => "metadata conflict (another writer's segment)",
+            ReopenCause::MetadataUnavailable => "metadata store unavailable past the patience",
+            ReopenCause::NotWritable => "segment refused as not writable",
+            ReopenCause::Other => "another permanent error",
+        })
+    }
 }
 
 /// A broken invariant.
@@ -95,6 +163,14 @@ pub enum Violation {
         /// The writers.
         writers: Vec<u8>,
     },
+    /// The current writer met a permanent error a correct engine rides out under these
+    /// faults ([`ReopenCause::legitimate`]).
+    SpuriousPermanentError {
+        /// The writer.
+        writer: u8,
+        /// The error.
+        error: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -134,6 +210,10 @@ impl fmt::Display for Violation {
             Violation::TwoWriters { segment, writers } => write!(
                 f,
                 "segment {segment} has acknowledged entries of writers {writers:?}"
+            ),
+            Violation::SpuriousPermanentError { writer, error } => write!(
+                f,
+                "writer {writer} met a permanent error it should have ridden out: {error}"
             ),
         }
     }
@@ -214,6 +294,14 @@ pub fn check(h: &History) -> Vec<Violation> {
             });
         }
     }
+    for (writer, cause, error) in &h.reopens {
+        if !cause.legitimate() {
+            out.push(Violation::SpuriousPermanentError {
+                writer: *writer,
+                error: error.clone(),
+            });
+        }
+    }
     out
 }
 
@@ -241,6 +329,7 @@ mod tests {
                 .iter()
                 .map(|(s, e, p)| (id(*s, *e), p.to_string()))
                 .collect(),
+            reopens: Vec::new(),
         }
     }
 
@@ -303,5 +392,52 @@ mod tests {
             segment: 0,
             writers: vec![0, 1]
         }));
+    }
+
+    #[test]
+    fn only_legitimate_reopens_pass() {
+        let lost = |reason: &str| wal::client::ClientError::WriterLost {
+            log: "sim".into(),
+            reason: reason.into(),
+        };
+        let cases = [
+            (
+                "completing segment 3 failed: quorum failed for segment 3 of log `sim`: only 1 of 3",
+                ReopenCause::CompletionShort,
+            ),
+            (
+                "segment 4 was created by another writer: segment 4 of log `sim` already exists",
+                ReopenCause::MetadataConflict,
+            ),
+            (
+                "segment 2 metadata changed under this writer: metadata at `k` changed",
+                ReopenCause::MetadataConflict,
+            ),
+            (
+                "completing segment 0 failed: metadata store at sim-metadata unavailable: x",
+                ReopenCause::MetadataUnavailable,
+            ),
+            (
+                "segment 0 is not writable: writer of segment log 1 segment 0 is in recovery mode",
+                ReopenCause::NotWritable,
+            ),
+        ];
+        let mut h = history(vec![], &[], &[]);
+        for (reason, cause) in cases {
+            let e = lost(reason);
+            assert_eq!(ReopenCause::of(&e), cause, "{reason}");
+            h.reopens.push((0, cause, e.to_string()));
+        }
+        let other = wal::client::ClientError::WriterClosed { log: "sim".into() };
+        assert_eq!(ReopenCause::of(&other), ReopenCause::Other);
+        h.reopens.push((1, ReopenCause::Other, other.to_string()));
+        let spurious: Vec<u8> = check(&h)
+            .iter()
+            .filter_map(|v| match v {
+                Violation::SpuriousPermanentError { writer, .. } => Some(*writer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spurious, [0, 0, 1]);
     }
 }

@@ -43,7 +43,7 @@ use wal::meta::embedded::EmbeddedKv;
 use wal::meta::kv::Kv;
 use wal::meta::{KvMetadata, MetadataProvider};
 
-use crate::check::{Ack, History, Violation, check};
+use crate::check::{Ack, History, ReopenCause, Violation, check};
 use crate::clock::SimClock;
 use crate::meta::FaultyKv;
 use crate::net::{SimCluster, SimNet};
@@ -165,6 +165,8 @@ pub struct Report {
     /// Errors that were not retriable seen by the current writer while faults were on
     /// (the writer was reopened); a fenced writer's own errors are not counted.
     pub writer_reopens: usize,
+    /// Why each of those reopens happened (every one legitimate in a correct run).
+    pub reopen_causes: Vec<ReopenCause>,
     /// `open_writer` calls that failed to fence (1107) under faults and were retried.
     pub fence_retries: usize,
     /// Faults injected.
@@ -299,6 +301,14 @@ impl Ctx {
 
     fn sent(&self, payload: &str) {
         self.lock().sent.insert(payload.to_string());
+    }
+
+    /// Records the permanent error that made the current writer reopen; the checker judges
+    /// its cause.
+    fn reopened(&self, writer: u8, e: &ClientError) {
+        self.lock()
+            .reopens
+            .push((writer, ReopenCause::of(e), e.to_string()));
     }
 
     fn acked(&self, writer: u8, payload: String, id: LogMessageId) {
@@ -514,6 +524,7 @@ fn check_partial(h: &History, read: &[(LogMessageId, String)]) -> Vec<Violation>
             .collect(),
         sent: h.sent.clone(),
         reads: read.to_vec(),
+        reopens: h.reopens.clone(),
     };
     check(&partial)
 }
@@ -659,6 +670,7 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
             Err((_, Stop::Hang)) => return Err(ctx.hang("write phase, writer 0")),
             Err((i, Stop::Permanent(e))) => {
                 net.note(format!("writer 0 reopened after: {e}"));
+                ctx.reopened(0, &e);
                 writer_reopens += 1;
                 next = i + 1;
                 w0 = Arc::new(open_writer(&ctx, &log, "reopen writer 0", true).await?);
@@ -687,6 +699,7 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
             Err((_, Stop::Hang)) => return Err(ctx.hang("write phase, writer 1")),
             Err((i, Stop::Permanent(e))) => {
                 net.note(format!("writer 1 reopened after: {e}"));
+                ctx.reopened(1, &e);
                 writer_reopens += 1;
                 next = i + 1;
                 w1 = open_writer(&ctx, &log, "reopen writer 1", true).await?;
@@ -859,6 +872,7 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
         segments,
         sealed,
         writer_reopens,
+        reopen_causes: h.reopens.iter().map(|(_, cause, _)| *cause).collect(),
         fence_retries,
         faults,
         simulated,

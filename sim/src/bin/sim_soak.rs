@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use sim::check::ReopenCause;
 use sim::run::FaultCounts;
 
 /// Real time after which a seed still running is reported: a run takes well under a second
@@ -40,21 +41,6 @@ fn watchdog() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
     current
 }
 
-/// What made a writer reopen, from its trace line: a few causes a reader can act on.
-fn reopen_cause(line: &str) -> &'static str {
-    if line.contains("quorum failed") && line.contains("complet") {
-        "completion short of the quorum past the writer's patience"
-    } else if line.contains("metadata store") {
-        "metadata store unavailable past the writer's patience"
-    } else if line.contains("another writer") || line.contains("changed under this writer") {
-        "metadata conflict"
-    } else if line.contains("not writable") {
-        "segment not writable"
-    } else {
-        "other"
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let (flags, positional): (Vec<String>, Vec<String>) =
         std::env::args().skip(1).partition(|a| a.starts_with("--"));
@@ -80,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let mut sealed = 0u64;
     let mut reopens = 0u64;
     // Per cause: how many, and the seeds of the first few.
-    let mut reopen_causes = std::collections::BTreeMap::<&str, (u64, Vec<u64>)>::new();
+    let mut reopen_causes = std::collections::BTreeMap::<ReopenCause, (u64, Vec<u64>)>::new();
     let mut simulated = Duration::ZERO;
     let mut faults = FaultCounts::default();
     let mut failed = Vec::new();
@@ -108,8 +94,8 @@ fn main() -> anyhow::Result<()> {
                 acked += r.acked as u64;
                 sealed += r.sealed as u64;
                 reopens += r.writer_reopens as u64;
-                for line in r.trace.iter().filter(|l| l.contains("reopened after")) {
-                    let (n, seeds) = reopen_causes.entry(reopen_cause(line)).or_default();
+                for cause in &r.reopen_causes {
+                    let (n, seeds) = reopen_causes.entry(*cause).or_default();
                     *n += 1;
                     if seeds.len() < 5 && !seeds.contains(&seed) {
                         seeds.push(seed);
