@@ -98,8 +98,8 @@ pub struct ClientSettings {
     pub roll_retry_interval: Duration,
     /// How long a writer that rolls or closes keeps completing its segment through failures
     /// that may pass (replicas down or not answering, the metadata store unavailable)
-    /// before it gives the log up (1405). Writes queue behind a roll meanwhile. Go gives
-    /// up at the first failure; 10 s rides out a node or etcd restart.
+    /// before it gives the log up (1405). Writes queue behind a roll meanwhile; 10 s rides
+    /// out a node or etcd restart.
     pub complete_patience: Duration,
 }
 
