@@ -13,7 +13,10 @@
 //! client gets an error (and retries) while the log already shows the record, as Kafka's log
 //! may show a commit whose acknowledgement was lost. Keeping the store as the truth (rather
 //! than replaying this log at start-up, as Kafka does) keeps the coordinator's restart cost
-//! independent of the log's length: nothing here compacts the log, so it only grows.
+//! independent of the log's length. The log is compacted by rewrite (`OffsetLog::compact`):
+//! once enough of a partition is superseded ([`COMPACT_MIN_SUPERSEDED`], and more than is in
+//! force), the offsets in force are appended again and the partition's log start is raised
+//! past everything they supersede.
 //!
 //! **What the log holds.** Key version 1 (`group`, `topic`, `partition`) and value version 3
 //! (`offset`, `leader_epoch`, `metadata`, `commit_timestamp`), the layouts of Kafka's
