@@ -88,6 +88,12 @@ fn a_completion_whose_answer_was_lost_is_the_writers_own() {
         }
         w.meta.fail_next_change_to("/segments/0");
         writer.close().await.unwrap();
+        // The repeated update counts as a completion retry. The counters are the process's,
+        // shared by this file's tests (each world's log has id 1): none of the others
+        // completes a segment through a failure or loses a writer.
+        let metrics = telemetry::catalog::ClientLogMetrics::for_log(log.log_id());
+        assert!(metrics.completion_retries.get() >= 1);
+        assert_eq!(metrics.writers_lost.get(), 0);
         let segments = log.segments().await.unwrap();
         assert_eq!(segments[&0].last_entry_id, 4);
         assert_eq!(

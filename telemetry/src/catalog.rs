@@ -43,6 +43,26 @@ pub static CLIENT_APPEND_LATENCY: Family<Histogram> = Family::new(
     &Layout::MILLIS,
 );
 
+/// `woodpecker_client_segment_completion_retries_total{log_ns,log_id}`: attempts a writer
+/// repeated to complete a segment (a roll or a close) through failures that may pass:
+/// replicas down or not answering, the metadata store unavailable. Not a Go metric.
+pub static CLIENT_SEGMENT_COMPLETION_RETRIES: Family<Counter> = Family::new(
+    "woodpecker_client_segment_completion_retries_total",
+    "Segment completion attempts repeated through failures that may pass",
+    &["log_ns", "log_id"],
+    (),
+);
+
+/// `woodpecker_client_writers_lost_total{log_ns,log_id}`: writers that stopped for good: lost
+/// their log (1405: fenced, taken over, or failures past their patience) or stopped on a
+/// storage failure. Closing a writer does not count. Not a Go metric.
+pub static CLIENT_WRITERS_LOST: Family<Counter> = Family::new(
+    "woodpecker_client_writers_lost_total",
+    "Writers that lost their log or stopped on a storage failure",
+    &["log_ns", "log_id"],
+    (),
+);
+
 /// `woodpecker_server_file_flush_latency{node_id,log_ns,log_id}`: milliseconds to make one
 /// flushed block durable (local: write and fsync or journal commit; objects: the PUT).
 pub static SERVER_FILE_FLUSH_LATENCY: Family<Histogram> = Family::new(
@@ -140,11 +160,13 @@ pub static LOGSTORE_OPERATION_LATENCY: Family<Histogram> = Family::new(
 );
 
 /// Every metric above, in exposition order.
-pub static ALL: [&dyn Render; 14] = [
+pub static ALL: [&dyn Render; 16] = [
     &BUILD_INFO,
     &CLIENT_APPEND_REQUESTS,
     &CLIENT_APPEND_BYTES,
     &CLIENT_APPEND_LATENCY,
+    &CLIENT_SEGMENT_COMPLETION_RETRIES,
+    &CLIENT_WRITERS_LOST,
     &SERVER_FILE_FLUSH_LATENCY,
     &SERVER_FLUSH_BYTES_WRITTEN,
     &SERVER_FSYNC_LATENCY,
@@ -203,6 +225,10 @@ pub struct ClientLogMetrics {
     pub append_bytes: &'static Histogram,
     /// `woodpecker_client_append_latency`.
     pub append_latency: &'static Histogram,
+    /// `woodpecker_client_segment_completion_retries_total`.
+    pub completion_retries: &'static Counter,
+    /// `woodpecker_client_writers_lost_total`.
+    pub writers_lost: &'static Counter,
 }
 
 impl ClientLogMetrics {
@@ -215,6 +241,8 @@ impl ClientLogMetrics {
             append_requests: CLIENT_APPEND_REQUESTS.with(&labels),
             append_bytes: CLIENT_APPEND_BYTES.with(&labels),
             append_latency: CLIENT_APPEND_LATENCY.with(&labels),
+            completion_retries: CLIENT_SEGMENT_COMPLETION_RETRIES.with(&labels),
+            writers_lost: CLIENT_WRITERS_LOST.with(&labels),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use proto::meta::{QuorumInfo, SegmentMetadata};
+use telemetry::metrics::Counter;
 
 use super::embedded_quorum;
 use super::error::{ClientError, Result};
@@ -215,12 +216,13 @@ impl Replicas {
     /// target, after a pause on the client's clock that doubles up to a second, for up to
     /// `patience`: a node that restarts within it does not cost the writer its log. Any
     /// other refusal (a fence by a newer writer, a replica that cannot hold the target)
-    /// ends it at once.
+    /// ends it at once. Each repeated attempt counts in `retries`.
     pub(crate) async fn complete(
         &self,
         target: i64,
         shared: &Shared,
         patience: Duration,
+        retries: &Counter,
     ) -> Result<Completion> {
         let deadline = shared.now_millis().saturating_add(millis(patience));
         let mut pause = COMPLETE_FIRST_PAUSE;
@@ -243,6 +245,7 @@ impl Replicas {
                 return Err(self.quorum_error(e, &completed));
             }
             tracing::info!(log = %self.log, segment = self.segment_id, target, pause_ms = millis(pause), "too few replicas completed the segment; asking again");
+            retries.inc();
             shared.clock.sleep(pause).await;
             pause = (pause * 2).min(COMPLETE_MAX_PAUSE);
         }

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use proto::meta::{QuorumInfo, SegmentMetadata, SegmentState};
 use telemetry::Stopwatch;
 use telemetry::catalog::ClientLogMetrics;
-use telemetry::metrics::Histogram;
+use telemetry::metrics::{Counter, Histogram};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -109,6 +109,8 @@ struct Validity {
     log: String,
     /// Why the writer is no longer valid; `None` while it is.
     lost: Mutex<Option<Lost>>,
+    /// `woodpecker_client_writers_lost_total` of the log.
+    lost_total: &'static Counter,
 }
 
 #[derive(Debug, Clone)]
@@ -150,9 +152,11 @@ impl Validity {
             match &lost {
                 Lost::Taken(reason) => {
                     tracing::warn!(log = %self.log, reason = %reason, "writer invalidated");
+                    self.lost_total.inc();
                 }
                 Lost::Storage(reason) => {
                     tracing::warn!(log = %self.log, reason = %reason, "writer stopped: storage failed");
+                    self.lost_total.inc();
                 }
                 Lost::Closed => {}
             }
@@ -246,14 +250,16 @@ impl LogWriter {
         shared: Arc<Shared>,
         lock: Option<WriterLock>,
     ) -> Self {
+        let metrics = ClientLogMetrics::for_log(log_id);
         let validity = Arc::new(Validity {
             log: log.clone(),
             lost: Mutex::new(None),
+            lost_total: metrics.writers_lost,
         });
         let core = Arc::new(Core {
             log,
             log_id,
-            metrics: ClientLogMetrics::for_log(log_id),
+            metrics,
             permits: Arc::new(Semaphore::new(shared.settings.max_in_flight.max(1))),
             shared,
             validity: validity.clone(),
@@ -1016,7 +1022,12 @@ impl WriterTask {
         let patience = core.shared.settings.complete_patience;
         let deadline = core.shared.now_millis().saturating_add(millis(patience));
         let last = match replicas
-            .complete(outcome.last_acked, &core.shared, patience)
+            .complete(
+                outcome.last_acked,
+                &core.shared,
+                patience,
+                core.metrics.completion_retries,
+            )
             .await
         {
             Ok(done) => done.last_entry_id,
@@ -1110,6 +1121,7 @@ impl WriterTask {
             return false;
         }
         tracing::info!(log = %core.log, segment, error = %e, pause_ms = millis(*pause), "metadata update failed; trying again");
+        core.metrics.completion_retries.inc();
         core.shared.clock.sleep(*pause).await;
         *pause = (*pause * 2).min(META_MAX_PAUSE);
         core.validity.check().is_ok()
