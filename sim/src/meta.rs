@@ -150,11 +150,9 @@ impl FaultyKv {
         call: impl std::future::Future<Output = Result<T, KvError>>,
     ) -> Result<T, KvError> {
         if targeted {
-            let out = call.await;
-            return match out {
-                Ok(_) => Err(self.unavailable("applied, then the answer was lost")),
-                Err(e) => Err(e),
-            };
+            return call
+                .await
+                .and_then(|_| Err(self.unavailable("applied, then the answer was lost")));
         }
         match self.fate(writes) {
             Fate::FailBefore => Err(self.unavailable("request failed before it was applied")),

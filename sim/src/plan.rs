@@ -116,6 +116,39 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Three nodes, three replicas, 1 MiB segments and no fault at all: a base for a test
+    /// that places the one fault it is about itself.
+    pub fn healthy(seed: u64) -> Plan {
+        let mut plan = Plan::from_seed(seed);
+        plan.nodes = 3;
+        plan.replicas = 3;
+        plan.faults.clear();
+        plan.segment_max_bytes = 1 << 20;
+        plan.messages = MessageFaults {
+            lose_request: 0.0,
+            lose_reply: 0.0,
+            delay: 0.0,
+            max_delay: Duration::ZERO,
+        };
+        plan.objects = ObjectFaults {
+            error_before: 0.0,
+            error_after: 0.0,
+            latency: Duration::ZERO,
+        };
+        plan.meta = MetaFaults {
+            error_before: 0.0,
+            error_after: 0.0,
+            delay: 0.0,
+            max_delay: Duration::ZERO,
+        };
+        plan.disk = DiskFaults {
+            power_loss: false,
+            max_write_latency: Duration::ZERO,
+            max_read_latency: Duration::ZERO,
+        };
+        plan
+    }
+
     /// The plan of `seed`.
     pub fn from_seed(seed: u64) -> Plan {
         let mut rng = StdRng::seed_from_u64(seed);

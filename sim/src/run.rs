@@ -162,10 +162,9 @@ pub struct Report {
     pub segments: usize,
     /// Segments sealed (compacted) at the end.
     pub sealed: usize,
-    /// Errors that were not retriable seen by the current writer while faults were on
-    /// (the writer was reopened); a fenced writer's own errors are not counted.
-    pub writer_reopens: usize,
-    /// Why each of those reopens happened (every one legitimate in a correct run).
+    /// Why the current writer was reopened, once per error that was not retriable seen
+    /// while faults were on (every one legitimate in a correct run); a fenced writer's own
+    /// errors are not counted.
     pub reopen_causes: Vec<ReopenCause>,
     /// `open_writer` calls that failed to fence (1107) under faults and were retried.
     pub fence_retries: usize,
@@ -661,7 +660,6 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
     let pending = Arc::new(Mutex::new(Vec::new()));
     let driver = spawn_fault_driver(net.clone(), &plan, pending.clone());
     faulty_meta.set_on(true);
-    let mut writer_reopens = 0usize;
     let mut w0 = Arc::new(open_writer(&ctx, &log, "open writer 0", true).await?);
     let mut next = 0usize;
     while next < plan.fence_at {
@@ -671,7 +669,6 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
             Err((i, Stop::Permanent(e))) => {
                 net.note(format!("writer 0 reopened after: {e}"));
                 ctx.reopened(0, &e);
-                writer_reopens += 1;
                 next = i + 1;
                 w0 = Arc::new(open_writer(&ctx, &log, "reopen writer 0", true).await?);
             }
@@ -700,7 +697,6 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
             Err((i, Stop::Permanent(e))) => {
                 net.note(format!("writer 1 reopened after: {e}"));
                 ctx.reopened(1, &e);
-                writer_reopens += 1;
                 next = i + 1;
                 w1 = open_writer(&ctx, &log, "reopen writer 1", true).await?;
             }
@@ -860,7 +856,7 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
         h.sent.len(),
         segments,
         sealed,
-        writer_reopens,
+        h.reopens.len(),
         fence_retries,
         simulated,
     )
@@ -871,7 +867,6 @@ async fn run(plan: Plan, slow_ops: Rc<Cell<u64>>) -> Result<Report, Failure> {
         read: second_read.len(),
         segments,
         sealed,
-        writer_reopens,
         reopen_causes: h.reopens.iter().map(|(_, cause, _)| *cause).collect(),
         fence_retries,
         faults,

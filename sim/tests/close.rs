@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sim::Plan;
-use sim::plan::{DiskFaults, MessageFaults, MetaFaults, ObjectFaults};
+use sim::plan::MessageFaults;
 use sim::run::{simulate, world};
 use wal::client::LogStoreCluster;
 use wal::clock::blocking::Inline;
@@ -14,32 +14,12 @@ use wal::message::WriteMessage;
 /// gives that replica time to catch up before it completes the segment, so every replica
 /// serves the whole segment afterwards.
 fn slow_replicas(seed: u64) -> Plan {
-    let mut plan = Plan::from_seed(seed);
-    plan.nodes = 3;
-    plan.replicas = 3;
-    plan.faults.clear();
-    plan.segment_max_bytes = 1 << 20;
+    let mut plan = Plan::healthy(seed);
     plan.messages = MessageFaults {
         lose_request: 0.0,
         lose_reply: 0.0,
         delay: 0.8,
         max_delay: Duration::from_millis(400),
-    };
-    plan.objects = ObjectFaults {
-        error_before: 0.0,
-        error_after: 0.0,
-        latency: Duration::ZERO,
-    };
-    plan.meta = MetaFaults {
-        error_before: 0.0,
-        error_after: 0.0,
-        delay: 0.0,
-        max_delay: Duration::ZERO,
-    };
-    plan.disk = DiskFaults {
-        power_loss: false,
-        max_write_latency: Duration::ZERO,
-        max_read_latency: Duration::ZERO,
     };
     plan
 }

@@ -1,57 +1,34 @@
 //! A metadata change whose answer was lost (etcd applied it, the client saw a timeout or a
 //! dropped connection) is not another writer's: a writer that meets one at an exact call
-//! keeps its log. Deterministic: the fault is placed on one call, the rest is healthy.
-
-use std::time::Duration;
+//! keeps its log. Deterministic: the fault is placed on one call of a healthy cluster
+//! ([`Plan::healthy`]: three nodes, three replicas).
 
 use sim::Plan;
-use sim::plan::{DiskFaults, MessageFaults, MetaFaults, ObjectFaults};
-use sim::run::{simulate, world};
+use sim::run::{World, simulate, world};
+use wal::client::{LogHandle, LogWriter};
 use wal::clock::blocking::Inline;
 use wal::message::WriteMessage;
 
-/// Three nodes, three replicas, no random fault.
-fn healthy(seed: u64) -> Plan {
-    let mut plan = Plan::from_seed(seed);
-    plan.nodes = 3;
-    plan.replicas = 3;
-    plan.faults.clear();
-    plan.segment_max_bytes = 1 << 20;
-    plan.messages = MessageFaults {
-        lose_request: 0.0,
-        lose_reply: 0.0,
-        delay: 0.0,
-        max_delay: Duration::ZERO,
-    };
-    plan.objects = ObjectFaults {
-        error_before: 0.0,
-        error_after: 0.0,
-        latency: Duration::ZERO,
-    };
-    plan.meta = MetaFaults {
-        error_before: 0.0,
-        error_after: 0.0,
-        delay: 0.0,
-        max_delay: Duration::ZERO,
-    };
-    plan.disk = DiskFaults {
-        power_loss: false,
-        max_write_latency: Duration::ZERO,
-        max_read_latency: Duration::ZERO,
-    };
-    plan
+/// Runs `test` on a healthy cluster of `seed` with log `lost` created and a writer open.
+fn with_writer<F>(seed: u64, test: impl FnOnce(World, LogHandle, LogWriter) -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    simulate(Inline::immediate(), async move {
+        let w = world(&Plan::healthy(seed)).await.unwrap();
+        w.client.create_log("lost").await.unwrap();
+        let log = w.client.open_log("lost").await.unwrap();
+        let writer = log.open_writer().await.unwrap();
+        test(w, log, writer).await;
+    })
+    .unwrap();
 }
 
 /// The creation of segment 0 is applied and its answer lost: that write fails (retriable),
 /// the next one finds the segment as the writer created it and writes into it.
 #[test]
 fn a_segment_creation_whose_answer_was_lost_is_the_writers_own() {
-    let plan = healthy(1);
-    simulate(Inline::immediate(), async move {
-        let w = world(&plan).await.unwrap();
-        w.client.create_log("lost").await.unwrap();
-        let log = w.client.open_log("lost").await.unwrap();
-        let writer = log.open_writer().await.unwrap();
+    with_writer(1, |w, log, writer| async move {
         w.meta.fail_next_change_to("/segments/0");
         let first = writer.write(WriteMessage::new(b"first".to_vec())).await;
         let e = first.expect_err("the creation's answer was lost");
@@ -66,20 +43,14 @@ fn a_segment_creation_whose_answer_was_lost_is_the_writers_own() {
         let segments = log.segments().await.unwrap();
         assert_eq!(segments.keys().copied().collect::<Vec<_>>(), [0]);
         assert_eq!(segments[&0].last_entry_id, 0);
-    })
-    .unwrap();
+    });
 }
 
 /// The update completing segment 0 on a close is applied and its answer lost: the close
 /// finds the segment completed as it asked and succeeds.
 #[test]
 fn a_completion_whose_answer_was_lost_is_the_writers_own() {
-    let plan = healthy(2);
-    simulate(Inline::immediate(), async move {
-        let w = world(&plan).await.unwrap();
-        w.client.create_log("lost").await.unwrap();
-        let log = w.client.open_log("lost").await.unwrap();
-        let writer = log.open_writer().await.unwrap();
+    with_writer(2, |w, log, writer| async move {
         for i in 0..5 {
             writer
                 .write(WriteMessage::new(format!("e{i}").into_bytes()))
@@ -100,8 +71,7 @@ fn a_completion_whose_answer_was_lost_is_the_writers_own() {
             segments[&0].state,
             proto::meta::SegmentState::Completed as i32
         );
-    })
-    .unwrap();
+    });
 }
 
 /// A writer closed right after a creation whose answer was lost closes that segment as any
@@ -109,12 +79,7 @@ fn a_completion_whose_answer_was_lost_is_the_writers_own() {
 /// no Active segment is left for the next writer to fence.
 #[test]
 fn a_close_completes_a_segment_created_in_doubt() {
-    let plan = healthy(3);
-    simulate(Inline::immediate(), async move {
-        let w = world(&plan).await.unwrap();
-        w.client.create_log("lost").await.unwrap();
-        let log = w.client.open_log("lost").await.unwrap();
-        let writer = log.open_writer().await.unwrap();
+    with_writer(3, |w, log, writer| async move {
         w.meta.fail_next_change_to("/segments/0");
         writer
             .write(WriteMessage::new(b"first".to_vec()))
@@ -128,6 +93,5 @@ fn a_close_completes_a_segment_created_in_doubt() {
             proto::meta::SegmentState::Completed as i32
         );
         assert_eq!(segments[&0].last_entry_id, -1);
-    })
-    .unwrap();
+    });
 }

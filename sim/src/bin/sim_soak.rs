@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 acked += r.acked as u64;
                 sealed += r.sealed as u64;
-                reopens += r.writer_reopens as u64;
+                reopens += r.reopen_causes.len() as u64;
                 for cause in &r.reopen_causes {
                     let (n, seeds) = reopen_causes.entry(*cause).or_default();
                     *n += 1;

@@ -157,6 +157,46 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A writer's patience with something that may pass (completing a segment through replicas
+/// that are down or a metadata store that is unavailable): pauses on the client's clock of
+/// 100 ms, doubling up to a second, for up to [`ClientSettings::complete_patience`] from its
+/// start; every pause counts as a retry in `retries`.
+pub(crate) struct Patience<'a> {
+    shared: &'a Shared,
+    deadline: i64,
+    pause: Duration,
+    retries: &'static telemetry::metrics::Counter,
+}
+
+impl<'a> Patience<'a> {
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new(shared: &'a Shared, retries: &'static telemetry::metrics::Counter) -> Self {
+        Patience {
+            deadline: shared
+                .now_millis()
+                .saturating_add(millis(shared.settings.complete_patience)),
+            shared,
+            pause: Self::FIRST_PAUSE,
+            retries,
+        }
+    }
+
+    /// The pause the next retry takes; `None` when it would end past the deadline.
+    pub(crate) fn next_pause(&self) -> Option<Duration> {
+        (self.shared.now_millis().saturating_add(millis(self.pause)) <= self.deadline)
+            .then_some(self.pause)
+    }
+
+    /// Sleeps the next pause (once [`Patience::next_pause`] gave one) and counts the retry.
+    pub(crate) async fn pause(&mut self) {
+        self.retries.inc();
+        self.shared.clock.sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::MAX_PAUSE);
+    }
+}
+
 /// What every handle and writer of a client shares.
 #[derive(Debug)]
 pub(crate) struct Shared {

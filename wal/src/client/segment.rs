@@ -16,23 +16,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use proto::meta::{QuorumInfo, SegmentMetadata};
-use telemetry::metrics::Counter;
 
 use super::embedded_quorum;
 use super::error::{ClientError, Result};
 use super::replicated::Replicated;
 use super::store::{LogStoreClient, StoreResult};
-use super::{Shared, millis};
+use super::{Patience, Shared, millis};
 use crate::logstore::{
     CleanScope, CompactResult, DamagedBlock, LogStore, OnDurable, ReadEnd, ReadResult,
     SegmentProcessor, TryAdd, WaitOutcome,
 };
 use crate::quorum::{self, Completion, QuorumSpec, RecoveryError};
-
-/// The first pause before a completion that fell short is asked again.
-const COMPLETE_FIRST_PAUSE: Duration = Duration::from_millis(100);
-/// The longest pause between those attempts.
-const COMPLETE_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// The replicas of one segment.
 pub(crate) struct Replicas {
@@ -213,19 +207,14 @@ impl Replicas {
     ///
     /// A completion that falls short only because replicas could not be reached (down, no
     /// answer in time) is asked again of every replica, completing being idempotent at one
-    /// target, after a pause on the client's clock that doubles up to a second, for up to
-    /// `patience`: a node that restarts within it does not cost the writer its log. Any
-    /// other refusal (a fence by a newer writer, a replica that cannot hold the target)
-    /// ends it at once. Each repeated attempt counts in `retries`.
+    /// target, after each pause of the writer's `patience`: a node that restarts within it
+    /// does not cost the writer its log. Any other refusal (a fence by a newer writer, a
+    /// replica that cannot hold the target) ends it at once.
     pub(crate) async fn complete(
         &self,
         target: i64,
-        shared: &Shared,
-        patience: Duration,
-        retries: &Counter,
+        patience: &mut Patience<'_>,
     ) -> Result<Completion> {
-        let deadline = shared.now_millis().saturating_add(millis(patience));
-        let mut pause = COMPLETE_FIRST_PAUSE;
         loop {
             let completed = self.complete_all(target).await;
             self.log_behind(target, &completed);
@@ -241,13 +230,11 @@ impl Replicas {
                     Ok(_) => true,
                     Err(e) => e.is_retriable() && !e.is_segment_not_writable(),
                 });
-            if !may_pass || shared.now_millis().saturating_add(millis(pause)) > deadline {
+            let Some(pause) = patience.next_pause().filter(|_| may_pass) else {
                 return Err(self.quorum_error(e, &completed));
-            }
+            };
             tracing::info!(log = %self.log, segment = self.segment_id, target, pause_ms = millis(pause), "too few replicas completed the segment; asking again");
-            retries.inc();
-            shared.clock.sleep(pause).await;
-            pause = (pause * 2).min(COMPLETE_MAX_PAUSE);
+            patience.pause().await;
         }
     }
 

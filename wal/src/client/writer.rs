@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 use super::error::{ClientError, Result};
 use super::segment::{Appender, Replicas};
-use super::{Shared, millis};
+use super::{Patience, Shared, millis};
 use crate::logstore::{LogStoreError, OnDurable, TryAdd, code};
 use crate::message::{LogMessageId, WriteMessage};
 use crate::meta::kv::Revision;
@@ -60,11 +60,6 @@ use crate::meta::{MetaError, WriterLock};
 /// entries durable before it completes its segment: long enough for a healthy replica one
 /// round trip behind, short enough that a replica that is down does not hold a close up.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
-
-/// The first pause before a metadata update that failed in a way that may pass is tried
-/// again; it doubles up to [`META_MAX_PAUSE`].
-const META_FIRST_PAUSE: Duration = Duration::from_millis(100);
-const META_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Who is told the outcome of a write.
 enum Reply {
@@ -1019,17 +1014,8 @@ impl WriterTask {
             return Ok(());
         }
         let core = &self.core;
-        let patience = core.shared.settings.complete_patience;
-        let deadline = core.shared.now_millis().saturating_add(millis(patience));
-        let last = match replicas
-            .complete(
-                outcome.last_acked,
-                &core.shared,
-                patience,
-                core.metrics.completion_retries,
-            )
-            .await
-        {
+        let mut patience = Patience::new(&core.shared, core.metrics.completion_retries);
+        let last = match replicas.complete(outcome.last_acked, &mut patience).await {
             Ok(done) => done.last_entry_id,
             Err(ClientError::LogStore(e)) if segment_lost(&e) => {
                 return Err(core.validity.lose(format!("completing segment {id}: {e}")));
@@ -1043,7 +1029,7 @@ impl WriterTask {
             size: i64::try_from(bytes).unwrap_or(i64::MAX),
             ..meta
         };
-        self.publish_completion(&completed, revision, deadline)
+        self.publish_completion(&completed, revision, &mut patience)
             .await?;
         replicas.release().await;
         tracing::debug!(log = %core.log, segment = id, last_entry_id = last, failed = outcome.failed, "segment completed");
@@ -1051,20 +1037,19 @@ impl WriterTask {
     }
 
     /// CASes the segment's metadata to `completed` (from `revision`). A failure that may
-    /// pass (the store unavailable) is tried again, on the client's clock, until `deadline`
-    /// (clock millis). An attempt whose answer was lost may have been applied, so a revision
-    /// conflict after one is looked at: the segment holding exactly `completed` is this
-    /// writer's own completion, anything else is another writer's.
+    /// pass (the store unavailable) is tried again after each pause of `patience`. An
+    /// attempt whose answer was lost may have been applied, so a revision conflict after one
+    /// is looked at: the segment holding exactly `completed` is this writer's own
+    /// completion, anything else is another writer's.
     async fn publish_completion(
         &self,
         completed: &SegmentMetadata,
         revision: Revision,
-        deadline: i64,
+        patience: &mut Patience<'_>,
     ) -> Result<()> {
         let core = &self.core;
         let id = completed.seg_no;
         let mut uncertain = false;
-        let mut pause = META_FIRST_PAUSE;
         loop {
             let e = match core
                 .shared
@@ -1083,11 +1068,8 @@ impl WriterTask {
                     }
                     Ok(_) => {}
                     Err(read) if read.is_retriable() => {
-                        // Still in doubt: the update is tried again below, and so is this.
-                        if !self
-                            .pause_before_retry(&mut pause, deadline, id, &read)
-                            .await
-                        {
+                        // Still in doubt: the update is tried again, and so is this.
+                        if !self.pause_before_retry(patience, id, &read).await {
                             return Err(read.into());
                         }
                         continue;
@@ -1100,30 +1082,27 @@ impl WriterTask {
                     "segment {id} metadata changed under this writer: {e}"
                 )));
             }
-            if !e.is_retriable() || !self.pause_before_retry(&mut pause, deadline, id, &e).await {
+            if !e.is_retriable() || !self.pause_before_retry(patience, id, &e).await {
                 return Err(e.into());
             }
             uncertain = true;
         }
     }
 
-    /// Sleeps `pause` on the client's clock and doubles it (up to a second) when that ends
-    /// before `deadline`; `false` when it would not, or the writer was invalidated meanwhile.
+    /// Waits out the next pause of `patience` after metadata failure `e`; `false` when the
+    /// patience is spent or the writer was invalidated meanwhile.
     async fn pause_before_retry(
         &self,
-        pause: &mut Duration,
-        deadline: i64,
+        patience: &mut Patience<'_>,
         segment: i64,
         e: &MetaError,
     ) -> bool {
         let core = &self.core;
-        if core.shared.now_millis().saturating_add(millis(*pause)) > deadline {
+        let Some(pause) = patience.next_pause() else {
             return false;
-        }
-        tracing::info!(log = %core.log, segment, error = %e, pause_ms = millis(*pause), "metadata update failed; trying again");
-        core.metrics.completion_retries.inc();
-        core.shared.clock.sleep(*pause).await;
-        *pause = (*pause * 2).min(META_MAX_PAUSE);
+        };
+        tracing::info!(log = %core.log, segment, error = %e, pause_ms = millis(pause), "metadata update failed; trying again");
+        patience.pause().await;
         core.validity.check().is_ok()
     }
 
